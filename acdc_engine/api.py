@@ -1,0 +1,153 @@
+"""The Python API: ``discover(model, task, ...)`` runs a circuit-discovery method and returns a Circuit.
+
+The Hydra command line (``acdc_engine.cli``) is a thin layer over this function.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from acdc_engine.circuit import Circuit, on_input_to_logits_paths
+from acdc_engine.errors import AcdcError
+from acdc_engine.graph import build_graph
+from acdc_engine.methods.acdc import check_threshold, run_acdc
+from acdc_engine.metrics import make_metric
+from acdc_engine.patching import EdgePatcher
+from acdc_engine.tasks import TaskData, make_induction
+
+METHODS = ("acdc",)
+TASKS = ("induction",)
+
+
+def make_task(name: str, model: torch.nn.Module, **params: Any) -> TaskData:
+    """Build the built-in task ``name`` for ``model`` (its vocabulary decides the token range)."""
+    if name == "induction":
+        return make_induction(model.cfg.d_vocab, **params)
+    raise AcdcError(f"unknown task '{name}'; choose one of {', '.join(TASKS)} or pass a TaskData")
+
+
+def _as_task(task: Any, model: torch.nn.Module, task_params: dict[str, Any]) -> TaskData:
+    if isinstance(task, TaskData):
+        return task
+    if isinstance(task, str):
+        return make_task(task, model, **task_params)
+    if isinstance(task, dict):
+        return TaskData(name=task.get("name", "custom"), **{k: v for k, v in task.items() if k != "name"})
+    if isinstance(task, (tuple, list)) and len(task) == 2:
+        return TaskData(name="custom", clean=task[0], corrupted=task[1])
+    raise AcdcError(f"task must be a task name, a TaskData, a dict or a (clean, corrupted) pair; got {type(task).__name__}")
+
+
+def _model_description(model: torch.nn.Module, name: str | None, split_input: bool) -> dict[str, Any]:
+    cfg = model.cfg
+    return {
+        "name": name or cfg.model_name,
+        "n_layers": cfg.n_layers,
+        "n_heads": cfg.n_heads,
+        "d_model": cfg.d_model,
+        "d_head": cfg.d_head,
+        "d_vocab": cfg.d_vocab,
+        "n_ctx": cfg.n_ctx,
+        "attn_only": bool(cfg.attn_only),
+        "normalization_type": cfg.normalization_type,
+        "split_input": split_input,
+        "dtype": str(cfg.dtype).removeprefix("torch."),
+    }
+
+
+def discover(
+    model: torch.nn.Module | str,
+    task: TaskData | str | dict | tuple = "induction",
+    *,
+    method: str = "acdc",
+    threshold: float = 0.05,
+    metric: str = "kl",
+    ablation: str = "resample",
+    split_input: bool = False,
+    task_params: dict[str, Any] | None = None,
+    model_name: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> Circuit:
+    """Find the circuit of ``model`` for ``task``.
+
+    Args:
+        model: a ``HookedTransformer``, or a name for ``acdc_engine.models.load_model``.
+        task: a built-in task name, a ``TaskData``, a dict of TaskData fields, or (clean, corrupted).
+        method: "acdc" (exact ACDC).
+        threshold: ACDC's tau: a removal stays when it raises the metric by less than this.
+        metric: "kl" (default), "logit_diff", "prob_diff" or "nll"; lower is better.
+        ablation: what a removed edge carries: "resample" (the corrupted run), "zero" or "mean".
+        split_input: token and positional embeddings as two senders instead of ``input``.
+        task_params: keyword arguments for a built-in task (e.g. ``n_prompts``).
+        seed: recorded in the circuit file (built-in tasks take theirs from ``task_params``).
+    """
+    start = time.perf_counter()
+    if method not in METHODS:
+        raise AcdcError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+    threshold = check_threshold(threshold)
+    if isinstance(model, str):
+        from acdc_engine.models import load_model
+
+        model_name = model_name or model
+        model = load_model(model)
+    task_data = _as_task(task, model, dict(task_params or {}))
+    task_data.check_vocabulary(model.cfg.d_vocab)
+    if task_data.clean.shape[1] > model.cfg.n_ctx:
+        raise AcdcError(f"prompts have {task_data.clean.shape[1]} tokens; the model's context is {model.cfg.n_ctx}")
+
+    graph = build_graph(model.cfg, split_input=split_input)
+    patcher = EdgePatcher(model, graph, task_data.clean, task_data.corrupted, task_data.positions, ablation)
+    full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
+    metric_fn = make_metric(metric, task_data, patcher.logits(full_edges, full_heads))
+
+    def evaluate(edge_masks: torch.Tensor, head_input_masks: torch.Tensor) -> torch.Tensor:
+        return metric_fn(patcher.logits(edge_masks, head_input_masks)).double().cpu()
+
+    result = run_acdc(graph, evaluate, threshold, progress=progress)
+    edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, result.edge_kept, result.head_input_kept)
+    circuit_value = float(evaluate(edge_in_graph[None], head_in_graph[None])[0])
+    empty_value = float(evaluate(torch.zeros_like(full_edges)[None], torch.zeros_like(full_heads)[None])[0])
+    return Circuit(
+        graph=graph,
+        edge_kept=result.edge_kept,
+        head_input_kept=result.head_input_kept,
+        edge_in_graph=edge_in_graph,
+        head_input_in_graph=head_in_graph,
+        edge_scores=result.edge_scores,
+        head_input_scores=result.head_input_scores,
+        metric={"name": metric, "full": result.metric_full, "circuit": circuit_value, "empty": empty_value},
+        threshold=threshold,
+        model=_model_description(model, model_name, split_input),
+        task={
+            "name": task_data.name,
+            "n_prompts": int(task_data.clean.shape[0]),
+            "n_tokens": int(task_data.clean.shape[1]),
+            "positions": task_data.positions.tolist(),
+            **task_data.params,
+        },
+        method={"name": method, "ablation": ablation, "order": "reference"},
+        run={
+            "seed": seed,
+            "versions": _versions(),
+            "seconds": round(time.perf_counter() - start, 3),
+            "forward_passes": result.forward_passes + 2,
+            "candidates_tested": result.candidates_tested,
+            "device": str(patcher.device),
+        },
+    )
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("acdc-engine", "torch", "transformer-lens"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "unknown"
+    return out

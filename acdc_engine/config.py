@@ -1,0 +1,76 @@
+"""Hydra structured configs: the schema every YAML file under ``conf/`` is checked against.
+
+A key that is not in the schema, or a value of the wrong type or outside an enum, fails with Hydra's
+message naming the key before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Metric(Enum):
+    kl = "kl"
+    logit_diff = "logit_diff"
+    prob_diff = "prob_diff"
+    nll = "nll"
+
+
+class Ablation(Enum):
+    resample = "resample"
+    zero = "zero"
+    mean = "mean"
+
+
+class DType(Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    split_input: bool = False
+    dtype: DType = DType.float32
+    config: Optional[dict[str, Any]] = None  # HookedTransformerConfig fields, for name=random
+
+
+@dataclass
+class InductionTaskConfig:
+    name: str = "induction"
+    n_prompts: int = 32
+    half_length: int = 8
+    bos_token: int = 0
+    seed: int = 0
+
+
+@dataclass
+class AcdcMethodConfig:
+    name: str = "acdc"
+    threshold: float = 0.05
+    metric: Metric = Metric.kl
+    ablation: Ablation = Ablation.resample
+
+
+@dataclass
+class Config:
+    model: Any = MISSING
+    task: Any = MISSING
+    method: Any = MISSING
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    defaults: list[Any] = field(default_factory=list)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="task", name="base_induction", node=InductionTaskConfig)
+    cs.store(group="method", name="base_acdc", node=AcdcMethodConfig)

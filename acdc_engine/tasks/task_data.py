@@ -1,0 +1,73 @@
+"""The data every task yields: clean and corrupted prompts, the positions a metric reads, answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from acdc_engine.errors import AcdcError
+
+
+@dataclass
+class TaskData:
+    """Token ids for one task, validated on construction.
+
+    clean, corrupted: long [n_prompts, pos]; prompt i of ``corrupted`` is the resample source for
+        prompt i of ``clean``.
+    positions: long [P], the positions the metric reads (default: the last position).
+    answers, wrong_answers: long [n_prompts, P] or None; the token a correct model predicts at each
+        read position, and the competing token (logit and probability difference use both).
+    """
+
+    name: str
+    clean: Tensor
+    corrupted: Tensor
+    positions: Tensor | None = None
+    answers: Tensor | None = None
+    wrong_answers: Tensor | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.clean = _as_token_tensor(self.clean, "clean")
+        self.corrupted = _as_token_tensor(self.corrupted, "corrupted")
+        if self.clean.shape != self.corrupted.shape:
+            raise AcdcError(
+                f"clean and corrupted token batches differ in shape: {tuple(self.clean.shape)} vs "
+                f"{tuple(self.corrupted.shape)}; prompt i of each must have the same length"
+            )
+        n_prompts, n_pos = self.clean.shape
+        if n_prompts == 0 or n_pos == 0:
+            raise AcdcError(f"task '{self.name}' has no tokens: shape {tuple(self.clean.shape)}")
+        if self.positions is None:
+            self.positions = torch.tensor([n_pos - 1])
+        self.positions = torch.as_tensor(self.positions, dtype=torch.long).reshape(-1)
+        if len(self.positions) == 0 or self.positions.min() < -n_pos or self.positions.max() >= n_pos:
+            raise AcdcError(f"metric positions {self.positions.tolist()} lie outside prompts of length {n_pos}")
+        self.positions = self.positions % n_pos
+        for key in ("answers", "wrong_answers"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            value = _as_token_tensor(torch.as_tensor(value).reshape(n_prompts, -1), key)
+            if value.shape != (n_prompts, len(self.positions)):
+                raise AcdcError(f"{key} must have shape [n_prompts, n_positions] = {(n_prompts, len(self.positions))}")
+            setattr(self, key, value)
+
+    def check_vocabulary(self, d_vocab: int) -> None:
+        """AcdcError if any token id lies outside [0, d_vocab)."""
+        for key in ("clean", "corrupted", "answers", "wrong_answers"):
+            value = getattr(self, key)
+            if value is not None and (value.min() < 0 or value.max() >= d_vocab):
+                raise AcdcError(f"{key} holds token ids outside the model's vocabulary [0, {d_vocab})")
+
+
+def _as_token_tensor(value: Any, what: str) -> Tensor:
+    tensor = torch.as_tensor(value)
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise AcdcError(f"{what} must hold integer token ids, got dtype {tensor.dtype}")
+    if tensor.dim() != 2 and what in ("clean", "corrupted"):
+        raise AcdcError(f"{what} must be a 2-d batch [n_prompts, pos] of token ids, got shape {tuple(tensor.shape)}")
+    return tensor.long()

@@ -1,0 +1,35 @@
+"""Shared fixtures. No model hub is reachable: a stray hub call must fail at once."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from factories import random_task, small_model  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Test models are tiny: intra-op threading only adds overhead (10-30x on a busy 2-core box)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def toy_induction_model():
+    from acdc_engine.models import load_model
+
+    return load_model("toy-induction-2l")
+
+
+@pytest.fixture(scope="session")
+def small_circuit():
+    """An ACDC circuit on a small random model with MLPs, with kept and removed edges."""
+    from acdc_engine import discover
+
+    return discover(small_model(attn_only=False, seed=3), random_task(), threshold=0.002, progress=False)

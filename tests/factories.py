@@ -1,0 +1,42 @@
+"""Small models and tasks for tests: random weights, built from configs, float64 by default."""
+
+import torch
+
+
+def small_config(attn_only: bool, seed: int = 0, **overrides):
+    """A small random float64 TransformerLens config: 2 layers, 3 heads."""
+    from transformer_lens import HookedTransformerConfig
+
+    fields = dict(
+        n_layers=2, n_heads=3, d_model=32, d_head=8, d_mlp=64, d_vocab=20, n_ctx=16,
+        act_fn="gelu", normalization_type="LN", attn_only=attn_only, seed=seed, dtype=torch.float64,
+    )
+    fields.update(overrides)
+    return HookedTransformerConfig(**fields)
+
+
+def small_model(attn_only: bool, seed: int = 0, **overrides):
+    """A small random model whose biases and LayerNorm weights are random too (TransformerLens
+    initialises them to 0 and 1, which would hide bugs in how unowned biases are handled)."""
+    from transformer_lens import HookedTransformer
+
+    model = HookedTransformer(small_config(attn_only, seed, **overrides))
+    g = torch.Generator().manual_seed(seed + 1000)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith((".b", ".w")) or ".b_" in name or name.endswith("b_U"):
+                param.add_(0.3 * torch.randn(param.shape, generator=g, dtype=param.dtype))
+    return model.eval()
+
+
+def random_task(d_vocab: int = 20, n_prompts: int = 6, n_pos: int = 7, seed: int = 0, positions=None):
+    """Random clean and corrupted prompts with answers at the read positions."""
+    from acdc_engine import TaskData
+
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, d_vocab, (n_prompts, n_pos), generator=g)
+    corrupted = torch.randint(0, d_vocab, (n_prompts, n_pos), generator=g)
+    positions = torch.tensor([n_pos - 1] if positions is None else positions)
+    answers = torch.randint(0, d_vocab, (n_prompts, len(positions)), generator=g)
+    wrong = torch.randint(0, d_vocab, (n_prompts, len(positions)), generator=g)
+    return TaskData("random", clean, corrupted, positions, answers, wrong)

@@ -1,0 +1,142 @@
+"""Exact ACDC: the engine's circuit is identical to the naive per-edge reference's."""
+
+import math
+
+import pytest
+import torch
+from factories import random_task, small_model
+from naive_reference import naive_acdc, naive_kl
+
+from acdc_engine import AcdcError, build_graph, discover
+from acdc_engine.methods.acdc import visiting_order
+
+
+def engine_and_naive(model, task, threshold, ablation="resample"):
+    circuit = discover(model, task, threshold=threshold, ablation=ablation, progress=False)
+    clean_logits = model(task.clean)
+    positions = task.positions.tolist()
+    reference = naive_acdc(
+        model, task.clean, task.corrupted, lambda logits: naive_kl(clean_logits, logits, positions), threshold, ablation
+    )
+    return circuit, reference
+
+
+def decisions(circuit):
+    data = circuit.to_dict()
+    return (
+        {name: e["kept"] for name, e in data["edges"].items()},
+        {name: e["kept"] for name, e in data["head_inputs"].items()},
+    )
+
+
+CASES = [
+    (True, 0, 0.0005),
+    (True, 0, 0.005),
+    (True, 1, 0.02),
+    (False, 0, 0.0005),
+    (False, 0, 0.005),
+    (False, 2, 0.02),
+]
+
+
+@pytest.mark.parametrize("attn_only, seed, threshold", CASES)
+def test_circuit_is_identical_to_naive_reference(attn_only, seed, threshold):
+    model = small_model(attn_only, seed=seed)
+    circuit, reference = engine_and_naive(model, random_task(seed=seed, positions=[4, 6]), threshold)
+    edges, heads = decisions(circuit)
+    assert edges == reference["edges"]
+    assert heads == reference["head_inputs"]
+    assert 0 < sum(edges.values()) < len(edges)
+
+
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_circuit_is_identical_to_naive_reference_under_other_ablations(ablation):
+    model = small_model(attn_only=False, seed=4)
+    circuit, reference = engine_and_naive(model, random_task(seed=4), 0.005, ablation)
+    assert decisions(circuit) == (reference["edges"], reference["head_inputs"])
+
+
+def test_scores_match_naive_reference():
+    model = small_model(attn_only=False, seed=1)
+    circuit, reference = engine_and_naive(model, random_task(seed=1), 0.005)
+    data = circuit.to_dict()
+    for name, entry in {**data["edges"], **data["head_inputs"]}.items():
+        expected = reference["scores"][name]
+        if expected is None:
+            assert entry["score"] is None, name
+        else:
+            assert entry["score"] == pytest.approx(expected, abs=1e-12), name
+
+
+def test_visiting_order_follows_the_reference_order():
+    graph = build_graph(small_model(attn_only=False, n_heads=2).cfg)
+    names = [c.name for c in visiting_order(graph)]
+    expected_start = [
+        "m1->logits", "a1.h1->logits", "a1.h0->logits", "m0->logits", "a0.h1->logits", "a0.h0->logits", "input->logits",
+        "a1.h1->m1", "a1.h0->m1", "m0->m1", "a0.h1->m1", "a0.h0->m1", "input->m1",
+        "a1.h1<v>", "a1.h0<v>", "a1.h1<k>", "a1.h0<k>", "a1.h1<q>", "a1.h0<q>",
+        "m0->a1.h1<v>", "a0.h1->a1.h1<v>", "a0.h0->a1.h1<v>", "input->a1.h1<v>",
+        "m0->a1.h0<v>",
+    ]
+    assert names[: len(expected_start)] == expected_start
+    assert names[-1] == "input->a0.h0<q>"
+    assert len(names) == graph.n_edges + 2 * 2 * 3
+
+
+def test_a_huge_threshold_removes_everything():
+    circuit = discover(small_model(attn_only=True), random_task(), threshold=1e9, progress=False)
+    assert circuit.n_edges == 0
+    assert circuit.metric["circuit"] == pytest.approx(circuit.metric["empty"], abs=1e-12)
+
+
+def test_threshold_zero_keeps_every_edge_whose_removal_hurts():
+    circuit = discover(small_model(attn_only=True), random_task(), threshold=0.0, progress=False)
+    scores = circuit.edge_scores[circuit.edge_kept & ~circuit.edge_scores.isnan()]
+    assert (scores >= 0).all() and len(scores) > 0
+
+
+def test_emitted_circuit_is_the_kept_edges_on_input_to_logits_paths():
+    import networkx as nx
+
+    circuit = discover(small_model(attn_only=False, seed=2), random_task(seed=2), threshold=0.005, progress=False)
+    g = circuit.graph.to_networkx(circuit.edge_kept, circuit.head_input_kept)
+    for name in circuit.graph.edge_names():
+        sender, receiver = name.split("->")
+        on_path = nx.has_path(g, "input", sender) and nx.has_path(g, receiver, "logits")
+        s, r = circuit.graph.parse_edge(name)
+        assert bool(circuit.edge_in_graph[s, r]) == (bool(circuit.edge_kept[s, r]) and on_path), name
+
+
+def test_under_resample_the_emitted_circuit_scores_like_the_raw_result():
+    model = small_model(attn_only=False, seed=2)
+    task = random_task(seed=2)
+    circuit = discover(model, task, threshold=0.005, progress=False)
+    raw = discover(model, task, threshold=0.005, progress=False)  # same again: deterministic
+    assert raw.to_dict()["edges"] == circuit.to_dict()["edges"]
+    from acdc_engine.patching import EdgePatcher
+    from acdc_engine.metrics import kl_divergence
+
+    patcher = EdgePatcher(model, circuit.graph, task.clean, task.corrupted, task.positions)
+    metric = kl_divergence(patcher.logits(circuit.graph.full_edge_mask(), circuit.graph.full_head_input_mask()))
+    raw_value = float(metric(patcher.logits(circuit.edge_kept, circuit.head_input_kept)))
+    assert circuit.metric["circuit"] == pytest.approx(raw_value, abs=1e-10)
+
+
+@pytest.mark.parametrize("threshold", [-0.1, math.nan, math.inf])
+def test_negative_or_nan_threshold_is_rejected(threshold):
+    with pytest.raises(AcdcError, match="threshold must be a finite number >= 0"):
+        discover(small_model(attn_only=True), random_task(), threshold=threshold, progress=False)
+
+
+def test_metric_that_needs_answers_is_rejected_for_a_task_without_them():
+    from acdc_engine import TaskData
+
+    task = TaskData("bare", torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.long))
+    with pytest.raises(AcdcError, match="metric 'logit_diff' needs answer tokens"):
+        discover(small_model(attn_only=True), task, metric="logit_diff", progress=False)
+
+
+def test_token_ids_outside_the_vocabulary_are_rejected():
+    task = random_task(d_vocab=50)
+    with pytest.raises(AcdcError, match=r"outside the model's vocabulary \[0, 20\)"):
+        discover(small_model(attn_only=True), task, progress=False)

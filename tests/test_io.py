@@ -1,0 +1,114 @@
+"""The circuit file: schema, round trip, and clear errors for malformed files."""
+
+import copy
+import json
+
+import pytest
+
+from acdc_engine import AcdcError, load_circuit
+from acdc_engine.io import circuit_from_dict
+
+
+def test_circuit_has_both_kept_and_removed_edges(small_circuit):
+    assert 0 < small_circuit.n_edges < small_circuit.n_edges_total
+
+
+def test_file_holds_the_design_fields(small_circuit, tmp_path):
+    data = json.loads(small_circuit.save(tmp_path / "c.json").read_text())
+    assert data["format"] == "acdc-engine/circuit" and data["version"] == 1
+    assert set(data["metric"]) == {"name", "full", "circuit", "empty"}
+    assert {"seed", "versions", "seconds", "forward_passes"} <= set(data["run"])
+    edge = next(iter(data["edges"].values()))
+    assert set(edge) == {"in_graph", "kept", "score"}
+    assert len(data["edges"]) == small_circuit.n_edges_total
+    assert sum(e["in_graph"] for e in data["edges"].values()) == small_circuit.n_edges
+
+
+def test_emitted_edges_are_a_subset_of_kept_edges(small_circuit):
+    data = small_circuit.to_dict()
+    assert all(e["kept"] for e in data["edges"].values() if e["in_graph"])
+
+
+def test_save_then_load_round_trips_exactly(small_circuit, tmp_path):
+    path = small_circuit.save(tmp_path / "c.json")
+    assert load_circuit(path).to_dict() == small_circuit.to_dict()
+
+
+def test_unknown_fields_are_kept(small_circuit, tmp_path):
+    data = small_circuit.to_dict()
+    data["notes"] = {"by": "a researcher"}
+    assert circuit_from_dict(data).to_dict()["notes"] == {"by": "a researcher"}
+
+
+def test_mib_style_file_without_kept_scores_or_head_inputs_loads(small_circuit):
+    data = small_circuit.to_dict()
+    mib = {"model": data["model"], "edges": {k: {"in_graph": v["in_graph"]} for k, v in data["edges"].items()}}
+    loaded = circuit_from_dict(mib)
+    assert loaded.edges() == small_circuit.edges()
+
+
+def mutated(data, path, value):
+    data = copy.deepcopy(data)
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    if value is DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return data
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(
+    "path, value, complaint",
+    [
+        (("format",), "something-else", "format"),
+        (("version",), 7, "version"),
+        (("model",), DELETE, "missing field 'model'"),
+        (("model", "n_layers"), "two", "n_layers"),
+        (("edges", "input->logits", "in_graph"), "yes", r"edges\['input->logits'\].*in_graph"),
+        (("edges", "input->logits", "score"), "big", "score"),
+        (("metric", "circuit"), "low", "circuit"),
+        (("threshold",), float("nan"), "threshold"),
+    ],
+)
+def test_malformed_field_is_rejected_by_name(small_circuit, path, value, complaint):
+    with pytest.raises(AcdcError, match=complaint):
+        circuit_from_dict(mutated(small_circuit.to_dict(), path, value))
+
+
+def test_unknown_edge_name_is_rejected(small_circuit):
+    data = small_circuit.to_dict()
+    data["edges"]["a7.h0->logits"] = {"in_graph": True}
+    with pytest.raises(AcdcError, match="unknown sender 'a7.h0'"):
+        circuit_from_dict(data)
+
+
+def test_missing_edges_are_rejected(small_circuit):
+    data = small_circuit.to_dict()
+    del data["edges"]["input->logits"]
+    with pytest.raises(AcdcError, match="missing.*input->logits"):
+        circuit_from_dict(data)
+
+
+def test_nodes_that_contradict_the_edges_are_rejected(small_circuit):
+    data = small_circuit.to_dict()
+    name = "logits"
+    data["nodes"][name]["in_graph"] = not data["nodes"][name]["in_graph"]
+    with pytest.raises(AcdcError, match=f"nodes\\['{name}'\\]"):
+        circuit_from_dict(data)
+
+
+def test_invalid_json_is_rejected_with_its_line(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"format": "acdc-engine/circuit",\n  "model": }')
+    with pytest.raises(AcdcError, match="line 2"):
+        load_circuit(path)
+
+
+def test_save_leaves_no_temporary_file_behind(small_circuit, tmp_path):
+    small_circuit.save(tmp_path / "c.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["c.json"]

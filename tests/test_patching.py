@@ -1,0 +1,113 @@
+"""Masked patching: the fast forward pass against TransformerLens and the naive hook-based reference."""
+
+import pytest
+import torch
+from naive_reference import naive_patched_logits
+
+from acdc_engine import AcdcError, build_graph
+from acdc_engine.patching import EdgePatcher
+from factories import random_task, small_model
+
+
+def patcher_for(model, task, ablation="resample"):
+    graph = build_graph(model.cfg)
+    return graph, EdgePatcher(model, graph, task.clean, task.corrupted, torch.arange(task.clean.shape[1]), ablation)
+
+
+def empty_masks(graph):
+    return torch.zeros_like(graph.edge_exists), torch.zeros_like(graph.full_head_input_mask())
+
+
+@pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
+def test_all_edges_present_reproduces_clean_logits(attn_only):
+    model = small_model(attn_only, dtype=torch.float32)
+    task = random_task()
+    graph, patcher = patcher_for(model, task)
+    logits = patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask())
+    torch.testing.assert_close(logits, model(task.clean), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
+def test_all_edges_absent_reproduces_corrupted_logits(attn_only):
+    model = small_model(attn_only, dtype=torch.float32)
+    task = random_task()
+    graph, patcher = patcher_for(model, task)
+    torch.testing.assert_close(patcher.logits(*empty_masks(graph)), model(task.corrupted), atol=1e-5, rtol=0)
+
+
+def random_masks(graph, generator, keep=0.5):
+    edges = (torch.rand(graph.edge_exists.shape, generator=generator) < keep) & graph.edge_exists
+    heads = torch.rand(graph.full_head_input_mask().shape, generator=generator) < keep + 0.3
+    return edges, heads
+
+
+def removed_names(graph, edges, heads):
+    removed_edges = {f"{s}->{r}" for s, r in graph.edges() if not edges[graph.sender_index[s], graph.receiver_index[r]]}
+    removed_heads = {name for name in graph.head_input_names() if not heads[graph.parse_head_input(name)]}
+    return removed_edges, removed_heads
+
+
+@pytest.mark.parametrize("ablation", ["resample", "zero", "mean"])
+@pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
+def test_random_edge_subsets_match_naive_reference(attn_only, ablation):
+    model = small_model(attn_only, seed=5)
+    task = random_task(seed=1)
+    graph, patcher = patcher_for(model, task, ablation)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        edges, heads = random_masks(graph, generator)
+        expected = naive_patched_logits(model, task.clean, task.corrupted, *removed_names(graph, edges, heads), ablation=ablation)
+        torch.testing.assert_close(patcher.logits(edges, heads), expected, atol=1e-10, rtol=0)
+
+
+def test_circuits_stacked_on_the_batch_axis_match_one_at_a_time():
+    model = small_model(attn_only=False, seed=2)
+    task = random_task()
+    graph, patcher = patcher_for(model, task)
+    generator = torch.Generator().manual_seed(1)
+    masks = [random_masks(graph, generator) for _ in range(3)]
+    stacked = patcher.logits(torch.stack([e for e, _ in masks]), torch.stack([h for _, h in masks]))
+    for i, (edges, heads) in enumerate(masks):
+        torch.testing.assert_close(stacked[i], patcher.logits(edges, heads), atol=1e-12, rtol=0)
+
+
+def test_logits_are_returned_only_at_the_requested_positions():
+    model = small_model(attn_only=True)
+    task = random_task()
+    graph = build_graph(model.cfg)
+    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, torch.tensor([2, 5]))
+    logits = patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask())
+    torch.testing.assert_close(logits, model(task.clean)[:, [2, 5]], atol=1e-10, rtol=0)
+
+
+def test_mismatched_clean_and_corrupted_shapes_are_rejected():
+    model = small_model(attn_only=True)
+    with pytest.raises(AcdcError, match=r"differ in shape: \(4, 6\) vs \(4, 5\)"):
+        EdgePatcher(model, build_graph(model.cfg), torch.zeros(4, 6, dtype=torch.long), torch.zeros(4, 5, dtype=torch.long))
+
+
+def test_unknown_ablation_is_rejected():
+    model = small_model(attn_only=True)
+    tokens = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(AcdcError, match="unknown ablation 'shuffle'"):
+        EdgePatcher(model, build_graph(model.cfg), tokens, tokens, ablation="shuffle")
+
+
+def test_model_with_unsupported_positional_embedding_is_rejected():
+    model = small_model(attn_only=True, positional_embedding_type="rotary", rotary_dim=8)
+    tokens = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(AcdcError, match="positional_embedding_type='rotary'"):
+        EdgePatcher(model, build_graph(model.cfg), tokens, tokens)
+
+
+def test_graph_of_another_model_shape_is_rejected():
+    model = small_model(attn_only=True)
+    other = build_graph(small_model(attn_only=False).cfg)
+    tokens = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(AcdcError, match="does not match the model"):
+        EdgePatcher(model, other, tokens, tokens)
+
+
+def test_non_transformer_lens_model_is_rejected():
+    with pytest.raises(AcdcError, match="HookedTransformer"):
+        EdgePatcher(torch.nn.Linear(2, 2), build_graph(small_model(attn_only=True).cfg), torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long))
