@@ -67,6 +67,7 @@ def discover(
     metric: str = "kl",
     ablation: str = "resample",
     split_input: bool = False,
+    batch_size: int = 1,
     task_params: dict[str, Any] | None = None,
     model_name: str | None = None,
     seed: int = 0,
@@ -82,6 +83,7 @@ def discover(
         metric: "kl" (default), "logit_diff", "prob_diff" or "nll"; lower is better.
         ablation: what a removed edge carries: "resample" (the corrupted run), "zero" or "mean".
         split_input: token and positional embeddings as two senders instead of ``input``.
+        batch_size: candidates evaluated per forward pass (speculatively; same circuit for any size).
         task_params: keyword arguments for a built-in task (e.g. ``n_prompts``).
         seed: recorded in the circuit file (built-in tasks take theirs from ``task_params``).
     """
@@ -104,10 +106,10 @@ def discover(
     full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
     metric_fn = make_metric(metric, task_data, patcher.logits(full_edges, full_heads))
 
-    def evaluate(edge_masks: torch.Tensor, head_input_masks: torch.Tensor) -> torch.Tensor:
-        return metric_fn(patcher.logits(edge_masks, head_input_masks)).double().cpu()
+    def evaluate(edge_masks: torch.Tensor, head_input_masks: torch.Tensor, start_layer: int = 0) -> torch.Tensor:
+        return metric_fn(patcher.logits(edge_masks, head_input_masks, start_layer)).double().cpu()
 
-    result = run_acdc(graph, evaluate, threshold, progress=progress)
+    result = run_acdc(graph, evaluate, threshold, batch_size=batch_size, progress=progress)
     edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, result.edge_kept, result.head_input_kept)
     circuit_value = float(evaluate(edge_in_graph[None], head_in_graph[None])[0])
     empty_value = float(evaluate(torch.zeros_like(full_edges)[None], torch.zeros_like(full_heads)[None])[0])

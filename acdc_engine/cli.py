@@ -28,8 +28,10 @@ def run(cfg: DictConfig) -> Path:
     """Run discovery as ``cfg`` says and write the circuit files; returns the run folder."""
     from acdc_engine.api import discover
     from acdc_engine.draw import write_drawings
+    from acdc_engine.methods.acdc import check_threshold
     from acdc_engine.models import load_model
 
+    check_threshold(cfg.method.threshold)  # before the slow model load
     torch.manual_seed(cfg.seed)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None

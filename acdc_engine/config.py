@@ -71,6 +71,6 @@ class Config:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="model", name="base_model", node=ModelConfig)
-    cs.store(group="task", name="base_induction", node=InductionTaskConfig)
-    cs.store(group="method", name="base_acdc", node=AcdcMethodConfig)
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/task", name="induction", node=InductionTaskConfig)
+    cs.store(group="schema/method", name="acdc", node=AcdcMethodConfig)

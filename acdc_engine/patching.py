@@ -57,15 +57,18 @@ def check_model_supported(model: torch.nn.Module) -> None:
 
 
 @dataclass
-class AblatedActivations:
-    """What a removed edge or head input is replaced with, for every prompt.
+class Activations:
+    """An unpatched run's activations, for every prompt.
 
-    sender_out: [n_prompts, pos, n_senders, d_model]   out_u* for every sender
-    qkv: per layer, [n_prompts, pos, 3, n_heads, d_head]   ablated q, k, v
+    sender_out: [n_prompts, pos, n_senders, d_model]   every sender's output
+    qkv: per layer, [n_prompts, pos, 3, n_heads, d_head]   q, k, v (after W_Q/W_K/W_V and biases)
+    resid: per layer L (and L = n_layers for the final residual), [n_prompts, pos, d_model]: the
+        residual stream before layer L.
     """
 
     sender_out: Tensor
     qkv: list[Tensor]
+    resid: list[Tensor]
 
 
 class EdgePatcher:
@@ -104,139 +107,169 @@ class EdgePatcher:
         self.model = model
         self.graph = graph
         self.ablation = ablation
-        self.device = model.cfg.device if model.cfg.device is not None else "cpu"
+        self.device = torch.device(model.cfg.device if model.cfg.device is not None else "cpu")
         self.dtype = model.cfg.dtype
         self.clean = clean.to(self.device)
         self.corrupted = corrupted.to(self.device)
         n_pos = clean.shape[1]
         self.positions = (torch.arange(n_pos) if positions is None else positions).to(self.device)
-        self._layer_receivers = self._receiver_indices_by_layer()
-        self._senders_before = self._sender_counts_before_each_receiver_layer()
+        self._qkv_receivers, self._mlp_receivers = self._receiver_indices_by_layer()
+        writes = torch.tensor(graph.sender_layer)
+        # senders are numbered in forward order: those written before a read form a prefix
+        self._senders_before = {read: int((writes < read).sum()) for read in set(graph.receiver_layer)}
         with torch.no_grad():
-            self.ablated = self._ablated_activations()
+            self.clean_run = self._forward(self.clean)
+            self.ablated = self._ablate(self._forward(self.corrupted))
+            self._clean_minus_ablated = self.clean_run.sender_out - self.ablated.sender_out
 
     # ----- public -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def logits(self, edge_mask: Tensor, head_input_mask: Tensor) -> Tensor:
+    def logits(self, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int = 0) -> Tensor:
         """Logits of C circuits at ``positions``.
 
         Args:
             edge_mask: bool [C, n_senders, n_receivers] (or without the C axis), True = in the circuit.
             head_input_mask: bool [C, n_layers, n_heads, 3] (or without the C axis).
+            start_layer: resume the forward pass at this layer, taking everything before it from the
+                clean run. Valid when every receiver below it is intact (all its edges and head
+                inputs present), as during ACDC's visit of that layer: then nothing upstream changed.
         Returns:
             [C, n_prompts, P, d_vocab] (no C axis if the masks had none).
         """
         squeeze = edge_mask.dim() == 2
         if squeeze:
             edge_mask, head_input_mask = edge_mask[None], head_input_mask[None]
-        logits, _ = self._forward(self.clean, edge_mask.to(self.device), head_input_mask.to(self.device))
+        edge_mask, head_input_mask = edge_mask.to(self.device), head_input_mask.to(self.device)
+        if start_layer > 0:
+            below = torch.tensor(self.graph.receiver_layer, device=self.device) < 2 * start_layer
+            intact = edge_mask[:, :, below] | ~self.graph.edge_exists[:, below].to(self.device)
+            if not (intact.all() and head_input_mask[:, :start_layer].all()):
+                raise ValueError(f"cannot resume at layer {start_layer}: a receiver below it is patched")
+        logits = self._patched_forward(edge_mask, head_input_mask, start_layer)
         return logits[0] if squeeze else logits
 
     # ----- the forward pass --------------------------------------------------------------------
 
-    def _receiver_indices_by_layer(self) -> list[dict[str, Tensor]]:
+    def _receiver_indices_by_layer(self) -> tuple[list[Tensor], list[Tensor | None]]:
         g = self.graph
-        out = []
+        qkv, mlp = [], []
         for layer in range(g.shape.n_layers):
             heads = [g.receiver_index[f"a{layer}.h{h}<{x}>"] for x in "qkv" for h in range(g.shape.n_heads)]
-            entry = {"qkv": torch.tensor(heads, device=self.device)}
-            if g.shape.has_mlp:
-                entry["mlp"] = torch.tensor(g.receiver_index[f"m{layer}"], device=self.device)
-            out.append(entry)
-        return out
+            qkv.append(torch.tensor(heads, device=self.device))
+            mlp.append(torch.tensor([g.receiver_index[f"m{layer}"]], device=self.device) if g.shape.has_mlp else None)
+        return qkv, mlp
 
-    def _sender_counts_before_each_receiver_layer(self) -> dict[int, int]:
-        """For each receiver half-layer: how many senders (a prefix in forward order) write before it."""
-        writes = torch.tensor(self.graph.sender_layer)
-        return {read: int((writes < read).sum()) for read in set(self.graph.receiver_layer)}
-
-    def _ablated_activations(self) -> AblatedActivations:
-        n_senders = len(self.graph.senders)
-        _, record = self._forward(self.corrupted, None, None)
-        sender_out, qkv = record.sender_out, record.qkv
+    def _ablate(self, corrupted_run: Activations) -> Activations:
+        """What removed edges and head inputs carry, from the corrupted run."""
+        if self.ablation == "resample":
+            return corrupted_run
         if self.ablation == "zero":
-            sender_out = torch.zeros_like(sender_out)
-            qkv = [torch.zeros_like(x) for x in qkv]
-        elif self.ablation == "mean":
-            sender_out = sender_out.mean(0, keepdim=True).expand_as(sender_out).contiguous()
-            qkv = [x.mean(0, keepdim=True).expand_as(x).contiguous() for x in qkv]
-        assert sender_out.shape[2] == n_senders
-        return AblatedActivations(sender_out, qkv)
+            transform = torch.zeros_like
+        else:  # mean over the corrupted prompts, per position
+            def transform(x: Tensor) -> Tensor:
+                return x.mean(0, keepdim=True).expand_as(x).contiguous()
+        return Activations(
+            transform(corrupted_run.sender_out), [transform(x) for x in corrupted_run.qkv], corrupted_run.resid
+        )
 
-    def _forward(
-        self, tokens: Tensor, edge_mask: Tensor | None, head_input_mask: Tensor | None
-    ) -> tuple[Tensor, AblatedActivations]:
-        """The masked forward pass; with no masks, a plain pass that records every sender's output."""
+    def _attention(self, layer: int, qkv_in: Tensor, head_keep: Tensor | None, n_circuits: int) -> tuple[Tensor, Tensor]:
+        """One attention layer from per-head q/k/v inputs [batch, pos, 3, h, d_model].
+
+        Returns (q/k/v [batch, pos, 3, h, d_head], per-head results [batch, pos, h, d_model]).
+        ``head_keep`` [C, 3, h]: False replaces that q/k/v by its ablated value.
+        """
+        model = self.model
+        attn = model.blocks[layer].attn
+        batch, n_pos, _, n_heads, _ = qkv_in.shape
+        weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V])  # [3, h, d_model, d_head]
+        biases = torch.stack([attn.b_Q, attn.b_K, attn.b_V])  # [3, h, d_head]
+        qkv = torch.einsum("bpxhd,xhde->bpxhe", model.blocks[layer].ln1(qkv_in), weights) + biases
+        if head_keep is not None:
+            keep = head_keep[:, None, None, :, :, None]  # [C, 1, 1, 3, h, 1]
+            qkv = qkv.reshape(n_circuits, batch // n_circuits, n_pos, 3, n_heads, -1)
+            qkv = torch.where(keep, qkv, self.ablated.qkv[layer][None]).reshape(batch, n_pos, 3, n_heads, -1)
+        q, k, v = qkv.unbind(2)
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.attn_scale
+        if model.cfg.attention_dir == "causal":
+            causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=scores.device).tril()
+            scores = scores.masked_fill(~causal, float("-inf"))
+        pattern = torch.softmax(scores, dim=-1).to(qkv.dtype)
+        z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        return qkv, torch.einsum("bqhe,hed->bqhd", z, attn.W_O)
+
+    def _forward(self, tokens: Tensor) -> Activations:
+        """A plain (unpatched) forward pass that records every sender's output."""
         model, g = self.model, self.graph
-        patching = edge_mask is not None
-        n_circuits = edge_mask.shape[0] if patching else 1
         n_prompts, n_pos = tokens.shape
+        tok, pos = model.embed(tokens), model.pos_embed(tokens)
+        outs = [tok, pos] if g.shape.split_input else [tok + pos]
+        resid = tok + pos
+        residuals, all_qkv = [], []
+        for layer, block in enumerate(model.blocks):
+            residuals.append(resid)
+            qkv_in = resid[:, :, None, None, :].expand(n_prompts, n_pos, 3, g.shape.n_heads, -1)
+            qkv, head_out = self._attention(layer, qkv_in, None, 1)
+            all_qkv.append(qkv)
+            outs.extend(head_out.unbind(2))
+            resid = resid + head_out.sum(2) + block.attn.b_O
+            if g.shape.has_mlp:
+                mlp_out = block.mlp(block.ln2(resid))
+                outs.append(mlp_out)
+                resid = resid + mlp_out
+        residuals.append(resid)
+        return Activations(torch.stack(outs, dim=2), all_qkv, residuals)
+
+    def _patched_forward(self, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int) -> Tensor:
+        """Logits [C, n_prompts, P, d_vocab] of C circuits, resuming at ``start_layer``.
+
+        Senders written before ``start_layer`` take their clean outputs (shared by all circuits);
+        the senders from ``start_layer`` on are computed per circuit.
+        """
+        model, g = self.model, self.graph
+        n_circuits = edge_mask.shape[0]
+        n_prompts, n_pos = self.clean.shape
         d_model, n_heads = model.cfg.d_model, model.cfg.n_heads
         batch = n_circuits * n_prompts
+        removed = (~edge_mask).to(self.dtype)  # [C, S, R]
+        n_shared = self._senders_before[2 * start_layer]
+        shared_diff = self._clean_minus_ablated[:, :, :n_shared]  # [n, pos, n_shared, d]
+        new_ablated = self.ablated.sender_out[:, :, n_shared:]
+        new_outs = torch.empty(batch, n_pos, len(g.senders) - n_shared, d_model, dtype=self.dtype, device=self.device)
+        resid = self.clean_run.resid[start_layer].repeat(n_circuits, 1, 1)  # [batch, pos, d]
 
-        tok = model.embed(tokens)
-        pos = model.pos_embed(tokens)
-        embeds = [tok, pos] if g.shape.split_input else [tok + pos]
-        resid = (tok + pos).expand(n_circuits, n_prompts, n_pos, d_model).reshape(batch, n_pos, d_model)
+        def receiver_input(receivers: Tensor, read_at: int, positions: Tensor | None = None) -> Tensor:
+            """in_v for the given receivers: [batch, pos (or P), len(receivers), d_model]."""
+            n_before = self._senders_before[read_at]
+            at = slice(None) if positions is None else positions
+            r = removed[:, :, receivers]  # [C, S, R]
+            correction = torch.einsum("npsd,csr->cnprd", shared_diff[:, at], r[:, :n_shared])
+            if n_before > n_shared:
+                k = n_before - n_shared
+                this_pass = new_outs[:, at, :k].reshape(n_circuits, n_prompts, -1, k, d_model)
+                diff = this_pass - new_ablated[None, :, at, :k]
+                correction = correction + torch.einsum("cnpsd,csr->cnprd", diff, r[:, n_shared:n_before])
+            correction = correction.reshape(batch, correction.shape[2], len(receivers), d_model)
+            return resid[:, at, None, :] - correction
 
-        # out_u for every sender, this pass: [C * n_prompts, pos, n_senders, d_model]
-        outs = torch.empty(batch, n_pos, len(g.senders), d_model, dtype=resid.dtype, device=resid.device)
-        for i, e in enumerate(embeds):
-            outs[:, :, i] = e.expand(n_circuits, n_prompts, n_pos, d_model).reshape(batch, n_pos, d_model)
-        n_written = len(embeds)
-        recorded_qkv = []
-        if patching:
-            removed = (~edge_mask).to(resid.dtype)  # [C, S, R]
-
-        def receiver_input(receivers: Tensor, read_at: int) -> Tensor:
-            """in_v for the given receivers: [batch, pos, len(receivers), d_model]."""
-            n = self._senders_before[read_at]
-            base = resid[:, :, None, :].expand(batch, n_pos, receivers.numel(), d_model)
-            if not patching:
-                return base
-            this_pass = outs[:, :, :n].view(n_circuits, n_prompts, n_pos, n, d_model)
-            diff = this_pass - self.ablated.sender_out[None, :, :, :n]
-            correction = torch.einsum("cnpsd,csr->cnprd", diff, removed[:, :n, receivers])
-            return base - correction.reshape(batch, n_pos, receivers.numel(), d_model)
-
-        for layer, block in enumerate(model.blocks):
-            attn = block.attn
-            qkv_in = receiver_input(self._layer_receivers[layer]["qkv"], 2 * layer)
-            qkv_in = block.ln1(qkv_in).view(batch, n_pos, 3, n_heads, d_model)
-            weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V])  # [3, h, d_model, d_head]
-            biases = torch.stack([attn.b_Q, attn.b_K, attn.b_V])  # [3, h, d_head]
-            qkv = torch.einsum("bpxhd,xhde->bpxhe", qkv_in, weights) + biases
-            if patching:
-                keep = head_input_mask[:, layer].permute(0, 2, 1)[:, None, None, :, :, None]  # [C,1,1,3,h,1]
-                qkv = qkv.reshape(n_circuits, n_prompts, n_pos, 3, n_heads, -1)
-                qkv = torch.where(keep, qkv, self.ablated.qkv[layer][None]).reshape(batch, n_pos, 3, n_heads, -1)
-            else:
-                recorded_qkv.append(qkv)
-            q, k, v = qkv.unbind(2)
-            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.attn_scale
-            if model.cfg.attention_dir == "causal":
-                causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=scores.device).tril()
-                scores = scores.masked_fill(~causal, float("-inf"))
-            pattern = torch.softmax(scores, dim=-1).to(qkv.dtype)
-            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
-            head_out = torch.einsum("bqhe,hed->bqhd", z, attn.W_O)  # [batch, pos, h, d_model]
-            outs[:, :, n_written : n_written + n_heads] = head_out
+        n_written = 0
+        for layer in range(start_layer, g.shape.n_layers):
+            block = model.blocks[layer]
+            qkv_in = receiver_input(self._qkv_receivers[layer], 2 * layer).view(batch, n_pos, 3, n_heads, d_model)
+            head_keep = head_input_mask[:, layer].permute(0, 2, 1)  # [C, 3, h]
+            _, head_out = self._attention(layer, qkv_in, head_keep, n_circuits)
+            new_outs[:, :, n_written : n_written + n_heads] = head_out
             n_written += n_heads
-            resid = resid + head_out.sum(2) + attn.b_O
-
+            resid = resid + head_out.sum(2) + block.attn.b_O
             if g.shape.has_mlp:
-                mlp_in = receiver_input(self._layer_receivers[layer]["mlp"].reshape(1), 2 * layer + 1)[:, :, 0]
+                mlp_in = receiver_input(self._mlp_receivers[layer], 2 * layer + 1)[:, :, 0]
                 mlp_out = block.mlp(block.ln2(mlp_in))
-                outs[:, :, n_written] = mlp_out
+                new_outs[:, :, n_written] = mlp_out
                 n_written += 1
                 resid = resid + mlp_out
 
-        logits_index = torch.tensor([g.receiver_index["logits"]], device=resid.device)
-        final = receiver_input(logits_index, 2 * g.shape.n_layers)[:, :, 0]
-        final = final[:, self.positions]
+        logits_receiver = torch.tensor([g.receiver_index["logits"]], device=self.device)
+        final = receiver_input(logits_receiver, 2 * g.shape.n_layers, self.positions)[:, :, 0]
         if model.cfg.normalization_type is not None:
             final = model.ln_final(final)
-        logits = model.unembed(final)
-        logits = logits.view(n_circuits, n_prompts, len(self.positions), -1)
-        return logits, AblatedActivations(outs, recorded_qkv)
+        return model.unembed(final).view(n_circuits, n_prompts, len(self.positions), -1)

@@ -83,13 +83,20 @@ def model_config(seed: int) -> dict:
 
 
 def training_batch(batch_size: int, gen: torch.Generator) -> torch.Tensor:
-    """BOS, x_1..x_n, x_1..x_n, fresh tokens ... (length N_CTX), n ~ U{3..15}."""
+    """BOS, r fresh tokens, x_1..x_n, x_1..x_n, fresh tokens ... (length N_CTX).
+
+    n ~ U{3..15}; r ~ U{0..31-2n} is a random offset of the repeated block (r = 0 is
+    exactly the built-in task format). Without the offset the model finds a
+    positional shortcut (the repeat always starts at position 1) instead of an
+    induction circuit.
+    """
     body = N_CTX - 1
     fresh = torch.randint(1, D_VOCAB, (batch_size, body), generator=gen)
     n = torch.randint(MIN_PREFIX, MAX_PREFIX + 1, (batch_size, 1), generator=gen)
+    r = (torch.rand((batch_size, 1), generator=gen) * (body - 2 * n + 1)).long()
     k = torch.arange(body).unsqueeze(0)
-    # positions k in [n, 2n) copy the prefix token k - n; all others keep fresh[k]
-    src = torch.where((k >= n) & (k < 2 * n), k - n, k)
+    # body positions k in [r + n, r + 2n) copy the token n places earlier
+    src = torch.where((k >= r + n) & (k < r + 2 * n), k - n, k)
     tokens = torch.gather(fresh, 1, src)
     bos = torch.full((batch_size, 1), BOS, dtype=torch.long)
     return torch.cat([bos, tokens], dim=1)

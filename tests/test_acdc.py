@@ -11,8 +11,8 @@ from acdc_engine import AcdcError, build_graph, discover
 from acdc_engine.methods.acdc import visiting_order
 
 
-def engine_and_naive(model, task, threshold, ablation="resample"):
-    circuit = discover(model, task, threshold=threshold, ablation=ablation, progress=False)
+def engine_and_naive(model, task, threshold, ablation="resample", batch_size=1):
+    circuit = discover(model, task, threshold=threshold, ablation=ablation, batch_size=batch_size, progress=False)
     clean_logits = model(task.clean)
     positions = task.positions.tolist()
     reference = naive_acdc(
@@ -39,26 +39,30 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("batch_size", [1, 5, 64], ids=["sequential", "batch5", "batch64"])
 @pytest.mark.parametrize("attn_only, seed, threshold", CASES)
-def test_circuit_is_identical_to_naive_reference(attn_only, seed, threshold):
+def test_circuit_is_identical_to_naive_reference(attn_only, seed, threshold, batch_size):
     model = small_model(attn_only, seed=seed)
-    circuit, reference = engine_and_naive(model, random_task(seed=seed, positions=[4, 6]), threshold)
+    task = random_task(seed=seed, positions=[4, 6])
+    circuit, reference = engine_and_naive(model, task, threshold, batch_size=batch_size)
     edges, heads = decisions(circuit)
     assert edges == reference["edges"]
     assert heads == reference["head_inputs"]
     assert 0 < sum(edges.values()) < len(edges)
 
 
+@pytest.mark.parametrize("batch_size", [1, 8])
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
-def test_circuit_is_identical_to_naive_reference_under_other_ablations(ablation):
+def test_circuit_is_identical_to_naive_reference_under_other_ablations(ablation, batch_size):
     model = small_model(attn_only=False, seed=4)
-    circuit, reference = engine_and_naive(model, random_task(seed=4), 0.005, ablation)
+    circuit, reference = engine_and_naive(model, random_task(seed=4), 0.005, ablation, batch_size)
     assert decisions(circuit) == (reference["edges"], reference["head_inputs"])
 
 
-def test_scores_match_naive_reference():
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_scores_match_naive_reference(batch_size):
     model = small_model(attn_only=False, seed=1)
-    circuit, reference = engine_and_naive(model, random_task(seed=1), 0.005)
+    circuit, reference = engine_and_naive(model, random_task(seed=1), 0.005, batch_size=batch_size)
     data = circuit.to_dict()
     for name, entry in {**data["edges"], **data["head_inputs"]}.items():
         expected = reference["scores"][name]
@@ -81,6 +85,14 @@ def test_visiting_order_follows_the_reference_order():
     assert names[: len(expected_start)] == expected_start
     assert names[-1] == "input->a0.h0<q>"
     assert len(names) == graph.n_edges + 2 * 2 * 3
+
+
+def test_speculative_batches_need_fewer_forward_passes_for_the_same_circuit():
+    model, task = small_model(attn_only=False, seed=2), random_task(seed=2)
+    sequential = discover(model, task, threshold=0.005, batch_size=1, progress=False)
+    batched = discover(model, task, threshold=0.005, batch_size=16, progress=False)
+    assert decisions(batched) == decisions(sequential)
+    assert batched.run["forward_passes"] < sequential.run["forward_passes"]
 
 
 def test_a_huge_threshold_removes_everything():

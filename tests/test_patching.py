@@ -111,3 +111,25 @@ def test_graph_of_another_model_shape_is_rejected():
 def test_non_transformer_lens_model_is_rejected():
     with pytest.raises(AcdcError, match="HookedTransformer"):
         EdgePatcher(torch.nn.Linear(2, 2), build_graph(small_model(attn_only=True).cfg), torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("start_layer", [1, 2])
+def test_resuming_at_a_layer_matches_the_full_pass_when_lower_receivers_are_intact(start_layer):
+    model = small_model(attn_only=False, seed=6)
+    task = random_task()
+    graph, patcher = patcher_for(model, task)
+    edges, heads = random_masks(graph, torch.Generator().manual_seed(2))
+    below = torch.tensor(graph.receiver_layer) < 2 * start_layer
+    edges[:, below] = graph.edge_exists[:, below]
+    heads[:start_layer] = True
+    full = patcher.logits(edges, heads)
+    torch.testing.assert_close(patcher.logits(edges, heads, start_layer=start_layer), full, atol=1e-12, rtol=0)
+
+
+def test_resuming_above_a_patched_receiver_is_refused():
+    model = small_model(attn_only=True)
+    graph, patcher = patcher_for(model, random_task())
+    edges = graph.full_edge_mask()
+    edges[graph.parse_edge("input->a0.h1<k>")] = False
+    with pytest.raises(ValueError, match="cannot resume at layer 1"):
+        patcher.logits(edges, graph.full_head_input_mask(), start_layer=1)

@@ -31,8 +31,10 @@ from tqdm.auto import tqdm
 from acdc_engine.errors import AcdcError
 from acdc_engine.graph import QKV, Graph, head_name, head_receiver_name
 
-Evaluate = Callable[[Tensor, Tensor], Tensor]
-"""(edge masks [C, S, R], head input masks [C, L, H, 3]) -> metric [C] (lower is better)."""
+Evaluate = Callable[[Tensor, Tensor, int], Tensor]
+"""(edge masks [C, S, R], head input masks [C, L, H, 3], start layer) -> metric [C], lower is better.
+
+The start layer is where a resumed forward pass may begin: every receiver below it is intact."""
 
 
 @dataclass(frozen=True)
@@ -62,28 +64,43 @@ class AcdcResult:
     candidates_tested: int
 
 
-def visiting_order(graph: Graph) -> list[Candidate]:
-    """Every candidate removal, in the order ACDC visits them (see the module docstring)."""
-    order: list[Candidate] = []
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive candidates of the visiting order that ``start_layer``'s resumed pass can evaluate.
+
+    Whether a candidate is moot (can no longer matter) depends only on decisions of earlier
+    segments, so it is decided once, at the segment's start.
+    """
+
+    start_layer: int
+    candidates: list[Candidate]
+
+
+def visiting_segments(graph: Graph) -> list[Segment]:
+    """The visiting order (module docstring), cut where the resume layer or moot rules change."""
     n_layers, n_heads = graph.shape.n_layers, graph.shape.n_heads
 
-    def edges_into(receiver: str) -> None:
+    def edges_into(receiver: str) -> list[Candidate]:
         r = graph.receiver_index[receiver]
         senders = graph.edge_exists[:, r].nonzero().flatten().tolist()
-        for s in reversed(senders):
-            order.append(Candidate(f"{graph.senders[s]}->{receiver}", edge=(s, r)))
+        return [Candidate(f"{graph.senders[s]}->{receiver}", edge=(s, r)) for s in reversed(senders)]
 
-    edges_into("logits")
+    segments = [Segment(n_layers, edges_into("logits"))]
     for layer in reversed(range(n_layers)):
         if graph.shape.has_mlp:
-            edges_into(f"m{layer}")
+            segments.append(Segment(layer, edges_into(f"m{layer}")))
+        head_inputs, head_edges = [], []
         for x in reversed(range(3)):
             for head in reversed(range(n_heads)):
-                order.append(Candidate(head_receiver_name(layer, head, QKV[x]), head_input=(layer, head, x)))
-        for x in reversed(range(3)):
-            for head in reversed(range(n_heads)):
-                edges_into(head_receiver_name(layer, head, QKV[x]))
-    return order
+                head_inputs.append(Candidate(head_receiver_name(layer, head, QKV[x]), head_input=(layer, head, x)))
+                head_edges.extend(edges_into(head_receiver_name(layer, head, QKV[x])))
+        segments += [Segment(layer, head_inputs), Segment(layer, head_edges)]
+    return segments
+
+
+def visiting_order(graph: Graph) -> list[Candidate]:
+    """Every candidate removal, in the order ACDC visits them (see the module docstring)."""
+    return [candidate for segment in visiting_segments(graph) for candidate in segment.candidates]
 
 
 class _Circuit:
@@ -125,42 +142,74 @@ def check_threshold(threshold: float) -> float:
     return threshold
 
 
-def run_acdc(graph: Graph, evaluate: Evaluate, threshold: float, progress: bool = True) -> AcdcResult:
-    """Exact ACDC on ``graph``: ``evaluate`` scores circuits (lower is better), see ``Evaluate``."""
+def run_acdc(
+    graph: Graph, evaluate: Evaluate, threshold: float, batch_size: int = 1, progress: bool = True
+) -> AcdcResult:
+    """Exact ACDC on ``graph``; ``evaluate`` scores circuits (lower is better), see ``Evaluate``.
+
+    ``batch_size`` > 1 evaluates candidates speculatively: batch element i holds the circuit with the
+    next candidates 1..i all removed. Walking the results in order, every removal that stays is
+    exactly the sequential algorithm's; at the first candidate that is kept, the later elements
+    (computed on a wrong assumption) are discarded and the walk resumes after it.
+    """
     threshold = check_threshold(threshold)
+    if batch_size < 1:
+        raise AcdcError(f"batch_size must be at least 1, got {batch_size}")
     circuit = _Circuit(graph)
     edge_scores = torch.full(graph.edge_exists.shape, math.nan, dtype=torch.float64)
     head_input_scores = torch.full(circuit.head_inputs.shape, math.nan, dtype=torch.float64)
+    counts = {"forward_passes": 0, "tested": 0}
 
-    def metric_of(c: _Circuit) -> float:
-        value = float(evaluate(c.edges[None], c.head_inputs[None])[0])
-        if not math.isfinite(value):
-            raise AcdcError(f"the metric is {value} (not finite) for the circuit being tested")
-        return value
+    def metrics_of(edges: Tensor, heads: Tensor, start_layer: int, names: list[str]) -> list[float]:
+        values = evaluate(edges, heads, start_layer).tolist()
+        counts["forward_passes"] += 1
+        for name, value in zip(names, values):
+            if not math.isfinite(value):
+                raise AcdcError(f"the metric is {value} (not finite) while testing '{name}'")
+        return values
 
-    cur = metric_full = metric_of(circuit)
-    forward_passes, tested = 1, 0
-    order = visiting_order(graph)
-    for candidate in tqdm(order, desc="ACDC candidates", unit="cand", disable=not progress, leave=False):
-        if circuit.is_moot(candidate):
-            circuit.set(candidate, False)
-            continue
-        circuit.set(candidate, False)
-        try:
-            m = metric_of(circuit)
-        except AcdcError as error:
-            raise AcdcError(f"while testing '{candidate.name}': {error}") from None
-        forward_passes += 1
-        tested += 1
-        score = m - cur
-        if candidate.edge is not None:
-            edge_scores[candidate.edge] = score
-        else:
-            head_input_scores[candidate.head_input] = score
-        if score < threshold:
-            cur = m
-        else:
-            circuit.set(candidate, True)
+    cur = metric_full = metrics_of(circuit.edges[None], circuit.head_inputs[None], graph.shape.n_layers, ["the full model"])[0]
+    bar = tqdm(total=sum(len(s.candidates) for s in visiting_segments(graph)), desc="ACDC candidates", unit="cand", disable=not progress, leave=False)
+    for segment in visiting_segments(graph):
+        candidates = segment.candidates
+        moot = [circuit.is_moot(c) for c in candidates]
+        i = 0
+        while i < len(candidates):
+            # speculate: the circuits with candidates i..j removed, one per candidate to test
+            edges, heads, tested = circuit.edges.clone(), circuit.head_inputs.clone(), []
+            stack_edges, stack_heads = [], []
+            j = i
+            while j < len(candidates) and len(tested) < batch_size:
+                _remove(candidates[j], edges, heads)
+                if not moot[j]:
+                    tested.append(j)
+                    stack_edges.append(edges.clone())
+                    stack_heads.append(heads.clone())
+                j += 1
+            if not tested:  # only moot candidates left: removed untested
+                circuit.edges, circuit.head_inputs = edges, heads
+                bar.update(j - i)
+                i = j
+                continue
+            values = metrics_of(torch.stack(stack_edges), torch.stack(stack_heads), segment.start_layer, [candidates[k].name for k in tested])
+            next_i = j
+            for n, (k, m) in enumerate(zip(tested, values)):
+                candidate = candidates[k]
+                score = m - cur
+                counts["tested"] += 1
+                _record_score(candidate, score, edge_scores, head_input_scores)
+                circuit.edges, circuit.head_inputs = stack_edges[n].clone(), stack_heads[n].clone()
+                if score < threshold:
+                    cur = m
+                else:  # kept: later speculative results assumed its removal
+                    circuit.set(candidate, True)
+                    next_i = k + 1
+                    break
+            else:
+                circuit.edges, circuit.head_inputs = edges, heads  # includes trailing moot removals
+            bar.update(next_i - i)
+            i = next_i
+    bar.close()
     return AcdcResult(
         edge_kept=circuit.edges,
         head_input_kept=circuit.head_inputs,
@@ -168,6 +217,20 @@ def run_acdc(graph: Graph, evaluate: Evaluate, threshold: float, progress: bool 
         head_input_scores=head_input_scores,
         metric_full=metric_full,
         metric_final=cur,
-        forward_passes=forward_passes,
-        candidates_tested=tested,
+        forward_passes=counts["forward_passes"],
+        candidates_tested=counts["tested"],
     )
+
+
+def _remove(candidate: Candidate, edges: Tensor, heads: Tensor) -> None:
+    if candidate.edge is not None:
+        edges[candidate.edge] = False
+    else:
+        heads[candidate.head_input] = False
+
+
+def _record_score(candidate: Candidate, score: float, edge_scores: Tensor, head_input_scores: Tensor) -> None:
+    if candidate.edge is not None:
+        edge_scores[candidate.edge] = score
+    else:
+        head_input_scores[candidate.head_input] = score
