@@ -16,6 +16,7 @@ Circuits are stacked on a leading axis C, so one call evaluates C circuits side 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -149,6 +150,40 @@ class EdgePatcher:
         logits = self._patched_forward(edge_mask, head_input_mask, start_layer)
         return logits[0] if squeeze else logits
 
+    def receiver_gradients(
+        self, metric: Callable[[Tensor], Tensor], input_embeddings: Tensor | None = None
+    ) -> tuple[Tensor, float]:
+        """d metric / d in_v for every receiver v of the full model (for EAP and EAP-IG).
+
+        Args:
+            metric: circuit logits [1, n_prompts, P, d_vocab] -> [1].
+            input_embeddings: [n_prompts, pos, n_input_senders, d_model] to use instead of the clean
+                prompts' embedding outputs (EAP-IG interpolates them); default: the clean ones.
+        Returns:
+            (gradients [n_prompts, pos, n_receivers, d_model], the metric's value). Each gradient is
+            the total derivative: it includes the paths through every later receiver.
+        """
+        g = self.graph
+        captured: list[tuple[Tensor, Tensor, Tensor | None]] = []
+        with torch.enable_grad():
+            logits = self._patched_forward(
+                g.edge_exists[None].to(self.device),
+                g.full_head_input_mask()[None].to(self.device),
+                0,
+                input_embeddings,
+                captured,
+            )
+            value = metric(logits)
+            grads = torch.autograd.grad(value.sum(), [leaf for _, leaf, _ in captured])
+        n_prompts, n_pos = self.clean.shape
+        out = torch.zeros(n_prompts, n_pos, len(g.receivers), self.model.cfg.d_model, dtype=self.dtype, device=self.device)
+        for (receivers, _, positions), grad in zip(captured, grads):
+            if positions is None:
+                out[:, :, receivers] = grad
+            else:
+                out[:, positions[:, None], receivers[None, :]] = grad
+        return out, float(value.detach().sum())
+
     # ----- the forward pass --------------------------------------------------------------------
 
     def _receiver_indices_by_layer(self) -> tuple[list[Tensor], list[Tensor | None]]:
@@ -220,11 +255,20 @@ class EdgePatcher:
         residuals.append(resid)
         return Activations(torch.stack(outs, dim=2), all_qkv, residuals)
 
-    def _patched_forward(self, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int) -> Tensor:
+    def _patched_forward(
+        self,
+        edge_mask: Tensor,
+        head_input_mask: Tensor,
+        start_layer: int,
+        input_embeddings: Tensor | None = None,
+        capture: list[tuple[Tensor, Tensor, Tensor | None]] | None = None,
+    ) -> Tensor:
         """Logits [C, n_prompts, P, d_vocab] of C circuits, resuming at ``start_layer``.
 
         Senders written before ``start_layer`` take their clean outputs (shared by all circuits);
-        the senders from ``start_layer`` on are computed per circuit.
+        the senders from ``start_layer`` on are computed per circuit. ``input_embeddings`` (with
+        start_layer 0) replace the clean embedding outputs. With ``capture``, each receiver input
+        gets a zero leaf added, appended as (receivers, leaf, positions), to take gradients at.
         """
         model, g = self.model, self.graph
         n_circuits = edge_mask.shape[0]
@@ -234,9 +278,13 @@ class EdgePatcher:
         removed = (~edge_mask).to(self.dtype)  # [C, S, R]
         n_shared = self._senders_before[2 * start_layer]
         shared_diff = self._clean_minus_ablated[:, :, :n_shared]  # [n, pos, n_shared, d]
+        resid = self.clean_run.resid[start_layer].repeat(n_circuits, 1, 1)  # [batch, pos, d]
+        if input_embeddings is not None:
+            assert start_layer == 0, "input embeddings can only replace the clean ones at layer 0"
+            shared_diff = input_embeddings - self.ablated.sender_out[:, :, :n_shared]
+            resid = input_embeddings.sum(2).repeat(n_circuits, 1, 1)
         new_ablated = self.ablated.sender_out[:, :, n_shared:]
         new_outs = torch.empty(batch, n_pos, len(g.senders) - n_shared, d_model, dtype=self.dtype, device=self.device)
-        resid = self.clean_run.resid[start_layer].repeat(n_circuits, 1, 1)  # [batch, pos, d]
 
         def receiver_input(receivers: Tensor, read_at: int, positions: Tensor | None = None) -> Tensor:
             """in_v for the given receivers: [batch, pos (or P), len(receivers), d_model]."""
@@ -250,7 +298,12 @@ class EdgePatcher:
                 diff = this_pass - new_ablated[None, :, at, :k]
                 correction = correction + torch.einsum("cnpsd,csr->cnprd", diff, r[:, n_shared:n_before])
             correction = correction.reshape(batch, correction.shape[2], len(receivers), d_model)
-            return resid[:, at, None, :] - correction
+            value = resid[:, at, None, :] - correction
+            if capture is not None:
+                leaf = torch.zeros_like(value, requires_grad=True)
+                capture.append((receivers, leaf, positions))
+                value = value + leaf
+            return value
 
         n_written = 0
         for layer in range(start_layer, g.shape.n_layers):
