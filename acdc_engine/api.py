@@ -67,7 +67,7 @@ def discover(
     metric: str = "kl",
     ablation: str = "resample",
     split_input: bool = False,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     task_params: dict[str, Any] | None = None,
     model_name: str | None = None,
     seed: int = 0,
@@ -83,7 +83,8 @@ def discover(
         metric: "kl" (default), "logit_diff", "prob_diff" or "nll"; lower is better.
         ablation: what a removed edge carries: "resample" (the corrupted run), "zero" or "mean".
         split_input: token and positional embeddings as two senders instead of ``input``.
-        batch_size: candidates evaluated per forward pass (speculatively; same circuit for any size).
+        batch_size: candidates evaluated per forward pass (speculatively; the circuit is the same
+            for any size); None chooses from free memory (at most 32).
         task_params: keyword arguments for a built-in task (e.g. ``n_prompts``).
         seed: recorded in the circuit file (built-in tasks take theirs from ``task_params``).
     """
@@ -104,11 +105,13 @@ def discover(
     graph = build_graph(model.cfg, split_input=split_input)
     patcher = EdgePatcher(model, graph, task_data.clean, task_data.corrupted, task_data.positions, ablation)
     full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
-    metric_fn = make_metric(metric, task_data, patcher.logits(full_edges, full_heads))
+    metric_fn = make_metric(metric, task_data, _at_least_float32(patcher.logits(full_edges, full_heads)))
 
     def evaluate(edge_masks: torch.Tensor, head_input_masks: torch.Tensor, start_layer: int = 0) -> torch.Tensor:
-        return metric_fn(patcher.logits(edge_masks, head_input_masks, start_layer)).double().cpu()
+        logits = patcher.logits(edge_masks, head_input_masks, start_layer)
+        return metric_fn(_at_least_float32(logits)).double().cpu()
 
+    batch_size = patcher.auto_batch_size() if batch_size is None else batch_size
     result = run_acdc(graph, evaluate, threshold, batch_size=batch_size, progress=progress)
     edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, result.edge_kept, result.head_input_kept)
     circuit_value = float(evaluate(edge_in_graph[None], head_in_graph[None])[0])
@@ -138,9 +141,15 @@ def discover(
             "seconds": round(time.perf_counter() - start, 3),
             "forward_passes": result.forward_passes + 2,
             "candidates_tested": result.candidates_tested,
+            "batch_size": batch_size,
             "device": str(patcher.device),
         },
     )
+
+
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Metrics of half-precision logits are computed in float32 (softmax over a vocabulary)."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 def _versions() -> dict[str, str]:

@@ -35,7 +35,7 @@ def run(cfg: DictConfig) -> Path:
     torch.manual_seed(cfg.seed)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None
-    model = load_model(cfg.model.name, device=cfg.device, dtype=cfg.model.dtype.value, config=model_cfg)
+    model = load_model(cfg.model.name, device=cfg.device.value, dtype=cfg.model.dtype.value, config=model_cfg)
     task_params = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
     circuit = discover(
         model,
@@ -45,6 +45,7 @@ def run(cfg: DictConfig) -> Path:
         metric=cfg.method.metric.value,
         ablation=cfg.method.ablation.value,
         split_input=cfg.model.split_input,
+        batch_size=cfg.method.batch_size,
         task_params=task_params,
         model_name=cfg.model.name,
         seed=cfg.seed,

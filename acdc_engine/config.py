@@ -30,6 +30,14 @@ class Ablation(Enum):
 class DType(Enum):
     float32 = "float32"
     float64 = "float64"
+    float16 = "float16"  # GPU only
+    bfloat16 = "bfloat16"  # GPU only
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 @dataclass
@@ -55,6 +63,7 @@ class AcdcMethodConfig:
     threshold: float = 0.05
     metric: Metric = Metric.kl
     ablation: Ablation = Ablation.resample
+    batch_size: Optional[int] = None  # candidates per forward pass; None: chosen from free memory
 
 
 @dataclass
@@ -63,7 +72,7 @@ class Config:
     task: Any = MISSING
     method: Any = MISSING
     seed: int = 0
-    device: str = "cpu"
+    device: Device = Device.auto
     progress: bool = True
     defaults: list[Any] = field(default_factory=list)
 

@@ -15,10 +15,12 @@ Circuits are stacked on a leading axis C, so one call evaluates C circuits side 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from acdc_engine.errors import AcdcError
@@ -63,13 +65,13 @@ class Activations:
 
     sender_out: [n_prompts, pos, n_senders, d_model]   every sender's output
     qkv: per layer, [n_prompts, pos, 3, n_heads, d_head]   q, k, v (after W_Q/W_K/W_V and biases)
-    resid: per layer L (and L = n_layers for the final residual), [n_prompts, pos, d_model]: the
-        residual stream before layer L.
+    resid: {read point: [n_prompts, pos, d_model]}, the residual stream where receivers read it:
+        read point 2L before layer L's heads, 2L+1 before its MLP, 2 * n_layers for the logits.
     """
 
     sender_out: Tensor
     qkv: list[Tensor]
-    resid: list[Tensor]
+    resid: dict[int, Tensor]
 
 
 class EdgePatcher:
@@ -122,6 +124,22 @@ class EdgePatcher:
             self.clean_run = self._forward(self.clean)
             self.ablated = self._ablate(self._forward(self.corrupted))
             self._clean_minus_ablated = self.clean_run.sender_out - self.ablated.sender_out
+            # A_t: what a receiver reading at t gets with every incoming edge removed, and what a
+            # layer computes from it
+            self._ablated_input = {
+                read: resid - self._clean_minus_ablated[:, :, : self._senders_before[read]].sum(2)
+                for read, resid in self.clean_run.resid.items()
+            }
+            n_heads = model.cfg.n_heads
+            self._ablated_input_qkv = [
+                self._qkv(layer, self._ablated_input[2 * layer][:, :, None, None, :].expand(-1, -1, 3, n_heads, -1))
+                for layer in range(graph.shape.n_layers)
+            ]
+            self._ablated_input_mlp_out = (
+                [self._mlp(layer, self._ablated_input[2 * layer + 1]) for layer in range(graph.shape.n_layers)]
+                if graph.shape.has_mlp
+                else []
+            )
 
     # ----- public -------------------------------------------------------------------------------
 
@@ -149,6 +167,29 @@ class EdgePatcher:
                 raise ValueError(f"cannot resume at layer {start_layer}: a receiver below it is patched")
         logits = self._patched_forward(edge_mask, head_input_mask, start_layer)
         return logits[0] if squeeze else logits
+
+    def bytes_per_circuit(self) -> int:
+        """A generous estimate of the memory one more circuit in a batch takes, in bytes."""
+        cfg = self.model.cfg
+        n_prompts, n_pos = self.clean.shape
+        per_token = (
+            len(self.graph.senders) * cfg.d_model  # sender outputs of this pass
+            + 4 * 3 * cfg.n_heads * cfg.d_model  # q/k/v receiver inputs, corrections, LayerNorm
+            + 4 * 3 * cfg.n_heads * cfg.d_head
+            + 2 * cfg.n_heads * n_pos  # scores, pattern
+            + (3 * (cfg.d_mlp or 0) if self.graph.shape.has_mlp else 0)
+            + len(self.positions) * cfg.d_vocab / n_pos  # logits
+        )
+        return int(per_token * n_prompts * n_pos * self.clean_run.sender_out.element_size())
+
+    def auto_batch_size(self, limit: int = 32, memory_fraction: float = 0.25) -> int:
+        """How many circuits to evaluate per pass: at most ``limit``, and within a fraction of the
+        device's free memory."""
+        if self.device.type == "cuda":
+            free = torch.cuda.mem_get_info(self.device)[0]
+        else:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return max(1, min(limit, int(memory_fraction * free / self.bytes_per_circuit())))
 
     def receiver_gradients(
         self, metric: Callable[[Tensor], Tensor], input_embeddings: Tensor | None = None
@@ -208,31 +249,6 @@ class EdgePatcher:
             transform(corrupted_run.sender_out), [transform(x) for x in corrupted_run.qkv], corrupted_run.resid
         )
 
-    def _attention(self, layer: int, qkv_in: Tensor, head_keep: Tensor | None, n_circuits: int) -> tuple[Tensor, Tensor]:
-        """One attention layer from per-head q/k/v inputs [batch, pos, 3, h, d_model].
-
-        Returns (q/k/v [batch, pos, 3, h, d_head], per-head results [batch, pos, h, d_model]).
-        ``head_keep`` [C, 3, h]: False replaces that q/k/v by its ablated value.
-        """
-        model = self.model
-        attn = model.blocks[layer].attn
-        batch, n_pos, _, n_heads, _ = qkv_in.shape
-        weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V])  # [3, h, d_model, d_head]
-        biases = torch.stack([attn.b_Q, attn.b_K, attn.b_V])  # [3, h, d_head]
-        qkv = torch.einsum("bpxhd,xhde->bpxhe", model.blocks[layer].ln1(qkv_in), weights) + biases
-        if head_keep is not None:
-            keep = head_keep[:, None, None, :, :, None]  # [C, 1, 1, 3, h, 1]
-            qkv = qkv.reshape(n_circuits, batch // n_circuits, n_pos, 3, n_heads, -1)
-            qkv = torch.where(keep, qkv, self.ablated.qkv[layer][None]).reshape(batch, n_pos, 3, n_heads, -1)
-        q, k, v = qkv.unbind(2)
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.attn_scale
-        if model.cfg.attention_dir == "causal":
-            causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=scores.device).tril()
-            scores = scores.masked_fill(~causal, float("-inf"))
-        pattern = torch.softmax(scores, dim=-1).to(qkv.dtype)
-        z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
-        return qkv, torch.einsum("bqhe,hed->bqhd", z, attn.W_O)
-
     def _forward(self, tokens: Tensor) -> Activations:
         """A plain (unpatched) forward pass that records every sender's output."""
         model, g = self.model, self.graph
@@ -240,19 +256,21 @@ class EdgePatcher:
         tok, pos = model.embed(tokens), model.pos_embed(tokens)
         outs = [tok, pos] if g.shape.split_input else [tok + pos]
         resid = tok + pos
-        residuals, all_qkv = [], []
+        residuals, all_qkv = {}, []
         for layer, block in enumerate(model.blocks):
-            residuals.append(resid)
+            residuals[2 * layer] = resid
             qkv_in = resid[:, :, None, None, :].expand(n_prompts, n_pos, 3, g.shape.n_heads, -1)
-            qkv, head_out = self._attention(layer, qkv_in, None, 1)
+            qkv = self._qkv(layer, qkv_in)
+            head_out = self._heads(layer, qkv)
             all_qkv.append(qkv)
             outs.extend(head_out.unbind(2))
             resid = resid + head_out.sum(2) + block.attn.b_O
             if g.shape.has_mlp:
-                mlp_out = block.mlp(block.ln2(resid))
+                residuals[2 * layer + 1] = resid
+                mlp_out = self._mlp(layer, resid)
                 outs.append(mlp_out)
                 resid = resid + mlp_out
-        residuals.append(resid)
+        residuals[2 * g.shape.n_layers] = resid
         return Activations(torch.stack(outs, dim=2), all_qkv, residuals)
 
     def _patched_forward(
@@ -265,64 +283,193 @@ class EdgePatcher:
     ) -> Tensor:
         """Logits [C, n_prompts, P, d_vocab] of C circuits, resuming at ``start_layer``.
 
-        Senders written before ``start_layer`` take their clean outputs (shared by all circuits);
-        the senders from ``start_layer`` on are computed per circuit. ``input_embeddings`` (with
-        start_layer 0) replace the clean embedding outputs. With ``capture``, each receiver input
-        gets a zero leaf added, appended as (receivers, leaf, positions), to take gradients at.
+        Each receiver's input is computed as in_v = A_v + sum_u m_uv (out_u - out_u*), where A_v is
+        its input with every edge removed (precomputed). Senders written before ``start_layer``
+        take their clean outputs. A receiver whose mask column is the same in every circuit and
+        that keeps no edge from a sender that differs between circuits gets the same input in every
+        circuit: it, and a head or MLP all of whose receivers are like it, is computed once for the
+        batch; the rest per circuit. ``input_embeddings`` (with start_layer 0) replace the clean
+        embedding outputs. With ``capture``, each receiver input gets a zero leaf added, appended as
+        (receivers, leaf, positions), to take gradients at.
         """
         model, g = self.model, self.graph
         n_circuits = edge_mask.shape[0]
         n_prompts, n_pos = self.clean.shape
         d_model, n_heads = model.cfg.d_model, model.cfg.n_heads
-        batch = n_circuits * n_prompts
-        removed = (~edge_mask).to(self.dtype)  # [C, S, R]
-        n_shared = self._senders_before[2 * start_layer]
-        shared_diff = self._clean_minus_ablated[:, :, :n_shared]  # [n, pos, n_shared, d]
-        resid = self.clean_run.resid[start_layer].repeat(n_circuits, 1, 1)  # [batch, pos, d]
+        kept = edge_mask.to(self.dtype)  # [C, S, R]
+        n_fixed = self._senders_before[2 * start_layer]
+        fixed_diff = self._clean_minus_ablated[:, :, :n_fixed]
         if input_embeddings is not None:
             assert start_layer == 0, "input embeddings can only replace the clean ones at layer 0"
-            shared_diff = input_embeddings - self.ablated.sender_out[:, :, :n_shared]
-            resid = input_embeddings.sum(2).repeat(n_circuits, 1, 1)
-        new_ablated = self.ablated.sender_out[:, :, n_shared:]
-        new_outs = torch.empty(batch, n_pos, len(g.senders) - n_shared, d_model, dtype=self.dtype, device=self.device)
+            fixed_diff = input_embeddings - self.ablated.sender_out[:, :, :n_fixed]
+        n_new = len(g.senders) - n_fixed
+        # out_u - out_u* of the senders computed in this pass: once for senders equal in every
+        # circuit (zero where a sender varies), per circuit for the varying ones, in slots
+        shared_diff = torch.zeros(n_prompts, n_pos, n_new, d_model, dtype=self.dtype, device=self.device)
+        varying_diff = torch.empty(n_circuits, n_prompts, n_pos, n_new, d_model, dtype=self.dtype, device=self.device)
+        varying: list[int] = []  # global sender index of each slot of varying_diff
 
-        def receiver_input(receivers: Tensor, read_at: int, positions: Tensor | None = None) -> Tensor:
-            """in_v for the given receivers: [batch, pos (or P), len(receivers), d_model]."""
+        def receiver_inputs(receivers: Tensor, read_at: int, positions: Tensor | None = None) -> ReceiverInputs:
             n_before = self._senders_before[read_at]
             at = slice(None) if positions is None else positions
-            r = removed[:, :, receivers]  # [C, S, R]
-            correction = torch.einsum("npsd,csr->cnprd", shared_diff[:, at], r[:, :n_shared])
-            if n_before > n_shared:
-                k = n_before - n_shared
-                this_pass = new_outs[:, at, :k].reshape(n_circuits, n_prompts, -1, k, d_model)
-                diff = this_pass - new_ablated[None, :, at, :k]
-                correction = correction + torch.einsum("cnpsd,csr->cnprd", diff, r[:, n_shared:n_before])
-            correction = correction.reshape(batch, correction.shape[2], len(receivers), d_model)
-            value = resid[:, at, None, :] - correction
+            column = kept[:, :n_before, receivers]  # [C, s, R]
+            varies = (column != column[:1]).any(0).any(0)
+            if varying:
+                varies |= column[:, varying].any(0).any(0)
+            active = column[0].any(0) & ~varies
             if capture is not None:
-                leaf = torch.zeros_like(value, requires_grad=True)
-                capture.append((receivers, leaf, positions))
-                value = value + leaf
-            return value
+                active = ~varies
+            base = self._ablated_input[read_at][:, at, None, :]
+            k = n_before - n_fixed
+            diffs = [(fixed_diff[:, at], slice(0, n_fixed))]
+            if k > 0:
+                diffs.append((shared_diff[:, at, :k], slice(n_fixed, n_before)))
+            shared = None
+            if active.any():
+                mask = column[0][:, active].T  # [Ra, s]
+                shared = torch.matmul(mask[:, diffs[0][1]], diffs[0][0])
+                shared += base
+                for diff, where in diffs[1:]:
+                    shared += torch.matmul(mask[:, where], diff)
+                if capture is not None:
+                    leaf = torch.zeros_like(shared, requires_grad=True)
+                    capture.append((receivers[active], leaf, positions))
+                    shared = shared + leaf
+            per_circuit = None
+            if varies.any():
+                mask = column[:, :, varies].transpose(1, 2)  # [C, Rv, s]
+                n_varies = mask.shape[1]
+                per_circuit = base[None]
+                for diff, where in diffs:  # shared diffs: circuits folded into the matmul's rows
+                    rows = torch.matmul(mask[:, :, where].reshape(n_circuits * n_varies, -1), diff)
+                    per_circuit = per_circuit + rows.unflatten(2, (n_circuits, n_varies)).permute(2, 0, 1, 3, 4)
+                if varying:
+                    v = varying_diff[:, :, at, : len(varying)]
+                    per_circuit = per_circuit + torch.matmul(mask[:, None, None, :, varying], v)
+            return ReceiverInputs(varies, active, shared, per_circuit)
 
-        n_written = 0
+        def store(senders: Tensor, outputs: Tensor, is_varying: bool) -> None:
+            """Record senders' outputs: [n, pos, s, d] (the same in every circuit) or [C, n, pos, s, d]."""
+            ablated = self.ablated.sender_out[:, :, senders]
+            if is_varying:
+                varying_diff[:, :, :, len(varying) : len(varying) + len(senders)] = outputs - ablated
+                varying.extend(senders.tolist())
+            else:
+                shared_diff[:, :, senders - n_fixed] = outputs - ablated
+
+        n_written = n_fixed
         for layer in range(start_layer, g.shape.n_layers):
             block = model.blocks[layer]
-            qkv_in = receiver_input(self._qkv_receivers[layer], 2 * layer).view(batch, n_pos, 3, n_heads, d_model)
-            head_keep = head_input_mask[:, layer].permute(0, 2, 1)  # [C, 3, h]
-            _, head_out = self._attention(layer, qkv_in, head_keep, n_circuits)
-            new_outs[:, :, n_written : n_written + n_heads] = head_out
+            inputs = receiver_inputs(self._qkv_receivers[layer], 2 * layer)
+            keep = head_input_mask[:, layer].permute(0, 2, 1)  # [C, 3, h]
+            head_varies = (inputs.varies.view(3, n_heads) | (keep != keep[:1]).any(0)).any(0)  # [h]
+            qkv_shared = self._ablated_input_qkv[layer].clone()  # receivers with no kept edge
+            if inputs.shared is not None:
+                receivers = inputs.active.nonzero().flatten()
+                qkv_shared[:, :, receivers // n_heads, receivers % n_heads] = self._qkv_at(layer, inputs.shared, receivers)
+            qkv_shared = torch.where(keep[0, None, None, :, :, None], qkv_shared, self.ablated.qkv[layer])
+            shared_heads = (~head_varies).nonzero().flatten()
+            if len(shared_heads):
+                store(n_written + shared_heads, self._heads(layer, qkv_shared[:, :, :, shared_heads], shared_heads), False)
+            varying_heads = head_varies.nonzero().flatten()
+            if len(varying_heads):
+                # q/k/v of the varying heads in every circuit: shared receivers broadcast, varying ones computed
+                qkv = qkv_shared[None].repeat(n_circuits, 1, 1, 1, 1, 1)
+                if inputs.per_circuit is not None:
+                    receivers = inputs.varies.nonzero().flatten()
+                    computed = self._qkv_at(layer, inputs.per_circuit, receivers)  # [C, n, pos, Rv, d_head]
+                    qkv[:, :, :, receivers // n_heads, receivers % n_heads] = computed
+                qkv = qkv[:, :, :, :, varying_heads]  # [C, n, pos, 3, hv, d_head]
+                ablated = self.ablated.qkv[layer][None, :, :, :, varying_heads]
+                qkv = torch.where(keep[:, None, None, :, varying_heads, None], qkv, ablated)
+                out = self._heads(layer, qkv.flatten(0, 1), varying_heads).view(n_circuits, n_prompts, n_pos, -1, d_model)
+                store(n_written + varying_heads, out, True)
             n_written += n_heads
-            resid = resid + head_out.sum(2) + block.attn.b_O
             if g.shape.has_mlp:
-                mlp_in = receiver_input(self._mlp_receivers[layer], 2 * layer + 1)[:, :, 0]
-                mlp_out = block.mlp(block.ln2(mlp_in))
-                new_outs[:, :, n_written] = mlp_out
+                inputs = receiver_inputs(self._mlp_receivers[layer], 2 * layer + 1)
+                mlp = torch.tensor([n_written], device=self.device)
+                if inputs.per_circuit is not None:
+                    store(mlp, self._mlp(layer, inputs.per_circuit.flatten(0, 1)).unflatten(0, (n_circuits, n_prompts)), True)
+                elif inputs.shared is not None:
+                    store(mlp, self._mlp(layer, inputs.shared), False)
+                else:
+                    store(mlp, self._ablated_input_mlp_out[layer][:, :, None], False)
                 n_written += 1
-                resid = resid + mlp_out
 
         logits_receiver = torch.tensor([g.receiver_index["logits"]], device=self.device)
-        final = receiver_input(logits_receiver, 2 * g.shape.n_layers, self.positions)[:, :, 0]
-        if model.cfg.normalization_type is not None:
-            final = model.ln_final(final)
-        return model.unembed(final).view(n_circuits, n_prompts, len(self.positions), -1)
+        inputs = receiver_inputs(logits_receiver, 2 * g.shape.n_layers, self.positions)
+        if inputs.per_circuit is not None:
+            return self._unembed(inputs.per_circuit[:, :, :, 0])
+        final = self._ablated_input[2 * g.shape.n_layers][None, :, self.positions] if inputs.shared is None else inputs.shared[None, :, :, 0]
+        return self._unembed(final).expand(n_circuits, -1, -1, -1)
+
+    def _unembed(self, final: Tensor) -> Tensor:
+        """Logits [..., d_vocab] from final residuals [..., d_model]."""
+        if self.model.cfg.normalization_type is not None:
+            final = _normalize(self.model.ln_final, final)
+        unembed = self.model.unembed
+        return torch.matmul(final, unembed.W_U) + unembed.b_U
+
+    def _mlp(self, layer: int, mlp_in: Tensor) -> Tensor:
+        """MLP output from its input, [..., d_model]."""
+        block = self.model.blocks[layer]
+        flat = _normalize(block.ln2, mlp_in).reshape(-1, 1, mlp_in.shape[-1])
+        return block.mlp(flat).view(mlp_in.shape)
+
+    def _qkv(self, layer: int, qkv_in: Tensor) -> Tensor:
+        """q, k, v [..., pos, 3, h, d_head] from per-head inputs [..., pos, 3, h, d_model]."""
+        attn = self.model.blocks[layer].attn
+        weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V])  # [3, h, d_model, d_head]
+        biases = torch.stack([attn.b_Q, attn.b_K, attn.b_V])  # [3, h, d_head]
+        return torch.einsum("...xhd,xhde->...xhe", _normalize(self.model.blocks[layer].ln1, qkv_in), weights) + biases
+
+    def _qkv_at(self, layer: int, inputs: Tensor, receivers: Tensor) -> Tensor:
+        """q/k/v of some receivers of ``layer`` (indices into its 3h receivers, q block first):
+        inputs [..., R, d_model] -> [..., R, d_head]."""
+        attn = self.model.blocks[layer].attn
+        weights = torch.cat([attn.W_Q, attn.W_K, attn.W_V])[receivers]  # [R, d_model, d_head]
+        biases = torch.cat([attn.b_Q, attn.b_K, attn.b_V])[receivers]  # [R, d_head]
+        return torch.einsum("...rd,rde->...re", _normalize(self.model.blocks[layer].ln1, inputs), weights) + biases
+
+    def _heads(self, layer: int, qkv: Tensor, heads: Tensor | None = None) -> Tensor:
+        """Per-head results [batch, pos, h, d_model] from q/k/v [batch, pos, 3, h, d_head]."""
+        model = self.model
+        attn = model.blocks[layer].attn
+        n_pos = qkv.shape[-4]
+        q, k, v = qkv.unbind(-3)
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.attn_scale
+        if model.cfg.attention_dir == "causal":
+            causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=scores.device).tril()
+            scores = scores.masked_fill(~causal, float("-inf"))
+        pattern = torch.softmax(scores, dim=-1).to(qkv.dtype)
+        z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        w_o = attn.W_O if heads is None else attn.W_O[heads]
+        return torch.einsum("bqhe,hed->bqhd", z, w_o)
+
+
+@dataclass
+class ReceiverInputs:
+    """The inputs of a group of R receivers for a batch of C circuits.
+
+    varies [R]: the receiver's input differs between circuits; its inputs are ``per_circuit``
+        [C, n_prompts, pos, R_varies, d_model].
+    active [R]: the same in every circuit and not the all-ablated input; computed once in
+        ``shared`` [n_prompts, pos, R_active, d_model]. The remaining receivers keep no edge: their
+        input is the all-ablated input, whose downstream values are precomputed.
+    """
+
+    varies: Tensor
+    active: Tensor
+    shared: Tensor | None
+    per_circuit: Tensor | None
+
+
+def _normalize(norm: torch.nn.Module, x: Tensor) -> Tensor:
+    """A TransformerLens normalization module applied to x, fused where torch has the kernel."""
+    from transformer_lens.components import LayerNorm, LayerNormPre
+
+    if isinstance(norm, LayerNorm):
+        return F.layer_norm(x, x.shape[-1:], norm.w, norm.b, norm.eps)
+    if isinstance(norm, LayerNormPre):
+        return F.layer_norm(x, x.shape[-1:], None, None, norm.eps)
+    return norm(x)

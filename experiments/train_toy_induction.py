@@ -11,10 +11,14 @@ an induction head in layer 1.
 Training data is generated on the fly from a seeded `torch.Generator`. Each
 sequence has 32 tokens:
 
-    BOS, x_1..x_n, x_1..x_n, fresh random tokens up to length 32
+    BOS, r fresh random tokens, x_1..x_n, x_1..x_n, fresh random tokens up to 32
 
-with token 0 = BOS, ordinary tokens 1..63 and n uniform in 3..15. The loss is
-next-token cross-entropy on every position.
+with token 0 = BOS, ordinary tokens 1..63, n uniform in 3..15 and the offset r
+uniform in 0..31-2n (r = 0 is the built-in task format). The random offset
+matters: with r always 0 the model learns a positional shortcut (the repeat
+always starts right after BOS) and no clean induction head. The loss is
+next-token cross-entropy on every position; final_loss is its mean over the
+last 100 training steps.
 
 At the end the script evaluates on 200 held-out sequences in the built-in task
 format (BOS + 8 random tokens + the same 8 again, 17 tokens) and prints:
@@ -53,7 +57,7 @@ BOS = 0
 D_VOCAB = 64
 N_CTX = 32
 MIN_PREFIX, MAX_PREFIX = 3, 15  # length n of the repeated prefix in training data
-STEPS = 3000
+STEPS = 4000
 BATCH_SIZE = 64
 LR = 1e-3
 WEIGHT_DECAY = 0.01
@@ -146,7 +150,7 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / WARMUP))
 
-    running = None
+    recent = []  # losses of the last 100 steps
     for step in range(STEPS):
         tokens = training_batch(BATCH_SIZE, gen)
         logits = model(tokens)
@@ -155,10 +159,10 @@ def main():
         loss.backward()
         opt.step()
         sched.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 250 == 0 or step == STEPS - 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  (smoothed {running:.4f})  {time.time() - t0:.1f}s")
-    final_loss = loss.item()
+        recent = (recent + [loss.item()])[-100:]
+        if step % 500 == 0 or step == STEPS - 1:
+            print(f"step {step:5d}  loss {loss.item():.4f}  (mean of last 100: {sum(recent) / len(recent):.4f})  {time.time() - t0:.1f}s")
+    final_loss = sum(recent) / len(recent)  # mean training loss over the last 100 steps
 
     model.eval()
     res = evaluate(model, eval_batch(N_EVAL, eval_gen))

@@ -301,10 +301,15 @@ def _senders_latest_first(senders):
     return list(reversed(senders))
 
 
-def naive_acdc(model, clean, corrupted, metric, threshold, ablation="resample") -> dict:
+class _StopTesting(Exception):
+    pass
+
+
+def naive_acdc(model, clean, corrupted, metric, threshold, ablation="resample", max_tests=None) -> dict:
     """Exact greedy ACDC (Conmy et al. 2023) in the order fixed by DESIGN.md.
 
-    ``metric(logits) -> float``, lower is better.  Returns
+    ``metric(logits) -> float``, lower is better.  ``max_tests`` stops after that many tested
+    candidates (benchmarks time a prefix); the rest stay in the circuit.  Returns
     ``{"edges": {edge: kept}, "head_inputs": {name: kept}, "scores": {name: float | None}}``;
     a score is ``m - cur`` measured when the candidate was tested, None when it was removed untested.
     """
@@ -332,8 +337,13 @@ def naive_acdc(model, clean, corrupted, metric, threshold, ablation="resample") 
 
     cur = evaluate()
 
+    n_tests = 0
+
     def try_remove(name: str, removed: set) -> None:
-        nonlocal cur
+        nonlocal cur, n_tests
+        if max_tests is not None and n_tests >= max_tests:
+            raise _StopTesting
+        n_tests += 1
         removed.add(name)
         m = evaluate()
         scores[name] = m - cur
@@ -349,46 +359,53 @@ def naive_acdc(model, clean, corrupted, metric, threshold, ablation="resample") 
         for e in incoming[v]:
             try_remove(e, removed_edges)
 
-    # logits
-    try_receiver_edges("logits")
+    def visit_in_order() -> None:
+        # logits
+        try_receiver_edges("logits")
 
-    for layer in reversed(range(cfg.n_layers)):
-        heads_high_to_low = list(reversed(range(cfg.n_heads)))
+        for layer in reversed(range(cfg.n_layers)):
+            heads_high_to_low = list(reversed(range(cfg.n_heads)))
 
-        # the MLP input
-        if _has_mlps(cfg):
-            mlp = f"m{layer}"
-            if sender_is_dead(mlp):
-                removed_edges.update(incoming[mlp])  # untested, score None
-            else:
-                try_receiver_edges(mlp)
-
-        # dead heads: their head inputs and every edge into their q/k/v go, untested
-        for head in heads_high_to_low:
-            if sender_is_dead(f"a{layer}.h{head}"):
-                for x in QKV:
-                    receiver = f"a{layer}.h{head}<{x}>"
-                    removed_head_inputs.add(receiver)
-                    removed_edges.update(incoming[receiver])
-
-        # whole-receiver tests ("head inputs"): all <v>, then all <k>, then all <q>; heads high to low
-        for x in ("v", "k", "q"):
-            for head in heads_high_to_low:
-                name = f"a{layer}.h{head}<{x}>"
-                if name not in removed_head_inputs:
-                    try_remove(name, removed_head_inputs)
-
-        # single edges into each <v>, then each <k>, then each <q>; heads high to low
-        for x in ("v", "k", "q"):
-            for head in heads_high_to_low:
-                receiver = f"a{layer}.h{head}<{x}>"
-                if receiver in removed_head_inputs:
-                    removed_edges.update(incoming[receiver])  # no longer matter: untested
+            # the MLP input
+            if _has_mlps(cfg):
+                mlp = f"m{layer}"
+                if sender_is_dead(mlp):
+                    removed_edges.update(incoming[mlp])  # untested, score None
                 else:
-                    try_receiver_edges(receiver)
+                    try_receiver_edges(mlp)
+
+            # dead heads: their head inputs and every edge into their q/k/v go, untested
+            for head in heads_high_to_low:
+                if sender_is_dead(f"a{layer}.h{head}"):
+                    for x in QKV:
+                        receiver = f"a{layer}.h{head}<{x}>"
+                        removed_head_inputs.add(receiver)
+                        removed_edges.update(incoming[receiver])
+
+            # whole-receiver tests ("head inputs"): all <v>, then all <k>, then all <q>; heads high to low
+            for x in ("v", "k", "q"):
+                for head in heads_high_to_low:
+                    name = f"a{layer}.h{head}<{x}>"
+                    if name not in removed_head_inputs:
+                        try_remove(name, removed_head_inputs)
+
+            # single edges into each <v>, then each <k>, then each <q>; heads high to low
+            for x in ("v", "k", "q"):
+                for head in heads_high_to_low:
+                    receiver = f"a{layer}.h{head}<{x}>"
+                    if receiver in removed_head_inputs:
+                        removed_edges.update(incoming[receiver])  # no longer matter: untested
+                    else:
+                        try_receiver_edges(receiver)
+
+    try:
+        visit_in_order()
+    except _StopTesting:
+        pass
 
     return {
         "edges": {e: e not in removed_edges for e in edges},
         "head_inputs": {h: h not in removed_head_inputs for h in head_inputs},
         "scores": scores,
+        "tests": n_tests,
     }

@@ -143,7 +143,12 @@ def check_threshold(threshold: float) -> float:
 
 
 def run_acdc(
-    graph: Graph, evaluate: Evaluate, threshold: float, batch_size: int = 1, progress: bool = True
+    graph: Graph,
+    evaluate: Evaluate,
+    threshold: float,
+    batch_size: int = 1,
+    progress: bool = True,
+    stop_after: int | None = None,
 ) -> AcdcResult:
     """Exact ACDC on ``graph``; ``evaluate`` scores circuits (lower is better), see ``Evaluate``.
 
@@ -151,6 +156,8 @@ def run_acdc(
     next candidates 1..i all removed. Walking the results in order, every removal that stays is
     exactly the sequential algorithm's; at the first candidate that is kept, the later elements
     (computed on a wrong assumption) are discarded and the walk resumes after it.
+    ``stop_after`` visits only that many candidates of the order (benchmarks time a prefix); the
+    rest stay in the circuit untested.
     """
     threshold = check_threshold(threshold)
     if batch_size < 1:
@@ -170,8 +177,10 @@ def run_acdc(
 
     cur = metric_full = metrics_of(circuit.edges[None], circuit.head_inputs[None], graph.shape.n_layers, ["the full model"])[0]
     bar = tqdm(total=sum(len(s.candidates) for s in visiting_segments(graph)), desc="ACDC candidates", unit="cand", disable=not progress, leave=False)
+    budget = math.inf if stop_after is None else stop_after
     for segment in visiting_segments(graph):
-        candidates = segment.candidates
+        candidates = segment.candidates[: max(0, min(len(segment.candidates), budget))]
+        budget -= len(candidates)
         moot = [circuit.is_moot(c) for c in candidates]
         i = 0
         while i < len(candidates):

@@ -21,9 +21,27 @@ SHIPPED = ("toy-induction-2l",)
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _dtype(name: str) -> torch.dtype:
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AcdcError(f"device '{device}' asked for, but no CUDA GPU is visible to torch")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise AcdcError(f"unknown device '{device}'; choose auto, cpu or cuda")
+    return device
+
+
+def _dtype(name: str, device: str = "cpu") -> torch.dtype:
+    """float32 (default) or float64 anywhere; float16/bfloat16 on a GPU only.
+
+    Half precision changes metric values at about the 1e-3 level, so a candidate whose score lies
+    that close to the threshold can be decided differently than in float32.
+    """
     if name not in DTYPES:
         raise AcdcError(f"unknown dtype '{name}'; choose one of {', '.join(DTYPES)}")
+    if name in ("float16", "bfloat16") and not device.startswith("cuda"):
+        raise AcdcError(f"dtype '{name}' is for GPUs; use float32 or float64 on the CPU")
     return DTYPES[name]
 
 
@@ -43,12 +61,12 @@ def load_shipped(name: str, device: str = "cpu", dtype: str = "float32"):
 
     meta = json.loads((WEIGHTS / f"{name}.json").read_text())
     model = _from_config(meta["config"], device, torch.float32)
-    state = load_file(str(WEIGHTS / f"{name}.safetensors"), device=device)
+    state = load_file(str(WEIGHTS / f"{name}.safetensors"), device=str(device))
     model.load_state_dict(state, strict=False)
     missing = set(model.state_dict()) - set(state)
     if any(not key.endswith((".IGNORE", ".mask")) for key in missing):
         raise AcdcError(f"shipped weights for '{name}' lack parameters: {sorted(missing)[:5]}")
-    return model.to(_dtype(dtype)).eval()
+    return model.to(_dtype(dtype, device)).eval()
 
 
 def load_model(
@@ -58,17 +76,19 @@ def load_model(
     dtype: str = "float32",
     config: dict[str, Any] | None = None,
 ):
-    """Load model ``name`` (see the module docstring); AcdcError if it cannot be had."""
+    """Load model ``name`` (see the module docstring) onto ``device`` (auto, cpu, cuda); AcdcError if
+    it cannot be had."""
+    device = resolve_device(device)
     if name in SHIPPED:
         return load_shipped(name, device, dtype)
     if name == "random":
         if not config:
             raise AcdcError("model 'random' needs a config (HookedTransformerConfig fields, e.g. n_layers, d_model)")
-        return _from_config(dict(config), device, _dtype(dtype)).eval()
+        return _from_config(dict(config), device, _dtype(dtype, device)).eval()
     from transformer_lens import HookedTransformer
 
     try:
-        model = HookedTransformer.from_pretrained(name, device=device, dtype=_dtype(dtype))
+        model = HookedTransformer.from_pretrained(name, device=device, dtype=_dtype(dtype, device))
     except Exception as error:  # the hub raises many types; all mean "could not load"
         raise AcdcError(
             f"could not load pretrained model '{name}' ({type(error).__name__}: {str(error)[:200]}). "

@@ -1,0 +1,323 @@
+"""Edge attribution patching: EAP (Syed et al. 2023) and EAP-IG (Hanna et al. 2024).
+
+Both score every edge u -> v at once with a first-order estimate of how much the metric changes
+when that edge alone is patched (DESIGN.md's rule: in_v loses out_u - out*_u):
+
+    score(u->v) = sum over prompts, positions, d_model of (out*_u - out_u) * g_v
+
+out_u is sender u's clean output (``patcher.clean_run``), out*_u its ablated one (``patcher.ablated``:
+the corrupted run, 0, or the corrupted mean), and g_v the gradient of the metric with respect to
+receiver v's input (``EdgePatcher.receiver_gradients``: the total derivative, through every later
+receiver). The metric is already a mean over prompts, so the plain sum is the estimate of the mean
+effect. Same sign convention as ACDC's scores (``m - cur``): positive = patching the edge makes the
+metric worse (higher). Entries of the score matrix where no edge exists are 0.
+
+EAP takes g_v at the clean model. EAP-IG ("EAP-IG-inputs" as in Hanna et al. 2024 and MIB) averages
+g_v over ``steps`` points on the straight line between the baseline and the clean input embeddings,
+
+    emb(alpha) = baseline + alpha * (clean - baseline),   alpha = k / steps, k = 1 .. steps
+
+(the right Riemann sum, the rule of the EAP-IG reference code; ``rule="midpoint"`` takes
+alpha = (k - 1/2) / steps instead, whose error falls as 1/steps^2 instead of 1/steps). Only the
+input senders' outputs are interpolated; every other sender keeps its actual clean - ablated
+difference in the score. The baseline is the ablated embedding output, ``patcher.ablated`` at the
+input senders: the corrupted prompts' embeddings under resample ablation, zero under zero ablation,
+the per-position mean of the corrupted embeddings under mean ablation. That is the value a patched
+``input`` edge carries, so the path integral runs between exactly the two states the scores
+compare. With steps = 1 EAP-IG is EAP.
+
+Completeness (the integrated-gradients identity): every receiver reads the embedding directly, so
+d metric / d emb = sum_v g_v, and the EAP-IG scores of the input senders' edges sum to
+metric(baseline embeddings) - metric(clean) as steps grows. The sum over *all* edges does not: a
+path from the input to the logits through k receivers is counted once by its first edge (an input
+edge) but k times by the sum over all edges.
+
+KL divergence and EAP: KL(clean || circuit) has its minimum, 0, at the clean model, so its gradient
+there is exactly 0 and EAP scores under ``kl`` are rounding noise. ``run_eap`` warns
+(``ZeroGradientWarning``) when EAP is asked for with ``kl``, and whenever every score is negligible
+next to the metric's range (full model vs empty circuit). EAP-IG's gradients are taken away from
+the clean model (alpha < 1), so it does not have this problem; use it, or a metric such as
+``logit_diff``, with EAP.
+
+Circuits: ``select_circuit`` keeps the top-n edges by |score| (ties: earlier edge in
+``Graph.edges()`` order first) or the edges with |score| >= a threshold, keeps every head input,
+and prunes to the edges on input-to-logits paths (``circuit.on_input_to_logits_paths``).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from acdc_engine.circuit import on_input_to_logits_paths
+from acdc_engine.errors import AcdcError
+from acdc_engine.graph import Graph
+
+Metric = Callable[[Tensor], Tensor]
+METHODS = ("eap", "eap-ig")
+RULES = ("right", "midpoint")
+NEGLIGIBLE = 1e-6  # scores all below this times |metric(empty) - metric(full)| count as zero
+
+
+class ZeroGradientWarning(UserWarning):
+    """Every EAP score is (close to) zero: the metric's gradient vanishes at the clean model."""
+
+
+# ----- scores -----------------------------------------------------------------------------------
+
+
+def _score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Sums over prompts, positions and d_model in at least float32."""
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _at_least_float32(metric: Metric) -> Metric:
+    def wrapped(logits: Tensor) -> Tensor:
+        return metric(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits)
+
+    return wrapped
+
+
+def _scores_from_gradients(patcher, gradients: Tensor) -> Tensor:
+    """sum_{n,p,d} (out*_u - out_u) g_v for every (u, v): [S, R] float64, 0 where no edge exists."""
+    dtype = _score_dtype(gradients.dtype)
+    diff = (patcher.ablated.sender_out - patcher.clean_run.sender_out).to(dtype)  # [n, pos, S, d]
+    scores = torch.einsum("npsd,nprd->sr", diff, gradients.to(dtype))
+    edge_exists = patcher.graph.edge_exists.to(scores.device)
+    return torch.where(edge_exists, scores, torch.zeros((), dtype=dtype, device=scores.device)).double().cpu()
+
+
+def eap_scores(patcher, metric: Metric) -> Tensor:
+    """EAP: the first-order estimate of each edge's effect, gradients at the clean model.
+
+    Args:
+        patcher: an ``EdgePatcher`` (its clean run, ablated run and ``receiver_gradients``).
+        metric: circuit logits [1, n_prompts, P, d_vocab] -> [1], lower is better.
+    Returns:
+        float64 [n_senders, n_receivers]: score(u->v) ~ metric(edge u->v patched) - metric(full);
+        0 where no edge exists.
+    """
+    gradients, _ = patcher.receiver_gradients(_at_least_float32(metric))
+    return _scores_from_gradients(patcher, gradients)
+
+
+def _check_steps(steps: int) -> int:
+    try:
+        value = operator.index(steps)
+    except TypeError:
+        raise AcdcError(f"steps must be a positive integer, got {steps!r}") from None
+    if isinstance(steps, bool) or value < 1:
+        raise AcdcError(f"steps must be a positive integer, got {steps!r}")
+    return value
+
+
+def ig_alphas(steps: int, rule: str = "right") -> list[float]:
+    """The interpolation points: k / steps (k = 1..steps) or, for ``midpoint``, (k - 1/2) / steps."""
+    steps = _check_steps(steps)
+    if rule not in RULES:
+        raise AcdcError(f"unknown integration rule '{rule}'; choose one of {', '.join(RULES)}")
+    shift = 0.0 if rule == "right" else 0.5
+    return [(k - shift) / steps for k in range(1, steps + 1)]
+
+
+def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right") -> Tensor:
+    """EAP-IG (inputs): EAP with g_v averaged over ``steps`` interpolated input embeddings.
+
+    The input embeddings run from the ablated ones (alpha = 0, see the module docstring) to the
+    clean ones (alpha = 1); ``rule`` picks the points (``ig_alphas``). One forward and one backward
+    pass per step. Returns the same layout as ``eap_scores``.
+    """
+    alphas = ig_alphas(steps, rule)
+    n_in = len(patcher.graph.input_senders)
+    clean_in = patcher.clean_run.sender_out[:, :, :n_in]
+    baseline_in = patcher.ablated.sender_out[:, :, :n_in]
+    metric = _at_least_float32(metric)
+    total = None
+    for alpha in alphas:
+        # lerp is exact at both ends: alpha = 1 gives the clean embeddings bit for bit
+        embeddings = torch.lerp(baseline_in, clean_in, alpha)
+        gradients, _ = patcher.receiver_gradients(metric, input_embeddings=embeddings)
+        gradients = gradients.to(_score_dtype(gradients.dtype))
+        total = gradients if total is None else total.add_(gradients)
+        del gradients
+    return _scores_from_gradients(patcher, total / len(alphas))
+
+
+# ----- circuits from scores ---------------------------------------------------------------------
+
+
+def check_selection(graph: Graph, top_n: int | None, threshold: float | None) -> tuple[int | None, float | None]:
+    """Validate (top_n, threshold): exactly one given, top_n in [0, n_edges], threshold finite >= 0."""
+    if (top_n is None) == (threshold is None):
+        raise AcdcError("give exactly one of top_n (keep the n highest-|score| edges) and score_threshold (keep |score| >= it)")
+    if top_n is not None:
+        try:
+            n = operator.index(top_n)
+        except TypeError:
+            raise AcdcError(f"top_n must be an integer, got {top_n!r}") from None
+        if isinstance(top_n, bool) or not 0 <= n <= graph.n_edges:
+            raise AcdcError(f"top_n must be between 0 and the graph's {graph.n_edges} edges, got {top_n!r}")
+        return n, None
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise AcdcError(f"score_threshold must be a number, got {threshold!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise AcdcError(f"score_threshold must be a finite number >= 0, got {threshold!r}")
+    return None, value
+
+
+def select_edges(graph: Graph, scores: Tensor, top_n: int | None = None, threshold: float | None = None) -> Tensor:
+    """The edges with the top_n largest |score|, or with |score| >= threshold: bool [S, R].
+
+    Ties in |score| go to the edge that comes first in ``graph.edges()`` (receivers in forward
+    order, then senders in forward order), so the selection is a function of the scores alone.
+    """
+    top_n, threshold = check_selection(graph, top_n, threshold)
+    if tuple(scores.shape) != tuple(graph.edge_exists.shape):
+        raise AcdcError(f"scores must have shape {tuple(graph.edge_exists.shape)} (senders x receivers), got {tuple(scores.shape)}")
+    receivers, senders = graph.edge_exists.T.nonzero().unbind(1)  # edge order
+    magnitude = scores.detach().to("cpu", torch.float64)[senders, receivers].abs()
+    if not torch.isfinite(magnitude).all():
+        bad = int((~torch.isfinite(magnitude)).nonzero()[0])
+        raise AcdcError(f"the score of edge '{graph.senders[senders[bad]]}->{graph.receivers[receivers[bad]]}' is not finite")
+    if top_n is not None:
+        chosen = torch.sort(magnitude, descending=True, stable=True).indices[:top_n]
+    else:
+        chosen = (magnitude >= threshold).nonzero().flatten()
+    mask = torch.zeros_like(graph.edge_exists)
+    mask[senders[chosen], receivers[chosen]] = True
+    return mask
+
+
+@dataclass
+class Selection:
+    """A circuit chosen from scores: the selected edges (``edge_kept``), every head input kept, and
+    the emitted circuit: the part of it on input-to-logits paths (``*_in_graph``)."""
+
+    edge_kept: Tensor
+    head_input_kept: Tensor
+    edge_in_graph: Tensor
+    head_input_in_graph: Tensor
+
+
+def select_circuit(graph: Graph, scores: Tensor, top_n: int | None = None, threshold: float | None = None) -> Selection:
+    """``select_edges``, then all head inputs kept, then pruned to input-to-logits paths."""
+    edge_kept = select_edges(graph, scores, top_n, threshold)
+    head_input_kept = graph.full_head_input_mask()
+    edge_in_graph, head_input_in_graph = on_input_to_logits_paths(graph, edge_kept, head_input_kept)
+    return Selection(edge_kept, head_input_kept, edge_in_graph, head_input_in_graph)
+
+
+# ----- the method, for the API --------------------------------------------------------------------
+
+
+@dataclass
+class EapResult:
+    """What ``api.discover`` needs to build a ``Circuit`` from EAP / EAP-IG.
+
+    edge_kept [S, R]: the selected edges (before path pruning); head_input_kept: all True;
+    edge_in_graph / head_input_in_graph: the emitted circuit; edge_scores: float64 EAP(-IG) scores
+    (0 where no edge exists); head_input_scores: NaN (not scored). metric_*: the metric of the full
+    model, of exactly the emitted circuit, and of the empty circuit. forward_passes /
+    backward_passes: the passes this method ran (the patcher's clean and corrupted runs not included).
+    """
+
+    edge_kept: Tensor
+    head_input_kept: Tensor
+    edge_in_graph: Tensor
+    head_input_in_graph: Tensor
+    edge_scores: Tensor
+    head_input_scores: Tensor
+    metric_full: float
+    metric_circuit: float
+    metric_empty: float
+    forward_passes: int
+    backward_passes: int
+
+
+def run_eap(
+    patcher,
+    metric: Metric,
+    *,
+    method: str = "eap",
+    steps: int = 5,
+    top_n: int | None = None,
+    score_threshold: float | None = None,
+    rule: str = "right",
+    metric_name: str | None = None,
+) -> EapResult:
+    """Score every edge with EAP or EAP-IG, select a circuit, and measure it.
+
+    Args:
+        patcher: an ``EdgePatcher`` on the task's clean and corrupted prompts.
+        metric: circuit logits [C, n_prompts, P, d_vocab] -> [C], lower is better.
+        method: "eap" or "eap-ig".
+        steps, rule: EAP-IG's interpolation points (ignored by "eap").
+        top_n, score_threshold: exactly one; see ``select_edges``.
+        metric_name: the metric's name, for the KL warning (module docstring).
+    """
+    if method not in METHODS:
+        raise AcdcError(f"unknown gradient method '{method}'; choose one of {', '.join(METHODS)}")
+    graph = patcher.graph
+    top_n, score_threshold = check_selection(graph, top_n, score_threshold)
+    if method == "eap-ig":
+        ig_alphas(steps, rule)  # validate before any work
+    warned = False
+    if method == "eap" and metric_name == "kl":
+        warnings.warn(
+            "EAP with the KL metric: KL(clean || circuit) is minimal at the clean model, so its gradient "
+            "there is exactly 0 and every EAP score is rounding noise; use method eap-ig or metric logit_diff",
+            ZeroGradientWarning,
+            stacklevel=2,
+        )
+        warned = True
+
+    if method == "eap":
+        scores, passes = eap_scores(patcher, metric), 1
+    else:
+        scores, passes = eap_ig_scores(patcher, metric, steps, rule), len(ig_alphas(steps, rule))
+    selection = select_circuit(graph, scores, top_n, score_threshold)
+
+    full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
+    metric = _at_least_float32(metric)
+
+    def evaluate(edges: Tensor, heads: Tensor, start_layer: int = 0) -> float:
+        value = float(metric(patcher.logits(edges[None], heads[None], start_layer)).double().cpu()[0])
+        if not math.isfinite(value):
+            raise AcdcError(f"the metric is {value} (not finite)")
+        return value
+
+    metric_full = evaluate(full_edges, full_heads, graph.shape.n_layers)  # as ACDC: resumes at the logits
+    metric_circuit = evaluate(selection.edge_in_graph, selection.head_input_in_graph)
+    metric_empty = evaluate(torch.zeros_like(full_edges), torch.zeros_like(full_heads))
+    if not warned:
+        scale = abs(metric_empty - metric_full)
+        largest = float(scores.abs().max()) if scores.numel() else 0.0
+        if scale > 0 and largest < NEGLIGIBLE * scale:
+            warnings.warn(
+                f"every {method} score is negligible (largest |score| {largest:.3g}, metric range "
+                f"{scale:.3g}): the metric's gradient vanishes where it was taken, and the circuit is "
+                "chosen by rounding noise",
+                ZeroGradientWarning,
+                stacklevel=2,
+            )
+    return EapResult(
+        edge_kept=selection.edge_kept,
+        head_input_kept=selection.head_input_kept,
+        edge_in_graph=selection.edge_in_graph,
+        head_input_in_graph=selection.head_input_in_graph,
+        edge_scores=scores,
+        head_input_scores=torch.full(full_heads.shape, math.nan, dtype=torch.float64),
+        metric_full=metric_full,
+        metric_circuit=metric_circuit,
+        metric_empty=metric_empty,
+        forward_passes=passes + 3,
+        backward_passes=passes,
+    )

@@ -1,0 +1,224 @@
+"""Benchmark exact ACDC (naive reference vs fast engine) and the gradient methods, as JSON lines.
+
+    python experiments/benchmark.py            # every case
+    python experiments/benchmark.py --quick    # the default case only (under a minute)
+    python experiments/benchmark.py --cases attn4x8 --methods fast
+
+The first line describes the machine (cores, torch, measured float32 matmul GFLOP/s). Then one line
+per (case, method) with: case, method, edges, edges_tested, forward_equivalents (matmul FLOPs spent,
+in units of one plain forward pass of the model over the case's prompts), seconds, peak_rss_mb,
+identical_to_naive (the fast engine's decisions equal the naive reference's on every candidate both
+tested), decisions_per_second, and for the fast engine achieved_gflops and matmul_fraction. Where a
+full naive run would take too long, it runs a stated prefix of the visiting order (``prefix_tests``)
+and ``extrapolated_seconds`` scales its time to all candidates (the naive cost per test does not
+depend on the position in the order). Each (case, method) runs in its own process, so peak memory is
+its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the naive reference lives with the tests
+
+CASES = {
+    "default": {
+        "model": "toy-induction-2l",
+        "threshold": 0.05,
+        "naive_tests": None,
+        "fast_candidates": None,
+    },
+    "attn4x8": {  # the docstring setting of the ACDC paper: attention-only 4 x 8, 50 prompts x 41 tokens
+        "config": dict(n_layers=4, n_heads=8, d_model=512, d_head=64, d_vocab=48262, n_ctx=64, attn_only=True,
+                       normalization_type="LN", act_fn=None, seed=0),
+        "prompts": (50, 41),
+        "threshold": 2e-4,
+        "naive_tests": 16,
+        "fast_candidates": None,
+    },
+    "gpt2-shape": {
+        "config": dict(n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024,
+                       act_fn="gelu_new", normalization_type="LN", seed=0),
+        "prompts": (20, 16),
+        "threshold": 2e-4,
+        "naive_tests": 8,
+        "fast_candidates": 800,
+    },
+}
+METHODS = ("naive", "fast", "eap", "eap-ig")
+
+
+def machine() -> dict:
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    reps, start = 10, time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    gflops = 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"machine": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "matmul_gflops": round(gflops, 1)}
+
+
+def build(case: str):
+    """(model, task) for a case."""
+    from acdc_engine import TaskData
+    from acdc_engine.models import load_model
+    from acdc_engine.tasks import make_induction
+
+    spec = CASES[case]
+    if "model" in spec:
+        model = load_model(spec["model"])
+        return model, make_induction(model.cfg.d_vocab)
+    model = load_model("random", config=spec["config"])
+    n_prompts, n_pos = spec["prompts"]
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, model.cfg.d_vocab, (n_prompts, n_pos), generator=g)
+    corrupted = torch.randint(0, model.cfg.d_vocab, (n_prompts, n_pos), generator=g)
+    return model, TaskData(case, clean, corrupted, positions=[n_pos - 1])
+
+
+def flops_of(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def run_one(case: str, method: str, decisions_out: Path) -> dict:
+    from acdc_engine.graph import build_graph
+    from acdc_engine.methods.acdc import run_acdc, visiting_order
+    from acdc_engine.metrics import kl_divergence
+    from acdc_engine.patching import EdgePatcher
+
+    spec = CASES[case]
+    model, task = build(case)
+    graph = build_graph(model.cfg)
+    n_candidates = len(visiting_order(graph))
+    with torch.no_grad():
+        forward_flops = flops_of(lambda: model(task.clean))
+    line = {"case": case, "method": method, "edges": graph.n_edges}
+
+    if method == "naive":
+        from naive_reference import naive_acdc, naive_kl, naive_patched_logits
+
+        start = time.perf_counter()
+        clean_logits = model(task.clean)
+        positions = task.positions.tolist()
+        result = naive_acdc(model, task.clean, task.corrupted, lambda lg: naive_kl(clean_logits, lg, positions),
+                            spec["threshold"], max_tests=spec["naive_tests"])
+        seconds = time.perf_counter() - start
+        per_eval = flops_of(lambda: naive_patched_logits(model, task.clean, task.corrupted, set(), set()))
+        tested = result["tests"]
+        decisions = {name: kept for name, kept in {**result["edges"], **result["head_inputs"]}.items()
+                     if result["scores"][name] is not None}
+        line.update(edges_tested=tested, forward_equivalents=round((tested + 1) * per_eval / forward_flops, 1),
+                    seconds=round(seconds, 2))
+        if spec["naive_tests"] is not None:
+            line.update(prefix_tests=tested, extrapolated_seconds=round(seconds * n_candidates / tested, 1),
+                        note=f"naive ran the first {tested} of {n_candidates} candidates; extrapolated linearly")
+
+    elif method == "fast":
+        start = time.perf_counter()
+        patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+        full_logits = patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask())
+        metric = kl_divergence(full_logits)
+        shapes: dict[tuple[int, int], int] = {}
+
+        def evaluate(edges, heads, start_layer=0):
+            shapes[(start_layer, edges.shape[0])] = shapes.get((start_layer, edges.shape[0]), 0) + 1
+            return metric(patcher.logits(edges, heads, start_layer)).double()
+
+        batch_size = patcher.auto_batch_size()
+        result = run_acdc(graph, evaluate, spec["threshold"], batch_size=batch_size, progress=False,
+                          stop_after=spec["fast_candidates"])
+        seconds = time.perf_counter() - start
+        total_flops = 0
+        for (start_layer, n_circuits), count in shapes.items():
+            edges = graph.full_edge_mask()[None].expand(n_circuits, -1, -1)
+            heads = graph.full_head_input_mask()[None].expand(n_circuits, -1, -1, -1)
+            total_flops += count * flops_of(lambda: patcher.logits(edges, heads, start_layer))
+        decisions = {}
+        for name, index, kept, scores in [(e, graph.parse_edge(e), result.edge_kept, result.edge_scores) for e in graph.edge_names()] + \
+                [(h, graph.parse_head_input(h), result.head_input_kept, result.head_input_scores) for h in graph.head_input_names()]:
+            if not torch.isnan(scores[index]):
+                decisions[name] = bool(kept[index])
+        line.update(edges_tested=result.candidates_tested, forward_equivalents=round(total_flops / forward_flops, 1),
+                    seconds=round(seconds, 2), batch_size=batch_size, batched_passes=result.forward_passes,
+                    edges_kept=int(result.edge_kept.sum()), achieved_gflops=round(total_flops / seconds / 1e9, 1))
+        if spec["fast_candidates"] is not None:
+            line.update(prefix_candidates=spec["fast_candidates"],
+                        note=f"fast ran the first {spec['fast_candidates']} of {n_candidates} candidates "
+                             "(the top layers, where a resumed pass is cheapest)")
+    else:
+        from acdc_engine.methods import eap
+
+        start = time.perf_counter()
+        patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+        metric = kl_divergence(patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask()))
+        scores = eap.eap_scores(patcher, metric) if method == "eap" else eap.eap_ig_scores(patcher, metric)
+        seconds = time.perf_counter() - start
+        decisions = {}
+        passes = 1 if method == "eap" else 5
+        line.update(edges_tested=graph.n_edges, forward_equivalents=round(2 + 3 * passes, 1), seconds=round(seconds, 2),
+                    nonzero_scores=int((scores[graph.edge_exists] != 0).sum()))
+    line["decisions_per_second"] = round(line["edges_tested"] / line["seconds"], 1)
+    line["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    decisions_out.write_text(json.dumps(decisions))
+    return line
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="only the default case")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--one", nargs=3, metavar=("CASE", "METHOD", "DECISIONS_FILE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.one:
+        case, method, out = args.one
+        print(json.dumps(run_one(case, method, Path(out))), flush=True)
+        return
+    info = machine()
+    print(json.dumps(info), flush=True)
+    cases = ["default"] if args.quick else args.cases
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in cases:
+            naive_decisions = None
+            for method in args.methods:
+                out = Path(tmp) / f"{case}-{method}.json"
+                child = subprocess.run([sys.executable, __file__, "--one", case, method, str(out)],
+                                       capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                if child.returncode != 0:
+                    print(json.dumps({"case": case, "method": method, "error": child.stderr.strip()[-800:]}), flush=True)
+                    continue
+                line = json.loads(child.stdout.strip().splitlines()[-1])
+                decisions = json.loads(out.read_text())
+                if method == "naive":
+                    naive_decisions = decisions
+                if method == "fast" and naive_decisions is not None:
+                    both = naive_decisions.keys() & decisions.keys()
+                    line["identical_to_naive"] = bool(both) and all(naive_decisions[k] == decisions[k] for k in both)
+                    line["compared_decisions"] = len(both)
+                    line["matmul_fraction"] = round(line["achieved_gflops"] / info["matmul_gflops"], 3)
+                print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
