@@ -105,7 +105,9 @@ def discover(
     graph = build_graph(model.cfg, split_input=split_input)
     patcher = EdgePatcher(model, graph, task_data.clean, task_data.corrupted, task_data.positions, ablation)
     full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
-    metric_fn = make_metric(metric, task_data, _at_least_float32(patcher.logits(full_edges, full_heads)))
+    # the full model's logits through the same pass ACDC's first evaluation uses: metric(full) is exact
+    full_logits = patcher.logits(full_edges, full_heads, start_layer=graph.shape.n_layers)
+    metric_fn = make_metric(metric, task_data, _at_least_float32(full_logits))
 
     def evaluate(edge_masks: torch.Tensor, head_input_masks: torch.Tensor, start_layer: int = 0) -> torch.Tensor:
         logits = patcher.logits(edge_masks, head_input_masks, start_layer)

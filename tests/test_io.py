@@ -112,3 +112,12 @@ def test_invalid_json_is_rejected_with_its_line(tmp_path):
 def test_save_leaves_no_temporary_file_behind(small_circuit, tmp_path):
     small_circuit.save(tmp_path / "c.json")
     assert [p.name for p in tmp_path.iterdir()] == ["c.json"]
+
+
+def test_saved_files_get_the_usual_permissions(small_circuit, tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = small_circuit.save(tmp_path / "c.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask
