@@ -14,11 +14,13 @@ from acdc_engine.circuit import Circuit, on_input_to_logits_paths
 from acdc_engine.errors import AcdcError
 from acdc_engine.graph import build_graph
 from acdc_engine.methods.acdc import check_threshold, run_acdc
+from acdc_engine.methods.eap import METHODS as GRADIENT_METHODS
+from acdc_engine.methods.eap import check_selection, ig_alphas, run_eap
 from acdc_engine.metrics import make_metric
 from acdc_engine.patching import EdgePatcher
 from acdc_engine.tasks import TaskData, make_induction
 
-METHODS = ("acdc",)
+METHODS = ("acdc", *GRADIENT_METHODS)
 TASKS = ("induction",)
 
 
@@ -68,6 +70,9 @@ def discover(
     ablation: str = "resample",
     split_input: bool = False,
     batch_size: int | None = None,
+    steps: int = 5,
+    top_n: int | None = None,
+    score_threshold: float | None = None,
     task_params: dict[str, Any] | None = None,
     model_name: str | None = None,
     seed: int = 0,
@@ -78,20 +83,27 @@ def discover(
     Args:
         model: a ``HookedTransformer``, or a name for ``acdc_engine.models.load_model``.
         task: a built-in task name, a ``TaskData``, a dict of TaskData fields, or (clean, corrupted).
-        method: "acdc" (exact ACDC).
-        threshold: ACDC's tau: a removal stays when it raises the metric by less than this.
+        method: "acdc" (exact ACDC), "eap" (edge attribution patching) or "eap-ig" (EAP with
+            integrated gradients over the input embeddings); see ``acdc_engine.methods.eap``.
+        threshold: ACDC's tau: a removal stays when it raises the metric by less than this (acdc only).
         metric: "kl" (default), "logit_diff", "prob_diff" or "nll"; lower is better.
         ablation: what a removed edge carries: "resample" (the corrupted run), "zero" or "mean".
         split_input: token and positional embeddings as two senders instead of ``input``.
         batch_size: candidates evaluated per forward pass (speculatively; the circuit is the same
-            for any size); None chooses from free memory (at most 32).
+            for any size); None chooses from free memory (at most 32). acdc only.
+        steps: EAP-IG's interpolation steps (one forward and one backward pass each).
+        top_n, score_threshold: EAP and EAP-IG keep the top_n edges by |score|, or the edges with
+            |score| >= score_threshold; give exactly one.
         task_params: keyword arguments for a built-in task (e.g. ``n_prompts``).
         seed: recorded in the circuit file (built-in tasks take theirs from ``task_params``).
     """
     start = time.perf_counter()
     if method not in METHODS:
         raise AcdcError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-    threshold = check_threshold(threshold)
+    if method == "acdc":
+        threshold = check_threshold(threshold)
+    else:
+        ig_alphas(steps)  # AcdcError on a bad step count, before the model loads
     if isinstance(model, str):
         from acdc_engine.models import load_model
 
@@ -103,6 +115,8 @@ def discover(
         raise AcdcError(f"prompts have {task_data.clean.shape[1]} tokens; the model's context is {model.cfg.n_ctx}")
 
     graph = build_graph(model.cfg, split_input=split_input)
+    if method in GRADIENT_METHODS:
+        check_selection(graph, top_n, score_threshold)  # before the patcher's forward passes
     patcher = EdgePatcher(model, graph, task_data.clean, task_data.corrupted, task_data.positions, ablation)
     full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
     # the full model's logits through the same pass ACDC's first evaluation uses: metric(full) is exact
@@ -113,37 +127,63 @@ def discover(
         logits = patcher.logits(edge_masks, head_input_masks, start_layer)
         return metric_fn(_at_least_float32(logits)).double().cpu()
 
-    batch_size = patcher.auto_batch_size() if batch_size is None else batch_size
-    result = run_acdc(graph, evaluate, threshold, batch_size=batch_size, progress=progress)
-    edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, result.edge_kept, result.head_input_kept)
-    circuit_value = float(evaluate(edge_in_graph[None], head_in_graph[None])[0])
-    empty_value = float(evaluate(torch.zeros_like(full_edges)[None], torch.zeros_like(full_heads)[None])[0])
+    task_description = {
+        "name": task_data.name,
+        "n_prompts": int(task_data.clean.shape[0]),
+        "n_tokens": int(task_data.clean.shape[1]),
+        "positions": task_data.positions.tolist(),
+        **task_data.params,
+    }
+    if method in GRADIENT_METHODS:
+        scored = run_eap(
+            patcher,
+            lambda logits: metric_fn(_at_least_float32(logits)),
+            method=method,
+            steps=steps,
+            top_n=top_n,
+            score_threshold=score_threshold,
+            metric_name=metric,
+        )
+        edge_in_graph, head_in_graph = scored.edge_in_graph, scored.head_input_in_graph
+        metric_values = (scored.metric_full, scored.metric_circuit, scored.metric_empty)
+        method_description = {"name": method, "ablation": ablation, "top_n": top_n, "score_threshold": score_threshold}
+        if method == "eap-ig":
+            method_description.update(steps=steps, integration="right Riemann, from the ablated input embeddings")
+        run = {"forward_passes": scored.forward_passes + 2, "backward_passes": scored.backward_passes}
+        threshold = score_threshold
+    else:
+        batch_size = patcher.auto_batch_size() if batch_size is None else batch_size
+        scored = run_acdc(graph, evaluate, threshold, batch_size=batch_size, progress=progress)
+        edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, scored.edge_kept, scored.head_input_kept)
+        metric_values = (
+            scored.metric_full,
+            float(evaluate(edge_in_graph[None], head_in_graph[None])[0]),
+            float(evaluate(torch.zeros_like(full_edges)[None], torch.zeros_like(full_heads)[None])[0]),
+        )
+        method_description = {"name": method, "ablation": ablation, "order": "reference"}
+        run = {
+            "forward_passes": scored.forward_passes + 2,
+            "candidates_tested": scored.candidates_tested,
+            "batch_size": batch_size,
+        }
     return Circuit(
         graph=graph,
-        edge_kept=result.edge_kept,
-        head_input_kept=result.head_input_kept,
+        edge_kept=scored.edge_kept,
+        head_input_kept=scored.head_input_kept,
         edge_in_graph=edge_in_graph,
         head_input_in_graph=head_in_graph,
-        edge_scores=result.edge_scores,
-        head_input_scores=result.head_input_scores,
-        metric={"name": metric, "full": result.metric_full, "circuit": circuit_value, "empty": empty_value},
+        edge_scores=scored.edge_scores,
+        head_input_scores=scored.head_input_scores,
+        metric=dict(zip(("name", "full", "circuit", "empty"), (metric, *metric_values))),
         threshold=threshold,
         model=_model_description(model, model_name, split_input),
-        task={
-            "name": task_data.name,
-            "n_prompts": int(task_data.clean.shape[0]),
-            "n_tokens": int(task_data.clean.shape[1]),
-            "positions": task_data.positions.tolist(),
-            **task_data.params,
-        },
-        method={"name": method, "ablation": ablation, "order": "reference"},
+        task=task_description,
+        method=method_description,
         run={
             "seed": seed,
             "versions": _versions(),
             "seconds": round(time.perf_counter() - start, 3),
-            "forward_passes": result.forward_passes + 2,
-            "candidates_tested": result.candidates_tested,
-            "batch_size": batch_size,
+            **run,
             "device": str(patcher.device),
         },
     )

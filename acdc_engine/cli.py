@@ -31,7 +31,15 @@ def run(cfg: DictConfig) -> Path:
     from acdc_engine.methods.acdc import check_threshold
     from acdc_engine.models import load_model
 
-    check_threshold(cfg.method.threshold)  # before the slow model load
+    if cfg.method.name == "acdc":
+        check_threshold(cfg.method.threshold)  # before the slow model load
+        method_args = {"threshold": cfg.method.threshold, "batch_size": cfg.method.batch_size}
+        selection = f"threshold {cfg.method.threshold}"
+    else:
+        method_args = {"top_n": cfg.method.top_n, "score_threshold": cfg.method.score_threshold}
+        if "steps" in cfg.method:
+            method_args["steps"] = cfg.method.steps
+        selection = f"top_n {cfg.method.top_n}" if cfg.method.top_n is not None else f"score_threshold {cfg.method.score_threshold}"
     torch.manual_seed(cfg.seed)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None
@@ -41,11 +49,10 @@ def run(cfg: DictConfig) -> Path:
         model,
         cfg.task.name,
         method=cfg.method.name,
-        threshold=cfg.method.threshold,
         metric=cfg.method.metric.value,
         ablation=cfg.method.ablation.value,
         split_input=cfg.model.split_input,
-        batch_size=cfg.method.batch_size,
+        **method_args,
         task_params=task_params,
         model_name=cfg.model.name,
         seed=cfg.seed,
@@ -55,7 +62,7 @@ def run(cfg: DictConfig) -> Path:
     drawings = write_drawings(circuit, out_dir)
     m = circuit.metric
     print(f"circuit files: {out_dir / 'circuit.json'}, " + ", ".join(p.name for p in drawings))
-    print(f"edges kept: {circuit.n_edges} / {circuit.n_edges_total} (threshold {circuit.threshold})")
+    print(f"edges kept: {circuit.n_edges} / {circuit.n_edges_total} ({selection})")
     print(f"{m['name']}: circuit {m['circuit']:.6g} | full model {m['full']:.6g} | empty circuit {m['empty']:.6g}")
     print(f"seconds: {circuit.run['seconds']:.2f}, forward passes: {circuit.run['forward_passes']}")
     return out_dir

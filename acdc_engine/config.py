@@ -67,6 +67,25 @@ class AcdcMethodConfig:
 
 
 @dataclass
+class EapMethodConfig:
+    """EAP (Syed et al. 2023). logit_diff by default: KL's gradient vanishes at the clean model."""
+
+    name: str = "eap"
+    metric: Metric = Metric.logit_diff
+    ablation: Ablation = Ablation.resample
+    top_n: Optional[int] = 20  # keep the top_n edges by |score| ...
+    score_threshold: Optional[float] = None  # ... or those with |score| >= this (set top_n: null)
+
+
+@dataclass
+class EapIgMethodConfig(EapMethodConfig):
+    """EAP-IG (Hanna et al. 2024): EAP with gradients averaged over interpolated input embeddings."""
+
+    name: str = "eap-ig"
+    steps: int = 5
+
+
+@dataclass
 class Config:
     model: Any = MISSING
     task: Any = MISSING
@@ -83,3 +102,5 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/task", name="induction", node=InductionTaskConfig)
     cs.store(group="schema/method", name="acdc", node=AcdcMethodConfig)
+    cs.store(group="schema/method", name="eap", node=EapMethodConfig)
+    cs.store(group="schema/method", name="eap-ig", node=EapIgMethodConfig)

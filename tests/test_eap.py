@@ -101,6 +101,13 @@ def test_right_riemann_points_end_at_the_clean_input():
     assert ig_alphas(4) == [0.25, 0.5, 0.75, 1.0]
 
 
+def test_scores_do_not_depend_on_how_tokens_are_chunked(monkeypatch):
+    *_, patcher, metric, _ = setup(seed=1)
+    whole = eap_scores(patcher, metric)
+    monkeypatch.setattr("acdc_engine.methods.eap._CHUNK_ELEMENTS", 1)  # one token at a time
+    assert torch.allclose(eap_scores(patcher, metric), whole, rtol=1e-12, atol=1e-14)
+
+
 def test_scores_are_zero_where_no_edge_exists():
     *_, graph, patcher, metric, _ = setup(seed=1)
     scores = eap_scores(patcher, metric)

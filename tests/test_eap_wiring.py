@@ -1,0 +1,23 @@
+"""Proposed: EAP / EAP-IG through discover() and the circuit file (needs the api.py wiring)."""
+
+import pytest
+import torch
+from factories import random_task, small_model
+
+from acdc_engine import AcdcError, discover, load_circuit
+
+
+@pytest.mark.parametrize("method", ["eap", "eap-ig"])
+def test_discover_runs_gradient_methods_and_the_circuit_file_round_trips(tmp_path, method):
+    circuit = discover(small_model(attn_only=False), random_task(), method=method, metric="logit_diff", top_n=15, steps=3, progress=False)
+    assert int(circuit.edge_kept.sum()) == 15
+    assert circuit.method["name"] == method and circuit.method["top_n"] == 15
+    assert circuit.run["backward_passes"] == (3 if method == "eap-ig" else 1)
+    loaded = load_circuit(circuit.save(tmp_path / "c.json"))
+    assert loaded.edges() == circuit.edges()
+    assert loaded.to_dict()["edges"] == circuit.to_dict()["edges"]
+
+
+def test_discover_eap_needs_exactly_one_selection_rule():
+    with pytest.raises(AcdcError, match="exactly one of top_n"):
+        discover(small_model(attn_only=True), random_task(), method="eap", metric="logit_diff", progress=False)
