@@ -205,24 +205,17 @@ class EdgePatcher:
             the total derivative: it includes the paths through every later receiver.
         """
         g = self.graph
-        captured: list[tuple[Tensor, Tensor, Tensor | None]] = []
+        leaves: list[tuple[Tensor, Tensor]] = []
         with torch.enable_grad():
-            logits = self._patched_forward(
-                g.edge_exists[None].to(self.device),
-                g.full_head_input_mask()[None].to(self.device),
-                0,
-                input_embeddings,
-                captured,
-            )
-            value = metric(logits)
-            grads = torch.autograd.grad(value.sum(), [leaf for _, leaf, _ in captured])
+            final = self._forward(self.clean, input_embeddings, leaves).resid[2 * g.shape.n_layers][:, self.positions]
+            final_leaf = torch.zeros_like(final, requires_grad=True)
+            value = metric(self._unembed((final + final_leaf)[None]))
+            grads = torch.autograd.grad(value.sum(), [leaf for _, leaf in leaves] + [final_leaf])
         n_prompts, n_pos = self.clean.shape
         out = torch.zeros(n_prompts, n_pos, len(g.receivers), self.model.cfg.d_model, dtype=self.dtype, device=self.device)
-        for (receivers, _, positions), grad in zip(captured, grads):
-            if positions is None:
-                out[:, :, receivers] = grad
-            else:
-                out[:, positions[:, None], receivers[None, :]] = grad
+        for (receivers, _), grad in zip(leaves, grads):
+            out[:, :, receivers] = grad.reshape(n_prompts, n_pos, len(receivers), -1)
+        out[:, self.positions, g.receiver_index["logits"]] = grads[-1]
         return out, float(value.detach().sum())
 
     # ----- the forward pass --------------------------------------------------------------------
@@ -249,25 +242,43 @@ class EdgePatcher:
             transform(corrupted_run.sender_out), [transform(x) for x in corrupted_run.qkv], corrupted_run.resid
         )
 
-    def _forward(self, tokens: Tensor) -> Activations:
-        """A plain (unpatched) forward pass that records every sender's output."""
+    def _forward(
+        self, tokens: Tensor, input_embeddings: Tensor | None = None, leaves: list[tuple[Tensor, Tensor]] | None = None
+    ) -> Activations:
+        """A plain (unpatched) forward pass that records every sender's output.
+
+        ``input_embeddings`` [n_prompts, pos, n_input_senders, d_model] replace the embedding
+        outputs. With ``leaves``, each receiver's input gets a zero leaf added (to take gradients
+        at), appended as (receiver indices, leaf [n_prompts, pos, R, d_model]).
+        """
         model, g = self.model, self.graph
         n_prompts, n_pos = tokens.shape
-        tok, pos = model.embed(tokens), model.pos_embed(tokens)
-        outs = [tok, pos] if g.shape.split_input else [tok + pos]
-        resid = tok + pos
+        if input_embeddings is None:
+            tok, pos = model.embed(tokens), model.pos_embed(tokens)
+            outs = [tok, pos] if g.shape.split_input else [tok + pos]
+        else:
+            outs = list(input_embeddings.unbind(2))
+        resid = sum(outs[1:], outs[0])
+
+        def with_leaf(value: Tensor, receivers: Tensor) -> Tensor:
+            if leaves is None:
+                return value
+            leaf = torch.zeros(n_prompts, n_pos, len(receivers), value.shape[-1], dtype=value.dtype, device=value.device, requires_grad=True)
+            leaves.append((receivers, leaf))
+            return value + leaf.view(value.shape)
+
         residuals, all_qkv = {}, []
         for layer, block in enumerate(model.blocks):
             residuals[2 * layer] = resid
             qkv_in = resid[:, :, None, None, :].expand(n_prompts, n_pos, 3, g.shape.n_heads, -1)
-            qkv = self._qkv(layer, qkv_in)
+            qkv = self._qkv(layer, with_leaf(qkv_in, self._qkv_receivers[layer]))
             head_out = self._heads(layer, qkv)
             all_qkv.append(qkv)
             outs.extend(head_out.unbind(2))
             resid = resid + head_out.sum(2) + block.attn.b_O
             if g.shape.has_mlp:
                 residuals[2 * layer + 1] = resid
-                mlp_out = self._mlp(layer, resid)
+                mlp_out = self._mlp(layer, with_leaf(resid, self._mlp_receivers[layer]))
                 outs.append(mlp_out)
                 resid = resid + mlp_out
         residuals[2 * g.shape.n_layers] = resid
@@ -278,8 +289,6 @@ class EdgePatcher:
         edge_mask: Tensor,
         head_input_mask: Tensor,
         start_layer: int,
-        input_embeddings: Tensor | None = None,
-        capture: list[tuple[Tensor, Tensor, Tensor | None]] | None = None,
     ) -> Tensor:
         """Logits [C, n_prompts, P, d_vocab] of C circuits, resuming at ``start_layer``.
 
@@ -288,9 +297,7 @@ class EdgePatcher:
         take their clean outputs. A receiver whose mask column is the same in every circuit and
         that keeps no edge from a sender that differs between circuits gets the same input in every
         circuit: it, and a head or MLP all of whose receivers are like it, is computed once for the
-        batch; the rest per circuit. ``input_embeddings`` (with start_layer 0) replace the clean
-        embedding outputs. With ``capture``, each receiver input gets a zero leaf added, appended as
-        (receivers, leaf, positions), to take gradients at.
+        batch; the rest per circuit.
         """
         model, g = self.model, self.graph
         n_circuits = edge_mask.shape[0]
@@ -299,9 +306,6 @@ class EdgePatcher:
         kept = edge_mask.to(self.dtype)  # [C, S, R]
         n_fixed = self._senders_before[2 * start_layer]
         fixed_diff = self._clean_minus_ablated[:, :, :n_fixed]
-        if input_embeddings is not None:
-            assert start_layer == 0, "input embeddings can only replace the clean ones at layer 0"
-            fixed_diff = input_embeddings - self.ablated.sender_out[:, :, :n_fixed]
         n_new = len(g.senders) - n_fixed
         # out_u - out_u* of the senders computed in this pass: once for senders equal in every
         # circuit (zero where a sender varies), per circuit for the varying ones, in slots
@@ -317,8 +321,6 @@ class EdgePatcher:
             if varying:
                 varies |= column[:, varying].any(0).any(0)
             active = column[0].any(0) & ~varies
-            if capture is not None:
-                active = ~varies
             base = self._ablated_input[read_at][:, at, None, :]
             k = n_before - n_fixed
             diffs = [(fixed_diff[:, at], slice(0, n_fixed))]
@@ -331,10 +333,6 @@ class EdgePatcher:
                 shared += base
                 for diff, where in diffs[1:]:
                     shared += torch.matmul(mask[:, where], diff)
-                if capture is not None:
-                    leaf = torch.zeros_like(shared, requires_grad=True)
-                    capture.append((receivers[active], leaf, positions))
-                    shared = shared + leaf
             per_circuit = None
             if varies.any():
                 mask = column[:, :, varies].transpose(1, 2)  # [C, Rv, s]
