@@ -155,7 +155,9 @@ def run_acdc(
     ``batch_size`` > 1 evaluates candidates speculatively: batch element i holds the circuit with the
     next candidates 1..i all removed. Walking the results in order, every removal that stays is
     exactly the sequential algorithm's; at the first candidate that is kept, the later elements
-    (computed on a wrong assumption) are discarded and the walk resumes after it.
+    (computed on a wrong assumption) are discarded and the walk resumes after it. The window adapts
+    (at most ``batch_size``): it doubles after a batch whose removals all stay and shrinks to the
+    run of removals seen before a kept candidate. Any window gives the same circuit.
     ``stop_after`` visits only that many candidates of the order (benchmarks time a prefix); the
     rest stay in the circuit untested.
     """
@@ -178,6 +180,7 @@ def run_acdc(
     cur = metric_full = metrics_of(circuit.edges[None], circuit.head_inputs[None], graph.shape.n_layers, ["the full model"])[0]
     bar = tqdm(total=sum(len(s.candidates) for s in visiting_segments(graph)), desc="ACDC candidates", unit="cand", disable=not progress, leave=False)
     budget = math.inf if stop_after is None else stop_after
+    window = batch_size
     for segment in visiting_segments(graph):
         candidates = segment.candidates[: max(0, min(len(segment.candidates), budget))]
         budget -= len(candidates)
@@ -188,7 +191,7 @@ def run_acdc(
             edges, heads, tested = circuit.edges.clone(), circuit.head_inputs.clone(), []
             stack_edges, stack_heads = [], []
             j = i
-            while j < len(candidates) and len(tested) < batch_size:
+            while j < len(candidates) and len(tested) < window:
                 _remove(candidates[j], edges, heads)
                 if not moot[j]:
                     tested.append(j)
@@ -213,9 +216,11 @@ def run_acdc(
                 else:  # kept: later speculative results assumed its removal
                     circuit.set(candidate, True)
                     next_i = k + 1
+                    window = max(1, n)
                     break
             else:
                 circuit.edges, circuit.head_inputs = edges, heads  # includes trailing moot removals
+                window = min(batch_size, 2 * window)
             bar.update(next_i - i)
             i = next_i
     bar.close()
