@@ -5,6 +5,7 @@ The Hydra command line (``acdc_engine.cli``) is a thin layer over this function.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -15,8 +16,8 @@ from acdc_engine.errors import AcdcError
 from acdc_engine.graph import build_graph
 from acdc_engine.methods.acdc import check_threshold, run_acdc
 from acdc_engine.methods.eap import METHODS as GRADIENT_METHODS
-from acdc_engine.methods.eap import check_selection, ig_alphas, run_eap
-from acdc_engine.metrics import make_metric
+from acdc_engine.methods.eap import check_selection, ig_alphas, run_eap, warn_if_negligible
+from acdc_engine.metrics import at_least_float32, make_metric
 from acdc_engine.patching import EdgePatcher
 from acdc_engine.tasks import TaskData, make_induction
 
@@ -121,11 +122,11 @@ def discover(
     full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
     # the full model's logits through the same pass ACDC's first evaluation uses: metric(full) is exact
     full_logits = patcher.logits(full_edges, full_heads, start_layer=graph.shape.n_layers)
-    metric_fn = make_metric(metric, task_data, _at_least_float32(full_logits))
+    metric_fn = make_metric(metric, task_data, at_least_float32(full_logits))
 
     def evaluate(edge_masks: torch.Tensor, head_input_masks: torch.Tensor, start_layer: int = 0) -> torch.Tensor:
         logits = patcher.logits(edge_masks, head_input_masks, start_layer)
-        return metric_fn(_at_least_float32(logits)).double().cpu()
+        return metric_fn(at_least_float32(logits)).double().cpu()
 
     task_description = {
         "name": task_data.name,
@@ -137,44 +138,44 @@ def discover(
     if method in GRADIENT_METHODS:
         scored = run_eap(
             patcher,
-            lambda logits: metric_fn(_at_least_float32(logits)),
+            metric_fn,
             method=method,
             steps=steps,
             top_n=top_n,
             score_threshold=score_threshold,
             metric_name=metric,
         )
-        edge_in_graph, head_in_graph = scored.edge_in_graph, scored.head_input_in_graph
-        metric_values = (scored.metric_full, scored.metric_circuit, scored.metric_empty)
+        edge_kept, head_input_kept = scored.edge_kept, full_heads
+        head_input_scores = torch.full(full_heads.shape, math.nan, dtype=torch.float64)
         method_description = {"name": method, "ablation": ablation, "top_n": top_n, "score_threshold": score_threshold}
         if method == "eap-ig":
             method_description.update(steps=steps, integration="right Riemann, from the ablated input embeddings")
-        run = {"forward_passes": scored.forward_passes + 2, "backward_passes": scored.backward_passes}
+        run = {"forward_passes": scored.forward_passes + 5, "backward_passes": scored.backward_passes}
         threshold = score_threshold
     else:
         batch_size = patcher.auto_batch_size() if batch_size is None else batch_size
         scored = run_acdc(graph, evaluate, threshold, batch_size=batch_size, progress=progress)
-        edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, scored.edge_kept, scored.head_input_kept)
-        metric_values = (
-            scored.metric_full,
-            float(evaluate(edge_in_graph[None], head_in_graph[None])[0]),
-            float(evaluate(torch.zeros_like(full_edges)[None], torch.zeros_like(full_heads)[None])[0]),
-        )
+        edge_kept, head_input_kept, head_input_scores = scored.edge_kept, scored.head_input_kept, scored.head_input_scores
         method_description = {"name": method, "ablation": ablation, "order": "reference"}
-        run = {
-            "forward_passes": scored.forward_passes + 2,
-            "candidates_tested": scored.candidates_tested,
-            "batch_size": batch_size,
-        }
+        run = {"forward_passes": scored.forward_passes + 4, "candidates_tested": scored.candidates_tested, "batch_size": batch_size}
+    edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, edge_kept, head_input_kept)
+    metric_values = {
+        "name": metric,
+        "full": float(evaluate(full_edges[None], full_heads[None], graph.shape.n_layers)[0]),
+        "circuit": float(evaluate(edge_in_graph[None], head_in_graph[None])[0]),
+        "empty": float(evaluate(torch.zeros_like(full_edges)[None], torch.zeros_like(full_heads)[None])[0]),
+    }
+    if method in GRADIENT_METHODS:
+        warn_if_negligible(method, metric, scored.edge_scores, metric_values["full"], metric_values["empty"])
     return Circuit(
         graph=graph,
-        edge_kept=scored.edge_kept,
-        head_input_kept=scored.head_input_kept,
+        edge_kept=edge_kept,
+        head_input_kept=head_input_kept,
         edge_in_graph=edge_in_graph,
         head_input_in_graph=head_in_graph,
         edge_scores=scored.edge_scores,
-        head_input_scores=scored.head_input_scores,
-        metric=dict(zip(("name", "full", "circuit", "empty"), (metric, *metric_values))),
+        head_input_scores=head_input_scores,
+        metric=metric_values,
         threshold=threshold,
         model=_model_description(model, model_name, split_input),
         task=task_description,
@@ -187,11 +188,6 @@ def discover(
             "device": str(patcher.device),
         },
     )
-
-
-def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
-    """Metrics of half-precision logits are computed in float32 (softmax over a vocabulary)."""
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 def _versions() -> dict[str, str]:

@@ -22,6 +22,11 @@ Metric = Callable[[Tensor], Tensor]
 METRICS = ("kl", "logit_diff", "prob_diff", "nll")
 
 
+def at_least_float32(logits: Tensor) -> Tensor:
+    """Half-precision logits in float32: metrics take a softmax over the whole vocabulary."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 def kl_divergence(clean_logits: Tensor) -> Metric:
     """KL(clean || circuit); ``clean_logits`` [n_prompts, P, d_vocab] are the full model's."""
     clean_logprobs = clean_logits.log_softmax(-1)

@@ -17,7 +17,7 @@ from acdc_engine.methods.eap import (
     eap_scores,
     ig_alphas,
     run_eap,
-    select_circuit,
+    warn_if_negligible,
     select_edges,
 )
 from acdc_engine.metrics import make_metric
@@ -257,38 +257,26 @@ def test_scores_of_the_wrong_shape_are_rejected(graph):
         select_edges(graph, torch.zeros(3, 3, dtype=torch.float64), top_n=1)
 
 
-def test_selected_circuit_keeps_every_head_input_and_is_pruned_to_input_to_logits_paths(graph):
+def test_selection_then_path_pruning_keeps_only_edges_between_input_and_logits(graph):
     scores = torch.zeros(graph.edge_exists.shape, dtype=torch.float64)
     for rank, name in enumerate(["input->a0.h1<k>", "a0.h1->logits", "a0.h2->m1", "m0->a1.h0<q>"]):
         scores[graph.parse_edge(name)] = 10.0 - rank
-    selection = select_circuit(graph, scores, top_n=4)
-    assert int(selection.edge_kept.sum()) == 4
-    assert selection.head_input_kept.all()
-    expected = on_input_to_logits_paths(graph, selection.edge_kept, selection.head_input_kept)
-    assert torch.equal(selection.edge_in_graph, expected[0])
-    assert torch.equal(selection.head_input_in_graph, expected[1])
-    kept = [name for name in graph.edge_names() if selection.edge_in_graph[graph.parse_edge(name)]]
+    selected = select_edges(graph, scores, top_n=4)
+    assert int(selected.sum()) == 4
+    emitted, _ = on_input_to_logits_paths(graph, selected, graph.full_head_input_mask())
+    kept = [name for name in graph.edge_names() if emitted[graph.parse_edge(name)]]
     assert kept == ["input->a0.h1<k>", "a0.h1->logits"]  # a0.h2 and m0 have no input, m1 no output
 
 
 # ----- the method as the API runs it ---------------------------------------------------------------
 
 
-def test_run_eap_measures_exactly_the_emitted_circuit_the_full_model_and_the_empty_circuit():
+def test_run_eap_selects_from_the_method_s_own_scores():
     *_, graph, patcher, metric, _ = setup(seed=1)
     result = run_eap(patcher, metric, method="eap-ig", steps=3, top_n=12)
-
-    def value(edges, heads):
-        return float(metric(patcher.logits(edges[None], heads[None]))[0])
-
-    full_heads = graph.full_head_input_mask()
-    assert result.metric_circuit == pytest.approx(value(result.edge_in_graph, result.head_input_in_graph), abs=1e-12)
-    assert result.metric_full == pytest.approx(value(graph.full_edge_mask(), full_heads), abs=1e-12)
-    empty = value(torch.zeros_like(graph.edge_exists), torch.zeros_like(full_heads))
-    assert result.metric_empty == pytest.approx(empty, abs=1e-12)
     assert int(result.edge_kept.sum()) == 12
     assert torch.equal(result.edge_scores, eap_ig_scores(patcher, metric, steps=3))
-    assert result.head_input_scores.isnan().all()
+    assert torch.equal(result.edge_kept, select_edges(graph, result.edge_scores, top_n=12))
 
 
 @pytest.mark.parametrize("method, steps, passes", [("eap", 7, 1), ("eap-ig", 7, 7)])
@@ -296,7 +284,7 @@ def test_run_eap_counts_one_gradient_pass_per_interpolation_step(method, steps, 
     *_, patcher, metric, _ = setup(attn_only=True)
     result = run_eap(patcher, metric, method=method, steps=steps, score_threshold=0.01)
     assert result.backward_passes == passes
-    assert result.forward_passes == passes + 3  # and the full model, the circuit, the empty circuit
+    assert result.forward_passes == passes
 
 
 def test_eap_under_kl_warns_that_every_score_is_rounding_noise():
@@ -316,8 +304,9 @@ def test_eap_ig_under_kl_gives_real_scores_without_a_warning():
 
 def test_negligible_scores_warn_whatever_the_metric_is_called():
     *_, patcher, metric, _ = setup(metric="kl")
+    scores = run_eap(patcher, metric, method="eap-ig", steps=1, top_n=5, metric_name="my_metric").edge_scores
     with pytest.warns(ZeroGradientWarning, match="negligible"):
-        run_eap(patcher, metric, method="eap-ig", steps=1, top_n=5, metric_name="my_metric")
+        warn_if_negligible("eap-ig", "my_metric", scores, metric_full=0.0, metric_empty=1.0)
 
 
 @pytest.mark.parametrize(

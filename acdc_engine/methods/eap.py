@@ -44,9 +44,9 @@ next to the metric's range (full model vs empty circuit). EAP-IG's gradients are
 the clean model (alpha < 1), so it does not have this problem; use it, or a metric such as
 ``logit_diff``, with EAP.
 
-Circuits: ``select_circuit`` keeps the top-n edges by |score| (ties: earlier edge in
-``Graph.edges()`` order first) or the edges with |score| >= a threshold, keeps every head input,
-and prunes to the edges on input-to-logits paths (``circuit.on_input_to_logits_paths``).
+Circuits: ``select_edges`` keeps the top-n edges by |score| (ties: earlier edge in
+``Graph.edges()`` order first) or the edges with |score| >= a threshold; ``api.discover`` keeps
+every head input and prunes to the edges on input-to-logits paths, as for ACDC.
 """
 
 from __future__ import annotations
@@ -55,16 +55,14 @@ import math
 import operator
 import warnings
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 
-from acdc_engine.circuit import on_input_to_logits_paths
 from acdc_engine.errors import AcdcError
 from acdc_engine.graph import Graph
+from acdc_engine.metrics import Metric, at_least_float32
 
-Metric = Callable[[Tensor], Tensor]
 METHODS = ("eap", "eap-ig")
 RULES = ("right", "midpoint")
 NEGLIGIBLE = 1e-6  # scores all below this times |metric(empty) - metric(full)| count as zero
@@ -85,7 +83,7 @@ def _score_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _at_least_float32(metric: Metric) -> Metric:
     def wrapped(logits: Tensor) -> Tensor:
-        return metric(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits)
+        return metric(at_least_float32(logits))
 
     return wrapped
 
@@ -215,48 +213,20 @@ def select_edges(graph: Graph, scores: Tensor, top_n: int | None = None, thresho
     return mask
 
 
-@dataclass
-class Selection:
-    """A circuit chosen from scores: the selected edges (``edge_kept``), every head input kept, and
-    the emitted circuit: the part of it on input-to-logits paths (``*_in_graph``)."""
-
-    edge_kept: Tensor
-    head_input_kept: Tensor
-    edge_in_graph: Tensor
-    head_input_in_graph: Tensor
-
-
-def select_circuit(graph: Graph, scores: Tensor, top_n: int | None = None, threshold: float | None = None) -> Selection:
-    """``select_edges``, then all head inputs kept, then pruned to input-to-logits paths."""
-    edge_kept = select_edges(graph, scores, top_n, threshold)
-    head_input_kept = graph.full_head_input_mask()
-    edge_in_graph, head_input_in_graph = on_input_to_logits_paths(graph, edge_kept, head_input_kept)
-    return Selection(edge_kept, head_input_kept, edge_in_graph, head_input_in_graph)
-
-
 # ----- the method, for the API --------------------------------------------------------------------
 
 
 @dataclass
 class EapResult:
-    """What ``api.discover`` needs to build a ``Circuit`` from EAP / EAP-IG.
+    """Scores and the selected edges; ``api.discover`` prunes them to input-to-logits paths and
+    measures the circuit, as for every method.
 
-    edge_kept [S, R]: the selected edges (before path pruning); head_input_kept: all True;
-    edge_in_graph / head_input_in_graph: the emitted circuit; edge_scores: float64 EAP(-IG) scores
-    (0 where no edge exists); head_input_scores: NaN (not scored). metric_*: the metric of the full
-    model, of exactly the emitted circuit, and of the empty circuit. forward_passes /
-    backward_passes: the passes this method ran (the patcher's clean and corrupted runs not included).
+    edge_kept [S, R]: the selected edges; edge_scores: float64 EAP(-IG) scores (0 where no edge
+    exists); forward_passes / backward_passes: the gradient passes this method ran.
     """
 
     edge_kept: Tensor
-    head_input_kept: Tensor
-    edge_in_graph: Tensor
-    head_input_in_graph: Tensor
     edge_scores: Tensor
-    head_input_scores: Tensor
-    metric_full: float
-    metric_circuit: float
-    metric_empty: float
     forward_passes: int
     backward_passes: int
 
@@ -272,7 +242,7 @@ def run_eap(
     rule: str = "right",
     metric_name: str | None = None,
 ) -> EapResult:
-    """Score every edge with EAP or EAP-IG, select a circuit, and measure it.
+    """Score every edge with EAP or EAP-IG and select the circuit's edges.
 
     Args:
         patcher: an ``EdgePatcher`` on the task's clean and corrupted prompts.
@@ -284,11 +254,9 @@ def run_eap(
     """
     if method not in METHODS:
         raise AcdcError(f"unknown gradient method '{method}'; choose one of {', '.join(METHODS)}")
-    graph = patcher.graph
-    top_n, score_threshold = check_selection(graph, top_n, score_threshold)
+    top_n, score_threshold = check_selection(patcher.graph, top_n, score_threshold)
     if method == "eap-ig":
         ig_alphas(steps, rule)  # validate before any work
-    warned = False
     if method == "eap" and metric_name == "kl":
         warnings.warn(
             "EAP with the KL metric: KL(clean || circuit) is minimal at the clean model, so its gradient "
@@ -296,47 +264,24 @@ def run_eap(
             ZeroGradientWarning,
             stacklevel=2,
         )
-        warned = True
-
     if method == "eap":
         scores, passes = eap_scores(patcher, metric), 1
     else:
         scores, passes = eap_ig_scores(patcher, metric, steps, rule), len(ig_alphas(steps, rule))
-    selection = select_circuit(graph, scores, top_n, score_threshold)
+    return EapResult(select_edges(patcher.graph, scores, top_n, score_threshold), scores, passes, passes)
 
-    full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
-    metric = _at_least_float32(metric)
 
-    def evaluate(edges: Tensor, heads: Tensor, start_layer: int = 0) -> float:
-        value = float(metric(patcher.logits(edges[None], heads[None], start_layer)).double().cpu()[0])
-        if not math.isfinite(value):
-            raise AcdcError(f"the metric is {value} (not finite)")
-        return value
-
-    metric_full = evaluate(full_edges, full_heads, graph.shape.n_layers)  # as ACDC: resumes at the logits
-    metric_circuit = evaluate(selection.edge_in_graph, selection.head_input_in_graph)
-    metric_empty = evaluate(torch.zeros_like(full_edges), torch.zeros_like(full_heads))
-    if not warned:
-        scale = abs(metric_empty - metric_full)
-        largest = float(scores.abs().max()) if scores.numel() else 0.0
-        if scale > 0 and largest < NEGLIGIBLE * scale:
-            warnings.warn(
-                f"every {method} score is negligible (largest |score| {largest:.3g}, metric range "
-                f"{scale:.3g}): the metric's gradient vanishes where it was taken, and the circuit is "
-                "chosen by rounding noise",
-                ZeroGradientWarning,
-                stacklevel=2,
-            )
-    return EapResult(
-        edge_kept=selection.edge_kept,
-        head_input_kept=selection.head_input_kept,
-        edge_in_graph=selection.edge_in_graph,
-        head_input_in_graph=selection.head_input_in_graph,
-        edge_scores=scores,
-        head_input_scores=torch.full(full_heads.shape, math.nan, dtype=torch.float64),
-        metric_full=metric_full,
-        metric_circuit=metric_circuit,
-        metric_empty=metric_empty,
-        forward_passes=passes + 3,
-        backward_passes=passes,
-    )
+def warn_if_negligible(method: str, metric_name: str, scores: Tensor, metric_full: float, metric_empty: float) -> None:
+    """Warn when every score is negligible next to the metric's range (full model vs empty circuit)."""
+    if method == "eap" and metric_name == "kl":
+        return  # run_eap has already said why
+    scale = abs(metric_empty - metric_full)
+    largest = float(scores.abs().max()) if scores.numel() else 0.0
+    if scale > 0 and largest < NEGLIGIBLE * scale:
+        warnings.warn(
+            f"every {method} score is negligible (largest |score| {largest:.3g}, metric range "
+            f"{scale:.3g}): the metric's gradient vanishes where it was taken, and the circuit is "
+            "chosen by rounding noise",
+            ZeroGradientWarning,
+            stacklevel=2,
+        )
