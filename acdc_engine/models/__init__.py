@@ -66,7 +66,8 @@ def load_shipped(name: str, device: str = "cpu", dtype: str = "float32"):
     missing = set(model.state_dict()) - set(state)
     if any(not key.endswith((".IGNORE", ".mask")) for key in missing):
         raise AcdcError(f"shipped weights for '{name}' lack parameters: {sorted(missing)[:5]}")
-    return model.to(_dtype(dtype, device)).eval()
+    target = _dtype(dtype, device)
+    return (model if target == torch.float32 else model.to(target)).eval()
 
 
 def load_model(
