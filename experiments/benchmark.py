@@ -3,6 +3,7 @@
     python experiments/benchmark.py            # every case
     python experiments/benchmark.py --quick    # the default case only (under a minute)
     python experiments/benchmark.py --cases attn4x8 --methods fast
+    python experiments/benchmark.py --cases gpt2-shape --pass-costs   # cost of one pass per layer
 
 The first line describes the machine (cores, torch, measured float32 matmul GFLOP/s). Then one line
 per (case, method) with: case, method, edges, edges_tested, forward_equivalents (matmul FLOPs spent,
@@ -183,11 +184,43 @@ def run_one(case: str, method: str, decisions_out: Path) -> dict:
     return line
 
 
+def pass_costs(case: str) -> list[dict]:
+    """Seconds per candidate of one resumed pass at the top, middle and first layer, for 1 and 8
+    circuits that differ in one receiver there, on a circuit with 10% of the edges above that layer
+    kept (random): where a prefix run covers only the top layers, this bounds the rest."""
+    from acdc_engine.graph import build_graph
+    from acdc_engine.patching import EdgePatcher
+
+    model, task = build(case)
+    graph = build_graph(model.cfg)
+    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    generator = torch.Generator().manual_seed(0)
+    lines = []
+    for layer in sorted({graph.shape.n_layers - 1, graph.shape.n_layers // 2, 0}, reverse=True):
+        for n_circuits in (1, 8):
+            edges = (torch.rand(graph.edge_exists.shape, generator=generator) < 0.1) & graph.edge_exists
+            intact = torch.tensor(graph.receiver_layer) <= 2 * layer
+            edges[:, intact] = graph.edge_exists[:, intact]
+            edges = edges[None].repeat(n_circuits, 1, 1)
+            heads = graph.full_head_input_mask()[None].repeat(n_circuits, 1, 1, 1)
+            receiver = graph.receiver_index[f"a{layer}.h0<v>"]
+            for c in range(n_circuits):
+                edges[c, : c + 1, receiver] = False
+            patcher.logits(edges, heads, layer)
+            start = time.perf_counter()
+            patcher.logits(edges, heads, layer)
+            seconds = time.perf_counter() - start
+            lines.append({"case": case, "method": "fast-pass-cost", "start_layer": layer, "circuits": n_circuits,
+                          "seconds_per_candidate": round(seconds / n_circuits, 3)})
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the default case")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--pass-costs", action="store_true", help="only the fast engine's per-layer pass costs")
     parser.add_argument("--one", nargs=3, metavar=("CASE", "METHOD", "DECISIONS_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -198,6 +231,11 @@ def main() -> None:
     info = machine()
     print(json.dumps(info), flush=True)
     cases = ["default"] if args.quick else args.cases
+    if args.pass_costs:
+        for case in cases:
+            for line in pass_costs(case):
+                print(json.dumps(line), flush=True)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
             naive_decisions = None
