@@ -23,6 +23,7 @@ from acdc_engine.tasks import TaskData, make_induction
 
 METHODS = ("acdc", *GRADIENT_METHODS)
 TASKS = ("induction",)
+OWN_PASSES = 5  # besides a method's own: the clean and corrupted runs, full logits, circuit, empty
 
 
 def make_task(name: str, model: torch.nn.Module, **params: Any) -> TaskData:
@@ -150,18 +151,22 @@ def discover(
         method_description = {"name": method, "ablation": ablation, "top_n": top_n, "score_threshold": score_threshold}
         if method == "eap-ig":
             method_description.update(steps=steps, integration="right Riemann, from the ablated input embeddings")
-        run = {"forward_passes": scored.forward_passes + 5, "backward_passes": scored.backward_passes}
+        run = {"forward_passes": scored.forward_passes + OWN_PASSES, "backward_passes": scored.backward_passes}
         threshold = score_threshold
     else:
         batch_size = patcher.auto_batch_size() if batch_size is None else batch_size
         scored = run_acdc(graph, evaluate, threshold, batch_size=batch_size, progress=progress)
         edge_kept, head_input_kept, head_input_scores = scored.edge_kept, scored.head_input_kept, scored.head_input_scores
         method_description = {"name": method, "ablation": ablation, "order": "reference"}
-        run = {"forward_passes": scored.forward_passes + 4, "candidates_tested": scored.candidates_tested, "batch_size": batch_size}
+        run = {
+            "forward_passes": scored.forward_passes + OWN_PASSES,
+            "candidates_tested": scored.candidates_tested,
+            "batch_size": batch_size,
+        }
     edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, edge_kept, head_input_kept)
     metric_values = {
         "name": metric,
-        "full": float(evaluate(full_edges[None], full_heads[None], graph.shape.n_layers)[0]),
+        "full": float(metric_fn(at_least_float32(full_logits[None])).double()[0]),
         "circuit": float(evaluate(edge_in_graph[None], head_in_graph[None])[0]),
         "empty": float(evaluate(torch.zeros_like(full_edges)[None], torch.zeros_like(full_heads)[None])[0]),
     }

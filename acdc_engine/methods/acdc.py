@@ -178,10 +178,11 @@ def run_acdc(
         return values
 
     cur = metric_full = metrics_of(circuit.edges[None], circuit.head_inputs[None], graph.shape.n_layers, ["the full model"])[0]
-    bar = tqdm(total=sum(len(s.candidates) for s in visiting_segments(graph)), desc="ACDC candidates", unit="cand", disable=not progress, leave=False)
+    segments = visiting_segments(graph)
+    bar = tqdm(total=sum(len(s.candidates) for s in segments), desc="ACDC candidates", unit="cand", disable=not progress, leave=False)
     budget = math.inf if stop_after is None else stop_after
     window = batch_size
-    for segment in visiting_segments(graph):
+    for segment in segments:
         candidates = segment.candidates[: max(0, min(len(segment.candidates), budget))]
         budget -= len(candidates)
         moot = [circuit.is_moot(c) for c in candidates]
@@ -210,7 +211,7 @@ def run_acdc(
                 score = m - cur
                 counts["tested"] += 1
                 _record_score(candidate, score, edge_scores, head_input_scores)
-                circuit.edges, circuit.head_inputs = stack_edges[n].clone(), stack_heads[n].clone()
+                circuit.edges, circuit.head_inputs = stack_edges[n], stack_heads[n]
                 if score < threshold:
                     cur = m
                 else:  # kept: later speculative results assumed its removal
