@@ -19,18 +19,10 @@ from acdc_engine.methods.eap import METHODS as GRADIENT_METHODS
 from acdc_engine.methods.eap import check_selection, ig_alphas, run_eap, warn_if_negligible
 from acdc_engine.metrics import at_least_float32, make_metric
 from acdc_engine.patching import EdgePatcher
-from acdc_engine.tasks import TaskData, make_induction
+from acdc_engine.tasks import TaskData, make_task
 
 METHODS = ("acdc", *GRADIENT_METHODS)
-TASKS = ("induction",)
 OWN_PASSES = 5  # besides a method's own: the clean and corrupted runs, full logits, circuit, empty
-
-
-def make_task(name: str, model: torch.nn.Module, **params: Any) -> TaskData:
-    """Build the built-in task ``name`` for ``model`` (its vocabulary decides the token range)."""
-    if name == "induction":
-        return make_induction(model.cfg.d_vocab, **params)
-    raise AcdcError(f"unknown task '{name}'; choose one of {', '.join(TASKS)} or pass a TaskData")
 
 
 def _as_task(task: Any, model: torch.nn.Module, task_params: dict[str, Any]) -> TaskData:
@@ -68,7 +60,7 @@ def discover(
     *,
     method: str = "acdc",
     threshold: float = 0.05,
-    metric: str = "kl",
+    metric: str | None = None,
     ablation: str = "resample",
     split_input: bool = False,
     batch_size: int | None = None,
@@ -88,7 +80,8 @@ def discover(
         method: "acdc" (exact ACDC), "eap" (edge attribution patching) or "eap-ig" (EAP with
             integrated gradients over the input embeddings); see ``acdc_engine.methods.eap``.
         threshold: ACDC's tau: a removal stays when it raises the metric by less than this (acdc only).
-        metric: "kl" (default), "logit_diff", "prob_diff" or "nll"; lower is better.
+        metric: "kl", "logit_diff", "prob_diff" or "nll" (``acdc_engine.metrics``); lower is better.
+            None: the task's default (kl for induction).
         ablation: what a removed edge carries: "resample" (the corrupted run), "zero" or "mean".
         split_input: token and positional embeddings as two senders instead of ``input``.
         batch_size: candidates evaluated per forward pass (speculatively; the circuit is the same
@@ -113,6 +106,7 @@ def discover(
         model = load_model(model)
     task_data = _as_task(task, model, dict(task_params or {}))
     task_data.check_vocabulary(model.cfg.d_vocab)
+    metric = metric or task_data.default_metric
     if task_data.clean.shape[1] > model.cfg.n_ctx:
         raise AcdcError(f"prompts have {task_data.clean.shape[1]} tokens; the model's context is {model.cfg.n_ctx}")
 

@@ -43,13 +43,15 @@ def run(cfg: DictConfig) -> Path:
     torch.manual_seed(cfg.seed)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None
-    model = load_model(cfg.model.name, device=cfg.device.value, dtype=cfg.model.dtype.value, config=model_cfg)
+    model = load_model(
+        cfg.model.name, device=cfg.device.value, dtype=cfg.model.dtype.value, config=model_cfg, path=cfg.model.path
+    )
     task_params = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
     circuit = discover(
         model,
         cfg.task.name,
         method=cfg.method.name,
-        metric=cfg.method.metric.value,
+        metric=cfg.method.metric.value if cfg.method.metric is not None else None,
         ablation=cfg.method.ablation.value,
         split_input=cfg.model.split_input,
         **method_args,

@@ -13,6 +13,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from acdc_engine.tasks import TASKS
+
 
 class Metric(Enum):
     kl = "kl"
@@ -46,22 +48,14 @@ class ModelConfig:
     split_input: bool = False
     dtype: DType = DType.float32
     config: Optional[dict[str, Any]] = None  # HookedTransformerConfig fields, for name=random
-
-
-@dataclass
-class InductionTaskConfig:
-    name: str = "induction"
-    n_prompts: int = 32
-    half_length: int = 8
-    bos_token: int = 0
-    seed: int = 0
+    path: Optional[str] = None  # a Hugging Face folder, for name=local
 
 
 @dataclass
 class AcdcMethodConfig:
     name: str = "acdc"
     threshold: float = 0.05
-    metric: Metric = Metric.kl
+    metric: Optional[Metric] = None  # None: the task's default metric
     ablation: Ablation = Ablation.resample
     batch_size: Optional[int] = None  # candidates per forward pass; None: chosen from free memory
 
@@ -100,7 +94,8 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="schema/model", name="model", node=ModelConfig)
-    cs.store(group="schema/task", name="induction", node=InductionTaskConfig)
+    for spec in TASKS.values():
+        cs.store(group="schema/task", name=spec.name, node=spec.config)
     cs.store(group="schema/method", name="acdc", node=AcdcMethodConfig)
     cs.store(group="schema/method", name="eap", node=EapMethodConfig)
     cs.store(group="schema/method", name="eap-ig", node=EapIgMethodConfig)

@@ -76,10 +76,13 @@ def load_model(
     device: str = "cpu",
     dtype: str = "float32",
     config: dict[str, Any] | None = None,
+    path: str | None = None,
 ):
     """Load model ``name`` (see the module docstring) onto ``device`` (auto, cpu, cuda); AcdcError if
-    it cannot be had."""
+    it cannot be had. ``config`` is for ``random``, ``path`` for ``local``."""
     device = resolve_device(device)
+    if path is not None and name != "local":
+        raise AcdcError(f"model.path is for model=local; model '{name}' takes no path")
     if name in SHIPPED:
         return load_shipped(name, device, dtype)
     if name == "random":

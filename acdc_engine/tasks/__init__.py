@@ -1,6 +1,26 @@
-"""Tasks: each module builds a ``TaskData`` (clean/corrupted tokens, metric positions, answers)."""
+"""Tasks: each module builds a ``TaskData`` (clean/corrupted tokens, metric positions, answers).
 
+Every built-in task registers a ``TaskSpec`` in ``TASKS``: its name (the ``task=`` choice on the
+command line), its Hydra structured config (the schema of ``conf/task/<name>.yaml``) and its builder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from acdc_engine.errors import AcdcError
+from acdc_engine.tasks import induction
 from acdc_engine.tasks.induction import make_induction
-from acdc_engine.tasks.task_data import TaskData
+from acdc_engine.tasks.task_data import TaskData, TaskSpec
 
-__all__ = ["TaskData", "make_induction"]
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (induction.SPEC,)}
+
+
+def make_task(name: str, model: Any, **params: Any) -> TaskData:
+    """Build the built-in task ``name`` for ``model``."""
+    if name not in TASKS:
+        raise AcdcError(f"unknown task '{name}'; choose one of {', '.join(TASKS)} or pass a TaskData")
+    return TASKS[name].build(model, **params)
+
+
+__all__ = ["TASKS", "TaskData", "TaskSpec", "make_induction", "make_task"]

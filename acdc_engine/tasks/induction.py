@@ -12,10 +12,22 @@ competing ("wrong") answer is the corrupted prompt's next token at the same posi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from acdc_engine.errors import AcdcError
-from acdc_engine.tasks.task_data import TaskData
+from acdc_engine.tasks.task_data import TaskData, TaskSpec
+
+
+@dataclass
+class InductionTaskConfig:
+    name: str = "induction"
+    n_prompts: int = 32
+    half_length: int = 8
+    bos_token: int = 0
+    seed: int = 0
 
 
 def make_induction(
@@ -50,3 +62,10 @@ def make_induction(
         wrong_answers=corrupted[:, positions + 1],
         params={"n_prompts": n_prompts, "half_length": half_length, "bos_token": bos_token, "seed": seed},
     )
+
+
+def build(model: Any, **params: Any) -> TaskData:
+    return make_induction(model.cfg.d_vocab, **params)
+
+
+SPEC = TaskSpec(name="induction", config=InductionTaskConfig, build=build)

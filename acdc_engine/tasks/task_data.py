@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -20,6 +20,8 @@ class TaskData:
     positions: long [P], the positions the metric reads (default: the last position).
     answers, wrong_answers: long [n_prompts, P] or None; the token a correct model predicts at each
         read position, and the competing token (logit and probability difference use both).
+    params: the builder's arguments, recorded in the circuit file.
+    default_metric: the metric used when a run names none (``acdc_engine.metrics``).
     """
 
     name: str
@@ -29,6 +31,7 @@ class TaskData:
     answers: Tensor | None = None
     wrong_answers: Tensor | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    default_metric: str = "kl"
 
     def __post_init__(self) -> None:
         self.clean = _as_token_tensor(self.clean, "clean")
@@ -62,6 +65,22 @@ class TaskData:
             value = getattr(self, key)
             if value is not None and (value.min() < 0 or value.max() >= d_vocab):
                 raise AcdcError(f"{key} holds token ids outside the model's vocabulary [0, {d_vocab})")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A built-in task.
+
+    name: the task's name in configs and circuit files.
+    config: a dataclass with a ``name`` field and the builder's keyword arguments as fields; Hydra
+        checks ``conf/task/<name>.yaml`` and command-line overrides against it.
+    build: ``build(model, **params) -> TaskData``; ``model`` is the HookedTransformer the task runs
+        on (its vocabulary, tokenizer or compiled program decide the tokens).
+    """
+
+    name: str
+    config: type
+    build: Callable[..., TaskData]
 
 
 def _as_token_tensor(value: Any, what: str) -> Tensor:
