@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
+from acdc_engine.checkpoint import Checkpointer, fingerprint, resume_state
 from acdc_engine.circuit import Circuit, on_input_to_logits_paths
 from acdc_engine.errors import AcdcError
+from acdc_engine.evaluation.metric_cache import MetricCache
 from acdc_engine.graph import build_graph
 from acdc_engine.methods.acdc import check_threshold, run_acdc
+from acdc_engine.methods.acdc_eap import attribution_skips, check_skip_below
 from acdc_engine.methods.eap import METHODS as GRADIENT_METHODS
 from acdc_engine.methods.eap import check_selection, ig_alphas, run_eap, warn_if_negligible
 from acdc_engine.metrics import at_least_float32, make_metric
 from acdc_engine.patching import EdgePatcher
 from acdc_engine.tasks import TaskData, make_task
 
-METHODS = ("acdc", *GRADIENT_METHODS)
+METHODS = ("acdc", "acdc-eap", *GRADIENT_METHODS)
 OWN_PASSES = 5  # besides a method's own: the clean and corrupted runs, full logits, circuit, empty
 
 
@@ -67,37 +71,58 @@ def discover(
     steps: int = 5,
     top_n: int | None = None,
     score_threshold: float | None = None,
+    skip_below: float = 0.1,
     task_params: dict[str, Any] | None = None,
     model_name: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    metric_cache: MetricCache | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float | None = 60.0,
+    run_config: Mapping[str, Any] | None = None,
 ) -> Circuit:
     """Find the circuit of ``model`` for ``task``.
 
     Args:
         model: a ``HookedTransformer``, or a name for ``acdc_engine.models.load_model``.
         task: a built-in task name, a ``TaskData``, a dict of TaskData fields, or (clean, corrupted).
-        method: "acdc" (exact ACDC), "eap" (edge attribution patching) or "eap-ig" (EAP with
-            integrated gradients over the input embeddings); see ``acdc_engine.methods.eap``.
-        threshold: ACDC's tau: a removal stays when it raises the metric by less than this (acdc only).
+        method: "acdc" (exact ACDC), "eap" (edge attribution patching), "eap-ig" (EAP with
+            integrated gradients over the input embeddings; see ``acdc_engine.methods.eap``) or
+            "acdc-eap" (ACDC that skips edges EAP-IG rates negligible; ``acdc_engine.methods.acdc_eap``).
+        threshold: ACDC's tau: a removal stays when it raises the metric by less than this (acdc, acdc-eap).
         metric: "kl", "logit_diff", "prob_diff" or "nll" (``acdc_engine.metrics``); lower is better.
             None: the task's default (kl for induction).
         ablation: what a removed edge carries: "resample" (the corrupted run), "zero" or "mean".
         split_input: token and positional embeddings as two senders instead of ``input``.
         batch_size: candidates evaluated per forward pass (speculatively; the circuit is the same
-            for any size); None chooses from free memory (at most 32). acdc only.
-        steps: EAP-IG's interpolation steps (one forward and one backward pass each).
+            for any size); None chooses from free memory (at most 32), or keeps a resumed
+            checkpoint's. acdc, acdc-eap.
+        steps: EAP-IG's interpolation steps (one forward and one backward pass each); eap-ig, acdc-eap.
         top_n, score_threshold: EAP and EAP-IG keep the top_n edges by |score|, or the edges with
             |score| >= score_threshold; give exactly one.
+        skip_below: acdc-eap skips an edge when its |EAP-IG score| < skip_below * threshold.
         task_params: keyword arguments for a built-in task (e.g. ``n_prompts``).
         seed: recorded in the circuit file (built-in tasks take theirs from ``task_params``).
+        metric_cache: a ``MetricCache`` shared by runs of one setting (e.g. a threshold sweep):
+            circuits it has seen are not evaluated again; the circuit is the same as without it.
+        checkpoint: a file (``acdc_engine.checkpoint``) where ACDC saves its state every
+            ``checkpoint_every`` candidates or ``checkpoint_seconds`` seconds (None: not by that
+            trigger), at the end, and before stopping on a non-finite metric. If the file exists,
+            the run resumes from it and gives the uninterrupted run's circuit; a file made with other
+            settings, another model or other data is refused (AcdcError saying what differs).
+            acdc, acdc-eap.
+        run_config: the settings a checkpoint is tied to (the command line passes its resolved
+            config); None: this call's arguments.
     """
     start = time.perf_counter()
     if method not in METHODS:
         raise AcdcError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-    if method == "acdc":
+    if method in ("acdc", "acdc-eap"):
         threshold = check_threshold(threshold)
-    else:
+    if method == "acdc-eap":
+        check_skip_below(skip_below)
+    if method != "acdc":
         ig_alphas(steps)  # AcdcError on a bad step count, before the model loads
     if isinstance(model, str):
         from acdc_engine.models import load_model
@@ -109,6 +134,23 @@ def discover(
     metric = metric or task_data.default_metric
     if task_data.clean.shape[1] > model.cfg.n_ctx:
         raise AcdcError(f"prompts have {task_data.clean.shape[1]} tokens; the model's context is {model.cfg.n_ctx}")
+    resumed = checkpointer = None
+    if checkpoint is not None:
+        if method in GRADIENT_METHODS:
+            raise AcdcError(f"checkpoints are for ACDC runs; method '{method}' takes none")
+        if run_config is None:
+            run_config = {
+                "method": method, "threshold": threshold, "metric": metric, "ablation": ablation,
+                "split_input": split_input, "task": task_data.name, "task_params": task_params or {},
+                "model_name": model_name, "seed": seed,
+                **({"steps": steps, "skip_below": skip_below} if method == "acdc-eap" else {}),
+            }
+        run_fingerprint = fingerprint(run_config, model, task_data)
+        resumed = resume_state(checkpoint, run_fingerprint) if Path(checkpoint).exists() else None
+        checkpointer = Checkpointer(
+            checkpoint, run_fingerprint, checkpoint_every, checkpoint_seconds, started=start,
+            position=resumed.state.position if resumed else 0, seconds_before=resumed.seconds if resumed else 0.0,
+        )
 
     graph = build_graph(model.cfg, split_input=split_input)
     if method in GRADIENT_METHODS:
@@ -122,6 +164,9 @@ def discover(
     def evaluate(edge_masks: torch.Tensor, head_input_masks: torch.Tensor, start_layer: int = 0) -> torch.Tensor:
         logits = patcher.logits(edge_masks, head_input_masks, start_layer)
         return metric_fn(at_least_float32(logits)).double().cpu()
+
+    if metric_cache is not None:
+        evaluate = metric_cache.wrap(evaluate, model=model, task=task_data, metric=metric, ablation=ablation, split_input=split_input)
 
     task_description = {
         "name": task_data.name,
@@ -148,12 +193,22 @@ def discover(
         run = {"forward_passes": scored.forward_passes + OWN_PASSES, "backward_passes": scored.backward_passes}
         threshold = score_threshold
     else:
-        batch_size = patcher.auto_batch_size() if batch_size is None else batch_size
-        scored = run_acdc(graph, evaluate, threshold, batch_size=batch_size, progress=progress)
-        edge_kept, head_input_kept, head_input_scores = scored.edge_kept, scored.head_input_kept, scored.head_input_scores
+        if batch_size is None:  # a resumed run keeps its batching: its file is then the uninterrupted one's
+            batch_size = resumed.state.batch_size if resumed else patcher.auto_batch_size()
+        skip, attribution_passes = None, 0
         method_description = {"name": method, "ablation": ablation, "order": "reference"}
+        if method == "acdc-eap":
+            skip, _ = attribution_skips(patcher, metric_fn, threshold, skip_below, steps)
+            attribution_passes = len(ig_alphas(steps))
+            method_description.update(steps=steps, skip_below=skip_below, edges_skipped=int(skip.sum()))
+        scored = run_acdc(
+            graph, evaluate, threshold, batch_size=batch_size, progress=progress, skip=skip,
+            resume=resumed.state if resumed else None, checkpointer=checkpointer,
+        )
+        edge_kept, head_input_kept, head_input_scores = scored.edge_kept, scored.head_input_kept, scored.head_input_scores
         run = {
-            "forward_passes": scored.forward_passes + OWN_PASSES,
+            "forward_passes": scored.forward_passes + attribution_passes + OWN_PASSES,
+            "backward_passes": attribution_passes,
             "candidates_tested": scored.candidates_tested,
             "batch_size": batch_size,
         }
@@ -182,7 +237,7 @@ def discover(
         run={
             "seed": seed,
             "versions": _versions(),
-            "seconds": round(time.perf_counter() - start, 3),
+            "seconds": round(time.perf_counter() - start + (resumed.seconds if resumed else 0.0), 3),
             **run,
             "device": str(patcher.device),
         },

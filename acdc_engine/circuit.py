@@ -85,9 +85,12 @@ class Circuit:
         return [name for name in g.senders + ["logits"] if name in used]
 
     def summary(self) -> str:
-        m = self.metric
+        m = self.metric or {}
+        edges = f"{self.n_edges} / {self.n_edges_total} edges"
+        if not all(isinstance(m.get(key), (int, float)) for key in ("circuit", "full", "empty")):
+            return f"{edges}; no metric recorded"
         return (
-            f"{self.n_edges} / {self.n_edges_total} edges; {m['name']}: circuit {m['circuit']:.6g}, "
+            f"{edges}; {m.get('name', 'metric')}: circuit {m['circuit']:.6g}, "
             f"full model {m['full']:.6g}, empty circuit {m['empty']:.6g}"
         )
 

@@ -3,21 +3,28 @@
     acdc-discover                                   # toy-induction-2l / induction / exact ACDC
     acdc-discover method.threshold=0.1 method.ablation=zero
     acdc-discover -m method.threshold=0.01,0.03,0.1 # one run folder per threshold
+    acdc-discover resume=outputs/<date>/<time>      # continue a killed ACDC run (same overrides)
 
 Each run writes circuit.json, circuit.dot (and .svg/.png when a renderer exists) into its Hydra
-run folder, ``outputs/<date>/<time>/`` by default.
+run folder, ``outputs/<date>/<time>/`` by default; an ACDC run also keeps its state there
+(checkpoint.safetensors, see ``acdc_engine.checkpoint``). A resumed run writes into the folder it
+resumes, and Hydra's record of it goes to ``.hydra/resumed-<date>_<time>/`` there.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from acdc_engine.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from acdc_engine.config import register_configs
 from acdc_engine.errors import AcdcError
 
@@ -28,12 +35,14 @@ def run(cfg: DictConfig) -> Path:
     """Run discovery as ``cfg`` says and write the circuit files; returns the run folder."""
     from acdc_engine.api import discover
     from acdc_engine.draw import write_drawings
-    from acdc_engine.methods.acdc import check_threshold
     from acdc_engine.models import load_model
+    from acdc_engine.validation import validate_config
 
-    if cfg.method.name == "acdc":
-        check_threshold(cfg.method.threshold)  # before the slow model load
+    validate_config(cfg)  # ranges and rules across fields, before the slow model load
+    if cfg.method.name in ("acdc", "acdc-eap"):
         method_args = {"threshold": cfg.method.threshold, "batch_size": cfg.method.batch_size}
+        if cfg.method.name == "acdc-eap":
+            method_args.update(steps=cfg.method.steps, skip_below=cfg.method.skip_below)
         selection = f"threshold {cfg.method.threshold}"
     else:
         method_args = {"top_n": cfg.method.top_n, "score_threshold": cfg.method.score_threshold}
@@ -41,7 +50,19 @@ def run(cfg: DictConfig) -> Path:
             method_args["steps"] = cfg.method.steps
         selection = f"top_n {cfg.method.top_n}" if cfg.method.top_n is not None else f"score_threshold {cfg.method.score_threshold}"
     torch.manual_seed(cfg.seed)
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)  # under resume=, the resumed run's folder
+    checkpoint = (out_dir if cfg.resume is None else Path(cfg.resume)) / CHECKPOINT_FILE
+    if cfg.method.name in ("acdc", "acdc-eap"):
+        method_args.update(
+            checkpoint=checkpoint,
+            checkpoint_every=cfg.checkpoint.every_decisions,
+            checkpoint_seconds=cfg.checkpoint.every_seconds,
+            run_config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        )
+    if cfg.resume is not None:
+        if not checkpoint.is_file() or cfg.method.name not in ("acdc", "acdc-eap"):
+            raise AcdcError(f"resume={cfg.resume}: no ACDC checkpoint {checkpoint} to resume")
+        print(f"resuming from {checkpoint}")
     model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None
     model = load_model(
         cfg.model.name, device=cfg.device.value, dtype=cfg.model.dtype.value, config=model_cfg, path=cfg.model.path
@@ -70,19 +91,49 @@ def run(cfg: DictConfig) -> Path:
     return out_dir
 
 
+RAISED_IN_RUN = "_acdc_raised_in_run"  # marks an exception from a run (a bug), not from Hydra's composition
+
+
 def _main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except AcdcError as error:
         print(f"acdc-discover: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception as error:
+        setattr(error, RAISED_IN_RUN, True)  # an attribute survives the trip back from a launcher's worker process
+        raise
+
+
+def _config_error(error: Exception) -> str:
+    """One clear message for an error Hydra raised while reading the command line and composing the
+    config (its CompactHydraException and OmegaConf errors name the key; some overrides, such as
+    setting a key below a null node, surface as plain AssertionError/ValueError from Hydra)."""
+    if isinstance(error, CompactHydraException):
+        cause = error.__cause__
+        return str(error) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
+    return (
+        f"cannot compose the config from the command line ({type(error).__name__}: {error}); "
+        "set HYDRA_FULL_ERROR=1 for Hydra's traceback"
+    )
 
 
 def main() -> None:
     if not CONF_DIR.is_dir():
         sys.exit(f"acdc-discover: error: config folder {CONF_DIR} not found (install with 'pip install -e .')")
     register_configs()
-    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_main)()
+    entry = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_main)
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's own reports
+        entry()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors here instead of printing tracebacks
+    try:
+        entry()
+    except Exception as error:
+        if getattr(error, RAISED_IN_RUN, False):  # not a config error: a bug, keep its traceback
+            raise
+        print(f"acdc-discover: error: {_config_error(error)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -114,10 +114,14 @@ def render_svg(dot_source: str) -> str | None:
 
 def write_drawings(circuit: "Circuit", directory: str | Path, stem: str = "circuit") -> list[Path]:
     """Write ``{stem}.dot`` always and ``.svg`` / ``.png`` when a renderer exists; returns the paths."""
+    return write_dot_files(circuit.to_dot(), directory, stem)
+
+
+def write_dot_files(source: str, directory: str | Path, stem: str) -> list[Path]:
+    """Write dot ``source`` as ``{stem}.dot``, and ``.svg`` / ``.png`` when a renderer exists; returns the paths."""
     from acdc_engine.io import atomic_write_bytes
 
     directory = Path(directory)
-    source = circuit.to_dot()
     written = [atomic_write_bytes(directory / f"{stem}.dot", source.encode())]
     command = find_renderer()
     if command is None:

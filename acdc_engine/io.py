@@ -29,10 +29,29 @@ import torch
 from acdc_engine.circuit import Circuit, on_input_to_logits_paths
 from acdc_engine.errors import AcdcError
 from acdc_engine.graph import GraphShape, build_graph
+from acdc_engine.strict_json import parse_json
 
 FORMAT = "acdc-engine/circuit"
 VERSION = 1
 KNOWN_FIELDS = {"format", "version", "model", "task", "method", "threshold", "metric", "nodes", "edges", "head_inputs", "run"}
+# A file whose model shape implies more edges than this, but which does not list them all, is
+# rejected before the graph is built: its dense masks would take memory the file never paid for.
+LARGEST_UNLISTED_GRAPH = 1_000_000
+
+
+def edge_count(shape: GraphShape) -> int:
+    """The number of edges of ``build_graph(shape)``, in closed form (cheap for any shape).
+
+    Every receiver reads every sender that writes strictly before it: layer l's head receivers
+    (3 per head) read the I input senders and the H heads (+ MLP) of each earlier layer; layer l's
+    MLP also reads layer l's heads; the logits read every sender.
+    """
+    inputs = 2 if shape.split_input else 1
+    mlp = 1 if shape.has_mlp else 0
+    layers, heads = shape.n_layers, shape.n_heads
+    per_layer = heads + mlp  # senders each layer adds
+    earlier = layers * inputs + per_layer * layers * (layers - 1) // 2  # summed over l of senders before layer l
+    return (3 * heads + mlp) * earlier + mlp * layers * heads + inputs + layers * per_layer
 
 
 def _score(value: float) -> float | None:
@@ -42,22 +61,26 @@ def _score(value: float) -> float | None:
 def circuit_to_dict(circuit: Circuit) -> dict[str, Any]:
     g = circuit.graph
     nodes_in = set(circuit.nodes())
-    edges = {}
-    for s, r in g.edges():
-        i, j = g.sender_index[s], g.receiver_index[r]
-        edges[f"{s}->{r}"] = {
-            "in_graph": bool(circuit.edge_in_graph[i, j]),
-            "kept": bool(circuit.edge_kept[i, j]),
-            "score": _score(float(circuit.edge_scores[i, j])),
-        }
-    head_inputs = {}
-    for name in g.head_input_names():
-        index = g.parse_head_input(name)
-        head_inputs[name] = {
-            "in_graph": bool(circuit.head_input_in_graph[index]),
-            "kept": bool(circuit.head_input_kept[index]),
-            "score": _score(float(circuit.head_input_scores[index])),
-        }
+    # read the masks into Python lists once: indexing a tensor per edge costs microseconds each
+    senders, receivers = g.edge_exists.T.nonzero().T.flip(0)  # the order of g.edges()
+    edge_columns = zip(
+        circuit.edge_in_graph.bool()[senders, receivers].tolist(),
+        circuit.edge_kept.bool()[senders, receivers].tolist(),
+        circuit.edge_scores.double()[senders, receivers].tolist(),
+    )
+    edges = {
+        name: {"in_graph": in_graph, "kept": kept, "score": _score(score)}
+        for name, (in_graph, kept, score) in zip(g.edge_names(), edge_columns)
+    }
+    head_columns = zip(  # head_input_names() is in mask order: layer, head, q/k/v
+        circuit.head_input_in_graph.bool().reshape(-1).tolist(),
+        circuit.head_input_kept.bool().reshape(-1).tolist(),
+        circuit.head_input_scores.double().reshape(-1).tolist(),
+    )
+    head_inputs = {
+        name: {"in_graph": in_graph, "kept": kept, "score": _score(score)}
+        for name, (in_graph, kept, score) in zip(g.head_input_names(), head_columns)
+    }
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -106,14 +129,12 @@ def load_circuit(path: str | Path) -> Circuit:
     """Read and validate a circuit file; AcdcError naming the file and field if it is malformed."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as error:
         raise AcdcError(f"cannot read circuit file {path}: {error.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise AcdcError(f"{path}: not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
-    return circuit_from_dict(data, source=str(path))
+    except ValueError as error:  # a path no file system accepts, e.g. with a NUL byte
+        raise AcdcError(f"cannot read circuit file {str(path)!r}: {error}") from None
+    return circuit_from_dict(parse_json(raw, source=str(path)), source=str(path))
 
 
 def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, required: bool = True) -> Any:
@@ -123,7 +144,7 @@ def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
         return None
     value = data[key]
     if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and _is_finite(value)
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     else:
@@ -134,6 +155,13 @@ def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
     return value
 
 
+def _is_finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
 def _decisions(section: Any, names: list[str], parse, shape, where: str, required: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Read {name: {"in_graph", "kept"?, "score"?}} into (in_graph, kept, scores) tensors."""
     if section is None:
@@ -142,25 +170,33 @@ def _decisions(section: Any, names: list[str], parse, shape, where: str, require
         return None
     if not isinstance(section, dict):
         raise AcdcError(f"{where}: must be an object mapping names to decisions")
-    in_graph = torch.zeros(shape, dtype=torch.bool)
-    kept = torch.zeros(shape, dtype=torch.bool)
-    scores = torch.full(shape, math.nan, dtype=torch.float64)
+    indices, in_graph_values, kept_values, score_values = [], [], [], []
     for name, entry in section.items():
         try:
-            index = parse(name)
+            indices.append(parse(name))
         except AcdcError as error:
             raise AcdcError(f"{where}: {error}") from None
         here = f"{where}['{name}']"
         if not isinstance(entry, dict):
             raise AcdcError(f"{here}: must be an object with 'in_graph'")
-        in_graph[index] = _field(entry, "in_graph", bool, here)
+        in_graph_value = _field(entry, "in_graph", bool, here)
         kept_value = _field(entry, "kept", bool, here, required=False)
-        kept[index] = in_graph[index] if kept_value is None else kept_value
-        if entry.get("score") is not None:
-            scores[index] = _field(entry, "score", float, here)
+        if kept_value is False and in_graph_value:
+            raise AcdcError(f"{here}: 'in_graph' is true but 'kept' is false; the emitted circuit is part of what was kept")
+        in_graph_values.append(in_graph_value)
+        kept_values.append(in_graph_value if kept_value is None else kept_value)
+        score_values.append(math.nan if entry.get("score") is None else float(_field(entry, "score", float, here)))
     missing = [name for name in names if name not in section]
     if missing:
         raise AcdcError(f"{where}: {len(missing)} entries missing, e.g. '{missing[0]}'")
+    in_graph = torch.zeros(shape, dtype=torch.bool)
+    kept = torch.zeros(shape, dtype=torch.bool)
+    scores = torch.full(shape, math.nan, dtype=torch.float64)
+    if indices:
+        index = tuple(torch.tensor(indices).T)
+        in_graph[index] = torch.tensor(in_graph_values)
+        kept[index] = torch.tensor(kept_values)
+        scores[index] = torch.tensor(score_values, dtype=torch.float64)
     return in_graph, kept, scores
 
 
@@ -170,10 +206,13 @@ def circuit_from_dict(data: Any, source: str = "circuit") -> Circuit:
         raise AcdcError(f"{source}: a circuit file must hold a JSON object")
     fmt = data.get("format", FORMAT)
     if fmt != FORMAT:
-        raise AcdcError(f"{source}: field 'format' is {fmt!r}, expected {FORMAT!r}")
+        raise AcdcError(f"{source}: field 'format' is {fmt!r:.80}, expected {FORMAT!r}")
     version = data.get("version", VERSION)
-    if version != VERSION:
-        raise AcdcError(f"{source}: field 'version' is {version!r}; this engine reads version {VERSION}")
+    if type(version) is not int or version != VERSION:
+        raise AcdcError(f"{source}: field 'version' is {version!r:.80}; this engine reads version {VERSION}")
+    for key in ("task", "method", "run"):
+        if data.get(key) is not None:
+            _field(data, key, dict, source)
     model = _field(data, "model", dict, source)
     where = f"{source}: model"
     shape = GraphShape(
@@ -184,8 +223,20 @@ def circuit_from_dict(data: Any, source: str = "circuit") -> Circuit:
     )
     if shape.n_layers < 1 or shape.n_heads < 1:
         raise AcdcError(f"{where}: n_layers and n_heads must be positive")
+    listed = data.get("edges")
+    expected = edge_count(shape)
+    if isinstance(listed, dict) and len(listed) != expected and expected > LARGEST_UNLISTED_GRAPH:
+        raise AcdcError(
+            f"{source}: edges: the model (n_layers {shape.n_layers}, n_heads {shape.n_heads}) has "
+            f"{expected} edges, the file lists {len(listed)}"
+        )
     graph = build_graph(shape, split_input=shape.split_input)
-    edges = _decisions(data.get("edges"), graph.edge_names(), graph.parse_edge, graph.edge_exists.shape, f"{source}: edges", True)
+    edge_index = {f"{s}->{r}": (graph.sender_index[s], graph.receiver_index[r]) for s, r in graph.edges()}
+
+    def parse_edge(name: str) -> tuple[int, int]:
+        return edge_index[name] if name in edge_index else graph.parse_edge(name)  # the latter names the problem
+
+    edges = _decisions(data.get("edges"), list(edge_index), parse_edge, graph.edge_exists.shape, f"{source}: edges", True)
     edge_in_graph, edge_kept, edge_scores = edges
     heads = _decisions(
         data.get("head_inputs"), graph.head_input_names(), graph.parse_head_input,
@@ -201,7 +252,9 @@ def circuit_from_dict(data: Any, source: str = "circuit") -> Circuit:
     for name, entry in nodes.items():
         if name not in graph.senders and name != "logits":
             raise AcdcError(f"{source}: nodes: unknown node '{name}'")
-        _field(entry if isinstance(entry, dict) else {}, "in_graph", bool, f"{source}: nodes['{name}']")
+        if not isinstance(entry, dict):
+            raise AcdcError(f"{source}: nodes['{name}']: must be an object with 'in_graph'")
+        _field(entry, "in_graph", bool, f"{source}: nodes['{name}']")
     metric = _field(data, "metric", dict, source, required=False) or {}
     for key in ("full", "circuit", "empty"):
         if metric.get(key) is not None:

@@ -3,7 +3,12 @@
 ``load_model(name)`` returns a ``transformer_lens.HookedTransformer`` in eval mode:
   - a shipped model (``SHIPPED``): weights inside this package, read with safetensors (no pickle);
   - ``"random"``: built from ``config`` (HookedTransformerConfig fields) with random weights;
-  - anything else: ``HookedTransformer.from_pretrained(name)``, which needs a model hub.
+  - a tracr program (``tracr-reverse``, ``tracr-proportion``, ...): compiled by tracr, cached
+    (``acdc_engine.tracr``; needs ``pip install 'acdc-engine[tracr]'``);
+  - ``"local"``: a Hugging Face folder (``path``) written by ``save_pretrained``, converted offline
+    (``acdc_engine.models.local``);
+  - anything else: a TransformerLens pretrained name, which needs a model hub or its cache
+    (``acdc_engine.models.hub``; fails at once without one, suggesting ``model=local``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import torch
 from acdc_engine.errors import AcdcError
 
 WEIGHTS = Path(__file__).parent / "weights"
-SHIPPED = ("toy-induction-2l",)
+SHIPPED = ("toy-induction-2l", "toy-induction-mlp-2l", "toy-predecessor-2l")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -57,11 +62,11 @@ def _from_config(config: dict[str, Any], device: str, dtype: torch.dtype):
 
 def load_shipped(name: str, device: str = "cpu", dtype: str = "float32"):
     """A model whose weights ship inside this package (``SHIPPED``)."""
-    from safetensors.torch import load_file
+    from acdc_engine.weights import load_weights
 
     meta = json.loads((WEIGHTS / f"{name}.json").read_text())
     model = _from_config(meta["config"], device, torch.float32)
-    state = load_file(str(WEIGHTS / f"{name}.safetensors"), device=str(device))
+    state = load_weights(WEIGHTS / f"{name}.safetensors", device=str(device))
     model.load_state_dict(state, strict=False)
     missing = set(model.state_dict()) - set(state)
     if any(not key.endswith((".IGNORE", ".mask")) for key in missing):
@@ -89,13 +94,14 @@ def load_model(
         if not config:
             raise AcdcError("model 'random' needs a config (HookedTransformerConfig fields, e.g. n_layers, d_model)")
         return _from_config(dict(config), device, _dtype(dtype, device)).eval()
-    from transformer_lens import HookedTransformer
+    if name.startswith("tracr-"):
+        from acdc_engine.tracr import load_tracr_model
 
-    try:
-        model = HookedTransformer.from_pretrained(name, device=device, dtype=_dtype(dtype, device))
-    except Exception as error:  # the hub raises many types; all mean "could not load"
-        raise AcdcError(
-            f"could not load pretrained model '{name}' ({type(error).__name__}: {str(error)[:200]}). "
-            f"Without a model hub, use a shipped model ({', '.join(SHIPPED)}) or model=random."
-        ) from None
-    return model.eval()
+        return load_tracr_model(name, device, _dtype(dtype, device))
+    if name == "local":
+        from acdc_engine.models.local import load_local
+
+        return load_local(path, device, _dtype(dtype, device))
+    from acdc_engine.models.hub import load_pretrained
+
+    return load_pretrained(name, device, _dtype(dtype, device))

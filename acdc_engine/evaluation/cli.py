@@ -1,0 +1,119 @@
+"""``acdc-evaluate``: ACDC, EAP and EAP-IG on one model and task; ROC against a ground truth and
+faithfulness curves, as CSV, JSON, PNG and SVG in the Hydra run folder.
+
+    acdc-evaluate                                              # toy-induction-2l / induction, no truth
+    acdc-evaluate model=tracr-reverse task=tracr-reverse truth=tracr-reverse
+    acdc-evaluate truth=outputs/<date>/<time>/circuit.json 'thresholds=[0,0.01,0.1]'
+    acdc-evaluate -m model=a,b task=... hydra/launcher=local  # several at once (see README)
+
+Config: ``conf/evaluate.yaml`` (model/ and task/ groups as for ``acdc-discover``), checked against
+``EvaluateConfig``. Writes roc.csv, roc.json, roc.png, roc.svg (with a truth) and faithfulness.csv,
+faithfulness.json, faithfulness.png, faithfulness.svg, and prints a Markdown table of edge and node
+AUC, CPR, CMD and seconds per method. What is computed: ``acdc_engine.evaluation.methods``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import torch
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from acdc_engine.config import Ablation, Device, Metric, register_configs
+from acdc_engine.errors import AcdcError
+from acdc_engine.evaluation.faithfulness import MIB_FRACTIONS
+
+CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
+
+
+@dataclass
+class EvaluateConfig:
+    model: Any = MISSING
+    task: Any = MISSING
+    truth: Optional[str] = None  # a circuit file, or the name of a shipped circuit; null: no ROC
+    methods: list[str] = field(default_factory=lambda: ["acdc", "eap", "eap-ig"])
+    thresholds: Optional[list[float]] = None  # ACDC's; null: 0 and 16 log-spaced, 1e-4..1 x metric range
+    metric: Optional[Metric] = None  # ACDC's and every measurement's; null: the task's default
+    gradient_metric: Optional[Metric] = None  # EAP/EAP-IG scoring; null: the metric, logit_diff for kl and l2
+    ablation: Ablation = Ablation.resample
+    steps: int = 5  # EAP-IG
+    fractions: list[float] = field(default_factory=lambda: list(MIB_FRACTIONS))  # MIB's top-k circuits
+    batch_size: Optional[int] = None  # ACDC candidates per pass; null: from free memory
+    save_circuits: bool = False  # also write the ACDC sweep's circuit files (circuits/threshold_<t>.json)
+    seed: int = 0
+    device: Device = Device.auto
+    progress: bool = False
+    defaults: list[Any] = field(default_factory=list)
+
+
+def run(cfg: DictConfig) -> Path:
+    """Evaluate the methods as ``cfg`` says; write the files into the run folder and return it."""
+    from acdc_engine.compare import load_circuit_or_reference
+    from acdc_engine.evaluation.methods import compare_methods
+    from acdc_engine.models import load_model
+
+    truth = load_circuit_or_reference(cfg.truth) if cfg.truth is not None else None
+    torch.manual_seed(cfg.seed)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None
+    model = load_model(cfg.model.name, device=cfg.device.value, dtype=cfg.model.dtype.value, config=model_cfg, path=cfg.model.path)
+    task_params = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
+    # with a truth, the graph splits the input as the truth's does, unless asked to explicitly
+    split_input = None if truth is not None and not cfg.model.split_input else cfg.model.split_input
+    comparison = compare_methods(
+        model,
+        cfg.task.name,
+        truth=truth,
+        methods=list(cfg.methods),
+        thresholds=None if cfg.thresholds is None else list(cfg.thresholds),
+        metric=None if cfg.metric is None else cfg.metric.value,
+        gradient_metric=None if cfg.gradient_metric is None else cfg.gradient_metric.value,
+        ablation=cfg.ablation.value,
+        split_input=split_input,
+        steps=cfg.steps,
+        fractions=list(cfg.fractions),
+        batch_size=cfg.batch_size,
+        task_params=task_params,
+        model_name=cfg.model.name,
+        progress=cfg.progress,
+    )
+    written = comparison.write(out_dir)
+    if cfg.save_circuits and "acdc" in comparison.results:
+        for circuit in comparison.results["acdc"].circuits:
+            written.append(circuit.save(out_dir / "circuits" / f"threshold_{circuit.threshold:.6g}.json"))
+    s = comparison.setting
+    print(f"{s['model']} on {s['task']}: {s['edges']} edges; {s['metric']}: full model {s['metric_full']:.6g}, "
+          f"empty circuit {s['metric_empty']:.6g}" + (f"; truth {cfg.truth}" if truth is not None else ""))
+    print(comparison.table())
+    if "acdc" in comparison.results:
+        stats = comparison.results["acdc"].cache
+        print(f"ACDC sweep: {len(s['thresholds'])} thresholds, {stats['circuits_computed']} of "
+              f"{stats['circuits_requested']} circuit evaluations computed (the rest shared between thresholds)")
+    print("files: " + ", ".join(str(p) for p in written))
+    return out_dir
+
+
+def _main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except AcdcError as error:
+        print(f"acdc-evaluate: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    if not CONF_DIR.is_dir():
+        sys.exit(f"acdc-evaluate: error: config folder {CONF_DIR} not found (install with 'pip install -e .')")
+    register_configs()
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+    hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")(_main)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Faithfulness: how much of the model's behaviour a circuit keeps, and MIB's CPR and CMD.
+
+For a circuit C, m(C) is the metric with every edge outside C patched (``EdgePatcher``'s rule, the
+same pass ``discover`` measures circuits with; lower is better). Normalised faithfulness
+
+    f(C) = (m(C) - m(empty)) / (m(full) - m(empty))
+
+is 1 for the full model and 0 for the empty circuit, whichever way the metric points.
+
+MIB (Mueller et al. 2025) scores a method that ranks edges (EAP, EAP-IG) by the circuits of its
+top int(k * n_edges) edges by |score| for k in ``MIB_FRACTIONS``; here each is pruned to its
+input-to-logits paths, as ``discover`` emits circuits. With f_k their faithfulness,
+
+    CPR = area under f_k over k,   CMD = area under |1 - f_k| over k
+
+by the trapezoid rule on a linear k axis from 0.001 to 1, as MIB's evaluation code computes them.
+Higher CPR is better, lower CMD is better (0: every circuit matches the full model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from acdc_engine.circuit import Circuit, on_input_to_logits_paths
+from acdc_engine.errors import AcdcError
+from acdc_engine.graph import build_graph
+from acdc_engine.methods.eap import select_edges
+from acdc_engine.metrics import at_least_float32, make_metric
+from acdc_engine.patching import EdgePatcher
+from acdc_engine.tasks import TaskData
+
+MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def normalised_faithfulness(metric: float | Tensor, full: float, empty: float) -> float | Tensor:
+    """f = (m(C) - m(empty)) / (m(full) - m(empty)): 1 at the full model, 0 at the empty circuit."""
+    return (metric - empty) / (full - empty)
+
+
+class CircuitEvaluator:
+    """The metric of any circuits of ``model`` on ``task``: everything outside each circuit patched.
+
+    Args:
+        model: a HookedTransformer.
+        task: the task's data (clean and corrupted prompts, positions, answers).
+        metric: a metric name (``acdc_engine.metrics``); None: the task's default.
+        ablation: "resample", "zero" or "mean".
+        split_input: token and positional embeddings as two senders.
+        batch_size: circuits per forward pass.
+    Attributes: graph, metric_name, full (m(full model)), empty (m(empty circuit)), as ``discover``
+    measures them.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: TaskData,
+        metric: str | None = None,
+        ablation: str = "resample",
+        split_input: bool = False,
+        batch_size: int = 16,
+    ) -> None:
+        self.graph = build_graph(model.cfg, split_input=split_input)
+        self.metric_name = metric or task.default_metric
+        self.batch_size = max(1, int(batch_size))
+        self.patcher = EdgePatcher(model, self.graph, task.clean, task.corrupted, task.positions, ablation)
+        full_edges, full_heads = self.graph.full_edge_mask(), self.graph.full_head_input_mask()
+        full_logits = at_least_float32(self.patcher.logits(full_edges, full_heads, start_layer=self.graph.shape.n_layers))
+        self._metric = make_metric(self.metric_name, task, full_logits)
+        self.full = float(self._metric(full_logits[None]).double()[0])
+        self.empty = float(self.metrics(torch.zeros_like(full_edges)[None], torch.zeros_like(full_heads)[None])[0])
+
+    def metrics(self, edge_masks: Tensor, head_input_masks: Tensor) -> Tensor:
+        """m(C) of circuits edge_masks [C, S, R], head_input_masks [C, L, H, 3] (bool) -> [C] float64."""
+        if edge_masks.shape[1:] != self.graph.edge_exists.shape:
+            raise AcdcError(f"edge masks must be [C, {', '.join(map(str, self.graph.edge_exists.shape))}], got {tuple(edge_masks.shape)}")
+        values = []
+        for i in range(0, len(edge_masks), self.batch_size):
+            logits = self.patcher.logits(edge_masks[i : i + self.batch_size], head_input_masks[i : i + self.batch_size])
+            values.append(self._metric(at_least_float32(logits)).double().cpu())
+        return torch.cat(values) if values else torch.zeros(0, dtype=torch.float64)
+
+    def faithfulness(self, values: Tensor) -> Tensor:
+        """f = (m - m(empty)) / (m(full) - m(empty)) of metric values [C]."""
+        if self.full == self.empty:
+            raise AcdcError(
+                f"the full model and the empty circuit score the same {self.metric_name} ({self.full:.6g}): "
+                "faithfulness is undefined for this task and metric"
+            )
+        return normalised_faithfulness(values, self.full, self.empty)
+
+    def circuit_masks(self, circuits: Sequence[Circuit]) -> tuple[Tensor, Tensor]:
+        """The emitted circuits' masks, stacked; AcdcError if a circuit's graph is not this model's."""
+        for circuit in circuits:
+            if circuit.graph.shape != self.graph.shape:
+                raise AcdcError(f"circuit graph {circuit.graph.shape} does not match the model's {self.graph.shape}")
+        return (
+            torch.stack([c.edge_in_graph for c in circuits]),
+            torch.stack([c.head_input_in_graph for c in circuits]),
+        )
+
+
+@dataclass
+class FaithfulnessCurve:
+    """Faithfulness of a method's circuits against their size.
+
+    cuts: what made each circuit: the fraction k of the graph's edges for top-k circuits
+        (``ranked``), else the circuit's threshold (an ACDC sweep; NaN if it has none);
+    edges: edges in each emitted circuit; metric: m(C); faithfulness: f(C);
+    total_edges: the graph's edge count.
+    """
+
+    cuts: list[float]
+    edges: list[int]
+    metric: list[float]
+    faithfulness: list[float]
+    total_edges: int
+    ranked: bool
+
+    @property
+    def sizes(self) -> list[float]:
+        """Each circuit's edges as a fraction of the graph's."""
+        return [n / self.total_edges for n in self.edges]
+
+    @property
+    def cpr(self) -> float | None:
+        """MIB's CPR (area under f over k; at most 0.999 on MIB's fractions); None unless ``ranked``."""
+        return area_under(self.cuts, self.faithfulness) if self.ranked else None
+
+    @property
+    def cmd(self) -> float | None:
+        """MIB's CMD (area under |1 - f| over k); None unless ``ranked``."""
+        return area_under(self.cuts, [abs(1 - f) for f in self.faithfulness]) if self.ranked else None
+
+
+def area_under(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Trapezoid rule over the points (xs[i], ys[i]), xs increasing."""
+    if len(xs) != len(ys):
+        raise AcdcError(f"{len(xs)} x values but {len(ys)} y values")
+    if any(b <= a for a, b in zip(xs, xs[1:])):
+        raise AcdcError(f"fractions must increase strictly, got {list(xs)}")
+    return sum((x2 - x1) * (y1 + y2) / 2 for x1, x2, y1, y2 in zip(xs, xs[1:], ys, ys[1:]))
+
+
+def check_fractions(fractions: Sequence[float]) -> list[float]:
+    values = [float(k) for k in fractions]
+    if not values or any(not 0 < k <= 1 for k in values) or any(b <= a for a, b in zip(values, values[1:])):
+        raise AcdcError(f"fractions must be increasing numbers in (0, 1], got {list(fractions)}")
+    return values
+
+
+def top_fraction_masks(evaluator: CircuitEvaluator, scores: Tensor, fractions: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """The emitted circuits of the top int(k * n_edges) edges by |score| for each k: [K, S, R], [K, L, H, 3]."""
+    graph = evaluator.graph
+    edges, heads = [], []
+    for k in check_fractions(fractions):
+        selected = select_edges(graph, scores, top_n=int(k * graph.n_edges))
+        edge_mask, head_mask = on_input_to_logits_paths(graph, selected, graph.full_head_input_mask())
+        edges.append(edge_mask)
+        heads.append(head_mask)
+    return torch.stack(edges), torch.stack(heads)
+
+
+def faithfulness_of_scores(evaluator: CircuitEvaluator, scores: Tensor, fractions: Sequence[float] = MIB_FRACTIONS) -> FaithfulnessCurve:
+    """MIB's curve for a ranking: the top-k circuits' faithfulness for each fraction k."""
+    edge_masks, head_masks = top_fraction_masks(evaluator, scores, fractions)
+    return _curve(evaluator, edge_masks, head_masks, check_fractions(fractions), ranked=True)
+
+
+def faithfulness_of_circuits(evaluator: CircuitEvaluator, circuits: Sequence[Circuit]) -> FaithfulnessCurve:
+    """Faithfulness of given circuits (e.g. an ACDC sweep), sorted by size."""
+    edge_masks, head_masks = evaluator.circuit_masks(circuits)
+    order = torch.argsort(edge_masks.flatten(1).sum(1), stable=True).tolist()
+    cuts = [math.nan if circuits[i].threshold is None else float(circuits[i].threshold) for i in order]
+    return _curve(evaluator, edge_masks[order], head_masks[order], cuts, ranked=False)
+
+
+def _curve(evaluator: CircuitEvaluator, edge_masks: Tensor, head_masks: Tensor, cuts: list[float], ranked: bool) -> FaithfulnessCurve:
+    values = evaluator.metrics(edge_masks, head_masks)
+    return FaithfulnessCurve(
+        cuts=cuts,
+        edges=edge_masks.flatten(1).sum(1).tolist(),
+        metric=values.tolist(),
+        faithfulness=evaluator.faithfulness(values).tolist(),
+        total_edges=evaluator.graph.n_edges,
+        ranked=ranked,
+    )

@@ -1,0 +1,240 @@
+"""ACDC, EAP and EAP-IG side by side on one model and task: ROC against a truth, faithfulness curves.
+
+``compare_methods`` runs
+  acdc    an ACDC threshold sweep (``sweep.acdc_threshold_sweep``, shared evaluations), one
+          circuit per threshold: one ROC point and one faithfulness point each;
+  eap,
+  eap-ig  one scoring run each: the ROC of the ranking by |score|, and MIB's top-k circuits'
+          faithfulness (CPR, CMD).
+Every circuit's faithfulness is measured with one metric (``metric``, the task's default when None),
+so the curves compare. The gradient methods score with ``gradient_metric``: by default the same
+metric, except for distances from the full model (``kl``, ``l2``), whose gradient vanishes at the
+clean model: then they score with ``logit_diff`` when the task has answers and wrong answers
+(otherwise with the distance: EAP-IG takes its gradients away from the clean model and works; EAP
+warns that its scores are noise).
+
+Default thresholds: 0 and 16 values spaced evenly on a log scale from 1e-4 to 1 times the metric's
+range |m(empty) - m(full)|, so the sweep spans circuits from nearly the full graph to nearly empty.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from acdc_engine.circuit import Circuit
+from acdc_engine.errors import AcdcError
+from acdc_engine.evaluation.faithfulness import (
+    MIB_FRACTIONS,
+    CircuitEvaluator,
+    FaithfulnessCurve,
+    faithfulness_of_circuits,
+    faithfulness_of_scores,
+)
+from acdc_engine.evaluation.roc import LEVELS, RocCurve, check_same_graph, roc_from_circuits, roc_from_scores
+from acdc_engine.evaluation.sweep import acdc_threshold_sweep, resolve_task
+from acdc_engine.evaluation.tables import csv_text, markdown_table, number
+from acdc_engine.io import atomic_write_bytes
+from acdc_engine.tasks import TaskData
+
+METHODS = ("acdc", "eap", "eap-ig")
+LABELS = {"acdc": "ACDC", "eap": "EAP", "eap-ig": "EAP-IG"}
+
+
+@dataclass
+class MethodResult:
+    """One method's outcome.
+
+    roc: {"edge": RocCurve, "node": RocCurve} when a truth was given; faithfulness: its curve;
+    seconds: the method's own time (the sweep's, or the scoring run's); circuits: the ACDC sweep's
+    circuits (empty for ranking methods); cache: the sweep's MetricCache counters.
+    """
+
+    method: str
+    faithfulness: FaithfulnessCurve
+    seconds: float
+    roc: dict[str, RocCurve] = field(default_factory=dict)
+    circuits: list[Circuit] = field(default_factory=list)
+    cache: dict[str, int] | None = None
+
+
+@dataclass
+class MethodComparison:
+    """Every method's result on one (model, task), and the setting they ran in."""
+
+    setting: dict[str, Any]
+    results: dict[str, MethodResult]
+
+    def table(self) -> str:
+        """A Markdown table: method, edge and node AUC (with a truth), CPR, CMD, seconds."""
+        has_roc = any(r.roc for r in self.results.values())
+        header = ["method"] + (["edge AUC", "node AUC"] if has_roc else []) + ["CPR", "CMD", "circuits", "seconds"]
+        rows = []
+        for method, r in self.results.items():
+            cells = [LABELS.get(method, method)]
+            if has_roc:
+                cells += [f"{r.roc[level].auc:.3f}" for level in LEVELS]
+            curve = r.faithfulness
+            cells += [number(curve.cpr), number(curve.cmd), str(len(curve.edges)), f"{r.seconds:.2f}"]
+            rows.append(cells)
+        return markdown_table(header, rows)
+
+    def roc_rows(self) -> list[dict[str, Any]]:
+        return [
+            {"method": method, "level": level, "cut": p.cut, "fpr": p.fpr, "tpr": p.tpr, "size": p.size, "tp": p.tp, "fp": p.fp}
+            for method, r in self.results.items()
+            for level, curve in r.roc.items()
+            for p in curve.points
+        ]
+
+    def faithfulness_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for method, r in self.results.items():
+            curve = r.faithfulness
+            for cut, edges, value, f in zip(curve.cuts, curve.edges, curve.metric, curve.faithfulness):
+                rows.append({"method": method, "cut": cut, "edges": edges, "size": edges / curve.total_edges, "metric": value, "faithfulness": f})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "setting": self.setting,
+            "methods": {
+                method: {
+                    "seconds": r.seconds,
+                    "roc": {level: {"auc": c.auc, "points": [p.__dict__ for p in c.points]} for level, c in r.roc.items()},
+                    "faithfulness": {
+                        "cpr": r.faithfulness.cpr,
+                        "cmd": r.faithfulness.cmd,
+                        "points": [row for row in self.faithfulness_rows() if row["method"] == method],
+                    },
+                    **({"cache": r.cache} if r.cache is not None else {}),
+                }
+                for method, r in self.results.items()
+            },
+        }
+
+    def write(self, folder: str | Path) -> list[Path]:
+        """roc.csv/.json (with a truth), faithfulness.csv/.json, and their PNG and SVG plots."""
+        from acdc_engine.evaluation import plots as plotting
+
+        folder = Path(folder)
+        written = []
+        data = self.to_dict()
+        has_roc = any(r.roc for r in self.results.values())
+        if has_roc:
+            written.append(atomic_write_bytes(folder / "roc.csv", csv_text(self.roc_rows()).encode()))
+            roc_json = {"setting": self.setting, **{m: d["roc"] for m, d in data["methods"].items()}}
+            written.append(atomic_write_bytes(folder / "roc.json", (json.dumps(roc_json, indent=1) + "\n").encode()))
+        written.append(atomic_write_bytes(folder / "faithfulness.csv", csv_text(self.faithfulness_rows()).encode()))
+        faith_json = {"setting": self.setting, **{m: d["faithfulness"] for m, d in data["methods"].items()}}
+        written.append(atomic_write_bytes(folder / "faithfulness.json", (json.dumps(faith_json, indent=1) + "\n").encode()))
+        title = f"{self.setting['model']} on {self.setting['task']}"
+        if has_roc:
+            curves = {LABELS.get(m, m): r.roc for m, r in self.results.items()}
+            written += plotting.plot_roc(curves, folder / "roc", title=title)
+        curves = {LABELS.get(m, m): r.faithfulness for m, r in self.results.items()}
+        written += plotting.plot_faithfulness(curves, folder / "faithfulness", title=title, metric=self.setting["metric"])
+        return written
+
+
+def default_thresholds(metric_range: float, n: int = 16) -> list[float]:
+    """0, then ``n`` thresholds from 1e-4 to 1 times ``metric_range``, evenly spaced on a log scale."""
+    return [0.0] + [float(t) for t in np.geomspace(1e-4, 1.0, n) * abs(metric_range)]
+
+
+DISTANCE_METRICS = ("kl", "l2")  # minimal, with zero gradient, at the full model
+
+
+def gradient_metric_for(task: TaskData, metric: str) -> str:
+    """The metric the gradient methods score with when none is given (module docstring)."""
+    if metric not in DISTANCE_METRICS:
+        return metric
+    return "logit_diff" if task.answers is not None and task.wrong_answers is not None else metric
+
+
+def compare_methods(
+    model: torch.nn.Module,
+    task: TaskData | str,
+    *,
+    truth: Circuit | None = None,
+    methods: Sequence[str] = METHODS,
+    thresholds: Sequence[float] | None = None,
+    metric: str | None = None,
+    gradient_metric: str | None = None,
+    ablation: str = "resample",
+    split_input: bool | None = None,
+    steps: int = 5,
+    fractions: Sequence[float] = MIB_FRACTIONS,
+    batch_size: int | None = None,
+    task_params: dict[str, Any] | None = None,
+    model_name: str | None = None,
+    progress: bool = False,
+) -> MethodComparison:
+    """Run ``methods`` on (model, task) and measure them (module docstring).
+
+    Args:
+        truth: a ground-truth circuit of this model's graph; None: no ROC.
+        thresholds: ACDC's thresholds; None: ``default_thresholds`` of the metric's range.
+        metric: the metric ACDC prunes with and every circuit is measured with; None: the task's.
+        gradient_metric: the metric EAP and EAP-IG score with; None: see the module docstring.
+        split_input: None: the truth's (False without a truth).
+        fractions: the k of MIB's top-k circuits.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise AcdcError(f"unknown or no methods {list(unknown or methods)}; choose from {', '.join(METHODS)}")
+    if truth is not None:
+        if split_input is not None and split_input != truth.graph.shape.split_input:
+            raise AcdcError(f"split_input={split_input}, but the ground truth's graph has split_input={truth.graph.shape.split_input}")
+        split_input = truth.graph.shape.split_input
+    split_input = bool(split_input)
+    task_data = resolve_task(model, task, task_params)
+    evaluator = CircuitEvaluator(model, task_data, metric, ablation, split_input)
+    if truth is not None:
+        check_same_graph(truth, evaluator.graph, "the model")
+    metric = evaluator.metric_name
+    gradient_metric = gradient_metric or gradient_metric_for(task_data, metric)
+    if thresholds is None:
+        thresholds = default_thresholds(evaluator.empty - evaluator.full)
+    common = dict(ablation=ablation, split_input=split_input, model_name=model_name, progress=progress)
+    results: dict[str, MethodResult] = {}
+    for method in methods:
+        if method == "acdc":
+            sweep = acdc_threshold_sweep(model, task_data, thresholds, metric=metric, batch_size=batch_size, **common)
+            result = MethodResult(
+                method, faithfulness_of_circuits(evaluator, sweep.circuits), sweep.seconds,
+                circuits=sweep.circuits, cache=sweep.cache.stats(),
+            )
+            if truth is not None:
+                result.roc = {level: roc_from_circuits(truth, sweep.circuits, level) for level in LEVELS}
+        else:
+            from acdc_engine.api import discover
+
+            start = time.perf_counter()
+            scored = discover(model, task_data, method=method, metric=gradient_metric, steps=steps, top_n=0, **common)
+            seconds = time.perf_counter() - start
+            result = MethodResult(method, faithfulness_of_scores(evaluator, scored.edge_scores, fractions), seconds)
+            if truth is not None:
+                result.roc = {level: roc_from_scores(truth, scored.edge_scores, level) for level in LEVELS}
+        results[method] = result
+    setting = {
+        "model": model_name or model.cfg.model_name,
+        "task": task_data.name,
+        "metric": metric,
+        "gradient_metric": gradient_metric,
+        "ablation": ablation,
+        "split_input": split_input,
+        "edges": evaluator.graph.n_edges,
+        "metric_full": evaluator.full,
+        "metric_empty": evaluator.empty,
+        "thresholds": list(thresholds) if "acdc" in methods else None,
+        "fractions": list(fractions),
+        "steps": steps,
+    }
+    return MethodComparison(setting, results)

@@ -1,0 +1,86 @@
+"""Figures of ROC and faithfulness curves, written as PNG and SVG (matplotlib, no display needed).
+
+``plot_roc``: edge-level and node-level ROC side by side, one line per method, AUC in the legend.
+``plot_faithfulness``: normalised faithfulness against circuit size (fraction of the graph's edges,
+log axis; circuits with no edge are left off it), one line per method.
+Files are written atomically; SVGs are reproducible (fixed hash salt, no date).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from acdc_engine.evaluation.faithfulness import FaithfulnessCurve
+from acdc_engine.evaluation.roc import RocCurve
+from acdc_engine.io import atomic_write_bytes
+
+COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def save_figure(figure: Figure, stem: str | Path) -> list[Path]:
+    """Write ``stem``.png and ``stem``.svg; returns their paths."""
+    written = []
+    with matplotlib.rc_context({"svg.hashsalt": "acdc-engine"}):
+        for fmt in ("png", "svg"):
+            buffer = io.BytesIO()
+            metadata = {"Date": None} if fmt == "svg" else {}
+            figure.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
+            written.append(atomic_write_bytes(Path(f"{stem}.{fmt}"), buffer.getvalue()))
+    return written
+
+
+def plot_roc(curves: Mapping[str, Mapping[str, RocCurve]], stem: str | Path, title: str = "") -> list[Path]:
+    """curves: {method label: {"edge": RocCurve, "node": RocCurve}} -> ``stem``.png, ``stem``.svg."""
+    figure = Figure(figsize=(9.5, 4.4))
+    axes = figure.subplots(1, 2, sharey=True)
+    for ax, level in zip(axes, ("edge", "node")):
+        ax.plot([0, 1], [0, 1], color="#bbbbbb", linestyle=":", linewidth=1)
+        for i, (label, by_level) in enumerate(curves.items()):
+            if level not in by_level:
+                continue
+            curve = by_level[level]
+            points = sorted({(0.0, 0.0), (1.0, 1.0), *((p.fpr, p.tpr) for p in curve.points)})
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, color=COLOURS[i % len(COLOURS)], marker=MARKERS[i % len(MARKERS)], markersize=3.5,
+                    linewidth=1.5, label=f"{label} (AUC {curve.auc:.3f})")
+        ax.set_title(f"{level} level")
+        ax.set_xlabel("false positive rate")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    axes[0].set_ylabel("true positive rate")
+    if title:
+        figure.suptitle(title)
+    return save_figure(figure, stem)
+
+
+def plot_faithfulness(curves: Mapping[str, FaithfulnessCurve], stem: str | Path, title: str = "", metric: str = "") -> list[Path]:
+    """curves: {method label: FaithfulnessCurve} -> ``stem``.png, ``stem``.svg (f against circuit size)."""
+    figure = Figure(figsize=(6.4, 4.4))
+    ax = figure.subplots()
+    ax.axhline(1.0, color="#bbbbbb", linestyle=":", linewidth=1)
+    ax.axhline(0.0, color="#bbbbbb", linestyle=":", linewidth=1)
+    for i, (label, curve) in enumerate(curves.items()):
+        points = [(s, f) for s, f in zip(curve.sizes, curve.faithfulness) if s > 0]
+        if not points:
+            continue
+        xs, ys = zip(*points)
+        extra = f" (CPR {curve.cpr:.3f}, CMD {curve.cmd:.3f})" if curve.ranked else ""
+        ax.plot(xs, ys, color=COLOURS[i % len(COLOURS)], marker=MARKERS[i % len(MARKERS)], markersize=3.5,
+                linewidth=1.5, label=label + extra)
+    ax.set_xscale("log")
+    ax.set_xlabel("circuit size (fraction of the graph's edges)")
+    ax.set_ylabel(f"normalised faithfulness{f' ({metric})' if metric else ''}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return save_figure(figure, stem)

@@ -1,0 +1,84 @@
+"""ACDC threshold sweeps that evaluate each circuit once.
+
+ACDC's runs at thresholds t1 < t2 make the same decisions up to the first candidate whose score lies
+in [t1, t2) and so evaluate the same circuits up to there. ``acdc_threshold_sweep`` runs ``discover``
+once per threshold with one shared ``MetricCache``: every circuit that recurs is looked up, not
+evaluated again, and each threshold's circuit is exactly the one a plain ``discover`` run gives
+(tests/test_roc.py checks it, scores included).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from acdc_engine.circuit import Circuit
+from acdc_engine.errors import AcdcError
+from acdc_engine.evaluation.metric_cache import MetricCache
+from acdc_engine.tasks import TaskData, make_task
+
+
+@dataclass
+class ThresholdSweep:
+    """ACDC circuits at several thresholds.
+
+    thresholds: as given; circuits[i] is the circuit at thresholds[i].
+    cache: the shared MetricCache; its counters say how much evaluation the sweep saved.
+    seconds: wall time of the whole sweep.
+    """
+
+    thresholds: list[float]
+    circuits: list[Circuit]
+    cache: MetricCache
+    seconds: float
+
+
+def resolve_task(model: torch.nn.Module, task: TaskData | str, task_params: dict[str, Any] | None = None) -> TaskData:
+    """A TaskData as given, or the built-in task ``task`` built once for ``model``."""
+    if isinstance(task, TaskData):
+        return task
+    if isinstance(task, str):
+        return make_task(task, model, **dict(task_params or {}))
+    raise AcdcError(f"task must be a TaskData or a built-in task name, got {type(task).__name__}")
+
+
+def acdc_threshold_sweep(
+    model: torch.nn.Module,
+    task: TaskData | str,
+    thresholds: Sequence[float],
+    *,
+    batch_size: int | None = None,
+    task_params: dict[str, Any] | None = None,
+    **discover_args: Any,
+) -> ThresholdSweep:
+    """Exact ACDC at every threshold of ``thresholds``, sharing evaluations between the runs.
+
+    Args:
+        model: a HookedTransformer.
+        task: a TaskData, or a built-in task name (built once, with ``task_params``).
+        thresholds: ACDC's tau values, in any order.
+        batch_size: candidates per forward pass; None: the first run's automatic choice, kept for
+            every run so that their speculative batches coincide.
+        discover_args: passed to ``discover`` (metric, ablation, split_input, model_name, progress, ...).
+    """
+    from acdc_engine.api import discover
+
+    if "method" in discover_args and discover_args["method"] != "acdc":
+        raise AcdcError(f"a threshold sweep runs method 'acdc', not '{discover_args['method']}'")
+    discover_args.pop("method", None)
+    if not thresholds:
+        raise AcdcError("a threshold sweep needs at least one threshold")
+    task_data = resolve_task(model, task, task_params)
+    cache = MetricCache()
+    circuits = []
+    start = time.perf_counter()
+    for threshold in thresholds:
+        circuit = discover(
+            model, task_data, method="acdc", threshold=threshold, batch_size=batch_size, metric_cache=cache, **discover_args
+        )
+        batch_size = circuit.run["batch_size"]
+        circuits.append(circuit)
+    return ThresholdSweep(list(thresholds), circuits, cache, time.perf_counter() - start)

@@ -1,0 +1,76 @@
+"""TransformerLens pretrained names (``gpt2``, ``attn-only-4l``, ``pythia-70m``, ...), fetched from
+the Hugging Face hub or read from its local cache.
+
+Without a hub a load fails at once: with ``HF_HUB_OFFLINE=1`` the Hugging Face libraries read only
+their cache, and otherwise one short request checks that the hub answers before any download is
+tried (the libraries' own retries take about 25 s to give up). Every failure suggests
+``model=local model.path=DIR``.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING
+
+import torch
+
+from acdc_engine.errors import AcdcError
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+PROBE_TIMEOUT_S = 3.0
+NO_HUB_HINT = (
+    "Without a model hub: on a machine that has one, save the model with save_pretrained(DIR) (model "
+    "and tokenizer), then run with model=local model.path=DIR."
+)
+
+
+def hub_reachable(endpoint: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """True when an HTTP request to ``endpoint`` gets any answer (even an error status) within
+    ``timeout_s`` seconds; honours the usual proxy environment variables."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):  # URLError, timeouts, refused connections, malformed endpoints
+        return False
+    return True
+
+
+def load_pretrained(name: str, device: str, dtype: torch.dtype) -> HookedTransformer:
+    """``HookedTransformer.from_pretrained(name)`` with its default weight processing, in eval mode.
+
+    AcdcError at once when ``name`` is not a TransformerLens pretrained name, when the hub cannot be
+    reached, or when the download or conversion fails.
+    """
+    from huggingface_hub import constants
+    from transformer_lens import HookedTransformer
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        official = get_official_model_name(name)
+    except ValueError:
+        raise AcdcError(
+            f"unknown model '{name}': neither a built-in model (see conf/model/) nor a TransformerLens "
+            "pretrained name (e.g. gpt2, attn-only-4l, pythia-70m)"
+        ) from None
+    if not constants.HF_HUB_OFFLINE and not hub_reachable(constants.ENDPOINT):
+        raise AcdcError(
+            f"pretrained model '{name}' ({official}) needs the model hub, and {constants.ENDPOINT} cannot "
+            f"be reached (a model already in the Hugging Face cache loads with HF_HUB_OFFLINE=1). {NO_HUB_HINT}"
+        )
+    try:
+        model = HookedTransformer.from_pretrained(name, device=device, dtype=dtype)
+    except OSError as error:  # what the Hugging Face libraries raise for files neither cached nor fetched
+        if constants.HF_HUB_OFFLINE:
+            where = "is not in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it"
+        else:
+            where = "could not be downloaded"
+        raise AcdcError(f"pretrained model '{name}' ({official}) {where} ({str(error)[:200]}). {NO_HUB_HINT}") from None
+    except Exception as error:  # the converters raise many types; all mean "could not load"
+        raise AcdcError(
+            f"could not load pretrained model '{name}' ({type(error).__name__}: {str(error)[:200]}). {NO_HUB_HINT}"
+        ) from None
+    return model.eval()

@@ -1,0 +1,201 @@
+"""Task ``ioi``: indirect object identification (Wang et al. 2022, "Interpretability in the Wild").
+
+Clean prompt, from a template with the indirect object [A] and the subject [B] (ACDC's default, the
+first of Wang et al.'s ABBA templates):
+    "Then, [A] and [B] went to the [PLACE]. [B] gave a [OBJECT] to"   -> answer " [A]"
+A model that does the task continues with the indirect object (IO, [A]) rather than the subject
+(S, [B]). Corrupted prompt (Wang et al.'s ABC distribution): the same template, place and object with
+the three name slots filled by three fresh names X, Y, Z, distinct from each other and from IO and S:
+    "Then, X and Y went to the [PLACE]. Z gave a [OBJECT] to"
+so a patched edge carries no information about which name is repeated. The metric reads the last
+position; ``answers`` is the IO name's token, ``wrong_answers`` the S name's; the default metric is
+``logit_diff`` (-(logit[IO] - logit[S])).
+
+A template holds [A] twice (the first clause and its end, the answer) and [B] twice (S1 and S2), and
+may hold [PLACE] and [OBJECT] (each filled with one word per prompt). ``BABA_TEMPLATES`` are Wang et
+al.'s fifteen; ``ABBA_TEMPLATES`` the same with [A] and [B] swapped in the first clause. Names,
+places and objects must each be one token of the model's tokenizer (``acdc_engine.tasks.tokens``),
+and all prompts must tokenize to one length (templates of different lengths cannot share a batch).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from acdc_engine.errors import AcdcError
+from acdc_engine.tasks.task_data import TaskData, TaskSpec
+from acdc_engine.tasks.tokens import Piece, Word, check, next_token_ids, require_tokenizer, stack, tokenize, with_bos
+
+# Wang et al. 2022: the names, places and objects of the IOI dataset.
+NAMES = (
+    "Michael Christopher Jessica Matthew Ashley Jennifer Joshua Amanda Daniel David James Robert John "
+    "Joseph Andrew Ryan Brandon Jason Justin Sarah William Jonathan Stephanie Brian Nicole Nicholas "
+    "Anthony Heather Eric Elizabeth Adam Megan Melissa Kevin Steven Thomas Timothy Christina Kyle Rachel "
+    "Laura Lauren Amber Brittany Danielle Richard Kimberly Jeffrey Amy Crystal Michelle Tiffany Jeremy "
+    "Benjamin Mark Emily Aaron Charles Rebecca Jacob Stephen Patrick Sean Erin Jamie Kelly Samantha Nathan "
+    "Sara Dustin Paul Angela Tyler Scott Katherine Andrea Gregory Erica Mary Travis Lisa Kenneth Bryan "
+    "Lindsey Kristen Jose Alexander Jesse Katie Lindsay Shannon Vanessa Courtney Christine Alicia Cody "
+    "Allison Bradley Samuel"
+).split()
+PLACES = "store garden restaurant school hospital office house station".split()
+OBJECTS = "ring kiss bone basketball computer necklace drink snack".split()
+
+BABA_TEMPLATES = (
+    "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Then, [B] and [A] had a lot of fun at the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Then, [B] and [A] were working at the [PLACE]. [B] decided to give a [OBJECT] to [A]",
+    "Then, [B] and [A] were thinking about going to the [PLACE]. [B] wanted to give a [OBJECT] to [A]",
+    "Then, [B] and [A] had a long argument, and afterwards [B] said to [A]",
+    "After [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to [A]",
+    "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give it to [A]",
+    "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give the [OBJECT] to [A]",
+    "While [B] and [A] were working at the [PLACE], [B] gave a [OBJECT] to [A]",
+    "While [B] and [A] were commuting to the [PLACE], [B] gave a [OBJECT] to [A]",
+    "After the lunch, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Afterwards, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Then, [B] and [A] had a long argument. Afterwards [B] said to [A]",
+    "The [PLACE] [B] and [A] went to had a [OBJECT]. [B] gave it to [A]",
+    "Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to [A]",
+)
+
+
+def abba(template: str) -> str:
+    """The template with its first [A] and first [B] swapped (BABA <-> ABBA)."""
+    first_a, first_b = template.index("[A]"), template.index("[B]")
+    lo, hi = sorted((first_a, first_b))
+    return template[:lo] + template[hi : hi + 3] + template[lo + 3 : hi] + template[lo : lo + 3] + template[hi + 3 :]
+
+
+ABBA_TEMPLATES = tuple(abba(t) for t in BABA_TEMPLATES)
+SLOT = re.compile(r"\[([A-Z]+)\]")
+SLOTS = ("A", "B", "PLACE", "OBJECT")
+
+
+@dataclass
+class IoiTaskConfig:
+    name: str = "ioi"
+    n_prompts: int = 100
+    seed: int = 0
+    templates: list[str] = field(default_factory=lambda: [ABBA_TEMPLATES[0]])
+    names: Optional[list[str]] = None  # None: Wang et al.'s 100 names (NAMES)
+    places: Optional[list[str]] = None  # None: PLACES
+    objects: Optional[list[str]] = None  # None: OBJECTS
+    prepend_bos: bool = False  # the ACDC reference feeds GPT-2 the prompts without BOS
+
+
+def _check_template(template: str) -> None:
+    unknown = sorted(set(SLOT.findall(template)) - set(SLOTS))
+    if unknown:
+        raise AcdcError(f"task.templates: {template!r} has unknown slots {unknown}; use [A], [B], [PLACE], [OBJECT]")
+    if template.count("[A]") != 2 or template.count("[B]") != 2 or not template.endswith("[A]"):
+        raise AcdcError(
+            f"task.templates: {template!r} must hold [A] (the indirect object) twice, the second time at its "
+            "very end (the answer), and [B] (the subject) twice"
+        )
+
+
+def _fill(template: str, a: Sequence[str], b: Sequence[str], place: str, obj: str) -> list[Piece]:
+    """Pieces of ``template`` with its k-th [A] filled by a[k], k-th [B] by b[k]."""
+    pieces: list[Piece] = []
+    used = {"A": 0, "B": 0}
+    rest = 0
+    for match in SLOT.finditer(template):
+        pieces.append(template[rest : match.start()])
+        slot = match.group(1)
+        if slot in used:
+            pieces.append(Word((a if slot == "A" else b)[used[slot]], "task.names"))
+            used[slot] += 1
+        else:
+            pieces.append(Word(place, "task.places") if slot == "PLACE" else Word(obj, "task.objects"))
+        rest = match.end()
+    return pieces
+
+
+def _split_answer(pieces: list[Piece]) -> tuple[list[Piece], list[Piece]]:
+    """(prompt, continuation): the final word and the whitespace before it become the continuation."""
+    *head, before, answer = pieces
+    stripped = before.rstrip()
+    return [*head, stripped], [before[len(stripped) :], answer]
+
+
+def _pool(values: Optional[Sequence[str]], default: Sequence[str], key: str, at_least: int) -> list[str]:
+    pool = list(dict.fromkeys(default if values is None else values))
+    if len(pool) < at_least:
+        raise AcdcError(f"task.{key} needs at least {at_least} distinct entries, got {len(pool)}")
+    return pool
+
+
+def make_ioi(
+    tokenizer: Any,
+    n_prompts: int = 100,
+    seed: int = 0,
+    templates: Sequence[str] = (ABBA_TEMPLATES[0],),
+    names: Optional[Sequence[str]] = None,
+    places: Optional[Sequence[str]] = None,
+    objects: Optional[Sequence[str]] = None,
+    prepend_bos: bool = False,
+) -> TaskData:
+    """IOI prompts (module docstring) tokenized by ``tokenizer`` (any Hugging Face fast tokenizer)."""
+    if n_prompts < 1:
+        raise AcdcError(f"task.n_prompts must be at least 1, got {n_prompts}")
+    templates = list(templates)
+    if not templates:
+        raise AcdcError("task.templates is empty")
+    for template in templates:
+        _check_template(template)
+    name_pool = _pool(names, NAMES, "names", 5)  # IO, S and three fresh names for the corruption
+    place_pool = _pool(places, PLACES, "places", 1)
+    object_pool = _pool(objects, OBJECTS, "objects", 1)
+    first, place, obj = templates[0], place_pool[0], object_pool[0]
+    probes = [_fill(first, (n, n), (n, n), place, obj) for n in name_pool]  # every entry, whatever is drawn
+    probes += [_fill(first, name_pool[:2], name_pool[:2], p, obj) for p in place_pool]
+    probes += [_fill(first, name_pool[:2], name_pool[:2], place, o) for o in object_pool]
+    check(tokenize(tokenizer, probes), "ioi")
+    rng = random.Random(seed)
+    clean_prompts, corrupt_prompts, answers = [], [], []
+    for _ in range(n_prompts):
+        template = rng.choice(templates)
+        io, s = rng.sample(name_pool, 2)
+        x, y, z = rng.sample([n for n in name_pool if n not in (io, s)], 3)
+        place, obj = rng.choice(place_pool), rng.choice(object_pool)
+        prompt, to_io = _split_answer(_fill(template, (io, io), (s, s), place, obj))
+        clean_prompts.append(prompt)
+        answers.append([to_io, [to_io[0], Word(s, "task.names")]])
+        corrupt_prompts.append(_split_answer(_fill(template, (x, x), (y, z), place, obj))[0])
+    clean, corrupt = tokenize(tokenizer, clean_prompts), tokenize(tokenizer, corrupt_prompts)
+    check(clean + corrupt, "ioi")
+    answer_ids = next_token_ids(tokenizer, clean_prompts, answers, "ioi")
+    clean_ids = stack(with_bos([t.ids for t in clean], tokenizer, prepend_bos, "ioi"), [t.text for t in clean], "clean", "ioi")
+    corrupt_ids = stack(with_bos([t.ids for t in corrupt], tokenizer, prepend_bos, "ioi"), [t.text for t in corrupt], "corrupted", "ioi")
+    if clean_ids.shape != corrupt_ids.shape:
+        raise AcdcError(
+            f"task 'ioi': clean prompts have {clean_ids.shape[1]} tokens and their corruptions {corrupt_ids.shape[1]}; "
+            "the names of the corruption must tokenize like the clean ones"
+        )
+    return TaskData(
+        name="ioi",
+        clean=clean_ids,
+        corrupted=corrupt_ids,
+        answers=[[row[0]] for row in answer_ids],
+        wrong_answers=[[row[1]] for row in answer_ids],
+        params={
+            "n_prompts": n_prompts,
+            "seed": seed,
+            "templates": templates,
+            "names": None if names is None else list(names),
+            "places": None if places is None else list(places),
+            "objects": None if objects is None else list(objects),
+            "prepend_bos": prepend_bos,
+        },
+        default_metric="logit_diff",
+    )
+
+
+def build(model: Any, **params: Any) -> TaskData:
+    return make_ioi(require_tokenizer(model, "ioi"), **params)
+
+
+SPEC = TaskSpec(name="ioi", config=IoiTaskConfig, build=build)

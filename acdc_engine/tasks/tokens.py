@@ -1,0 +1,200 @@
+"""Prompts written as text, tokenized by any Hugging Face tokenizer, with single-token checks.
+
+A prompt is a sequence of pieces: plain text (``str``) and ``Word``s, the words a task is about (a
+name, a year's digits, a parameter name). The joined text is tokenized once, with character offsets,
+and each word must come out as exactly one token of its own: not split into several tokens, not
+merged with the text around it (a token may take in the whitespace just before the word, as GPT-2's
+" Mary" does, but nothing else), and not the tokenizer's unknown token. Whatever breaks that is
+reported as a ``Problem``; ``check`` turns problems into one ``AcdcError`` that names every offending
+word, what the tokenizer made of it and the config field it came from.
+
+Token ids are the tokenizer's own, without special tokens; a task prepends the BOS token itself when
+asked (``with_bos``). Offsets need a fast (Rust ``tokenizers``) tokenizer, which every tokenizer that
+``transformers`` 5 loads by default is.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from acdc_engine.errors import AcdcError
+
+MAX_LISTED = 8  # offending words named in one error message
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word of a prompt that must be one token. ``source`` names where it came from in errors,
+    e.g. ``"task.names"``."""
+
+    text: str
+    source: str
+
+
+Piece = Union[str, Word]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A word that is not one token of its own: ``detail`` says what the tokenizer made of it."""
+
+    word: str
+    source: str
+    detail: str
+
+
+@dataclass
+class Tokenized:
+    """One prompt's token ids (no special tokens), the token index of each of its ``Word``s in
+    order, and the problems found (empty when every word is one token)."""
+
+    text: str
+    ids: list[int]
+    word_positions: list[int]
+    problems: list[Problem] = field(default_factory=list)
+
+
+def require_tokenizer(model: Any, task: str) -> Any:
+    """``model.tokenizer``; AcdcError if the model has none (a model built from a config has none)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise AcdcError(
+            f"task '{task}' writes its prompts as text and needs the model's tokenizer, but this model has "
+            "no tokenizer: use a pretrained model (e.g. model=gpt2) or attach one (model.tokenizer = ...)"
+        )
+    return tokenizer
+
+
+def tokenize(tokenizer: Any, prompts: Sequence[Sequence[Piece]]) -> list[Tokenized]:
+    """Tokenize each prompt's joined text in one batch and locate its words (see the module docstring)."""
+    texts, spans = [], []
+    for pieces in prompts:
+        text, where = "", []
+        for piece in pieces:
+            if isinstance(piece, Word):
+                where.append((piece, len(text), len(text) + len(piece.text)))
+                text += piece.text
+            else:
+                text += piece
+        texts.append(text)
+        spans.append(where)
+    if not texts:
+        return []
+    try:
+        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:
+        raise AcdcError(
+            f"tokenizer {type(tokenizer).__name__} gives no character offsets; the text tasks need a fast "
+            "(Rust 'tokenizers') tokenizer, e.g. AutoTokenizer.from_pretrained(..., use_fast=True)"
+        ) from None
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    out = []
+    for text, where, ids, offsets in zip(texts, spans, encoded["input_ids"], encoded["offset_mapping"]):
+        ids = [int(i) for i in ids]
+        positions, problems = [], []
+        ends = list(accumulate((e for _, e in offsets), max))
+        for word, start, end in where:
+            position, detail = _locate(tokenizer, text, ids, offsets, ends, start, end, unknown)
+            positions.append(position)
+            if detail is not None:
+                problems.append(Problem(word.text, word.source, detail))
+        out.append(Tokenized(text, ids, positions, problems))
+    return out
+
+
+def _locate(tokenizer: Any, text: str, ids: list[int], offsets: Sequence, ends: list[int], start: int, end: int, unknown: int | None) -> tuple[int, str | None]:
+    """(token index, None) if text[start:end] is one token of its own, else (-1, what went wrong).
+    ``ends``: the running maximum of the tokens' end offsets (for a binary search)."""
+    covering = []
+    for i in range(bisect_right(ends, start), len(offsets)):
+        s, e = offsets[i]
+        if s >= end:
+            break
+        if e > s:
+            covering.append(i)
+    if len(covering) != 1:
+        return -1, f"is {len(covering)} tokens {tokenizer.convert_ids_to_tokens([ids[i] for i in covering])}"
+    (index,) = covering
+    s, e = offsets[index]
+    piece = tokenizer.convert_ids_to_tokens(ids[index])
+    if e != end or s > start or text[s:start].strip():
+        return -1, f"is not a token of its own: it shares the token {piece!r} with the text around it"
+    if unknown is not None and ids[index] == unknown:
+        return -1, f"is not in the vocabulary: it becomes the unknown token {piece!r}"
+    return index, None
+
+
+def check(tokenized: Sequence[Tokenized], task: str) -> None:
+    """AcdcError naming every word (up to ``MAX_LISTED``) that is not one token, grouped by source."""
+    seen: dict[tuple[str, str], str] = {}
+    for prompt in tokenized:
+        for problem in prompt.problems:
+            seen.setdefault((problem.source, problem.word), problem.detail)
+    if not seen:
+        return
+    sources = sorted({source for source, _ in seen})
+    listed = [f"{word!r} {detail}" for (_, word), detail in list(seen.items())[:MAX_LISTED]]
+    more = f" (and {len(seen) - MAX_LISTED} more)" if len(seen) > MAX_LISTED else ""
+    raise AcdcError(
+        f"task '{task}' needs each word from {', '.join(sources)} to be one token of this tokenizer, and "
+        f"{len(seen)} {'is' if len(seen) == 1 else 'are'} not: {'; '.join(listed)}{more}. Leave them out of {' / '.join(sources)} "
+        "or use a model whose tokenizer keeps them whole"
+    )
+
+
+def next_token_ids(
+    tokenizer: Any, prompts: Sequence[Sequence[Piece]], continuations: Sequence[Sequence[Sequence[Piece]]], task: str
+) -> list[list[int]]:
+    """The token each continuation adds after its prompt: ``result[i][j]`` for prompt i and its
+    continuation j (pieces ending in a ``Word``, e.g. ``[" ", Word("Mary", ...)]``).
+
+    Each prompt is tokenized with each continuation appended: the prompt's own tokens must come out
+    unchanged and exactly one token must follow, the continuation's word (AcdcError otherwise).
+    """
+    flat = [list(p) + list(c) for p, conts in zip(prompts, continuations) for c in conts]
+    bare = tokenize(tokenizer, prompts)
+    extended = tokenize(tokenizer, flat)
+    check(extended, task)
+    out, k = [], 0
+    for prompt, conts in zip(bare, continuations):
+        row = []
+        for _ in conts:
+            full = extended[k]
+            k += 1
+            if full.ids[: len(prompt.ids)] != prompt.ids or len(full.ids) != len(prompt.ids) + 1:
+                raise AcdcError(
+                    f"task '{task}': appending the answer to {prompt.text[-40:]!r} changes how the prompt is "
+                    f"tokenized ({len(prompt.ids)} tokens alone, {len(full.ids)} with {full.text[len(prompt.text):]!r}); "
+                    "the answer must be one token that follows the prompt's own tokens"
+                )
+            row.append(full.ids[-1])
+        out.append(row)
+    return out
+
+
+def with_bos(rows: Sequence[Sequence[int]], tokenizer: Any, prepend_bos: bool, task: str) -> list[list[int]]:
+    """``rows`` with the tokenizer's BOS id in front when ``prepend_bos`` (AcdcError if it has none)."""
+    if not prepend_bos:
+        return [list(row) for row in rows]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        raise AcdcError(f"task '{task}': task.prepend_bos is true but the tokenizer has no BOS token; set it to false")
+    return [[bos, *row] for row in rows]
+
+
+def stack(rows: Sequence[Sequence[int]], texts: Sequence[str], what: str, task: str) -> Tensor:
+    """long [len(rows), length]; AcdcError if the prompts tokenize to different lengths."""
+    lengths = sorted({len(row) for row in rows})
+    if len(lengths) > 1:
+        example = {len(row): text for row, text in zip(rows, texts)}
+        raise AcdcError(
+            f"task '{task}': {what} prompts tokenize to different lengths ({', '.join(map(str, lengths))} tokens, "
+            f"e.g. {example[lengths[0]]!r} and {example[lengths[-1]]!r}); all prompts of a batch need one length"
+        )
+    return torch.tensor([list(row) for row in rows], dtype=torch.long)
