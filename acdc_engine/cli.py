@@ -77,7 +77,7 @@ def run(cfg: DictConfig) -> Path:
         split_input=cfg.model.split_input,
         **method_args,
         task_params=task_params,
-        model_name=cfg.model.name,
+        model_name=cfg.model.path if cfg.model.name == "local" else cfg.model.name,
         seed=cfg.seed,
         progress=cfg.progress,
     )

@@ -194,7 +194,7 @@ def test_command_line_runs_acdc_on_a_local_folder_with_a_jsonl_task(folder, loca
     assert result.returncode == 0, result.stderr
     (circuit_file,) = (tmp_path / "outputs").rglob("circuit.json")
     circuit = json.loads(circuit_file.read_text())
-    assert circuit["model"]["name"] == "local"
+    assert circuit["model"]["name"] == str(folder)  # a local model is named by its folder
     assert circuit["task"]["name"] == "jsonl" and circuit["task"]["n_prompts"] == 2
     assert circuit["metric"]["name"] == "logit_diff"  # the task's default when answers are given
     assert len(circuit["edges"]) == build_graph(local_model.cfg).n_edges  # the folder's model, every edge

@@ -32,8 +32,8 @@ Evaluate = Callable[..., Tensor]
 
 def _task_digest(task: Any) -> str:
     digest = hashlib.blake2b(digest_size=20)
-    for key in ("clean", "corrupted", "positions", "answers", "wrong_answers"):
-        value = getattr(task, key)
+    for key in ("clean", "corrupted", "positions", "answers", "wrong_answers", "answer_sets", "wrong_answer_sets"):
+        value = getattr(task, key, None)
         digest.update(key.encode())
         if value is not None:
             digest.update(np.ascontiguousarray(value.detach().cpu().numpy()).tobytes())
