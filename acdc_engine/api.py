@@ -25,7 +25,8 @@ from acdc_engine.metrics import at_least_float32, make_metric
 from acdc_engine.patching import EdgePatcher
 from acdc_engine.tasks import TaskData, make_task
 
-METHODS = ("acdc", "acdc-eap", *GRADIENT_METHODS)
+ACDC_METHODS = ("acdc", "acdc-eap")  # the methods that prune by exact ACDC
+METHODS = (*ACDC_METHODS, *GRADIENT_METHODS)
 OWN_PASSES = 5  # besides a method's own: the clean and corrupted runs, full logits, circuit, empty
 
 
@@ -118,7 +119,7 @@ def discover(
     start = time.perf_counter()
     if method not in METHODS:
         raise AcdcError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-    if method in ("acdc", "acdc-eap"):
+    if method in ACDC_METHODS:
         threshold = check_threshold(threshold)
     if method == "acdc-eap":
         check_skip_below(skip_below)

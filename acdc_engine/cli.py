@@ -33,13 +33,13 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def run(cfg: DictConfig) -> Path:
     """Run discovery as ``cfg`` says and write the circuit files; returns the run folder."""
-    from acdc_engine.api import discover
+    from acdc_engine.api import ACDC_METHODS, discover
     from acdc_engine.draw import write_drawings
     from acdc_engine.models import load_model
     from acdc_engine.validation import validate_config
 
     validate_config(cfg)  # ranges and rules across fields, before the slow model load
-    if cfg.method.name in ("acdc", "acdc-eap"):
+    if cfg.method.name in ACDC_METHODS:
         method_args = {"threshold": cfg.method.threshold, "batch_size": cfg.method.batch_size}
         if cfg.method.name == "acdc-eap":
             method_args.update(steps=cfg.method.steps, skip_below=cfg.method.skip_below)
@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> Path:
     torch.manual_seed(cfg.seed)
     out_dir = Path(HydraConfig.get().runtime.output_dir)  # under resume=, the resumed run's folder
     checkpoint = (out_dir if cfg.resume is None else Path(cfg.resume)) / CHECKPOINT_FILE
-    if cfg.method.name in ("acdc", "acdc-eap"):
+    if cfg.method.name in ACDC_METHODS:
         method_args.update(
             checkpoint=checkpoint,
             checkpoint_every=cfg.checkpoint.every_decisions,
@@ -60,7 +60,7 @@ def run(cfg: DictConfig) -> Path:
             run_config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         )
     if cfg.resume is not None:
-        if not checkpoint.is_file() or cfg.method.name not in ("acdc", "acdc-eap"):
+        if not checkpoint.is_file() or cfg.method.name not in ACDC_METHODS:
             raise AcdcError(f"resume={cfg.resume}: no ACDC checkpoint {checkpoint} to resume")
         print(f"resuming from {checkpoint}")
     model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from acdc_engine.errors import AcdcError
-from acdc_engine.tasks.task_data import TaskData, TaskSpec
+from acdc_engine.tasks.task_data import TaskData, TaskSpec, ordinary_tokens
 
 
 @dataclass
@@ -38,11 +38,7 @@ def make_induction(
         raise AcdcError(f"task.half_length must be at least 2, got {half_length}")
     if n_prompts < 1:
         raise AcdcError(f"task.n_prompts must be at least 1, got {n_prompts}")
-    ordinary = torch.tensor([t for t in range(d_vocab) if t != bos_token])
-    if len(ordinary) < 2 * half_length:
-        raise AcdcError(
-            f"induction needs {2 * half_length} distinct ordinary tokens, the vocabulary has {len(ordinary)}"
-        )
+    ordinary = ordinary_tokens("induction", d_vocab, bos_token, 2 * half_length)
     generator = torch.Generator().manual_seed(seed)
 
     def draw(k: int) -> torch.Tensor:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from acdc_engine.errors import AcdcError
-from acdc_engine.tasks.task_data import TaskData, TaskSpec
+from acdc_engine.tasks.task_data import TaskData, TaskSpec, ordinary_tokens
 
 
 @dataclass
@@ -69,9 +69,7 @@ def make_predecessor(
         raise AcdcError(f"task.length must be at least 2, got {length}")
     if n_prompts < 1:
         raise AcdcError(f"task.n_prompts must be at least 1, got {n_prompts}")
-    ordinary = torch.tensor([t for t in range(d_vocab) if t != bos_token])
-    if len(ordinary) < length:
-        raise AcdcError(f"predecessor needs {length} distinct ordinary tokens, the vocabulary has {len(ordinary)}")
+    ordinary = ordinary_tokens("predecessor", d_vocab, bos_token, length)
     generator = torch.Generator().manual_seed(seed)
     clean, answers, _ = predecessor_prompts(n_prompts, length, ordinary, bos_token, generator)
     corrupted, wrong_answers, _ = predecessor_prompts(n_prompts, length, ordinary, bos_token, generator)

@@ -101,6 +101,14 @@ class TaskSpec:
     build: Callable[..., TaskData]
 
 
+def ordinary_tokens(task: str, d_vocab: int, bos_token: int, needed: int) -> Tensor:
+    """Every token id in [0, d_vocab) except ``bos_token``; AcdcError when fewer than ``needed``."""
+    ordinary = torch.tensor([t for t in range(d_vocab) if t != bos_token])
+    if len(ordinary) < needed:
+        raise AcdcError(f"{task} needs {needed} distinct ordinary tokens, the vocabulary has {len(ordinary)}")
+    return ordinary
+
+
 def _as_token_tensor(value: Any, what: str) -> Tensor:
     kind = "positions" if what == "positions" else "token ids"
     try:
