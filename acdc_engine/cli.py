@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import hydra
 import torch
@@ -94,15 +95,21 @@ def run(cfg: DictConfig) -> Path:
 RAISED_IN_RUN = "_acdc_raised_in_run"  # marks an exception from a run (a bug), not from Hydra's composition
 
 
-def _main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except AcdcError as error:
-        print(f"acdc-discover: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except Exception as error:
-        setattr(error, RAISED_IN_RUN, True)  # an attribute survives the trip back from a launcher's worker process
-        raise
+def hydra_command(prog: str, run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]:
+    """``run`` as a Hydra task function: an AcdcError prints one line under ``prog`` and exits 2;
+    any other exception is marked as raised by the run (a bug, to keep its traceback)."""
+
+    def task(cfg: DictConfig) -> None:
+        try:
+            run(cfg)
+        except AcdcError as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as error:
+            setattr(error, RAISED_IN_RUN, True)  # an attribute survives the trip back from a launcher's worker process
+            raise
+
+    return task
 
 
 def _config_error(error: Exception) -> str:
@@ -118,11 +125,15 @@ def _config_error(error: Exception) -> str:
     )
 
 
-def main() -> None:
+def run_hydra_command(prog: str, config_name: str, run: Callable[[DictConfig], Any]) -> None:
+    """Run ``run`` under Hydra with ``conf/<config_name>.yaml``. Errors in the command line or the
+    config composition print one line naming the key and exit 2 (``HYDRA_FULL_ERROR=1`` restores
+    Hydra's own reports); errors in ``run`` as ``hydra_command`` says."""
     if not CONF_DIR.is_dir():
-        sys.exit(f"acdc-discover: error: config folder {CONF_DIR} not found (install with 'pip install -e .')")
-    register_configs()
-    entry = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_main)
+        sys.exit(f"{prog}: error: config folder {CONF_DIR} not found (install with 'pip install -e .')")
+    entry = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(
+        hydra_command(prog, run)
+    )
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's own reports
         entry()
         return
@@ -132,8 +143,13 @@ def main() -> None:
     except Exception as error:
         if getattr(error, RAISED_IN_RUN, False):  # not a config error: a bug, keep its traceback
             raise
-        print(f"acdc-discover: error: {_config_error(error)}", file=sys.stderr)
+        print(f"{prog}: error: {_config_error(error)}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    register_configs()
+    run_hydra_command("acdc-discover", "config", run)
 
 
 if __name__ == "__main__":

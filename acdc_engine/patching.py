@@ -357,7 +357,6 @@ class EdgePatcher:
 
         n_written = n_fixed
         for layer in range(start_layer, g.shape.n_layers):
-            block = model.blocks[layer]
             inputs = receiver_inputs(self._qkv_receivers[layer], 2 * layer)
             keep = head_input_mask[:, layer].permute(0, 2, 1)  # [C, 3, h]
             head_varies = (inputs.varies.view(3, n_heads) | (keep != keep[:1]).any(0)).any(0)  # [h]

@@ -14,22 +14,17 @@ AUC, CPR, CMD and seconds per method. What is computed: ``acdc_engine.evaluation
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import hydra
 import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from acdc_engine.config import Ablation, Device, Metric, register_configs
-from acdc_engine.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import MIB_FRACTIONS
-
-CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
 
 @dataclass
@@ -99,20 +94,12 @@ def run(cfg: DictConfig) -> Path:
     return out_dir
 
 
-def _main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except AcdcError as error:
-        print(f"acdc-evaluate: error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main() -> None:
-    if not CONF_DIR.is_dir():
-        sys.exit(f"acdc-evaluate: error: config folder {CONF_DIR} not found (install with 'pip install -e .')")
+    from acdc_engine.cli import run_hydra_command
+
     register_configs()
     ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
-    hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")(_main)()
+    run_hydra_command("acdc-evaluate", "evaluate", run)
 
 
 if __name__ == "__main__":
