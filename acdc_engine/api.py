@@ -42,7 +42,8 @@ def _as_task(task: Any, model: torch.nn.Module, task_params: dict[str, Any]) -> 
     raise AcdcError(f"task must be a task name, a TaskData, a dict or a (clean, corrupted) pair; got {type(task).__name__}")
 
 
-def _model_description(model: torch.nn.Module, name: str | None, split_input: bool) -> dict[str, Any]:
+def model_description(model: torch.nn.Module, name: str | None, split_input: bool) -> dict[str, Any]:
+    """The ``model`` block of a circuit file: ``name`` (default: the config's) and the graph's shape."""
     cfg = model.cfg
     return {
         "name": name or cfg.model_name,
@@ -232,7 +233,7 @@ def discover(
         head_input_scores=head_input_scores,
         metric=metric_values,
         threshold=threshold,
-        model=_model_description(model, model_name, split_input),
+        model=model_description(model, model_name, split_input),
         task=task_description,
         method=method_description,
         run={

@@ -19,10 +19,9 @@ work its circuit is built from (work lost to the kill after the last save is not
 The fingerprint holds the run's settings (the resolved config, flattened to dotted keys) and sha256
 hashes of the model (its HookedTransformerConfig fields; its state dict: names, dtypes, shapes,
 bytes) and of the task's tensors. Settings that cannot change the circuit are left out
-(``IGNORED``): ``progress``, ``resume``, the ``checkpoint`` settings, the batch size (decisions are
-the same for any batching, tests check it; scores can differ in the last bits, so a resumed run
-that names no batch size keeps the checkpoint's and then writes exactly the uninterrupted run's
-file), and the ``device`` choice: the model part records the device actually used instead
+(``IGNORED``): ``progress``, ``resume``, the ``checkpoint`` settings, the batch size (circuits and
+scores are the same for any batching, tests check it; a resumed run that names no batch size keeps
+the checkpoint's, so that even its pass counts are the uninterrupted run's), and the ``device`` choice: the model part records the device actually used instead
 (``auto`` can resolve differently on another machine, and float results can differ between
 devices). Resuming with a different fingerprint is refused, naming what differs.
 """

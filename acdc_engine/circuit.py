@@ -8,6 +8,7 @@ the emitted circuit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,24 @@ class Circuit:
     method: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def unscored(cls, graph: Graph, edge_kept: Tensor, head_input_kept: Tensor, **fields: Any) -> Circuit:
+        """A circuit given by its masks alone (a ground truth, a published circuit): its emitted
+        part is computed, its scores are NaN, ``metric`` is {} unless given; ``fields`` are the
+        constructor's descriptive ones (metric, model, task, method, extra, ...)."""
+        edge_in_graph, head_input_in_graph = on_input_to_logits_paths(graph, edge_kept, head_input_kept)
+        fields.setdefault("metric", {})
+        return cls(
+            graph=graph,
+            edge_kept=edge_kept,
+            head_input_kept=head_input_kept,
+            edge_in_graph=edge_in_graph,
+            head_input_in_graph=head_input_in_graph,
+            edge_scores=torch.full(edge_kept.shape, math.nan, dtype=torch.float64),
+            head_input_scores=torch.full(head_input_kept.shape, math.nan, dtype=torch.float64),
+            **fields,
+        )
 
     @property
     def n_edges(self) -> int:

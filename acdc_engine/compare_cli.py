@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if len(args.circuits) < 2:
             raise AcdcError("give at least two circuits to compare")
+        if not args.no_drawings and Path(args.out).exists() and not Path(args.out).is_dir():
+            raise AcdcError(f"--out {args.out} is a file, not a folder")
+        if args.json and Path(args.json).is_dir():
+            raise AcdcError(f"--json {args.json} is a folder, not a file")
         circuits = [load_circuit_or_reference(spec) for spec in args.circuits]
         comparison = compare_circuits(circuits, sources=args.circuits)
         print(comparison.report())
@@ -60,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             print("\ndiff drawings: " + ", ".join(str(p) for p in written))
     except AcdcError as error:
         print(f"acdc-compare: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # --out or --json names a place that cannot be written
+        target = error.filename2 or error.filename  # os.replace's target is filename2
+        print(f"acdc-compare: error: cannot write {target}: {error.strerror}", file=sys.stderr)
         return 2
     return 0
 

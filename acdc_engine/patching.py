@@ -131,8 +131,10 @@ class EdgePatcher:
                 for read, resid in self.clean_run.resid.items()
             }
             n_heads = model.cfg.n_heads
-            self._ablated_input_qkv = [
-                self._qkv(layer, self._ablated_input[2 * layer][:, :, None, None, :].expand(-1, -1, 3, n_heads, -1))
+            every_receiver = torch.arange(3 * n_heads, device=self.device)
+            self._ablated_input_qkv = [  # by _qkv_at, as a patched pass computes a receiver's q/k/v
+                self._qkv_at(layer, self._ablated_input[2 * layer][:, :, None, :].expand(-1, -1, 3 * n_heads, -1), every_receiver)
+                .unflatten(2, (3, n_heads))
                 for layer in range(graph.shape.n_layers)
             ]
             self._ablated_input_mlp_out = (
@@ -297,7 +299,10 @@ class EdgePatcher:
         take their clean outputs. A receiver whose mask column is the same in every circuit and
         that keeps no edge from a sender that differs between circuits gets the same input in every
         circuit: it, and a head or MLP all of whose receivers are like it, is computed once for the
-        batch; the rest per circuit.
+        batch; the rest per circuit. Either way a circuit's values are the same float bits as when
+        it is evaluated alone: sums run in one order on every path, and the q/k/v and MLP products are
+        called once per circuit (``_each_circuit``). The unembedding stays batched (one read of
+        W_U); its rows come out the same in any batch (tests check all of this bit for bit).
         """
         model, g = self.model, self.graph
         n_circuits = edge_mask.shape[0]
@@ -307,74 +312,82 @@ class EdgePatcher:
         n_fixed = self._senders_before[2 * start_layer]
         fixed_diff = self._clean_minus_ablated[:, :, :n_fixed]
         n_new = len(g.senders) - n_fixed
-        # out_u - out_u* of the senders computed in this pass: once for senders equal in every
-        # circuit (zero where a sender varies), per circuit for the varying ones, in slots
+        # out_u - out_u* of the senders computed in this pass, by sender: ``shared_diff`` holds the
+        # senders equal in every circuit (zero where one varies); ``circuit_diff`` (made at the first
+        # varying sender) holds every sender per circuit
         shared_diff = torch.zeros(n_prompts, n_pos, n_new, d_model, dtype=self.dtype, device=self.device)
-        varying_diff = torch.empty(n_circuits, n_prompts, n_pos, n_new, d_model, dtype=self.dtype, device=self.device)
-        varying: list[int] = []  # global sender index of each slot of varying_diff
+        circuit_diff: Tensor | None = None
+        varying = torch.zeros(len(g.senders), dtype=torch.bool, device=self.device)
 
         def receiver_inputs(receivers: Tensor, read_at: int, positions: Tensor | None = None) -> ReceiverInputs:
+            # Every receiver's input is summed as (fixed senders' rows + A_v) + this pass's senders'
+            # rows, whichever path computes it: a circuit's input does not depend on its batch.
             n_before = self._senders_before[read_at]
             at = slice(None) if positions is None else positions
             column = kept[:, :n_before, receivers]  # [C, s, R]
-            varies = (column != column[:1]).any(0).any(0)
-            if varying:
-                varies |= column[:, varying].any(0).any(0)
+            varies = (column != column[:1]).any(0).any(0) | column[:, varying[:n_before]].any(0).any(0)
             active = column[0].any(0) & ~varies
             base = self._ablated_input[read_at][:, at, None, :]
-            k = n_before - n_fixed
-            diffs = [(fixed_diff[:, at], slice(0, n_fixed))]
-            if k > 0:
-                diffs.append((shared_diff[:, at, :k], slice(n_fixed, n_before)))
+            fixed, new = slice(0, n_fixed), slice(n_fixed, n_before)
             shared = None
             if active.any():
                 mask = column[0][:, active].T  # [Ra, s]
-                shared = torch.matmul(mask[:, diffs[0][1]], diffs[0][0])
-                shared += base
-                for diff, where in diffs[1:]:
-                    shared += torch.matmul(mask[:, where], diff)
+                shared = _masked_sum(mask[:, fixed], fixed_diff[:, at]) + base
+                if n_before > n_fixed:
+                    shared = shared + _masked_sum(mask[:, new], shared_diff[:, at, : n_before - n_fixed])
             per_circuit = None
             if varies.any():
                 mask = column[:, :, varies].transpose(1, 2)  # [C, Rv, s]
                 n_varies = mask.shape[1]
-                per_circuit = base[None]
-                for diff, where in diffs:  # shared diffs: circuits folded into the matmul's rows
-                    rows = torch.matmul(mask[:, :, where].reshape(n_circuits * n_varies, -1), diff)
-                    per_circuit = per_circuit + rows.unflatten(2, (n_circuits, n_varies)).permute(2, 0, 1, 3, 4)
-                if varying:
-                    v = varying_diff[:, :, at, : len(varying)]
-                    per_circuit = per_circuit + torch.matmul(mask[:, None, None, :, varying], v)
+                rows = _masked_sum(mask[:, :, fixed].reshape(n_circuits * n_varies, -1), fixed_diff[:, at])
+                per_circuit = rows.unflatten(2, (n_circuits, n_varies)).permute(2, 0, 1, 3, 4) + base
+                if n_before > n_fixed:
+                    if circuit_diff is None:
+                        diffs = shared_diff[None, :, at, : n_before - n_fixed].expand(n_circuits, -1, -1, -1, -1)
+                    else:
+                        diffs = circuit_diff[:, :, at, : n_before - n_fixed]
+                    per_circuit = per_circuit + torch.stack(
+                        [_masked_sum(mask[c, :, new], diffs[c]) for c in range(n_circuits)]
+                    )
             return ReceiverInputs(varies, active, shared, per_circuit)
 
         def store(senders: Tensor, outputs: Tensor, is_varying: bool) -> None:
             """Record senders' outputs: [n, pos, s, d] (the same in every circuit) or [C, n, pos, s, d]."""
-            ablated = self.ablated.sender_out[:, :, senders]
+            nonlocal circuit_diff
+            diff = outputs - self.ablated.sender_out[:, :, senders]
+            slots = senders - n_fixed
             if is_varying:
-                varying_diff[:, :, :, len(varying) : len(varying) + len(senders)] = outputs - ablated
-                varying.extend(senders.tolist())
+                varying[senders] = True
+                if circuit_diff is None:
+                    circuit_diff = shared_diff[None].repeat(n_circuits, 1, 1, 1, 1)
+                circuit_diff[:, :, :, slots] = diff
             else:
-                shared_diff[:, :, senders - n_fixed] = outputs - ablated
+                shared_diff[:, :, slots] = diff
+                if circuit_diff is not None:
+                    circuit_diff[:, :, :, slots] = diff[None]
 
         n_written = n_fixed
         for layer in range(start_layer, g.shape.n_layers):
             inputs = receiver_inputs(self._qkv_receivers[layer], 2 * layer)
             keep = head_input_mask[:, layer].permute(0, 2, 1)  # [C, 3, h]
             head_varies = (inputs.varies.view(3, n_heads) | (keep != keep[:1]).any(0)).any(0)  # [h]
-            qkv_shared = self._ablated_input_qkv[layer].clone()  # receivers with no kept edge
+            # q/k/v from the receivers' inputs, before head inputs are cut: receivers with no kept
+            # edge have the all-ablated input's, those the same in every circuit are computed once
+            qkv_from_inputs = self._ablated_input_qkv[layer].clone()
             if inputs.shared is not None:
                 receivers = inputs.active.nonzero().flatten()
-                qkv_shared[:, :, receivers // n_heads, receivers % n_heads] = self._qkv_at(layer, inputs.shared, receivers)
-            qkv_shared = torch.where(keep[0, None, None, :, :, None], qkv_shared, self.ablated.qkv[layer])
+                qkv_from_inputs[:, :, receivers // n_heads, receivers % n_heads] = self._qkv_at(layer, inputs.shared, receivers)
             shared_heads = (~head_varies).nonzero().flatten()
             if len(shared_heads):
-                store(n_written + shared_heads, self._heads(layer, qkv_shared[:, :, :, shared_heads], shared_heads), False)
+                qkv = torch.where(keep[0, None, None, :, :, None], qkv_from_inputs, self.ablated.qkv[layer])
+                store(n_written + shared_heads, self._heads(layer, qkv[:, :, :, shared_heads], shared_heads), False)
             varying_heads = head_varies.nonzero().flatten()
             if len(varying_heads):
                 # q/k/v of the varying heads in every circuit: shared receivers broadcast, varying ones computed
-                qkv = qkv_shared[None].repeat(n_circuits, 1, 1, 1, 1, 1)
+                qkv = qkv_from_inputs[None].repeat(n_circuits, 1, 1, 1, 1, 1)
                 if inputs.per_circuit is not None:
                     receivers = inputs.varies.nonzero().flatten()
-                    computed = self._qkv_at(layer, inputs.per_circuit, receivers)  # [C, n, pos, Rv, d_head]
+                    computed = _each_circuit(lambda x: self._qkv_at(layer, x, receivers), inputs.per_circuit)  # [C, n, pos, Rv, d_head]
                     qkv[:, :, :, receivers // n_heads, receivers % n_heads] = computed
                 qkv = qkv[:, :, :, :, varying_heads]  # [C, n, pos, 3, hv, d_head]
                 ablated = self.ablated.qkv[layer][None, :, :, :, varying_heads]
@@ -386,7 +399,7 @@ class EdgePatcher:
                 inputs = receiver_inputs(self._mlp_receivers[layer], 2 * layer + 1)
                 mlp = torch.tensor([n_written], device=self.device)
                 if inputs.per_circuit is not None:
-                    store(mlp, self._mlp(layer, inputs.per_circuit.flatten(0, 1)).unflatten(0, (n_circuits, n_prompts)), True)
+                    store(mlp, _each_circuit(lambda x: self._mlp(layer, x), inputs.per_circuit), True)
                 elif inputs.shared is not None:
                     store(mlp, self._mlp(layer, inputs.shared), False)
                 else:
@@ -396,7 +409,7 @@ class EdgePatcher:
         logits_receiver = torch.tensor([g.receiver_index["logits"]], device=self.device)
         inputs = receiver_inputs(logits_receiver, 2 * g.shape.n_layers, self.positions)
         if inputs.per_circuit is not None:
-            return self._unembed(inputs.per_circuit[:, :, :, 0])
+            return self._unembed(inputs.per_circuit[:, :, :, 0])  # batched: it reads W_U once
         final = self._ablated_input[2 * g.shape.n_layers][None, :, self.positions] if inputs.shared is None else inputs.shared[None, :, :, 0]
         return self._unembed(final).expand(n_circuits, -1, -1, -1)
 
@@ -459,6 +472,24 @@ class ReceiverInputs:
     active: Tensor
     shared: Tensor | None
     per_circuit: Tensor | None
+
+
+def _each_circuit(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """fn applied to each circuit's slice x[c], stacked: the matrix products inside see the shapes
+    a lone circuit gives them (BLAS may sum a row differently when it has more rows to share out
+    between threads), so a circuit's values do not depend on its batch."""
+    return torch.stack([fn(x_c) for x_c in x.unbind(0)])
+
+
+def _masked_sum(mask: Tensor, diff: Tensor) -> Tensor:
+    """sum_s mask[r, s] * diff[..., s, :] -> [..., R, d], by one kind of BLAS call whatever R is.
+
+    mask [R, s], diff [..., s, d]. BLAS sums a row the same way for any number of rows but one (a
+    single row takes a matrix-vector kernel), so a lone row is computed beside a zero row.
+    """
+    if mask.shape[0] == 1:
+        return torch.matmul(torch.cat([mask, torch.zeros_like(mask)]), diff)[..., :1, :]
+    return torch.matmul(mask, diff)
 
 
 def _normalize(norm: torch.nn.Module, x: Tensor) -> Tensor:

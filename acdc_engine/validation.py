@@ -15,7 +15,8 @@ Every node typed by a schema dataclass (the model, task and method groups, the r
   - each number lies in its field's range, taken from the field's metadata
     (``field(default=2, metadata=bounds(ge=2))``) or else from the naming conventions in
     ``NAMED_BOUNDS``, so a new task's ``n_examples`` or ``corrupt_seed`` is checked without
-    registering anything;
+    registering anything; each number of a list field lies in the range its metadata gives
+    (``acdc-evaluate``'s ``thresholds`` and ``fractions``);
   - the dataclass is built from the values, so its ``__post_init__`` can check rules that span
     fields (EAP's "exactly one of top_n and score_threshold"); an AcdcError from it is reported
     under the node's key.
@@ -87,6 +88,8 @@ def _check_node(node: DictConfig | ListConfig, path: str) -> None:
         value = _resolved(node, key, where)
         if isinstance(value, (DictConfig, ListConfig)):
             _check_node(value, where)
+            if fields is not None and isinstance(value, ListConfig):
+                _check_items(fields[key], value, where)
             continue
         _check_representable(value, where)
         if fields is not None:
@@ -121,15 +124,26 @@ def _check_field(spec: dataclasses.Field, value: Any, where: str) -> None:
         )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
-    rules = {key: spec.metadata[key] for key in _COMPARISONS if key in spec.metadata}
-    if not rules:
-        rules = _named_bounds(spec.name, value)
-    for key, bound in rules.items():
-        holds = _COMPARISONS[key][0]
-        if not holds(value, bound):
-            wanted = " and ".join(f"{_COMPARISONS[k][1]} {b}" for k, b in rules.items())
-            noun = "a finite number " if isinstance(value, float) else ""
-            raise AcdcError(f"{where} must be {noun}{wanted}, got {value}")
+    _check_bounds(_metadata_bounds(spec) or _named_bounds(spec.name, value), value, where)
+
+
+def _check_items(spec: dataclasses.Field, items: ListConfig, where: str) -> None:
+    """Each number of a list field against the bounds in the field's metadata (``thresholds[1]``)."""
+    rules = _metadata_bounds(spec)
+    for i, item in enumerate(items):
+        if rules and not isinstance(item, bool) and isinstance(item, (int, float)):
+            _check_bounds(rules, item, f"{where}[{i}]")
+
+
+def _metadata_bounds(spec: dataclasses.Field) -> dict[str, float]:
+    return {key: spec.metadata[key] for key in _COMPARISONS if key in spec.metadata}
+
+
+def _check_bounds(rules: dict[str, float], value: int | float, where: str) -> None:
+    if not all(_COMPARISONS[key][0](value, bound) for key, bound in rules.items()):
+        wanted = " and ".join(f"{_COMPARISONS[k][1]} {b}" for k, b in rules.items())
+        noun = "a finite number " if isinstance(value, float) else ""
+        raise AcdcError(f"{where} must be {noun}{wanted}, got {value}")
 
 
 def _named_bounds(name: str, value: int | float) -> dict[str, float]:

@@ -9,7 +9,10 @@ A case is MODEL:TASK:TRUTH (see experiments/cases.py); one whose model, task or 
 available is skipped with its reason, printed under the table. Per case: ACDC's threshold sweep
 (the default thresholds of ``acdc_engine.evaluation.methods``, or --thresholds), EAP and EAP-IG
 ranked by |score|; edge- and node-level AUC (ACDC paper's convention: trapezoid rule through the
-points, (0, 0) and (1, 1)). ``acdc-evaluate`` draws the curves for one case.
+points, (0, 0) and (1, 1)). "truth faithfulness" is the truth circuit's own normalised
+faithfulness under the row's metric and ablation: how much of the model's behaviour the truth
+explains (1 for a complete truth; a low value marks a truth that is only part of the mechanism).
+``acdc-evaluate`` draws the curves for one case.
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ from acdc_engine.errors import AcdcError
 from acdc_engine.evaluation.methods import LABELS, METHODS, compare_methods
 from acdc_engine.evaluation.tables import markdown_table
 
-DEFAULT_CASES = (  # the trained testbeds have no ground-truth circuit file yet
+DEFAULT_CASES = (
     "tracr-reverse:tracr-reverse:tracr-reverse",
     "tracr-reverse:tracr-reverse:tracr-reverse-acdc-paper",
     "tracr-proportion:tracr-proportion:tracr-proportion",
     "tracr-proportion:tracr-proportion:tracr-proportion-acdc-paper",
     "tracr-hist:tracr-hist:tracr-hist",
     "tracr-sort:tracr-sort:tracr-sort",
+    "toy-induction-2l:induction:toy-induction-2l",
+    "toy-induction-mlp-2l:induction:toy-induction-mlp-2l",
+    "toy-predecessor-2l:predecessor:toy-predecessor-2l",
 )
 
 
@@ -69,11 +75,12 @@ def main() -> int:
             s = comparison.setting
             print(f"{case.spec} ({ablation}): {time.perf_counter() - start:.1f} s", file=sys.stderr)
             aucs = {level: [f"{comparison.results[m].roc[level].auc:.3f}" for m in METHODS] for level in ("edge", "node")}
-            rows.append([case.model_name, case.task_name, case.truth_spec, str(s["edges"]), ablation, s["metric"], s["gradient_metric"],
+            rows.append([case.model_name, case.task_name, case.truth_spec, f'{s["truth_faithfulness"]:.3f}', str(s["edges"]), ablation,
+                         s["metric"], s["gradient_metric"],
                          *aucs["edge"], *aucs["node"]])
             records[f"{case.spec} ({ablation})"] = comparison.to_dict()
 
-    header = ["model", "task", "truth", "edges", "ablation", "metric", "EAP metric",
+    header = ["model", "task", "truth", "truth faithfulness", "edges", "ablation", "metric", "EAP metric",
               *(f"{LABELS[m]} edge AUC" for m in METHODS), *(f"{LABELS[m]} node AUC" for m in METHODS)]
     print(markdown_table(header, rows) if rows else "(no case could run)")
     print(f"\nMeasured on {machine_line()}.")

@@ -16,13 +16,12 @@ field records the source, the classes of components and the class-to-class conne
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from acdc_engine.circuit import Circuit, on_input_to_logits_paths
+from acdc_engine.circuit import Circuit
 from acdc_engine.graph import QKV, GraphShape, build_graph, head_name, head_receiver_name, mlp_name
 from acdc_engine.reference_circuits import FOLDER
 
@@ -114,16 +113,10 @@ def published_circuit(
     head_kept = torch.zeros(shape.n_layers, shape.n_heads, 3, dtype=torch.bool)
     for name in head_inputs:
         head_kept[graph.parse_head_input(name)] = True
-    edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, edge_kept, head_kept)
-    return Circuit(
-        graph=graph,
-        edge_kept=edge_kept,
-        head_input_kept=head_kept,
-        edge_in_graph=edge_in_graph,
-        head_input_in_graph=head_in_graph,
-        edge_scores=torch.full(edge_kept.shape, math.nan, dtype=torch.float64),
-        head_input_scores=torch.full(head_kept.shape, math.nan, dtype=torch.float64),
-        metric={},
+    return Circuit.unscored(
+        graph,
+        edge_kept,
+        head_kept,
         model={"name": model_name, "n_layers": shape.n_layers, "n_heads": shape.n_heads, "attn_only": not shape.has_mlp, "split_input": False},
         task={"name": task},
         method={"name": "published", "source": f"{reference['paper']}; edges as encoded in {reference['encoding']}"},

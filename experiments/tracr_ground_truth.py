@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from acdc_engine.circuit import Circuit, on_input_to_logits_paths
+from acdc_engine.circuit import Circuit
 from acdc_engine.graph import build_graph
 from acdc_engine.metrics import make_metric
 from acdc_engine.patching import EdgePatcher
@@ -109,22 +109,16 @@ def paper_circuit(model: torch.nn.Module, name: str) -> Circuit:
     heads = torch.zeros(graph.shape.n_layers, graph.shape.n_heads, 3, dtype=torch.bool)
     for head_input in paper["head_inputs"]:
         heads[graph.parse_head_input(head_input)] = True
-    edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, edges, heads)
-    if not (torch.equal(edge_in_graph, edges) and torch.equal(head_in_graph, heads)):
-        raise SystemExit(f"{name}: the translated paper circuit has parts off every input-to-logits path")
-    nan = torch.full(edges.shape, float("nan"), dtype=torch.float64)
-    return Circuit(
-        graph=graph,
-        edge_kept=edges,
-        head_input_kept=heads,
-        edge_in_graph=edge_in_graph,
-        head_input_in_graph=head_in_graph,
-        edge_scores=nan,
-        head_input_scores=torch.full(heads.shape, float("nan"), dtype=torch.float64),
-        metric={},
+    circuit = Circuit.unscored(
+        graph,
+        edges,
+        heads,
         model=describe_model(model, split_input=True),
         method={"name": "acdc-paper", "source": REFERENCE_SOURCE.format(function=paper["function"])},
     )
+    if not (torch.equal(circuit.edge_in_graph, edges) and torch.equal(circuit.head_input_in_graph, heads)):
+        raise SystemExit(f"{name}: the translated paper circuit has parts off every input-to-logits path")
+    return circuit
 
 
 def main() -> None:

@@ -40,3 +40,17 @@ def random_task(d_vocab: int = 20, n_prompts: int = 6, n_pos: int = 7, seed: int
     answers = torch.randint(0, d_vocab, (n_prompts, len(positions)), generator=g)
     wrong = torch.randint(0, d_vocab, (n_prompts, len(positions)), generator=g)
     return TaskData("random", clean, corrupted, positions, answers, wrong)
+
+
+def speculative_batch(graph, generator, n_circuits, start_layer):
+    """Circuits as ACDC batches them: one shared circuit, each copy missing a few more edges and
+    (in some copies) head inputs at or above ``start_layer``, everything below it intact."""
+    above = torch.tensor(graph.receiver_layer) >= 2 * start_layer
+    shared = graph.full_edge_mask() & ~((torch.rand(graph.edge_exists.shape, generator=generator) < 0.3) & above)
+    edges = shared[None].repeat(n_circuits, 1, 1)
+    heads = graph.full_head_input_mask()[None].repeat(n_circuits, 1, 1, 1)
+    for c in range(n_circuits):
+        edges[c] &= ~((torch.rand(graph.edge_exists.shape, generator=generator) < 0.05) & above)
+        if c % 3 == 0:
+            heads[c, start_layer:] &= torch.rand(heads[c, start_layer:].shape, generator=generator) > 0.2
+    return edges, heads

@@ -142,3 +142,57 @@ def test_acdc_compare_names_a_missing_file(tmp_path, capsys):
     code = acdc_compare([str(tmp_path / "nothing.json"), str(tmp_path / "other.json"), "--no-drawings"])
     assert code == 2
     assert "nothing.json" in capsys.readouterr().err
+
+
+def compare_error(capsys, *argv):
+    """Run acdc-compare, expecting exit status 2; its stderr (which must be one line)."""
+    code = acdc_compare([str(arg) for arg in argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("acdc-compare: error: ")
+    return err
+
+
+def test_acdc_compare_reports_a_missing_file_in_one_line(tmp_path, capsys):
+    err = compare_error(capsys, tmp_path / "nothing.json", "tracr-reverse")
+    assert "no circuit file" in err and "nothing.json" in err
+
+
+def test_acdc_compare_reports_invalid_json_with_file_and_line(tmp_path, capsys):
+    (tmp_path / "broken.json").write_text('{"model": {\n  "name": oops}}')
+    err = compare_error(capsys, tmp_path / "broken.json", "tracr-reverse")
+    assert "broken.json: not valid JSON at line 2" in err
+
+
+def test_acdc_compare_reports_a_file_of_another_format_by_field(tmp_path, capsys):
+    (tmp_path / "other.json").write_text('{"format": "mib/graph", "version": 1}')
+    err = compare_error(capsys, tmp_path / "other.json", "tracr-reverse")
+    assert "other.json: field 'format' is 'mib/graph', expected 'acdc-engine/circuit'" in err
+
+
+def test_acdc_compare_asks_for_at_least_two_circuits(capsys):
+    assert "give at least two circuits" in compare_error(capsys, "tracr-reverse")
+
+
+def test_acdc_compare_rejects_an_unknown_level_with_argparse_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        acdc_compare(["tracr-reverse", "tracr-reverse", "--level", "edge"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.splitlines()[-1] == "acdc-compare: error: argument --level: invalid choice: 'edge' (choose from 'name', 'role')"
+
+
+def test_acdc_compare_rejects_an_out_folder_that_is_a_file_before_comparing(tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    err = compare_error(capsys, "tracr-reverse", "tracr-reverse", "--out", tmp_path / "taken")
+    assert "--out" in err and "is a file, not a folder" in err
+
+
+def test_acdc_compare_rejects_a_json_report_path_that_is_a_folder(tmp_path, capsys):
+    assert "is a folder, not a file" in compare_error(capsys, "tracr-reverse", "tracr-reverse", "--json", tmp_path)
+
+
+def test_acdc_compare_reports_an_unwritable_out_folder_without_a_traceback(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    err = compare_error(capsys, "tracr-reverse", "tracr-reverse", "--out", tmp_path / "file" / "diffs")
+    assert err.startswith(f"acdc-compare: error: cannot write {tmp_path / 'file' / 'diffs'}")

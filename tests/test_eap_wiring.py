@@ -1,7 +1,6 @@
-"""Proposed: EAP / EAP-IG through discover() and the circuit file (needs the api.py wiring)."""
+"""EAP and EAP-IG through discover() and the circuit file."""
 
 import pytest
-import torch
 from factories import random_task, small_model
 
 from acdc_engine import AcdcError, discover, load_circuit

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from acdc_engine import discover
+from acdc_engine.evaluation.testbed_truth import attention_patterns, offset_scores
 from acdc_engine.tasks import make_induction
 
 HALF = 8
@@ -37,26 +38,10 @@ def test_shipped_model_does_induction(toy_induction_model, task):
     assert accuracy > 0.9  # chance is 1/63
 
 
-def attention_patterns(model, tokens):
-    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
-    return [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)]
-
-
-def previous_token_scores(pattern):
-    """Mean attention from position i to i-1, per head. pattern: [batch, head, query, key]."""
-    n_pos = pattern.shape[-1]
-    return pattern[:, :, torch.arange(1, n_pos), torch.arange(0, n_pos - 1)].mean((0, 2))
-
-
-def induction_scores(pattern):
-    """Mean attention from a repeated token to the token after its first occurrence, per head."""
-    queries = torch.arange(HALF + 1, 2 * HALF + 1)
-    return pattern[:, :, queries, queries - HALF + 1].mean((0, 2))
-
-
 def test_circuit_has_a_previous_token_head_feeding_an_induction_heads_key(toy_induction_model, task):
     layer0, layer1 = attention_patterns(toy_induction_model, task.clean)
-    prev_scores, ind_scores = previous_token_scores(layer0), induction_scores(layer1)
+    # previous token: offset 1; induction: from a repeated token to the one after its first occurrence
+    prev_scores, ind_scores = offset_scores(layer0, 1), offset_scores(layer1, HALF - 1, torch.arange(HALF + 1, 2 * HALF + 1))
     prev_head, induction_head = int(prev_scores.argmax()), int(ind_scores.argmax())
     assert prev_scores[prev_head] > 0.5 and ind_scores[induction_head] > 0.5
 

@@ -2,11 +2,15 @@
 
 import copy
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from acdc_engine import AcdcError, load_circuit
-from acdc_engine.io import circuit_from_dict
+from acdc_engine.io import _host_tag, atomic_write_bytes, circuit_from_dict, remove_stale_temporaries
 
 
 def test_circuit_has_both_kept_and_removed_edges(small_circuit):
@@ -121,3 +125,43 @@ def test_saved_files_get_the_usual_permissions(small_circuit, tmp_path):
     os.umask(umask)
     mode = small_circuit.save(tmp_path / "c.json").stat().st_mode & 0o777
     assert mode == 0o666 & ~umask
+
+
+# --- temporary files of killed writers -----------------------------------------------------------
+
+
+def killed_writer(folder):
+    """The temporary file a process leaves when it dies (as if killed) inside atomic_write_bytes."""
+    script = textwrap.dedent(f"""
+        import os
+        from acdc_engine import io
+        os.fsync = lambda fd: os._exit(9)  # die after writing the temporary file, before the rename
+        io.atomic_write_bytes({str(folder / "circuit.json")!r}, b"half")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 9, result.stderr
+    (tmp,) = folder.glob(".circuit.json.*.tmp")
+    return tmp
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write_into_its_folder(tmp_path):
+    stale = killed_writer(tmp_path)
+    atomic_write_bytes(tmp_path / "checkpoint.safetensors", b"state")
+    assert not stale.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.safetensors"]
+
+
+def test_temporary_files_of_live_writers_other_machines_and_other_programs_are_kept(tmp_path):
+    stale = killed_writer(tmp_path)
+    dead_pid = stale.name.split(".")[-3].split("-")[1]
+    other_host = format(int(_host_tag(), 16) ^ 1, "08x")
+    kept = [
+        tmp_path / f".circuit.json.{_host_tag()}-{os.getpid()}.abc123_x.tmp",  # this live process
+        tmp_path / f".circuit.json.{other_host}-{dead_pid}.abc123_x.tmp",  # another machine's
+        tmp_path / ".circuit.json.abc123_x.tmp",  # no writer named
+        tmp_path / "notes.tmp",
+    ]
+    for path in kept:
+        path.write_bytes(b"")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert all(path.exists() for path in kept)

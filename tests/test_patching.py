@@ -6,7 +6,7 @@ from naive_reference import naive_patched_logits
 
 from acdc_engine import AcdcError, build_graph
 from acdc_engine.patching import EdgePatcher
-from factories import random_task, small_model
+from factories import random_task, small_model, speculative_batch
 
 
 def patcher_for(model, task, ablation="resample"):
@@ -69,6 +69,41 @@ def test_circuits_stacked_on_the_batch_axis_match_one_at_a_time():
     stacked = patcher.logits(torch.stack([e for e, _ in masks]), torch.stack([h for _, h in masks]))
     for i, (edges, heads) in enumerate(masks):
         torch.testing.assert_close(stacked[i], patcher.logits(edges, heads), atol=1e-12, rtol=0)
+
+
+def assert_batch_invariant(model, task, start_layers, sizes=(2, 3, 8)):
+    graph, patcher = patcher_for(model, task)
+    generator = torch.Generator().manual_seed(0)
+    for start_layer in start_layers:
+        for n_circuits in sizes:
+            edges, heads = speculative_batch(graph, generator, n_circuits, start_layer)
+            batched = patcher.logits(edges, heads, start_layer)
+            for c in range(n_circuits):
+                assert torch.equal(batched[c], patcher.logits(edges[c], heads[c], start_layer)), (start_layer, n_circuits, c)
+
+
+@pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
+def test_float32_logits_of_a_circuit_are_bit_identical_alone_and_in_any_batch(attn_only):
+    model = small_model(attn_only=attn_only, seed=3, dtype=torch.float32)
+    assert_batch_invariant(model, random_task(n_prompts=8, n_pos=9, seed=3), start_layers=(0, 1))
+
+
+def test_wide_mlp_logits_are_bit_identical_alone_and_in_a_batch():
+    # at GPT-2's widths, a batched MLP product with 2 threads sums rows differently than a lone one
+    model = small_model(attn_only=False, seed=5, n_layers=1, n_heads=12, d_model=768, d_head=64, d_mlp=3072,
+                        d_vocab=500, n_ctx=16, dtype=torch.float32)
+    assert_batch_invariant(model, random_task(d_vocab=500, n_prompts=8, n_pos=16, seed=5), start_layers=(0,), sizes=(8,))
+
+
+def test_a_head_input_cut_in_the_first_circuit_of_a_batch_stays_in_the_others():
+    model = small_model(attn_only=True, seed=1)
+    graph, patcher = patcher_for(model, random_task())
+    edges = graph.full_edge_mask()[None].repeat(2, 1, 1)
+    heads = graph.full_head_input_mask()[None].repeat(2, 1, 1, 1)
+    heads[0][graph.parse_head_input("a1.h0<q>")] = False
+    batched = patcher.logits(edges, heads, start_layer=1)
+    torch.testing.assert_close(batched[1], patcher.logits(edges[1], heads[1], start_layer=1), atol=1e-12, rtol=0)
+    assert not torch.allclose(batched[0], batched[1])
 
 
 def test_logits_are_returned_only_at_the_requested_positions():

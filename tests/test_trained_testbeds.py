@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from acdc_engine import AcdcError, discover
+from acdc_engine.evaluation.testbed_truth import attention_patterns, offset_scores
 from acdc_engine.models import WEIGHTS, load_model
 from acdc_engine.tasks import make_induction
 from acdc_engine.tasks.predecessor import make_predecessor
@@ -42,18 +43,6 @@ def induction_task():
 @pytest.fixture(scope="module")
 def predecessor_task():
     return make_predecessor(d_vocab=64)
-
-
-def attention_patterns(model, tokens):
-    """Per layer, the attention pattern [batch, head, query, key]."""
-    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
-    return [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)]
-
-
-def offset_scores(pattern, offset, queries=None):
-    """Mean attention from position i to i - offset, per head, over ``queries`` (default: every i >= offset)."""
-    queries = torch.arange(offset, pattern.shape[-1]) if queries is None else queries
-    return pattern[:, :, queries, queries - offset].mean((0, 2))
 
 
 # --- the shipped files ------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Validation with clear errors: run configs, circuit files and datasets fail with an AcdcError that
 names the key, the field, or the file and line."""
 
-import json
 import os
 import subprocess
 import sys
@@ -86,6 +85,45 @@ def test_interpolation_that_fails_is_reported_by_its_key(composed):
         validate_config(cfg)
 
 
+@pytest.fixture(scope="module")
+def composed_evaluate():
+    """composed_evaluate(*overrides) -> the run config, as acdc-evaluate composes it."""
+    from acdc_engine.evaluation.cli import register_evaluate_configs
+
+    register_evaluate_configs()
+
+    def compose_with(*overrides):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("evaluate", overrides=list(overrides))
+
+    return compose_with
+
+
+def test_shipped_evaluate_config_passes_validation(composed_evaluate):
+    validate_config(composed_evaluate("thresholds=[0,0.01]", "model=tracr-reverse", "task=tracr-reverse"))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["thresholds=[0.1,-1]"], "thresholds[1] must be a finite number >= 0, got -1.0"),
+        (["thresholds=[inf]"], "thresholds[0] must be a finite number, got inf"),
+        (["fractions=[0.5,2]"], "fractions[1] must be a finite number > 0 and <= 1, got 2.0"),
+        (["steps=0"], "steps must be >= 1, got 0"),
+        (["batch_size=0"], "batch_size must be >= 1, got 0"),
+        (["task.n_prompts=0"], "task.n_prompts must be >= 1, got 0"),
+        (["+task.colour=blue"], "unknown key task.colour; InductionTaskConfig has name"),
+        (["fractions=[0.5,0.1]"], "config: fractions must be increasing numbers in (0, 1]"),
+        (["methods=[acdc,eep]"], "config: unknown or no methods ['eep']; choose from acdc, eap, eap-ig"),
+        (["thresholds=[]"], "config: give at least one threshold"),
+    ],
+)
+def test_evaluate_config_out_of_range_value_is_rejected_naming_the_key(composed_evaluate, overrides, message):
+    with pytest.raises(AcdcError) as error:
+        validate_config(composed_evaluate(*overrides))
+    assert str(error.value).startswith(message)
+
+
 @dataclass
 class NewTaskConfig:
     """A task schema as another module would declare it: no registration with the validator."""
@@ -165,6 +203,18 @@ def test_cli_turns_an_error_inside_hydra_into_one_line_and_exit_status_2(monkeyp
         run_main_in_process(monkeypatch, tmp_path, "task=null")
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("acdc-discover: error: cannot compose the config from the command line (ValueError")
+
+
+def test_acdc_evaluate_rejects_an_out_of_range_value_in_one_line_before_loading_anything(monkeypatch, tmp_path, capsys):
+    from acdc_engine.evaluation import cli as evaluate_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.setattr(sys, "argv", ["acdc-evaluate", "model.name=no-such-model", "truth=no-such-file", "thresholds=[-1]"])
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_cli.main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "acdc-evaluate: error: thresholds[0] must be a finite number >= 0, got -1.0"
 
 
 # --- circuit files ---------------------------------------------------------------------------

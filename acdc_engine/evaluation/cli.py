@@ -7,9 +7,11 @@ faithfulness curves, as CSV, JSON, PNG and SVG in the Hydra run folder.
     acdc-evaluate -m model=a,b task=... hydra/launcher=local  # several at once (see README)
 
 Config: ``conf/evaluate.yaml`` (model/ and task/ groups as for ``acdc-discover``), checked against
-``EvaluateConfig``. Writes roc.csv, roc.json, roc.png, roc.svg (with a truth) and faithfulness.csv,
-faithfulness.json, faithfulness.png, faithfulness.svg, and prints a Markdown table of edge and node
-AUC, CPR, CMD and seconds per method. What is computed: ``acdc_engine.evaluation.methods``.
+``EvaluateConfig`` and then, before anything loads, by ``acdc_engine.validation.validate_config`` as
+``acdc-discover``'s is (one line naming the key: ``thresholds[0] must be a finite number >= 0``).
+Writes roc.csv, roc.json, roc.png, roc.svg (with a truth) and faithfulness.csv, faithfulness.json,
+faithfulness.png, faithfulness.svg, and prints a Markdown table of edge and node AUC, CPR, CMD and
+seconds per method. What is computed: ``acdc_engine.evaluation.methods``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from acdc_engine.config import Ablation, Device, Metric, register_configs
-from acdc_engine.evaluation.faithfulness import MIB_FRACTIONS
+from acdc_engine.errors import AcdcError
+from acdc_engine.evaluation.faithfulness import MIB_FRACTIONS, check_fractions
+from acdc_engine.validation import bounds
 
 
 @dataclass
@@ -33,12 +37,13 @@ class EvaluateConfig:
     task: Any = MISSING
     truth: Optional[str] = None  # a circuit file, or the name of a shipped circuit; null: no ROC
     methods: list[str] = field(default_factory=lambda: ["acdc", "eap", "eap-ig"])
-    thresholds: Optional[list[float]] = None  # ACDC's; null: 0 and 16 log-spaced, 1e-4..1 x metric range
+    # ACDC's; null: 0 and 16 log-spaced, 1e-4..1 x metric range
+    thresholds: Optional[list[float]] = field(default=None, metadata=bounds(ge=0))
     metric: Optional[Metric] = None  # ACDC's and every measurement's; null: the task's default
     gradient_metric: Optional[Metric] = None  # EAP/EAP-IG scoring; null: the metric, logit_diff for kl and l2
     ablation: Ablation = Ablation.resample
     steps: int = 5  # EAP-IG
-    fractions: list[float] = field(default_factory=lambda: list(MIB_FRACTIONS))  # MIB's top-k circuits
+    fractions: list[float] = field(default_factory=lambda: list(MIB_FRACTIONS), metadata=bounds(gt=0, le=1))  # MIB's top-k
     batch_size: Optional[int] = None  # ACDC candidates per pass; null: from free memory
     save_circuits: bool = False  # also write the ACDC sweep's circuit files (circuits/threshold_<t>.json)
     seed: int = 0
@@ -46,13 +51,25 @@ class EvaluateConfig:
     progress: bool = False
     defaults: list[Any] = field(default_factory=list)
 
+    def __post_init__(self) -> None:  # run by acdc_engine.validation on the composed values
+        from acdc_engine.evaluation.methods import METHODS
+
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise AcdcError(f"unknown or no methods {list(unknown or self.methods)}; choose from {', '.join(METHODS)}")
+        if self.thresholds is not None and not self.thresholds:
+            raise AcdcError("give at least one threshold, or thresholds=null for the default sweep")
+        check_fractions(self.fractions)
+
 
 def run(cfg: DictConfig) -> Path:
     """Evaluate the methods as ``cfg`` says; write the files into the run folder and return it."""
     from acdc_engine.compare import load_circuit_or_reference
     from acdc_engine.evaluation.methods import compare_methods
     from acdc_engine.models import load_model
+    from acdc_engine.validation import validate_config
 
+    validate_config(cfg)  # ranges and rules across fields, as acdc-discover checks them, before any loading
     truth = load_circuit_or_reference(cfg.truth) if cfg.truth is not None else None
     torch.manual_seed(cfg.seed)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -94,11 +111,16 @@ def run(cfg: DictConfig) -> Path:
     return out_dir
 
 
+def register_evaluate_configs() -> None:
+    """Register the schemas ``conf/evaluate.yaml`` names (those of acdc-discover and EvaluateConfig)."""
+    register_configs()
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+
+
 def main() -> None:
     from acdc_engine.cli import run_hydra_command
 
-    register_configs()
-    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+    register_evaluate_configs()
     run_hydra_command("acdc-evaluate", "evaluate", run)
 
 

@@ -233,6 +233,9 @@ def compare_methods(
         "edges": evaluator.graph.n_edges,
         "metric_full": evaluator.full,
         "metric_empty": evaluator.empty,
+        "truth_faithfulness": (
+            float(evaluator.faithfulness(evaluator.metrics(*evaluator.circuit_masks([truth])))[0]) if truth is not None else None
+        ),
         "thresholds": list(thresholds) if "acdc" in methods else None,
         "fractions": list(fractions),
         "steps": steps,

@@ -78,7 +78,7 @@ class AcdcState:
     metric_full: the full model's metric.
     forward_passes, candidates_tested: counters so far.
     window, batch_size: the speculative window of the next batch and its cap; they change the
-        number of passes (and scores in the last bits), never the circuit.
+        number of passes, never the circuit or its scores.
     cur_source: (edge mask, head input mask, start layer) of the circuit ``cur`` was measured on
         when that value came from a batch of several circuits (see ``run_acdc`` on near-ties);
         None when it is the value a lone evaluation gives.
@@ -185,7 +185,8 @@ def _is_skipped(candidate: Candidate, skip: Tensor | None) -> bool:
 
 def near_tie_margin(m: float, cur: float) -> float:
     """How close to the threshold a batched score must lie to be re-measured alone: far above the
-    last-bit differences batching causes (about 1e-7 of the metric's scale in float32)."""
+    last-bit differences that batching could cause on a backend whose kernels sum a row
+    differently in a larger batch (about 1e-7 of the metric's scale in float32)."""
     return 1e-5 * (1.0 + abs(m) + abs(cur))
 
 
@@ -217,12 +218,13 @@ def run_acdc(
     run of removals seen before a kept candidate. Any window gives the same circuit.
     ``stop_after`` visits only that many candidates of the order (benchmarks time a prefix); the
     rest stay in the circuit untested.
-    Near-ties are decided on lone evaluations. Float results depend in their last bits on how
-    many circuits share a pass (matrix kernels sum in a shape-dependent order). So when a score
-    from a batch of several circuits lies within ``near_tie_margin`` of the threshold, the
-    candidate's circuit, and the circuit ``cur`` came from if that value was batched too, are
-    evaluated alone (as batch size 1 evaluates them) and the decision is taken on those values:
-    the circuit is the same for every batch size, while recorded scores can differ in the last bits.
+    Near-ties are decided on lone evaluations. The engine's patched pass gives a circuit the same
+    float bits alone and in a batch (``EdgePatcher.logits``; tested on CPU), but an ``evaluate``
+    need not (a GPU's kernels may sum a row differently in a larger batch). So when a score from
+    a batch of several circuits lies within ``near_tie_margin`` of the threshold, the candidate's
+    circuit, and the circuit ``cur`` came from if that value was batched too, are evaluated alone
+    (as batch size 1 evaluates them) and the decision is taken on those values: the circuit is the
+    same for every batch size whatever the backend.
     ``skip`` [S, R] bool marks edges to remove untested at their turn, like moot ones (method acdc-eap).
     ``resume`` continues from a saved state (``AcdcState``) instead of the full model: the result is
     the uninterrupted run's. ``checkpointer`` receives the state between batches when it says a

@@ -22,7 +22,6 @@ dataset it may carry none (tracr's always-attend-to-BOS terms, for instance).
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -105,15 +104,10 @@ def structural_circuit(model: Any, residual_labels: list[str] | None = None, spl
     for layer, head, x in head_in_graph.nonzero().tolist():
         receiver = head_receiver_name(layer, head, QKV[x])
         subspaces[receiver] = [labels[d] for d in reads[graph.receiver_index[receiver]].nonzero().flatten().tolist()]
-    return Circuit(
-        graph=graph,
-        edge_kept=edge_in_graph.clone(),
-        head_input_kept=head_in_graph.clone(),
-        edge_in_graph=edge_in_graph,
-        head_input_in_graph=head_in_graph,
-        edge_scores=torch.full(edges.shape, math.nan, dtype=torch.float64),
-        head_input_scores=torch.full(head_inputs.shape, math.nan, dtype=torch.float64),
-        metric={},
+    return Circuit.unscored(
+        graph,
+        edge_in_graph,
+        head_in_graph,
         model=describe_model(model, split_input),
         task={"name": cfg.model_name},
         method={"name": "tracr-structure", "rule": RULE},
