@@ -332,9 +332,10 @@ class EdgePatcher:
             shared = None
             if active.any():
                 mask = column[0][:, active].T  # [Ra, s]
-                shared = _masked_sum(mask[:, fixed], fixed_diff[:, at]) + base
+                shared = _masked_sum(mask[:, fixed], fixed_diff[:, at])
+                shared += base
                 if n_before > n_fixed:
-                    shared = shared + _masked_sum(mask[:, new], shared_diff[:, at, : n_before - n_fixed])
+                    shared += _masked_sum(mask[:, new], shared_diff[:, at, : n_before - n_fixed])
             per_circuit = None
             if varies.any():
                 mask = column[:, :, varies].transpose(1, 2)  # [C, Rv, s]
@@ -346,7 +347,7 @@ class EdgePatcher:
                         diffs = shared_diff[None, :, at, : n_before - n_fixed].expand(n_circuits, -1, -1, -1, -1)
                     else:
                         diffs = circuit_diff[:, :, at, : n_before - n_fixed]
-                    per_circuit = per_circuit + torch.stack(
+                    per_circuit += torch.stack(
                         [_masked_sum(mask[c, :, new], diffs[c]) for c in range(n_circuits)]
                     )
             return ReceiverInputs(varies, active, shared, per_circuit)
