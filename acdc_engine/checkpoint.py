@@ -21,9 +21,9 @@ hashes of the model (its HookedTransformerConfig fields; its state dict: names, 
 bytes) and of the task's tensors. Settings that cannot change the circuit are left out
 (``IGNORED``): ``progress``, ``resume``, the ``checkpoint`` settings, the batch size (circuits and
 scores are the same for any batching, tests check it; a resumed run that names no batch size keeps
-the checkpoint's, so that even its pass counts are the uninterrupted run's), and the ``device`` choice: the model part records the device actually used instead
-(``auto`` can resolve differently on another machine, and float results can differ between
-devices). Resuming with a different fingerprint is refused, naming what differs.
+the checkpoint's, so that even its pass counts are the uninterrupted run's), and the ``device``
+choice: the model part records the device actually used instead (``auto`` can resolve differently
+on another machine, and float results can differ between devices). Resuming with a different fingerprint is refused, naming what differs.
 """
 
 from __future__ import annotations
