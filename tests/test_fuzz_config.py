@@ -112,6 +112,18 @@ def assert_usable(cfg):
         assert (method.top_n is None) != (method.score_threshold is None)
 
 
+def assert_rejected_with_acdc_error_or_usable(cfg):
+    """Validation either refuses ``cfg`` with an AcdcError that says something, or passes a usable config."""
+    try:
+        validate_config(cfg)
+    except AcdcError as error:
+        event("validate: AcdcError")
+        assert str(error)
+        return
+    event("valid")
+    assert_usable(cfg)
+
+
 @FUZZ
 @given(data=st.data())
 def test_random_overrides_fail_only_with_config_errors_or_give_a_usable_config(hydra_context, known_keys, data):
@@ -127,14 +139,7 @@ def test_random_overrides_fail_only_with_config_errors_or_give_a_usable_config(h
         assert raised_inside_hydra(error), f"{type(error).__name__} escaped from outside Hydra: {error}"
         assert _config_error(error).startswith("cannot compose the config from the command line")
         return
-    try:
-        validate_config(cfg)
-    except AcdcError as error:
-        event("validate: AcdcError")
-        assert str(error)
-        return
-    event("valid")
-    assert_usable(cfg)
+    assert_rejected_with_acdc_error_or_usable(cfg)
 
 
 def typed_value(draw, current):
@@ -174,14 +179,7 @@ def test_well_typed_overrides_fail_validation_with_acdc_error_or_give_a_usable_c
     except (HydraException, OmegaConfBaseException):  # e.g. null for a non-optional field
         event("compose: config error")
         return
-    try:
-        validate_config(cfg)
-    except AcdcError as error:
-        event("validate: AcdcError")
-        assert str(error)
-        return
-    event("valid")
-    assert_usable(cfg)
+    assert_rejected_with_acdc_error_or_usable(cfg)
 
 
 def leaf_items(container, prefix=""):
