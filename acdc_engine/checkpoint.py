@@ -28,6 +28,7 @@ on another machine, and float results can differ between devices). Resuming with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -124,7 +125,8 @@ def _hash_tensor(digest: Any, tensor: Tensor) -> None:
 
 def _model_hashes(model: torch.nn.Module) -> dict[str, str]:
     architecture = hashlib.sha256()
-    for key, value in sorted(model.cfg.to_dict().items()):
+    config = model.cfg.to_dict() if hasattr(model.cfg, "to_dict") else dataclasses.asdict(model.cfg)
+    for key, value in sorted(config.items()):
         if key not in _MODEL_CONFIG_IGNORED:
             architecture.update(f"{key}={value!r};".encode())
     weights = hashlib.sha256()

@@ -48,24 +48,55 @@ def edge_name(sender: str, receiver: str) -> str:
     return f"{sender}->{receiver}"
 
 
+INPUT_WRITES = -1
+"""Where the input senders write on the forward-order axis (see ``Graph``)."""
+
+
+def heads_write(layer: int) -> int:
+    """Where layer ``layer``'s heads write, and where their q/k/v receivers read."""
+    return 2 * layer
+
+
+def mlp_writes(layer: int) -> int:
+    """Where layer ``layer``'s MLP writes."""
+    return 2 * layer + 1
+
+
 @dataclass(frozen=True)
 class GraphShape:
-    """What the graph depends on: a model's layer/head counts and whether it has MLPs."""
+    """What the graph depends on: a model's layer/head counts, whether it has MLPs, whether its
+    blocks are parallel (attention and MLP read the same residual), and ``split_input``."""
 
     n_layers: int
     n_heads: int
     has_mlp: bool
     split_input: bool = False
+    parallel_attn_mlp: bool = False
 
     @classmethod
     def from_model_config(cls, cfg: Any, split_input: bool = False) -> "GraphShape":
-        """From a TransformerLens ``HookedTransformerConfig`` (or anything with the same fields)."""
+        """From a model config with TransformerLens's field names (``n_layers``, ``n_heads``,
+        ``attn_only``, ``parallel_attn_mlp``): an ``ArchitectureConfig`` or a ``HookedTransformerConfig``."""
         if isinstance(cfg, GraphShape):
-            return cls(cfg.n_layers, cfg.n_heads, cfg.has_mlp, split_input)
+            return cls(cfg.n_layers, cfg.n_heads, cfg.has_mlp, split_input, cfg.parallel_attn_mlp)
         for key in ("n_layers", "n_heads"):
             if not isinstance(getattr(cfg, key, None), int) or getattr(cfg, key) < 1:
                 raise AcdcError(f"model config needs a positive integer '{key}', got {getattr(cfg, key, None)!r}")
-        return cls(cfg.n_layers, cfg.n_heads, not getattr(cfg, "attn_only", False), split_input)
+        has_mlp = not getattr(cfg, "attn_only", False)
+        return cls(cfg.n_layers, cfg.n_heads, has_mlp, split_input, has_mlp and bool(getattr(cfg, "parallel_attn_mlp", False)))
+
+    def attention_reads(self, layer: int) -> int:
+        """Where layer ``layer``'s q/k/v receivers read the residual stream."""
+        return heads_write(layer)
+
+    def mlp_reads(self, layer: int) -> int:
+        """Where ``m{layer}`` reads: after the layer's heads, or beside them in a parallel block."""
+        return heads_write(layer) if self.parallel_attn_mlp else mlp_writes(layer)
+
+    @property
+    def logits_read(self) -> int:
+        """Where ``logits`` reads: after every layer."""
+        return heads_write(self.n_layers)
 
 
 @dataclass
@@ -73,9 +104,11 @@ class Graph:
     """Senders and receivers in forward order, and which sender -> receiver edges exist.
 
     ``sender_layer[s]`` / ``receiver_layer[r]`` place each node on one forward-order axis, in half
-    layers: the input is at -1, layer L's heads write at 2L and their receivers read at 2L, layer L's
-    MLP reads and writes at 2L+1, logits read at 2 * n_layers. Edge u -> v exists iff u writes
-    strictly before v reads (heads of one layer do not feed each other).
+    layers (``INPUT_WRITES``, ``heads_write``, ``mlp_writes`` and ``GraphShape``'s ``*_reads``): the
+    input writes at -1, layer L's heads write at 2L and their receivers read at 2L, layer L's MLP
+    writes at 2L+1 and reads at 2L+1 (at 2L in a parallel block), logits read at 2 * n_layers.
+    Edge u -> v exists iff u writes strictly before v reads (heads of one layer do not feed each
+    other, nor, in a parallel block, the MLP beside them).
     """
 
     shape: GraphShape
@@ -164,7 +197,8 @@ class Graph:
 
 
 def build_graph(model_cfg: Any, split_input: bool = False) -> Graph:
-    """The graph of a TransformerLens model config (attention-only or with MLPs)."""
+    """The graph of a model config (``GraphShape.from_model_config``): attention-only or with MLPs,
+    sequential or parallel blocks."""
     shape = GraphShape.from_model_config(model_cfg, split_input)
     senders: list[str] = []
     sender_layer: list[int] = []
@@ -172,21 +206,21 @@ def build_graph(model_cfg: Any, split_input: bool = False) -> Graph:
     receiver_layer: list[int] = []
     for name in (["tok_embed", "pos_embed"] if split_input else ["input"]):
         senders.append(name)
-        sender_layer.append(-1)
+        sender_layer.append(INPUT_WRITES)
     for layer in range(shape.n_layers):
         for head in range(shape.n_heads):
             senders.append(head_name(layer, head))
-            sender_layer.append(2 * layer)
+            sender_layer.append(heads_write(layer))
             for qkv in QKV:
                 receivers.append(head_receiver_name(layer, head, qkv))
-                receiver_layer.append(2 * layer)
+                receiver_layer.append(shape.attention_reads(layer))
         if shape.has_mlp:
             senders.append(mlp_name(layer))
-            sender_layer.append(2 * layer + 1)
+            sender_layer.append(mlp_writes(layer))
             receivers.append(mlp_name(layer))
-            receiver_layer.append(2 * layer + 1)
+            receiver_layer.append(shape.mlp_reads(layer))
     receivers.append("logits")
-    receiver_layer.append(2 * shape.n_layers)
+    receiver_layer.append(shape.logits_read)
     writes = torch.tensor(sender_layer)
     reads = torch.tensor(receiver_layer)
     edge_exists = writes[:, None] < reads[None, :]

@@ -1,32 +1,31 @@
 """Small models and tasks for tests: random weights, built from configs, float64 by default."""
 
+from types import SimpleNamespace
+
 import torch
 
 
-def small_config(attn_only: bool, seed: int = 0, **overrides):
-    """A small random float64 TransformerLens config: 2 layers, 3 heads."""
-    from transformer_lens import HookedTransformerConfig
-
+def small_fields(attn_only: bool, seed: int = 0, **overrides) -> dict:
+    """HookedTransformerConfig-style fields of a small float64 model: 2 layers, 3 heads."""
     fields = dict(
         n_layers=2, n_heads=3, d_model=32, d_head=8, d_mlp=64, d_vocab=20, n_ctx=16,
         act_fn="gelu", normalization_type="LN", attn_only=attn_only, seed=seed, dtype=torch.float64,
     )
     fields.update(overrides)
-    return HookedTransformerConfig(**fields)
+    return fields
+
+
+def small_config(attn_only: bool, seed: int = 0, **overrides) -> SimpleNamespace:
+    """The config of ``small_model`` (what ``build_graph`` reads)."""
+    return SimpleNamespace(parallel_attn_mlp=False, **small_fields(attn_only, seed, **overrides))
 
 
 def small_model(attn_only: bool, seed: int = 0, **overrides):
-    """A small random model whose biases and LayerNorm weights are random too (TransformerLens
-    initialises them to 0 and 1, which would hide bugs in how unowned biases are handled)."""
-    from transformer_lens import HookedTransformer
+    """A small random ``ModelSpec`` whose biases and norm weights are random too (0 and 1 would hide
+    bugs in how unowned biases are handled)."""
+    from acdc_engine.architecture import random_model
 
-    model = HookedTransformer(small_config(attn_only, seed, **overrides))
-    g = torch.Generator().manual_seed(seed + 1000)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith((".b", ".w")) or ".b_" in name or name.endswith("b_U"):
-                param.add_(0.3 * torch.randn(param.shape, generator=g, dtype=param.dtype))
-    return model.eval()
+    return random_model(small_fields(attn_only, seed, **overrides), seed=seed).eval()
 
 
 def random_task(d_vocab: int = 20, n_prompts: int = 6, n_pos: int = 7, seed: int = 0, positions=None):
@@ -45,7 +44,7 @@ def random_task(d_vocab: int = 20, n_prompts: int = 6, n_pos: int = 7, seed: int
 def speculative_batch(graph, generator, n_circuits, start_layer):
     """Circuits as ACDC batches them: one shared circuit, each copy missing a few more edges and
     (in some copies) head inputs at or above ``start_layer``, everything below it intact."""
-    above = torch.tensor(graph.receiver_layer) >= 2 * start_layer
+    above = torch.tensor(graph.receiver_layer) >= graph.shape.attention_reads(start_layer)
     shared = graph.full_edge_mask() & ~((torch.rand(graph.edge_exists.shape, generator=generator) < 0.3) & above)
     edges = shared[None].repeat(n_circuits, 1, 1)
     heads = graph.full_head_input_mask()[None].repeat(n_circuits, 1, 1, 1)

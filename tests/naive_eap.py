@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from naive_reference import _ablate, _prepare_model, _sender_hook_value, graph_names, split_edge
+from naive_reference import _ablate, _check_model, _sender_hook_value, graph_names, split_edge
 
 
 def naive_logit_diff(answers: torch.Tensor, wrong: torch.Tensor, positions) -> callable:
@@ -82,7 +82,7 @@ def naive_edge_scores(
 ) -> dict[str, float]:
     """{edge: score}: the finite-difference estimate of d metric / d t for every edge, averaged over
     the input interpolation points ``alphas`` (``(1.0,)``: EAP at the clean model)."""
-    _prepare_model(model)
+    _check_model(model)
     cfg = model.cfg
     senders = ["tok_embed", "pos_embed"] if split_input else []
     senders += graph_names(cfg)[0] if not split_input else graph_names(cfg)[0][1:]
@@ -115,7 +115,7 @@ def naive_edge_scores(
         if alpha != 1.0:
             hooks += [(name, interpolate(name)) for name in ("hook_embed", "hook_pos_embed")]
         with torch.no_grad():
-            return metric(model.run_with_hooks(clean, fwd_hooks=hooks, return_type="logits"))
+            return metric(model.run_with_hooks(clean, fwd_hooks=hooks))
 
     scores = {}
     for edge in naive_edges(cfg, split_input):
@@ -141,4 +141,4 @@ def naive_metric_at_ablated_input(model, clean, corrupted, metric, ablation: str
             return hook
 
         hooks = [(name, replace(name)) for name in ("hook_embed", "hook_pos_embed")]
-        return metric(model.run_with_hooks(clean, fwd_hooks=hooks, return_type="logits"))
+        return metric(model.run_with_hooks(clean, fwd_hooks=hooks))

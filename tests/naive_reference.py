@@ -1,17 +1,21 @@
 """A deliberately naive, independent reference implementation of edge patching and exact ACDC.
 
 It exists so that the fast engine (``acdc_engine``) can be checked against it.  It therefore imports
-nothing from ``acdc_engine``: only torch and transformer_lens.  Obviousness beats speed everywhere:
-every evaluated circuit costs one plain ``run_with_cache`` on the corrupted input plus one
-``run_with_hooks`` on the clean input; nothing is cached across candidates, nothing is batched.
+nothing from ``acdc_engine`` and uses no engine code: it runs the model's own hooked forward pass
+(``ModelSpec.forward``, a TransformerLens ``HookedRootModule`` with TransformerLens's hook names) and
+patches receivers' inputs through hooks.  Obviousness beats speed everywhere: every evaluated circuit
+costs one plain ``run_with_cache`` on the corrupted input plus one ``run_with_hooks`` on the clean
+input; nothing is cached across candidates, nothing is batched.
 
-Conventions follow /work/shared/DESIGN.md ("Graph conventions", "Patching semantics", "Exact ACDC").
+Conventions follow docs/design.md ("Graph", "Patching semantics", "Exact ACDC").
 
 Senders (write to the residual stream), in forward order:
     input, a0.h0 .. a0.h{n-1}, m0, a1.h0, ..., m{last}        (no m{L} for attention-only models)
 Receivers (read from it), in forward order:
     a0.h0<q>, a0.h0<k>, a0.h0<v>, a0.h1<q>, ..., m0, a1.h0<q>, ..., m{last}, logits
-Edge ``u->v`` exists when u writes before v reads.
+Edge ``u->v`` exists when u writes before v reads; in a parallel block (attention and MLP reading the
+same residual) ``m{L}`` does not read layer L's heads.  Key/value receivers are per query head (the
+model's ``hook_k_input`` has one slot per query head, also under grouped-query attention).
 Head inputs: one per head receiver, named like the receiver (``a1.h2<k>``); removing one replaces that
 head's k activation (blocks.1.attn.hook_k[:, :, 2]) by its ablated value.
 """
@@ -46,15 +50,16 @@ def _sender_rank(name: str) -> int:
     raise ValueError(f"not a sender name: {name!r}")
 
 
-def _receiver_rank(name: str) -> float:
-    """Position in the forward order at which a receiver reads (a sender must write strictly before)."""
+def _receiver_rank(name: str, parallel: bool) -> float:
+    """Position in the forward order at which a receiver reads (a sender must write strictly before).
+    In a parallel block the MLP reads where the layer's heads read."""
     if name == "logits":
         return float("inf")
     if name.startswith("a"):
         layer = int(name[1:].split(".")[0])
         return 2 * layer + 1
     if name.startswith("m"):
-        return 2 * int(name[1:]) + 2
+        return 2 * int(name[1:]) + (1 if parallel else 2)
     raise ValueError(f"not a receiver name: {name!r}")
 
 
@@ -64,8 +69,7 @@ def graph_names(cfg):
     Edges are listed receiver by receiver (receivers in forward order), and within one receiver
     sender by sender (senders in forward order).
     """
-    if getattr(cfg, "parallel_attn_mlp", False):
-        raise NotImplementedError("parallel attention/MLP blocks are not supported by the reference")
+    parallel = _has_mlps(cfg) and bool(getattr(cfg, "parallel_attn_mlp", False))
     n_layers, n_heads = cfg.n_layers, cfg.n_heads
     senders = ["input"]
     receivers = []
@@ -82,7 +86,7 @@ def graph_names(cfg):
     edges = []
     for v in receivers:
         for u in senders:
-            if _sender_rank(u) < _receiver_rank(v):
+            if _sender_rank(u) < _receiver_rank(v, parallel):
                 edges.append(f"{u}->{v}")
     return senders, receivers, edges
 
@@ -108,24 +112,16 @@ def split_edge(edge: str):
 # --------------------------------------------------------------------------------------------------
 
 
-def _prepare_model(model):
-    """Switch on the hook points the reference needs (they do not change the model's outputs)."""
+def _check_model(model):
+    """The reference patches the hook points of a model whose forward pass has one q/k/v input per
+    query head (``hook_q_input`` ...) and one result per head (``attn.hook_result``)."""
     cfg = model.cfg
-    if getattr(cfg, "parallel_attn_mlp", False):
-        raise NotImplementedError("parallel attention/MLP blocks are not supported by the reference")
     if cfg.positional_embedding_type not in ("standard", "rotary"):
-        # shortformer adds the positional embedding to q/k only, which the 'input' sender cannot express
         raise NotImplementedError(
             f"positional_embedding_type {cfg.positional_embedding_type!r} is not supported"
         )
-    if getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads):
-        raise NotImplementedError("grouped-query attention is not supported by the reference")
-    if not cfg.use_split_qkv_input:
-        model.set_use_split_qkv_input(True)
-    if not cfg.use_attn_result:
-        model.set_use_attn_result(True)
-    if _has_mlps(cfg) and not cfg.use_hook_mlp_in:
-        model.set_use_hook_mlp_in(True)
+    if not hasattr(model, "run_with_hooks"):
+        raise NotImplementedError(f"the reference needs a hooked model, got {type(model).__name__}")
 
 
 def _ablate(corrupted_value: torch.Tensor, ablation: str) -> torch.Tensor:
@@ -173,7 +169,7 @@ def naive_patched_logits(
     """
     if ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}; expected one of {ABLATIONS}")
-    _prepare_model(model)
+    _check_model(model)
     cfg = model.cfg
     senders, receivers, edges = graph_names(cfg)
     removed_edges = set(removed_edges)
@@ -270,7 +266,7 @@ def naive_patched_logits(
                 fwd_hooks.append((f"blocks.{layer}.hook_mlp_out", record))
         fwd_hooks.append((f"blocks.{cfg.n_layers - 1}.hook_resid_post", patch_whole("logits")))
 
-        logits = model.run_with_hooks(clean, fwd_hooks=fwd_hooks, return_type="logits")
+        logits = model.run_with_hooks(clean, fwd_hooks=fwd_hooks)
     return logits
 
 
@@ -306,7 +302,7 @@ class _StopTesting(Exception):
 
 
 def naive_acdc(model, clean, corrupted, metric, threshold, ablation="resample", max_tests=None) -> dict:
-    """Exact greedy ACDC (Conmy et al. 2023) in the order fixed by DESIGN.md.
+    """Exact greedy ACDC (Conmy et al. 2023) in the order fixed by docs/design.md.
 
     ``metric(logits) -> float``, lower is better.  ``max_tests`` stops after that many tested
     candidates (benchmarks time a prefix); the rest stay in the circuit.  Returns

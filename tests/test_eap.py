@@ -23,7 +23,7 @@ from acdc_engine.methods.eap import (
 from acdc_engine.metrics import make_metric
 from acdc_engine.patching import EdgePatcher
 
-pytestmark = pytest.mark.filterwarnings("ignore:HookedTransformer is deprecated:DeprecationWarning")
+
 
 
 def setup(attn_only=False, seed=0, split_input=False, ablation="resample", metric="logit_diff", **model_overrides):

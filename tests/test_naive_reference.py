@@ -4,12 +4,14 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import naive_reference
+from factories import small_model
 from naive_reference import (
     graph_names,
     head_input_names,
@@ -19,49 +21,20 @@ from naive_reference import (
     split_edge,
 )
 
-# HookedTransformer warns that it is deprecated in favour of TransformerBridge; it is what we test on.
-pytestmark = pytest.mark.filterwarnings("ignore:HookedTransformer is deprecated:DeprecationWarning")
-
 D_VOCAB = 20
 BATCH, POS = 4, 6
 LAST = [POS - 1]
 
 
-def small_cfg(attn_only: bool, seed: int = 0) -> HookedTransformerConfig:
-    return HookedTransformerConfig(
-        n_layers=2,
-        d_model=32,
-        n_ctx=16,
-        d_head=8,
-        n_heads=3,
-        d_vocab=D_VOCAB,
-        d_mlp=None if attn_only else 64,
-        act_fn=None if attn_only else "gelu",
-        attn_only=attn_only,
-        normalization_type="LN",
-        seed=seed,
-        dtype=torch.float64,
-    )
+def small_cfg(attn_only: bool, seed: int = 0) -> SimpleNamespace:
+    """The graph-relevant config fields of ``build_model``'s model."""
+    return SimpleNamespace(n_layers=2, n_heads=3, attn_only=attn_only, parallel_attn_mlp=False)
 
 
-def build_model(attn_only: bool, seed: int = 0) -> HookedTransformer:
-    model = HookedTransformer(small_cfg(attn_only, seed))
-    # TransformerLens initialises biases to 0 and LayerNorm weights to 1; perturb them so that bugs
-    # around biases (unowned b_O, b_Q, LayerNorm offsets) cannot hide.
-    gen = torch.Generator().manual_seed(1000 + seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            leaf = name.split(".")[-1]
-            if leaf.startswith("b"):
-                p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-            elif leaf == "w":  # LayerNorm scale
-                p.mul_(1 + 0.2 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    model.set_use_split_qkv_input(True)
-    model.set_use_attn_result(True)
-    if not attn_only:
-        model.set_use_hook_mlp_in(True)
-    model.eval()
-    return model
+def build_model(attn_only: bool, seed: int = 0):
+    """A small float64 ModelSpec with random biases and norm weights (so that bugs around biases —
+    unowned b_O, b_Q, LayerNorm offsets — cannot hide)."""
+    return small_model(attn_only, seed=seed, d_vocab=D_VOCAB, d_mlp=None if attn_only else 64, act_fn=None if attn_only else "gelu")
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["attn_only", "with_mlps"])
@@ -92,16 +65,7 @@ def kl_metric(clean_logits):
     ids=["gpt2_small_shape", "attn_only_4x8", "attn_only_2x8"],
 )
 def test_edge_counts_match_design(n_layers, n_heads, attn_only, expected):
-    cfg = HookedTransformerConfig(
-        n_layers=n_layers,
-        d_model=64,
-        n_ctx=16,
-        d_head=8,
-        n_heads=n_heads,
-        d_vocab=50,
-        act_fn=None if attn_only else "gelu",
-        attn_only=attn_only,
-    )
+    cfg = SimpleNamespace(n_layers=n_layers, n_heads=n_heads, attn_only=attn_only, parallel_attn_mlp=False)
     senders, receivers, edges = graph_names(cfg)
     assert len(edges) == expected
     assert len(set(edges)) == len(edges)

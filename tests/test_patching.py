@@ -128,11 +128,11 @@ def test_unknown_ablation_is_rejected():
         EdgePatcher(model, build_graph(model.cfg), tokens, tokens, ablation="shuffle")
 
 
-def test_model_with_unsupported_positional_embedding_is_rejected():
+def test_split_input_on_a_model_without_absolute_positions_is_refused_naming_them():
     model = small_model(attn_only=True, positional_embedding_type="rotary", rotary_dim=8)
     tokens = torch.zeros(2, 3, dtype=torch.long)
-    with pytest.raises(AcdcError, match="positional_embedding_type='rotary'"):
-        EdgePatcher(model, build_graph(model.cfg), tokens, tokens)
+    with pytest.raises(AcdcError, match="split_input needs absolute positional embeddings"):
+        EdgePatcher(model, build_graph(model.cfg, split_input=True), tokens, tokens)
 
 
 def test_graph_of_another_model_shape_is_rejected():
@@ -154,7 +154,7 @@ def test_resuming_at_a_layer_matches_the_full_pass_when_lower_receivers_are_inta
     task = random_task()
     graph, patcher = patcher_for(model, task)
     edges, heads = random_masks(graph, torch.Generator().manual_seed(2))
-    below = torch.tensor(graph.receiver_layer) < 2 * start_layer
+    below = torch.tensor(graph.receiver_layer) < graph.shape.attention_reads(start_layer)
     edges[:, below] = graph.edge_exists[:, below]
     heads[:start_layer] = True
     full = patcher.logits(edges, heads)

@@ -1,14 +1,15 @@
-"""Model loading: shipped toy models, models built from a config, TransformerLens pretrained names.
+"""Model loading: shipped toy models, models built from a config, local folders, pretrained names.
 
-``load_model(name)`` returns a ``transformer_lens.HookedTransformer`` in eval mode:
+``load_model(name)`` returns the engine's ``ModelSpec`` (``acdc_engine.architecture``) in eval mode:
   - a shipped model (``SHIPPED``): weights inside this package, read with safetensors (no pickle);
-  - ``"random"``: built from ``config`` (HookedTransformerConfig fields) with random weights;
+  - ``"random"``: built from ``config`` (HookedTransformerConfig field names) with random weights;
   - a tracr program (``tracr-reverse``, ``tracr-proportion``, ...): compiled by tracr, cached
     (``acdc_engine.tracr``; needs ``pip install 'acdc-engine[tracr]'``);
   - ``"local"``: a Hugging Face folder (``path``) written by ``save_pretrained``, converted offline
     (``acdc_engine.models.local``);
-  - anything else: a TransformerLens pretrained name, which needs a model hub or its cache
-    (``acdc_engine.models.hub``; fails at once without one, suggesting ``model=local``).
+  - anything else: a pretrained name (a Hugging Face repository id such as ``EleutherAI/pythia-70m``,
+    or a TransformerLens 3 name), which needs a model hub or its cache (``acdc_engine.models.hub``;
+    fails at once without one, suggesting ``model=local``).
 """
 
 from __future__ import annotations
@@ -50,29 +51,23 @@ def _dtype(name: str, device: str = "cpu") -> torch.dtype:
     return DTYPES[name]
 
 
-def _from_config(config: dict[str, Any], device: str, dtype: torch.dtype):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    try:
-        cfg = HookedTransformerConfig(**{**config, "device": device, "dtype": dtype})
-    except (TypeError, ValueError, AssertionError) as error:
-        raise AcdcError(f"invalid model config: {error}") from None
-    return HookedTransformer(cfg)
-
-
 def load_shipped(name: str, device: str = "cpu", dtype: str = "float32"):
     """A model whose weights ship inside this package (``SHIPPED``)."""
+    from acdc_engine.architecture import from_tl_weights
     from acdc_engine.weights import load_weights
 
     meta = json.loads((WEIGHTS / f"{name}.json").read_text())
-    model = _from_config(meta["config"], device, torch.float32)
     state = load_weights(WEIGHTS / f"{name}.safetensors", device=str(device))
-    model.load_state_dict(state, strict=False)
-    missing = set(model.state_dict()) - set(state)
-    if any(not key.endswith((".IGNORE", ".mask")) for key in missing):
-        raise AcdcError(f"shipped weights for '{name}' lack parameters: {sorted(missing)[:5]}")
+    model = from_tl_weights({**meta["config"], "model_name": name}, state)
     target = _dtype(dtype, device)
     return (model if target == torch.float32 else model.to(target)).eval()
+
+
+def random_model(config: dict[str, Any], device: str, dtype: torch.dtype, seed: int = 0):
+    """A model with random weights from ``config`` (HookedTransformerConfig field names)."""
+    from acdc_engine.architecture import random_model as build
+
+    return build({**config, "dtype": dtype}, seed=int(config.get("seed", seed) or 0)).to(device).eval()
 
 
 def load_model(
@@ -93,7 +88,7 @@ def load_model(
     if name == "random":
         if not config:
             raise AcdcError("model 'random' needs a config (HookedTransformerConfig fields, e.g. n_layers, d_model)")
-        return _from_config(dict(config), device, _dtype(dtype, device)).eval()
+        return random_model(dict(config), device, _dtype(dtype, device))
     if name.startswith("tracr-"):
         from acdc_engine.tracr import load_tracr_model
 

@@ -1,19 +1,18 @@
-"""Model ``local``: a Hugging Face folder written by ``save_pretrained``, converted offline.
+"""Model ``local``: a Hugging Face folder written by ``save_pretrained``, loaded offline.
 
-The folder holds ``config.json`` (its ``architectures`` entry picks TransformerLens's converter),
-the weights and, optionally, the tokenizer files. Nothing here touches the network or runs code
-from the folder: every Hugging Face call passes ``local_files_only=True`` and
-``trust_remote_code=False``. Weights are read without unpickling arbitrary objects: safetensors
-files directly, ``pytorch_model.bin`` files through transformers' ``torch.load(weights_only=True)``,
-which refuses anything but tensors and plain containers.
+The folder holds ``config.json`` (its ``architectures`` entry names the model class), the weights
+and, optionally, the tokenizer files. Nothing here touches the network or runs code from the folder:
+every Hugging Face call passes ``local_files_only=True`` and ``trust_remote_code=False``. Weights are
+read without unpickling arbitrary objects: safetensors files directly, ``pytorch_model.bin`` files
+through transformers' ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
+containers.
 
-The conversion applies ``HookedTransformer.from_pretrained``'s default processing (LayerNorm
-folded into the next weights, writing weights and the unembedding centred, value biases folded
-into the output bias), so ``model=local`` on a saved copy of a hub model gives the same model as its
-hub name. The converted model computes the Hugging Face model's probabilities; its logits are the
-Hugging Face logits minus their mean over the vocabulary at each position (``center_unembed``).
-TransformerLens does this processing in float32 whatever the dtype asked for, so a float64 model
-carries its weights rounded to float32 precision (it then computes in float64).
+With TransformerLens 4 the model is booted as a ``TransformerBridge`` around the Hugging Face model
+(raw weights, no processing: the engine's logits are the Hugging Face logits). With TransformerLens
+3.9 it is converted to a ``HookedTransformer`` with ``from_pretrained``'s default processing
+(LayerNorm folded, weights and unembedding centred: logits are the Hugging Face logits minus their
+mean over the vocabulary). Either way the result is the engine's ``ModelSpec`` of it
+(``acdc_engine.architecture``), whose self-check holds the engine to that model's own forward pass.
 """
 
 from __future__ import annotations
@@ -30,28 +29,74 @@ import torch
 from acdc_engine.errors import AcdcError
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from acdc_engine.architecture import ModelSpec
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
-def load_local(path: str | os.PathLike[str] | None, device: str, dtype: torch.dtype) -> HookedTransformer:
-    """The ``HookedTransformer`` converted from the Hugging Face folder ``path``, in eval mode.
+def has_transformer_bridge() -> bool:
+    """True with TransformerLens 4 (``TransformerBridge``), False with 3.9 (``HookedTransformer``)."""
+    import importlib.util
 
-    ``device`` is a resolved device (``cpu``, ``cuda``, ...); ``dtype`` the parameters' dtype (the
-    Hugging Face model is read in float64 when float64 is asked for, else in float32, and the
-    converted model cast to ``dtype``). The folder's
-    tokenizer, when it has one, is attached (``model.tokenizer``), so text tasks work; without
-    tokenizer files ``model.tokenizer`` is None and tasks must give token ids.
+    return importlib.util.find_spec("transformer_lens.model_bridge") is not None
+
+
+def load_local(path: str | os.PathLike[str] | None, device: str, dtype: torch.dtype) -> ModelSpec:
+    """The ``ModelSpec`` of the Hugging Face folder ``path``, in eval mode.
+
+    ``device`` is a resolved device (``cpu``, ``cuda``, ...); ``dtype`` the parameters' dtype. The
+    folder's tokenizer, when it has one, is attached (``spec.tokenizer``), so text tasks work;
+    without tokenizer files ``spec.tokenizer`` is None and tasks must give token ids.
     AcdcError when the folder, its config, its weights or its architecture cannot be used.
     """
+    folder = _model_folder(path)
+    raw_config = _read_config(folder)
+    if has_transformer_bridge():
+        return _load_with_bridge(folder, raw_config, device, dtype)
+    return _load_with_hooked_transformer(folder, raw_config, device, dtype)
+
+
+def _load_with_bridge(folder: Path, raw_config: dict[str, Any], device: str, dtype: torch.dtype) -> ModelSpec:
+    """TransformerLens 4: ``TransformerBridge.boot_transformers`` around the folder's model."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from acdc_engine.architecture import from_bridge
+
+    architecture = raw_config["architectures"][0]
+    hf_model = _hf_model(folder, dtype)
+    tokenizer = _tokenizer(folder)
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            str(folder), hf_model=hf_model, tokenizer=tokenizer or _placeholder_tokenizer(), device=device, dtype=dtype
+        )
+    except Exception as error:  # adapters fail with many types on architectures they lack
+        raise AcdcError(
+            f"model.path '{folder}': TransformerLens could not wrap its {architecture} model "
+            f"({type(error).__name__}: {str(error)[:300]})"
+        ) from None
+    spec = from_bridge(bridge, name=folder.name)
+    spec.tokenizer = tokenizer
+    return spec.eval()
+
+
+def _placeholder_tokenizer() -> Any:
+    """A one-token tokenizer for booting a bridge on a folder without tokenizer files (the bridge
+    insists on one); the engine then reports the model as having no tokenizer."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")), unk_token="<unk>")
+
+
+def _load_with_hooked_transformer(folder: Path, raw_config: dict[str, Any], device: str, dtype: torch.dtype) -> ModelSpec:
+    """TransformerLens 3.9: convert to a ``HookedTransformer`` as ``from_pretrained`` does."""
     from transformer_lens import HookedTransformer
     from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
     from transformer_lens.utilities.activation_functions import softcap_enabled
     from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
-    folder = _model_folder(path)
-    raw_config = _read_config(folder)
+    from acdc_engine.architecture import from_hooked_transformer
+
     architecture = raw_config["architectures"][0]
     compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     # from_pretrained's rule: post-norm blocks normalise a sublayer's output, so folding is invalid
@@ -77,7 +122,8 @@ def load_local(path: str | os.PathLike[str] | None, device: str, dtype: torch.dt
             f"({type(error).__name__}: {str(error)[:300]})"
         ) from None
     model.move_model_modules_to_device()
-    return (model if dtype == compute_dtype else model.to(dtype)).eval()
+    model = (model if dtype == compute_dtype else model.to(dtype)).eval()
+    return from_hooked_transformer(model)
 
 
 def _model_folder(path: str | os.PathLike[str] | None) -> Path:

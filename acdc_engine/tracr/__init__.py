@@ -1,11 +1,11 @@
-"""Models with known circuits: RASP programs compiled by tracr, converted to TransformerLens.
+"""Models with known circuits: RASP programs compiled by tracr, converted to the engine's ``ModelSpec``.
 
     from acdc_engine.tracr import PROGRAMS, compiled_program, structural_circuit
     compiled = compiled_program("tracr-reverse")        # cached; compiled with tracr on a miss
-    model = compiled.model()                            # a HookedTransformer (float32)
+    model = compiled.model()                            # a ModelSpec (float32)
     truth = structural_circuit(model, compiled.residual_labels)
 
-Modules: ``programs`` (which programs, vocabularies, inputs), ``compiler`` (tracr -> HookedTransformer,
+Modules: ``programs`` (which programs, vocabularies, inputs), ``compiler`` (tracr -> ModelSpec,
 checked against tracr), ``cache`` (compiled programs on disk), ``ground_truth`` (the circuit implied by
 the weights). Needs the optional dependency tracr-pypi (``pip install 'acdc-engine[tracr]'``).
 """

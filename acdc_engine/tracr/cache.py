@@ -98,7 +98,7 @@ def compiled_program(name: str) -> CompiledProgram:
 
 
 def load_tracr_model(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """The HookedTransformer of tracr program ``name``, in eval mode."""
+    """The ``ModelSpec`` of tracr program ``name``, in eval mode."""
     return compiled_program(name).model(device, dtype)
 
 

@@ -1,10 +1,10 @@
-"""Compile a RASP program with tracr and convert it to a TransformerLens ``HookedTransformer``.
+"""Compile a RASP program with tracr and convert it to the engine's ``ModelSpec`` (TransformerLens layout).
 
 tracr's assembled model is a residual transformer without LayerNorm, with ReLU MLPs, bidirectional
 attention scaled by 1/sqrt(key_size) and zero biases; its residual stream has one named dimension
 per feature (``residual_labels``: ``tokens:x``, ``indices:3``, ``one``, ``<sop>:<value>`` for a
 categorical value, ``<sop>`` for a numerical one). The conversion copies every weight unchanged
-(float32, as tracr holds them) into a HookedTransformer of the same shape; the unembedding is tracr's
+(float32, as tracr holds them) into a model of the same shape (TransformerLens weight names); the unembedding is tracr's
 own: the projection of the residual stream onto the program's output dimensions. So the converted
 model's "logits" are the output space itself:
 
@@ -47,7 +47,7 @@ class CompiledProgram:
     """A tracr-compiled program converted to TransformerLens weights.
 
     name: the program's name (``PROGRAMS``).
-    config: HookedTransformerConfig fields.
+    config: HookedTransformerConfig field names (``acdc_engine.architecture.from_tl_weights``).
     weights: the state dict, float32, TransformerLens parameter names.
     residual_labels: tracr's name of each residual dimension, [d_model].
     input_encoding: input value (and BOS, PAD) -> token id.
@@ -70,14 +70,10 @@ class CompiledProgram:
         return self.output_values is not None
 
     def model(self, device: str = "cpu", dtype: torch.dtype = torch.float32):
-        """A fresh ``HookedTransformer`` in eval mode holding the compiled weights."""
-        from transformer_lens import HookedTransformer, HookedTransformerConfig
+        """A fresh ``ModelSpec`` in eval mode holding the compiled weights."""
+        from acdc_engine.architecture import from_tl_weights
 
-        model = HookedTransformer(HookedTransformerConfig(**self.config, device=device, dtype=torch.float32))
-        model.load_state_dict(self.weights, strict=False)
-        missing = [key for key in model.state_dict() if key not in self.weights and not key.endswith((".IGNORE", ".mask"))]
-        if missing:
-            raise AcdcError(f"compiled weights for '{self.name}' lack parameters: {missing[:5]}")
+        model = from_tl_weights(self.config, self.weights).to(device)
         return (model if dtype == torch.float32 else model.to(dtype)).eval()
 
     def encode(self, inputs: Sequence[Sequence[Any]]) -> Tensor:

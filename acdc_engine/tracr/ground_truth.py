@@ -49,7 +49,7 @@ def residual_reads_and_writes(model: Any, graph: Graph) -> tuple[Tensor, Tensor]
     def nonzero_rows(matrix: Tensor) -> Tensor:
         return (matrix.double() != 0).any(-1)
 
-    token, position = nonzero_columns(model.embed.W_E.detach()), nonzero_columns(model.pos_embed.W_pos.detach())
+    token, position = nonzero_columns(model.embedding.W_E.detach()), nonzero_columns(model.pos_embedding.W_pos.detach())
     if graph.shape.split_input:
         writes[graph.sender_index["tok_embed"]] = token
         writes[graph.sender_index["pos_embed"]] = position
@@ -74,12 +74,12 @@ def residual_reads_and_writes(model: Any, graph: Graph) -> tuple[Tensor, Tensor]
             mlp = block.mlp
             writes[graph.sender_index[mlp_name(layer)]] = nonzero_columns(mlp.W_out.detach()) | (mlp.b_out.detach() != 0)
             reads[graph.receiver_index[mlp_name(layer)]] = nonzero_rows(mlp.W_in.detach())
-    reads[graph.receiver_index["logits"]] = nonzero_rows(model.unembed.W_U.detach())
+    reads[graph.receiver_index["logits"]] = nonzero_rows(model.unembedding.W_U.detach())
     return writes, reads
 
 
 def structural_circuit(model: Any, residual_labels: list[str] | None = None, split_input: bool = True) -> Circuit:
-    """The structural ground truth of ``model`` (a tracr-compiled HookedTransformer) as a Circuit.
+    """The structural ground truth of ``model`` (a tracr-compiled ``ModelSpec``) as a Circuit.
 
     ``residual_labels`` (tracr's name of each residual dimension) are used to record, for every
     edge and head input of the circuit, the dimensions it carries (file field ``subspaces``).

@@ -1,0 +1,194 @@
+"""The patched pass's precomputation: the clean and ablated runs, and every receiver's input with all
+its edges removed.
+
+``record_run`` is a plain (unpatched) forward pass over a ``ModelSpec`` that records what the patched
+pass needs: every sender's output, each layer's q/k/v, and the residual stream at each read point
+(``GraphShape.attention_reads`` / ``mlp_reads`` / ``logits_read``). ``Baseline`` holds the clean
+run, the ablated run (what removed edges carry) and the all-removed inputs derived from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from acdc_engine.errors import AcdcError
+from acdc_engine.graph import Graph, head_name, head_receiver_name, mlp_name, QKV
+
+if TYPE_CHECKING:
+    from acdc_engine.architecture import ModelSpec
+
+ABLATIONS = ("resample", "zero", "mean")
+
+Leaves = list[tuple[Tensor, Tensor]]
+"""(receiver indices [R], zero leaf [n_prompts, pos, R, d_model]) pairs, to take gradients at."""
+
+
+@dataclass
+class Activations:
+    """An unpatched run's activations, for every prompt.
+
+    sender_out: [n_prompts, pos, n_senders, d_model]   every sender's output
+    qkv: per layer, [n_prompts, pos, 3, n_heads, d_head]   q, k, v (``ModelSpec.qkv``), per query head
+    resid: {read point: [n_prompts, pos, d_model]}, the residual stream where receivers read it
+    """
+
+    sender_out: Tensor
+    qkv: list[Tensor]
+    resid: dict[int, Tensor]
+
+
+@dataclass(frozen=True)
+class ReceiverGroups:
+    """Receiver indices the pass computes together: each layer's 3 * n_heads q/k/v receivers (q block,
+    then k, then v, heads in order, as ``ModelSpec.qkv`` numbers them), its MLP input, the logits."""
+
+    qkv: list[Tensor]  # per layer, [3 * n_heads]
+    mlp: list[Tensor | None]  # per layer, [1] (None without MLPs)
+    logits: Tensor  # [1]
+
+    @classmethod
+    def of(cls, graph: Graph, device: torch.device) -> "ReceiverGroups":
+        shape, index = graph.shape, graph.receiver_index
+        qkv = [
+            torch.tensor([index[head_receiver_name(layer, h, x)] for x in QKV for h in range(shape.n_heads)], device=device)
+            for layer in range(shape.n_layers)
+        ]
+        mlp = [
+            torch.tensor([index[mlp_name(layer)]], device=device) if shape.has_mlp else None
+            for layer in range(shape.n_layers)
+        ]
+        return cls(qkv, mlp, torch.tensor([index["logits"]], device=device))
+
+
+def first_head_sender(graph: Graph, layer: int) -> int:
+    """The sender index of ``a{layer}.h0``; the layer's heads follow it in order."""
+    return graph.sender_index[head_name(layer, 0)]
+
+
+def input_sender_outputs(spec: ModelSpec, graph: Graph, tokens: Tensor) -> list[Tensor]:
+    """The input senders' outputs [n_prompts, pos, d_model] each: ``input`` (token plus absolute
+    positional embedding), or ``tok_embed`` and ``pos_embed`` with ``split_input``."""
+    tok, pos = spec.embed(tokens), spec.pos_embed(tokens)
+    if graph.shape.split_input:
+        if pos is None:
+            raise AcdcError(
+                f"split_input needs absolute positional embeddings; model '{spec.cfg.model_name}' has "
+                f"{spec.cfg.positional_embedding_type} positions (use split_input=false)"
+            )
+        return [tok, pos]
+    return [tok if pos is None else tok + pos]
+
+
+def attention_contributions(spec: ModelSpec, layer: int, qkv: Tensor, heads: Tensor) -> Tensor:
+    """What heads ``heads`` of ``layer`` write to the residual stream, [batch, pos, H', d_model], from
+    their q/k/v [batch, pos, 3, H', d_head]. With a post-attention norm every head of the layer is
+    needed (the norm's scale comes from their sum)."""
+    q, k, v = qkv.unbind(-3)
+    results = spec.heads(layer, q, k, v, heads)
+    return spec.attention_out(layer, results) if spec.cfg.post_norms else results
+
+
+def record_run(
+    spec: ModelSpec,
+    graph: Graph,
+    groups: ReceiverGroups,
+    tokens: Tensor,
+    input_embeddings: Tensor | None = None,
+    leaves: Leaves | None = None,
+) -> Activations:
+    """A plain forward pass of ``tokens`` [n_prompts, pos] that records every sender's output.
+
+    ``input_embeddings`` [n_prompts, pos, n_input_senders, d_model] replace the input senders'
+    outputs. With ``leaves``, each receiver's input gets a zero leaf added (to take gradients at),
+    appended as (receiver indices, leaf).
+    """
+    shape = graph.shape
+    n_prompts, n_pos = tokens.shape
+    outs = input_sender_outputs(spec, graph, tokens) if input_embeddings is None else list(input_embeddings.unbind(2))
+    resid = sum(outs[1:], outs[0])
+
+    def with_leaf(value: Tensor, receivers: Tensor) -> Tensor:
+        if leaves is None:
+            return value
+        leaf = torch.zeros(n_prompts, n_pos, len(receivers), value.shape[-1], dtype=value.dtype, device=value.device, requires_grad=True)
+        leaves.append((receivers, leaf))
+        return value + leaf.view(value.shape)
+
+    every_head = torch.arange(shape.n_heads, device=tokens.device)
+    every_qkv = torch.arange(3 * shape.n_heads, device=tokens.device)
+    residuals, all_qkv = {}, []
+    for layer in range(shape.n_layers):
+        residuals[shape.attention_reads(layer)] = resid
+        qkv_in = resid[:, :, None, :].expand(n_prompts, n_pos, 3 * shape.n_heads, -1)
+        qkv = spec.qkv(layer, with_leaf(qkv_in, groups.qkv[layer]), every_qkv).unflatten(2, (3, shape.n_heads))
+        all_qkv.append(qkv)
+        head_out = attention_contributions(spec, layer, qkv, every_head)
+        outs.extend(head_out.unbind(2))
+        after_attention = resid + head_out.sum(2) + spec.attention_bias(layer)
+        if shape.has_mlp:
+            mlp_in = resid if shape.parallel_attn_mlp else after_attention
+            residuals[shape.mlp_reads(layer)] = mlp_in
+            mlp_out = spec.mlp(layer, with_leaf(mlp_in, groups.mlp[layer]))
+            outs.append(mlp_out)
+            resid = after_attention + mlp_out
+        else:
+            resid = after_attention
+    residuals[shape.logits_read] = resid
+    return Activations(torch.stack(outs, dim=2), all_qkv, residuals)
+
+
+def ablate(corrupted_run: Activations, ablation: str) -> Activations:
+    """What removed edges and head inputs carry: the corrupted run (resample), zeros, or its mean
+    over the corrupted prompts per position (mean)."""
+    if ablation == "resample":
+        return corrupted_run
+    if ablation == "zero":
+        transform = torch.zeros_like
+    elif ablation == "mean":
+        def transform(x: Tensor) -> Tensor:
+            return x.mean(0, keepdim=True).expand_as(x).contiguous()
+    else:
+        raise AcdcError(f"unknown ablation '{ablation}'; choose one of {', '.join(ABLATIONS)}")
+    return Activations(transform(corrupted_run.sender_out), [transform(x) for x in corrupted_run.qkv], corrupted_run.resid)
+
+
+class Baseline:
+    """Everything a patched pass reads besides the masks, computed once per patcher.
+
+    clean_run, ablated: ``Activations`` of the clean prompts and of what removed edges carry.
+    clean_minus_ablated: out_u - out_u* for every sender [n_prompts, pos, S, d_model].
+    senders_before[t]: how many senders write before read point t (senders are numbered in forward
+        order, so they form a prefix).
+    ablated_input[t]: A_t, the input of a receiver reading at t with every incoming edge removed.
+    ablated_input_qkv[layer]: q/k/v from A_t [n_prompts, pos, 3, n_heads, d_head], computed by
+        ``ModelSpec.qkv`` as a patched pass computes a receiver's q/k/v.
+    ablated_input_mlp_out[layer]: the MLP's output on A_t (empty list without MLPs).
+    """
+
+    def __init__(self, spec: ModelSpec, graph: Graph, groups: ReceiverGroups, clean: Tensor, corrupted: Tensor, ablation: str) -> None:
+        shape = graph.shape
+        writes = torch.tensor(graph.sender_layer)
+        self.senders_before = {read: int((writes < read).sum()) for read in set(graph.receiver_layer)}
+        self.clean_run = record_run(spec, graph, groups, clean)
+        self.corrupted_run = record_run(spec, graph, groups, corrupted)
+        self.ablated = ablate(self.corrupted_run, ablation)
+        self.clean_minus_ablated = self.clean_run.sender_out - self.ablated.sender_out
+        self.ablated_input = {
+            read: resid - self.clean_minus_ablated[:, :, : self.senders_before[read]].sum(2)
+            for read, resid in self.clean_run.resid.items()
+        }
+        every_qkv = torch.arange(3 * shape.n_heads, device=clean.device)
+        self.ablated_input_qkv = [
+            spec.qkv(layer, self.ablated_input[shape.attention_reads(layer)][:, :, None, :].expand(-1, -1, 3 * shape.n_heads, -1), every_qkv)
+            .unflatten(2, (3, shape.n_heads))
+            for layer in range(shape.n_layers)
+        ]
+        self.ablated_input_mlp_out = (
+            [spec.mlp(layer, self.ablated_input[shape.mlp_reads(layer)]) for layer in range(shape.n_layers)]
+            if shape.has_mlp
+            else []
+        )

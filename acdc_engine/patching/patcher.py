@@ -1,0 +1,182 @@
+"""``EdgePatcher``: run a model with any set of edges patched, many circuits at once.
+
+The forward pass is our own, over the model's architecture-neutral description (``ModelSpec``,
+``acdc_engine.architecture``): no hook per edge, one product per receiver group and layer.
+Circuits are stacked on a leading axis C, so one call evaluates C circuits side by side. The pass
+reads top to bottom in ``_patched_forward``: the precomputed ``Baseline``, then one step per layer
+(``steps``), then the logits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from acdc_engine.errors import AcdcError
+from acdc_engine.graph import Graph
+from acdc_engine.patching.baseline import ABLATIONS, Activations, Baseline, Leaves, ReceiverGroups, record_run
+from acdc_engine.patching.pass_state import PassState
+from acdc_engine.patching.self_check import SelfCheck, check_against_model
+from acdc_engine.patching.steps import attention_layer, logits_at, mlp_layer
+
+
+class EdgePatcher:
+    """Runs ``model`` on fixed clean tokens with edges patched from fixed corrupted tokens.
+
+    Args:
+        model: a ``ModelSpec``, a TransformerLens 4 ``TransformerBridge`` or a TransformerLens 3
+            ``HookedTransformer`` (``acdc_engine.architecture.as_model_spec``).
+        graph: the model's graph (``build_graph(spec.cfg)``).
+        clean, corrupted: token ids [n_prompts, pos], same shape.
+        positions: the positions whose logits are returned, [P] (default: all).
+        ablation: "resample" (default), "zero" or "mean".
+        self_check: compare the pass with every edge kept (and with every edge removed) against the
+            model's own forward pass first; AcdcError if they differ by more than the dtype's
+            tolerance (``acdc_engine.patching.self_check``). The result is ``self.self_check``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        graph: Graph,
+        clean: Tensor,
+        corrupted: Tensor,
+        positions: Tensor | None = None,
+        ablation: str = "resample",
+        self_check: bool = True,
+    ) -> None:
+        from acdc_engine.architecture import as_model_spec
+
+        spec = as_model_spec(model)
+        if ablation not in ABLATIONS:
+            raise AcdcError(f"unknown ablation '{ablation}'; choose one of {', '.join(ABLATIONS)}")
+        if clean.shape != corrupted.shape:
+            raise AcdcError(
+                f"clean and corrupted token batches differ in shape: {tuple(clean.shape)} vs {tuple(corrupted.shape)}"
+            )
+        cfg = spec.cfg
+        model_shape = (cfg.n_layers, cfg.n_heads, not cfg.attn_only, bool(cfg.parallel_attn_mlp and not cfg.attn_only))
+        shape = graph.shape
+        if (shape.n_layers, shape.n_heads, shape.has_mlp, shape.parallel_attn_mlp) != model_shape:
+            raise AcdcError(
+                f"graph (layers, heads, MLPs, parallel) = {(shape.n_layers, shape.n_heads, shape.has_mlp, shape.parallel_attn_mlp)}"
+                f" does not match the model's {model_shape}"
+            )
+        self.spec = spec
+        self.graph = graph
+        self.ablation = ablation
+        self.device = torch.device(cfg.device if cfg.device is not None else "cpu")
+        self.dtype = cfg.dtype
+        self.clean = clean.to(self.device)
+        self.corrupted = corrupted.to(self.device)
+        n_pos = clean.shape[1]
+        self.positions = (torch.arange(n_pos) if positions is None else positions).to(self.device)
+        self.groups = ReceiverGroups.of(graph, self.device)
+        with torch.no_grad():
+            self.baseline = Baseline(spec, graph, self.groups, self.clean, self.corrupted, ablation)
+        self.self_check: SelfCheck | None = check_against_model(self) if self_check else None
+
+    @property
+    def clean_run(self) -> Activations:
+        return self.baseline.clean_run
+
+    @property
+    def ablated(self) -> Activations:
+        return self.baseline.ablated
+
+    @torch.no_grad()
+    def logits(self, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int = 0) -> Tensor:
+        """Logits of C circuits at ``positions``.
+
+        Args:
+            edge_mask: bool [C, n_senders, n_receivers] (or without the C axis), True = in the circuit.
+            head_input_mask: bool [C, n_layers, n_heads, 3] (or without the C axis).
+            start_layer: resume the forward pass at this layer, taking everything before it from the
+                clean run. Valid when every receiver below it is intact (all its edges and head
+                inputs present), as during ACDC's visit of that layer: then nothing upstream changed.
+        Returns:
+            [C, n_prompts, P, d_vocab] (no C axis if the masks had none).
+        """
+        squeeze = edge_mask.dim() == 2
+        if squeeze:
+            edge_mask, head_input_mask = edge_mask[None], head_input_mask[None]
+        edge_mask, head_input_mask = edge_mask.to(self.device), head_input_mask.to(self.device)
+        if start_layer > 0:
+            below = torch.tensor(self.graph.receiver_layer, device=self.device) < self.graph.shape.attention_reads(start_layer)
+            intact = edge_mask[:, :, below] | ~self.graph.edge_exists[:, below].to(self.device)
+            if not (intact.all() and head_input_mask[:, :start_layer].all()):
+                raise ValueError(f"cannot resume at layer {start_layer}: a receiver below it is patched")
+        logits = self._patched_forward(edge_mask, head_input_mask, start_layer)
+        return logits[0] if squeeze else logits
+
+    def _patched_forward(self, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int) -> Tensor:
+        """Logits [C, n_prompts, P, d_vocab] of C circuits, resuming at ``start_layer``.
+
+        A receiver whose mask column is the same in every circuit and that keeps no edge from a
+        sender that differs between circuits gets the same input in every circuit: it, and a head
+        or MLP all of whose receivers are like it, is computed once for the batch; the rest per
+        circuit. Either way a circuit's values are the same float bits as when it is evaluated
+        alone (tests check this bit for bit).
+        """
+        spec, graph, groups = self.spec, self.graph, self.groups
+        n_fixed = self.baseline.senders_before[graph.shape.attention_reads(start_layer)]
+        state = PassState(self.baseline, edge_mask.to(self.dtype), n_fixed)
+        for layer in range(start_layer, graph.shape.n_layers):
+            attention_layer(spec, graph, groups, state, layer, head_input_mask)
+            if graph.shape.has_mlp:
+                mlp_layer(spec, graph, groups, state, layer)
+        return logits_at(spec, graph, groups, state, self.positions)
+
+    def bytes_per_circuit(self) -> int:
+        """A generous estimate of the memory one more circuit in a batch takes, in bytes."""
+        cfg = self.spec.cfg
+        n_prompts, n_pos = self.clean.shape
+        per_token = (
+            len(self.graph.senders) * cfg.d_model  # sender outputs of this pass
+            + 4 * 3 * cfg.n_heads * cfg.d_model  # q/k/v receiver inputs, corrections, normalization
+            + 4 * 3 * cfg.n_heads * cfg.d_head
+            + 2 * cfg.n_heads * n_pos  # scores, pattern
+            + (3 * (cfg.d_mlp or 0) if self.graph.shape.has_mlp else 0)
+            + len(self.positions) * cfg.d_vocab / n_pos  # logits
+        )
+        return int(per_token * n_prompts * n_pos * self.clean_run.sender_out.element_size())
+
+    def auto_batch_size(self, limit: int = 32, memory_fraction: float = 0.25) -> int:
+        """How many circuits to evaluate per pass: at most ``limit``, and within a fraction of the
+        device's free memory."""
+        if self.device.type == "cuda":
+            free = torch.cuda.mem_get_info(self.device)[0]
+        else:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return max(1, min(limit, int(memory_fraction * free / self.bytes_per_circuit())))
+
+    def receiver_gradients(
+        self, metric: Callable[[Tensor], Tensor], input_embeddings: Tensor | None = None
+    ) -> tuple[Tensor, float]:
+        """d metric / d in_v for every receiver v of the full model (for EAP and EAP-IG).
+
+        Args:
+            metric: circuit logits [1, n_prompts, P, d_vocab] -> [1].
+            input_embeddings: [n_prompts, pos, n_input_senders, d_model] to use instead of the clean
+                prompts' input sender outputs (EAP-IG interpolates them); default: the clean ones.
+        Returns:
+            (gradients [n_prompts, pos, n_receivers, d_model], the metric's value). Each gradient is
+            the total derivative: it includes the paths through every later receiver.
+        """
+        g = self.graph
+        leaves: Leaves = []
+        with torch.enable_grad():
+            run = record_run(self.spec, g, self.groups, self.clean, input_embeddings, leaves)
+            final = run.resid[g.shape.logits_read][:, self.positions]
+            final_leaf = torch.zeros_like(final, requires_grad=True)
+            value = metric(self.spec.unembed((final + final_leaf)[None]))
+            grads = torch.autograd.grad(value.sum(), [leaf for _, leaf in leaves] + [final_leaf])
+        n_prompts, n_pos = self.clean.shape
+        out = torch.zeros(n_prompts, n_pos, len(g.receivers), self.spec.cfg.d_model, dtype=self.dtype, device=self.device)
+        for (receivers, _), grad in zip(leaves, grads):
+            out[:, :, receivers] = grad.reshape(n_prompts, n_pos, len(receivers), -1)
+        out[:, self.positions, g.receiver_index["logits"]] = grads[-1]
+        return out, float(value.detach().sum())

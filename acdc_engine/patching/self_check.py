@@ -1,0 +1,74 @@
+"""The self-check every run starts with: the engine's pass must reproduce the model's own forward pass.
+
+With every edge kept, the patched pass must give the model's own logits on the clean prompts; with
+every edge removed under resample ablation, its own logits on the corrupted prompts (under zero or
+mean ablation the all-removed pass has no counterpart in the model, so the engine's unpatched run of
+the corrupted prompts is compared instead). Both at the task's positions. A model that fails gets no
+circuit: a wrong circuit is worse than none.
+
+Tolerance: ``TOLERANCE[dtype] * max(1, max |model logit|)``, the rounding that a different but
+correct order of the same float operations leaves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from acdc_engine.errors import AcdcError
+
+if TYPE_CHECKING:
+    from acdc_engine.patching.patcher import EdgePatcher
+
+TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """Largest |engine - model| logit differences found, and the tolerance they were held to."""
+
+    full: float
+    empty: float
+    tolerance: float
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_abs_logit_diff_full": self.full, "max_abs_logit_diff_empty": self.empty, "tolerance": self.tolerance, "dtype": self.dtype}
+
+
+def _max_abs_diff(engine: Tensor, model: Tensor) -> float:
+    return float((engine.double() - model.double()).abs().max())
+
+
+@torch.no_grad()
+def check_against_model(patcher: EdgePatcher) -> SelfCheck:
+    """Compare ``patcher``'s full and all-removed passes with its model's own forward pass; AcdcError
+    naming the model and the size of the mismatch when either exceeds the tolerance."""
+    spec, graph, positions = patcher.spec, patcher.graph, patcher.positions
+    full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
+    model_clean = spec.source_logits(patcher.clean)[:, positions]
+    model_corrupted = spec.source_logits(patcher.corrupted)[:, positions]
+    engine_full = patcher.logits(full_edges, full_heads)
+    if patcher.ablation == "resample":
+        engine_empty = patcher.logits(torch.zeros_like(full_edges), torch.zeros_like(full_heads))
+    else:
+        engine_empty = spec.unembed(patcher.baseline.corrupted_run.resid[graph.shape.logits_read][:, positions])
+    scale = max(1.0, float(model_clean.abs().max()), float(model_corrupted.abs().max()))
+    tolerance = TOLERANCE.get(patcher.dtype, 1e-1) * scale
+    result = SelfCheck(
+        _max_abs_diff(engine_full, model_clean),
+        _max_abs_diff(engine_empty, model_corrupted),
+        tolerance,
+        str(patcher.dtype).removeprefix("torch."),
+    )
+    for what, diff in (("every edge kept", result.full), ("every edge removed", result.empty)):
+        if not diff <= tolerance:  # also catches NaN
+            raise AcdcError(
+                f"self-check failed for model '{spec.cfg.model_name}': the engine's pass with {what} differs from "
+                f"the model's own forward pass by {diff:.3g} in the logits (tolerance {tolerance:.3g} in {result.dtype}); "
+                "the engine does not reproduce this model, so it computes no circuit"
+            )
+    return result
