@@ -13,7 +13,7 @@ from transformer_lens.hook_points import HookPoint
 
 from acdc_engine.architecture.config import ArchitectureConfig
 from acdc_engine.architecture.norm import Norm, compute_dtype
-from acdc_engine.architecture.rotary import apply_rotary, default_tables
+from acdc_engine.architecture.rotary import apply_rotary
 
 
 def _weight(*shape: int) -> nn.Parameter:
@@ -21,13 +21,10 @@ def _weight(*shape: int) -> nn.Parameter:
 
 
 class Attention(nn.Module):
-    """Layer ``layer``'s attention weights, q/k norms, rotary tables and hook points.
+    """Layer ``layer``'s attention weights, q/k norms and hook points (the rotary tables are the
+    ModelSpec's, shared between layers)."""
 
-    Rotary tables default to the original RoPE with ``rotary_base``; constructors from other
-    libraries replace ``rotary_cos`` / ``rotary_sin`` ([n_ctx, rotary_dim]) with the source's own.
-    """
-
-    def __init__(self, cfg: ArchitectureConfig, layer: int, rotary_base: float = 10000.0) -> None:
+    def __init__(self, cfg: ArchitectureConfig, layer: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.layer = layer
@@ -41,10 +38,6 @@ class Attention(nn.Module):
             full = cfg.qk_norm == "full"
             self.q_norm = Norm("RMS", h * d if full else d, cfg.norm_eps, cfg.norm_offset)
             self.k_norm = Norm("RMS", kv * d if full else d, cfg.norm_eps, cfg.norm_offset)
-        if cfg.positional_embedding_type == "rotary":
-            cos, sin = default_tables(cfg.n_ctx, cfg.rotary_dim, rotary_base, cfg.rotary_layout)
-            self.register_buffer("rotary_cos", cos)
-            self.register_buffer("rotary_sin", sin)
         self.hook_q = HookPoint()
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
@@ -88,19 +81,21 @@ class Attention(nn.Module):
             out = out.index_copy(-2, rows, normed)
         return out
 
-    def heads(self, q: Tensor, k: Tensor, v: Tensor, heads: Tensor) -> Tensor:
+    def heads(
+        self, q: Tensor, k: Tensor, v: Tensor, heads: Tensor, cos: Tensor | None = None, sin: Tensor | None = None
+    ) -> Tensor:
         """Per-head results z_h @ W_O[h], [..., pos, H', d_model], of the query heads ``heads``
         [H'] from their q, k, v [..., pos, H', d_head] (k and v given per query head).
 
-        Rotary (positions 0..pos-1) on q and k, scores / attn_scale, soft-cap, causal mask with
+        Rotary by the tables cos, sin [>= pos, rotary_dim] (positions 0..pos-1) on q and k, scores / attn_scale, soft-cap, causal mask with
         the layer's sliding window, softmax in at least float32 cast back to q's dtype.
         """
         cfg = self.cfg
         lead = q.shape[:-3]
         q, k, v = (t.reshape(-1, *t.shape[-3:]) for t in (q, k, v))
-        if cfg.positional_embedding_type == "rotary":
-            q = apply_rotary(q, self.rotary_cos, self.rotary_sin, cfg.rotary_layout)
-            k = apply_rotary(k, self.rotary_cos, self.rotary_sin, cfg.rotary_layout)
+        if cos is not None:
+            q = apply_rotary(q, cos, sin, cfg.rotary_layout)
+            k = apply_rotary(k, cos, sin, cfg.rotary_layout)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / cfg.attn_scale
         if cfg.attn_softcap is not None:
             scores = torch.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from acdc_engine.architecture.native import empty_spec, load_tl_state, tl_architecture
+from acdc_engine.architecture.native import load_tl_state, tl_architecture
 from acdc_engine.architecture.spec import ModelSpec
 
 
@@ -20,6 +20,6 @@ def from_hooked_transformer(model: Any) -> ModelSpec:
     config = {key: value for key, value in model.cfg.to_dict().items()}
     cfg, extras = tl_architecture(config, model.cfg.model_name)
     weight = model.embed.W_E
-    spec = empty_spec(cfg, extras["rotary_bases"], tokenizer=model.tokenizer, source=model).to(weight.dtype)
+    spec = ModelSpec(cfg, model.tokenizer, model, extras["rotary_bases"]).to(weight.dtype)
     load_tl_state(spec, model.state_dict(), extras["learned_norms"])
     return spec.to(weight.device).eval()

@@ -136,19 +136,6 @@ def tl_architecture(config: Mapping[str, Any], name: str) -> tuple[ArchitectureC
     return cfg, {"rotary_bases": bases, "learned_norms": learned}
 
 
-def empty_spec(cfg: ArchitectureConfig, rotary_bases: list[float], tokenizer: Any = None, source: Any = None) -> ModelSpec:
-    """A ``ModelSpec`` of ``cfg`` with placeholder weights and the original-RoPE tables of ``rotary_bases``."""
-    from acdc_engine.architecture.rotary import default_tables
-
-    spec = ModelSpec(cfg, tokenizer=tokenizer, source=source)
-    if cfg.positional_embedding_type == "rotary":
-        for block, base in zip(spec.blocks, rotary_bases):
-            cos, sin = default_tables(cfg.n_ctx, cfg.rotary_dim, base, cfg.rotary_layout)
-            block.attn.rotary_cos.copy_(cos)
-            block.attn.rotary_sin.copy_(sin)
-    return spec
-
-
 def _spec_key(tl_key: str) -> str:
     for old, new in RENAMES:
         if tl_key.startswith(old):
@@ -159,23 +146,31 @@ def _spec_key(tl_key: str) -> str:
 def load_tl_state(spec: ModelSpec, state: Mapping[str, Tensor], learned_norms: bool = True) -> ModelSpec:
     """Copy TransformerLens-named weights into ``spec`` (in place; returns it).
 
-    Every weight of ``spec`` must be given, except the rotary tables (kept when absent; TL's
-    ``rotary_sin``/``rotary_cos`` replace them), the gate bias ``mlp.b_gate`` (TransformerLens has
+    Every weight of ``spec`` must be given, except the rotary tables (TransformerLens's per-layer
+    ``blocks.L.attn.rotary_cos`` / ``rotary_sin`` replace the default ones when given), the gate bias ``mlp.b_gate`` (TransformerLens has
     none: zero when absent) and, for LNPre/RMSPre models, the norms' weights
     (which must then be absent). A gated MLP's ``b_in`` must be zero (TransformerLens adds it after
     the gate product, a ModelSpec before). AcdcError naming the first missing, unexpected or misshapen weight.
     """
     name = spec.cfg.model_name
-    targets = dict(spec.named_parameters()) | dict(spec.named_buffers())
-    optional = {key for key in targets if key.endswith(("rotary_cos", "rotary_sin", "mlp.b_gate"))}
+    targets = dict(spec.named_parameters())
+    optional = {key for key in targets if key.endswith("mlp.b_gate")}
+    norms = {key for key in targets if key.rsplit(".", 2)[-2].startswith("ln")}
     if not learned_norms:
-        optional |= {key for key in targets if key.rsplit(".", 2)[-2].startswith("ln")}
+        optional |= norms
     given = {}
+    tables: dict[int, dict[str, Tensor]] = {}
     for tl_key, value in state.items():
         if tl_key.endswith((".IGNORE", ".mask")):
             continue
+        parts = tl_key.split(".")
+        if len(parts) == 4 and parts[0] == "blocks" and parts[2] == "attn" and parts[3] in ("rotary_cos", "rotary_sin"):
+            if spec.cfg.positional_embedding_type != "rotary":
+                raise AcdcError(f"model {name}: unexpected weight {tl_key} for a model without rotary embeddings")
+            tables.setdefault(int(parts[1]), {})[parts[3]] = value[: spec.rotary_cos.shape[1]]
+            continue
         key = _spec_key(tl_key)
-        if key not in targets or (not learned_norms and key in optional and not key.endswith(("cos", "sin"))):
+        if key not in targets or (not learned_norms and key in norms):
             raise AcdcError(f"model {name}: unexpected weight {tl_key} for this config")
         if tuple(value.shape) != tuple(targets[key].shape):
             raise AcdcError(
@@ -193,6 +188,12 @@ def load_tl_state(spec: ModelSpec, state: Mapping[str, Tensor], learned_norms: b
     with torch.no_grad():
         for key, value in given.items():
             targets[key].copy_(value)
+    if tables:
+        if sorted(tables) != list(range(spec.cfg.n_layers)) or any(len(t) != 2 for t in tables.values()):
+            raise AcdcError(f"model {name}: rotary_cos and rotary_sin must be given for every layer or none")
+        dtype = spec.rotary_cos.dtype
+        spec.set_rotary_tables([(tables[L]["rotary_cos"].to(dtype), tables[L]["rotary_sin"].to(dtype))
+                                for L in range(spec.cfg.n_layers)])
     return spec
 
 
@@ -211,7 +212,7 @@ def from_tl_weights(
     name = name or config.get("model_name") or "custom"
     cfg, extras = tl_architecture(config, name)
     dtype, device = _state_dtype(state_dict)
-    spec = empty_spec(cfg, extras["rotary_bases"], tokenizer).to(dtype)
+    spec = ModelSpec(cfg, tokenizer, rotary_bases=extras["rotary_bases"]).to(dtype)
     load_tl_state(spec, {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()},
                   extras["learned_norms"])
     return spec.to(device).eval()
@@ -235,7 +236,7 @@ def random_model(config: Mapping[str, Any], seed: int) -> ModelSpec:
     """
     name = config.get("model_name") or "random"
     cfg, extras = tl_architecture(config, name)
-    spec = empty_spec(cfg, extras["rotary_bases"]).to(torch.float64)
+    spec = ModelSpec(cfg, rotary_bases=extras["rotary_bases"]).to(torch.float64)
     generator = torch.Generator().manual_seed(seed)
     std = 0.8 / cfg.d_model**0.5
     with torch.no_grad():

@@ -22,14 +22,18 @@ from acdc_engine.architecture.config import ArchitectureConfig
 from acdc_engine.architecture.embed import Embed, PosEmbed
 from acdc_engine.architecture.mlp import MLP
 from acdc_engine.architecture.norm import Norm
+from acdc_engine.architecture.rotary import default_tables
 from acdc_engine.architecture.unembed import Unembed
+from acdc_engine.errors import AcdcError
+
+MAX_ROTARY_POSITIONS = 8192
 
 
 class Block(nn.Module):
     """Layer L's modules: norms (``ln1``, ``ln2``, ``ln1_post``, ``ln2_post``; None where the
     model has none), ``attn``, ``mlp`` (None for attention-only models) and hook points."""
 
-    def __init__(self, cfg: ArchitectureConfig, layer: int, rotary_base: float) -> None:
+    def __init__(self, cfg: ArchitectureConfig, layer: int) -> None:
         super().__init__()
 
         def norm() -> Norm | None:
@@ -41,7 +45,7 @@ class Block(nn.Module):
         self.ln2 = norm() if cfg.pre_norms and has_mlp and not cfg.shared_pre_norm else None
         self.ln1_post = norm() if cfg.post_norms else None
         self.ln2_post = norm() if cfg.post_norms and has_mlp else None
-        self.attn = Attention(cfg, layer, rotary_base)
+        self.attn = Attention(cfg, layer)
         self.mlp = MLP(cfg) if has_mlp else None
         for name in (
             "hook_resid_pre", "hook_q_input", "hook_k_input", "hook_v_input",
@@ -64,6 +68,9 @@ class ModelSpec(HookedRootModule):
         source: the object it was built from (a TransformerBridge or a HookedTransformer), or None.
         embedding, pos_embedding (None for rotary models), blocks, ln_final (None without a final
         norm), unembedding: the modules holding the weights.
+        rotary_cos, rotary_sin: rotary models' distinct cos/sin tables [n_tables, positions,
+        rotary_dim] (positions = min(n_ctx, MAX_ROTARY_POSITIONS)); layer L uses table
+        ``rotary_table_of_layer[L]``. By default the original RoPE with base ``rotary_bases[L]``.
 
     Receivers of layer L's attention are numbered r in [0, 3 * n_heads): ``r // n_heads`` is
     0/1/2 for q/k/v, ``r % n_heads`` the query head (a k or v receiver of query head h reads
@@ -75,7 +82,7 @@ class ModelSpec(HookedRootModule):
         cfg: ArchitectureConfig,
         tokenizer: Any = None,
         source: Any = None,
-        rotary_base: float = 10000.0,
+        rotary_bases: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -83,13 +90,32 @@ class ModelSpec(HookedRootModule):
         self.source = source
         self.embedding = Embed(cfg.d_vocab, cfg.d_model, cfg.embedding_scale)
         self.pos_embedding = PosEmbed(cfg.n_ctx, cfg.d_model) if cfg.positional_embedding_type == "standard" else None
-        self.blocks = nn.ModuleList(Block(cfg, layer, rotary_base) for layer in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layers))
         has_final = cfg.final_norm and cfg.normalization_type is not None
         self.ln_final = Norm(cfg.normalization_type, cfg.d_model, cfg.norm_eps, cfg.norm_offset) if has_final else None
         self.unembedding = Unembed(cfg.d_model, cfg.d_vocab_out, cfg.logit_softcap)
         self.hook_embed = HookPoint()
         self.hook_pos_embed = HookPoint()
+        self.rotary_table_of_layer: tuple[int, ...] = ()
+        if cfg.positional_embedding_type == "rotary":
+            positions = min(cfg.n_ctx, MAX_ROTARY_POSITIONS)
+            bases = rotary_bases or [10000.0] * cfg.n_layers
+            self.set_rotary_tables([default_tables(positions, cfg.rotary_dim, b, cfg.rotary_layout) for b in bases])
         self.setup()
+
+    def set_rotary_tables(self, tables: list[tuple[Tensor, Tensor]]) -> None:
+        """Use (cos, sin) ``tables[L]`` ([positions, rotary_dim] each) for layer L; equal tables are stored once."""
+        distinct: list[tuple[Tensor, Tensor]] = []
+        index = []
+        for cos, sin in tables:
+            found = next((i for i, (c, s) in enumerate(distinct) if torch.equal(c, cos) and torch.equal(s, sin)), None)
+            if found is None:
+                distinct.append((cos, sin))
+                found = len(distinct) - 1
+            index.append(found)
+        self.register_buffer("rotary_cos", torch.stack([c for c, _ in distinct]))
+        self.register_buffer("rotary_sin", torch.stack([s for _, s in distinct]))
+        self.rotary_table_of_layer = tuple(index)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "source" and isinstance(value, nn.Module):
@@ -119,7 +145,15 @@ class ModelSpec(HookedRootModule):
     def heads(self, layer: int, q: Tensor, k: Tensor, v: Tensor, heads: Tensor) -> Tensor:
         """Per-head results r_h = z_h @ W_O[h] [batch, pos, H', d_model] of query heads ``heads``
         [H'] from q, k, v [batch, pos, H', d_head], before any post-attention norm."""
-        return self.blocks[layer].attn.heads(q, k, v, heads)
+        if not self.rotary_table_of_layer:
+            return self.blocks[layer].attn.heads(q, k, v, heads)
+        table = self.rotary_table_of_layer[layer]
+        if q.shape[-3] > self.rotary_cos.shape[1]:
+            raise AcdcError(
+                f"model {self.cfg.model_name}: prompts of {q.shape[-3]} positions are longer than its "
+                f"{self.rotary_cos.shape[1]} rotary positions"
+            )
+        return self.blocks[layer].attn.heads(q, k, v, heads, self.rotary_cos[table], self.rotary_sin[table])
 
     def attention_out(self, layer: int, results: Tensor) -> Tensor:
         """Each head's contribution to the residual stream from all heads' results
