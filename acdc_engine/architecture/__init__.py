@@ -11,26 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from acdc_engine.architecture.config import ArchitectureConfig
+from acdc_engine.architecture.from_bridge import from_bridge
+from acdc_engine.architecture.from_hooked import from_hooked_transformer
 from acdc_engine.architecture.native import from_tl_weights, random_model
 from acdc_engine.architecture.spec import ModelSpec
 from acdc_engine.errors import AcdcError
 
 __all__ = ["ArchitectureConfig", "ModelSpec", "as_model_spec", "from_bridge", "from_hooked_transformer",
            "from_tl_weights", "random_model"]
-
-
-def from_bridge(bridge: Any) -> ModelSpec:
-    """The ``ModelSpec`` of a TransformerLens 4 ``TransformerBridge`` (see ``from_bridge.py``)."""
-    from acdc_engine.architecture.from_bridge import from_bridge as convert
-
-    return convert(bridge)
-
-
-def from_hooked_transformer(model: Any) -> ModelSpec:
-    """The ``ModelSpec`` of a TransformerLens 3 ``HookedTransformer`` (see ``from_hooked.py``)."""
-    from acdc_engine.architecture.from_hooked import from_hooked_transformer as convert
-
-    return convert(model)
 
 
 def _is_instance(model: Any, module: str, name: str) -> bool:

@@ -36,8 +36,8 @@ class Attention(nn.Module):
         self.q_norm = self.k_norm = None
         if cfg.qk_norm is not None:
             full = cfg.qk_norm == "full"
-            self.q_norm = Norm("RMS", h * d if full else d, cfg.norm_eps, cfg.norm_offset)
-            self.k_norm = Norm("RMS", kv * d if full else d, cfg.norm_eps, cfg.norm_offset)
+            self.q_norm = Norm("RMS", h * d if full else d, cfg.norm_eps, cfg.norm_offset, cfg.upcast)
+            self.k_norm = Norm("RMS", kv * d if full else d, cfg.norm_eps, cfg.norm_offset, cfg.upcast)
         self.hook_q = HookPoint()
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
@@ -88,7 +88,8 @@ class Attention(nn.Module):
         [H'] from their q, k, v [..., pos, H', d_head] (k and v given per query head).
 
         Rotary by the tables cos, sin [>= pos, rotary_dim] (positions 0..pos-1) on q and k, scores / attn_scale, soft-cap, causal mask with
-        the layer's sliding window, softmax in at least float32 cast back to q's dtype.
+        the layer's sliding window, softmax in the compute dtype (see ``ArchitectureConfig.upcast``)
+        cast back to q's dtype.
         """
         cfg = self.cfg
         lead = q.shape[:-3]
@@ -100,7 +101,7 @@ class Attention(nn.Module):
         if cfg.attn_softcap is not None:
             scores = torch.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
         scores = scores.masked_fill(~self.visible(q.shape[1], q.device), torch.finfo(scores.dtype).min)
-        pattern = torch.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype)).to(q.dtype)
+        pattern = torch.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype, cfg.upcast)).to(q.dtype)
         z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
         result = torch.einsum("bqhd,hdm->bqhm", z, self.W_O[heads])
         return result.reshape(*lead, *result.shape[1:])

@@ -19,6 +19,7 @@ POSITIONAL_EMBEDDING_TYPES = ("standard", "rotary")
 QK_NORMS = (None, "head", "full")
 ROTARY_LAYOUTS = ("neox", "gptj")
 ATTENTION_DIRS = ("causal", "bidirectional")
+UPCASTS = ("promote", "float32")
 # the activation names Hugging Face and TransformerLens use, by the function they denote
 ACTIVATIONS = {
     "gelu": "gelu",
@@ -56,6 +57,8 @@ class ArchitectureConfig:
         sliding_window: per layer, None (global attention) or the window w: query i sees keys
             j with i - w < j <= i. An empty tuple means every layer is global.
         embedding_scale: the token embedding is multiplied by it (Gemma: sqrt(d_model)).
+        upcast: the dtype RMSNorm statistics and the attention softmax compute in: "promote"
+            (at least float32; float64 stays float64) or "float32" (always, as Hugging Face does).
         family: the source architecture's name (e.g. "LlamaForCausalLM"), or "native".
     """
 
@@ -92,6 +95,7 @@ class ArchitectureConfig:
     logit_softcap: float | None = None
     sliding_window: tuple[int | None, ...] = ()
     embedding_scale: float = 1.0
+    upcast: str = "promote"
     family: str = "native"
 
     def __post_init__(self) -> None:
@@ -116,6 +120,8 @@ class ArchitectureConfig:
             problems.append(f"positional_embedding_type {self.positional_embedding_type!r}")
         if self.qk_norm not in QK_NORMS:
             problems.append(f"qk_norm {self.qk_norm!r} (expected one of {QK_NORMS})")
+        if self.upcast not in UPCASTS:
+            problems.append(f"upcast {self.upcast!r} (expected one of {UPCASTS})")
         if self.rotary_layout not in ROTARY_LAYOUTS:
             problems.append(f"rotary_layout {self.rotary_layout!r} (expected one of {ROTARY_LAYOUTS})")
         if self.attention_dir not in ATTENTION_DIRS:
@@ -156,7 +162,7 @@ class ArchitectureConfig:
         for name in (
             "normalization_type", "positional_embedding_type", "parallel_attn_mlp", "gated_mlp", "norm_offset",
             "attention_dir", "pre_norms", "shared_pre_norm", "post_norms", "final_norm", "qk_norm", "attn_softcap",
-            "logit_softcap", "embedding_scale",
+            "logit_softcap", "embedding_scale", "upcast",
         ):
             if getattr(self, name) != defaults[name]:
                 found.append(f"{name}={getattr(self, name)}")

@@ -38,7 +38,7 @@ class Block(nn.Module):
 
         def norm() -> Norm | None:
             kind = cfg.normalization_type
-            return None if kind is None else Norm(kind, cfg.d_model, cfg.norm_eps, cfg.norm_offset)
+            return None if kind is None else Norm(kind, cfg.d_model, cfg.norm_eps, cfg.norm_offset, cfg.upcast)
 
         has_mlp = not cfg.attn_only
         self.ln1 = norm() if cfg.pre_norms else None
@@ -92,7 +92,9 @@ class ModelSpec(HookedRootModule):
         self.pos_embedding = PosEmbed(cfg.n_ctx, cfg.d_model) if cfg.positional_embedding_type == "standard" else None
         self.blocks = nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layers))
         has_final = cfg.final_norm and cfg.normalization_type is not None
-        self.ln_final = Norm(cfg.normalization_type, cfg.d_model, cfg.norm_eps, cfg.norm_offset) if has_final else None
+        self.ln_final = (
+            Norm(cfg.normalization_type, cfg.d_model, cfg.norm_eps, cfg.norm_offset, cfg.upcast) if has_final else None
+        )
         self.unembedding = Unembed(cfg.d_model, cfg.d_vocab_out, cfg.logit_softcap)
         self.hook_embed = HookPoint()
         self.hook_pos_embed = HookPoint()
