@@ -1,0 +1,216 @@
+"""Per Hugging Face architecture: which ``ArchitectureConfig`` features its config turns on.
+
+Every feature is read from the Hugging Face config itself (transformers' field names), never from
+a TransformerLens config, and every field of a supported family that changes the forward pass is
+either mapped here or refused by name (``AcdcError`` naming the model and the feature).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from acdc_engine.errors import AcdcError
+
+# rope types whose cos/sin tables are fixed at construction (the others depend on the sequence length)
+STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+SLIDING, FULL = "sliding_attention", "full_attention"
+
+
+@dataclass(frozen=True)
+class HFArchitecture:
+    """What a Hugging Face config says about its model's forward pass.
+
+    features: ``ArchitectureConfig`` fields (all but the weights' dtype and device).
+    norms: the norm slots each block has ("ln1", "ln2", "ln1_post", "ln2_post").
+    rope_layer_types: for rotary models, the key the HF rotary module takes per layer (None:
+        one table for every layer).
+    gptj_rotary: the HF rotary module returns GPT-J's (sin, cos) half tables.
+    """
+
+    features: dict[str, Any]
+    norms: tuple[str, ...]
+    rope_layer_types: tuple[str, ...] | None = None
+    gptj_rotary: bool = False
+
+
+def _refuse(name: str, feature: str) -> AcdcError:
+    return AcdcError(f"model {name}: {feature} is not supported by the edge-patching engine")
+
+
+def _check_rope(name: str, parameters: dict[str, Any] | None) -> None:
+    rope_type = (parameters or {}).get("rope_type", "default")
+    if rope_type not in STATIC_ROPE_TYPES:
+        raise _refuse(name, f"rope type '{rope_type}' (its tables depend on the sequence length; supported: "
+                            f"{', '.join(STATIC_ROPE_TYPES)})")
+
+
+def _head_dim(hf: Any) -> int:
+    return getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
+
+
+def _partial_rotary(hf: Any) -> float:
+    parameters = getattr(hf, "rope_parameters", None) or {}
+    return float(parameters.get("partial_rotary_factor", getattr(hf, "partial_rotary_factor", 1.0)))
+
+
+def _windows(name: str, hf: Any, per_layer: bool) -> tuple[int | None, ...]:
+    """Sliding window per layer: from ``layer_types`` (per_layer) or ``sliding_window`` on every layer."""
+    n = hf.num_hidden_layers
+    window = getattr(hf, "sliding_window", None)
+    if not per_layer:
+        return (window,) * n
+    types = getattr(hf, "layer_types", None) or [FULL] * n
+    for kind in types:
+        if kind not in (SLIDING, FULL):
+            raise _refuse(name, f"layer type '{kind}'")
+    if SLIDING in types and window is None:
+        raise AcdcError(f"model {name}: sliding-attention layers without a sliding_window")
+    return tuple(window if kind == SLIDING else None for kind in types)
+
+
+def _common(name: str, hf: Any, upcast: str = "float32", **features: Any) -> dict[str, Any]:
+    """The fields every family reads the same way; ``upcast`` "float32": the family's eager
+    attention softmax (and RMSNorm, where it has one) computes in float32 whatever the dtype."""
+    if getattr(hf, "use_bidirectional_attention", None):
+        raise _refuse(name, "use_bidirectional_attention=True (bidirectional attention)")
+    return dict(
+        model_name=name,
+        n_layers=hf.num_hidden_layers,
+        n_heads=hf.num_attention_heads,
+        n_key_value_heads=getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads,
+        d_model=hf.hidden_size,
+        d_head=_head_dim(hf),
+        d_vocab=hf.vocab_size,
+        n_ctx=hf.max_position_embeddings,
+        upcast=upcast,
+        **features,
+    )
+
+
+def _llama_like(name: str, hf: Any, per_layer_windows: bool = False, **features: Any) -> dict[str, Any]:
+    """Llama's layout: RMSNorm pre-norms, rotary (neox layout), gated MLP, causal attention."""
+    parameters = getattr(hf, "rope_parameters", None)
+    _check_rope(name, parameters)
+    if "act_fn" not in features:
+        features["act_fn"] = hf.hidden_act
+    return _common(
+        name, hf,
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=int(_head_dim(hf) * _partial_rotary(hf)),
+        gated_mlp=True,
+        sliding_window=_windows(name, hf, per_layer_windows),
+        **features,
+    )
+
+
+def _gpt2(name: str, hf: Any) -> HFArchitecture:
+    if getattr(hf, "add_cross_attention", False):
+        raise _refuse(name, "add_cross_attention=True (cross-attention)")
+    if getattr(hf, "scale_attn_by_inverse_layer_idx", False):
+        raise _refuse(name, "scale_attn_by_inverse_layer_idx=True")
+    features = _common(
+        name, hf, normalization_type="LN", act_fn=hf.activation_function,
+        attn_scale=None if hf.scale_attn_weights else 1.0, upcast="promote",
+    )
+    return HFArchitecture(features, ("ln1", "ln2"))
+
+
+def _gpt_neox(name: str, hf: Any) -> HFArchitecture:
+    _check_rope(name, hf.rope_parameters)
+    features = _common(
+        name, hf, normalization_type="LN", act_fn=hf.hidden_act, positional_embedding_type="rotary",
+        rotary_dim=int(_head_dim(hf) * _partial_rotary(hf)), parallel_attn_mlp=bool(hf.use_parallel_residual),
+    )
+    return HFArchitecture(features, ("ln1", "ln2"))
+
+
+def _gptj(name: str, hf: Any) -> HFArchitecture:
+    features = _common(
+        name, hf, normalization_type="LN", act_fn=hf.activation_function, positional_embedding_type="rotary",
+        rotary_dim=hf.rotary_dim or _head_dim(hf), rotary_layout="gptj", parallel_attn_mlp=True,
+        shared_pre_norm=True,
+    )
+    return HFArchitecture(features, ("ln1",), gptj_rotary=True)
+
+
+def _llama(name: str, hf: Any) -> HFArchitecture:
+    return HFArchitecture(_llama_like(name, hf), ("ln1", "ln2"))
+
+
+def _mistral(name: str, hf: Any) -> HFArchitecture:
+    return HFArchitecture(_llama_like(name, hf), ("ln1", "ln2"))
+
+
+def _qwen2(name: str, hf: Any) -> HFArchitecture:
+    return HFArchitecture(_llama_like(name, hf, per_layer_windows=True), ("ln1", "ln2"))
+
+
+def _qwen3(name: str, hf: Any) -> HFArchitecture:
+    return HFArchitecture(_llama_like(name, hf, per_layer_windows=True, qk_norm="head"), ("ln1", "ln2"))
+
+
+def _gemma(name: str, hf: Any) -> HFArchitecture:
+    features = _llama_like(name, hf, norm_offset=1.0, embedding_scale=hf.hidden_size**0.5)
+    return HFArchitecture(features, ("ln1", "ln2"))
+
+
+def _gemma2(name: str, hf: Any) -> HFArchitecture:
+    features = _llama_like(
+        name, hf, per_layer_windows=True, act_fn=hf.hidden_activation, norm_offset=1.0,
+        embedding_scale=hf.hidden_size**0.5, post_norms=True, attn_scale=hf.query_pre_attn_scalar**0.5,
+        attn_softcap=hf.attn_logit_softcapping, logit_softcap=hf.final_logit_softcapping,
+    )
+    return HFArchitecture(features, ("ln1", "ln2", "ln1_post", "ln2_post"))
+
+
+def _gemma3(name: str, hf: Any) -> HFArchitecture:
+    parameters = hf.rope_parameters or {}
+    layer_types = tuple(hf.layer_types)
+    for kind in set(layer_types):
+        _check_rope(name, parameters.get(kind))
+    features = _common(
+        name, hf, normalization_type="RMS", act_fn=hf.hidden_activation, positional_embedding_type="rotary",
+        rotary_dim=_head_dim(hf), gated_mlp=True, sliding_window=_windows(name, hf, per_layer=True),
+        norm_offset=1.0, post_norms=True, qk_norm="head", attn_scale=hf.query_pre_attn_scalar**0.5,
+        attn_softcap=hf.attn_logit_softcapping, logit_softcap=hf.final_logit_softcapping,
+    )
+    # embedding_scale comes from the model's own embedding module (see from_bridge)
+    return HFArchitecture(features, ("ln1", "ln2", "ln1_post", "ln2_post"), rope_layer_types=layer_types)
+
+
+def _olmo2(name: str, hf: Any) -> HFArchitecture:
+    features = _llama_like(name, hf, pre_norms=False, post_norms=True, qk_norm="full")
+    return HFArchitecture(features, ("ln1_post", "ln2_post"))
+
+
+def _phi3(name: str, hf: Any) -> HFArchitecture:
+    return HFArchitecture(_llama_like(name, hf), ("ln1", "ln2"))
+
+
+FAMILIES = {
+    "GPT2LMHeadModel": _gpt2,
+    "GPTNeoXForCausalLM": _gpt_neox,
+    "GPTJForCausalLM": _gptj,
+    "LlamaForCausalLM": _llama,
+    "MistralForCausalLM": _mistral,
+    "Qwen2ForCausalLM": _qwen2,
+    "Qwen3ForCausalLM": _qwen3,
+    "GemmaForCausalLM": _gemma,
+    "Gemma2ForCausalLM": _gemma2,
+    "Gemma3ForCausalLM": _gemma3,
+    "Olmo2ForCausalLM": _olmo2,
+    "Phi3ForCausalLM": _phi3,
+}
+
+
+def read_hf_config(architecture: str, hf_config: Any, name: str) -> HFArchitecture:
+    """The features of model ``name`` of Hugging Face class ``architecture`` from its config;
+    AcdcError for an architecture not in ``FAMILIES`` or a feature not implemented."""
+    if architecture not in FAMILIES:
+        raise AcdcError(
+            f"model architecture {architecture} is not supported by the edge-patching engine "
+            f"(supported: {', '.join(FAMILIES)})"
+        )
+    return FAMILIES[architecture](name, hf_config)

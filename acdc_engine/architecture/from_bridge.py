@@ -1,0 +1,163 @@
+"""``ModelSpec`` of a TransformerLens 4 ``TransformerBridge``.
+
+Features come from the Hugging Face config (``families.read_hf_config``), since the bridge's own
+config does not reliably describe them. Weights come through the bridge's TransformerLens-layout
+properties (``blocks[L].attn.W_Q`` ..., ``mlp.W_in`` / ``W_gate`` / ``W_out``, ``embed.W_E``,
+``unembed.W_U``: TransformerLens's conversion of fused and interleaved projections), norm weights
+and epsilons from the Hugging Face norm modules the bridge wraps, rotary tables from the Hugging
+Face model's own rotary embedding module (so every static rope variant matches). Every shape is
+checked against the config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from acdc_engine.architecture.config import ArchitectureConfig
+from acdc_engine.architecture.families import read_hf_config
+from acdc_engine.architecture.rotary import expand_half_table
+from acdc_engine.architecture.spec import ModelSpec
+from acdc_engine.errors import AcdcError
+
+NORM_SLOTS = ("ln1", "ln2", "ln1_post", "ln2_post")
+
+
+def _hf_module(component: Any) -> Any:
+    """The Hugging Face module a bridge component wraps (the module itself if it is not wrapped)."""
+    return getattr(component, "original_component", None) or component
+
+
+def _model_name(bridge: Any) -> str:
+    hf_config = bridge.original_model.config
+    name = getattr(hf_config, "name_or_path", "") or getattr(bridge.cfg, "model_name", "") or "model"
+    return str(name).rstrip("/").rsplit("/", 1)[-1]
+
+
+def from_bridge(bridge: Any) -> ModelSpec:
+    """The ``ModelSpec`` of ``bridge``, in its dtype, on its device, in eval mode, with its
+    tokenizer; ``source`` is the bridge. AcdcError for an unsupported architecture or feature."""
+    hf_model = bridge.original_model
+    hf_config = hf_model.config
+    architecture = (getattr(hf_config, "architectures", None) or [type(hf_model).__name__])[0]
+    name = _model_name(bridge)
+    read = read_hf_config(architecture, hf_config, name)
+    W_E = bridge.embed.W_E
+    features = dict(read.features)
+    features["family"] = architecture
+    features["dtype"] = W_E.dtype
+    features["device"] = str(W_E.device)
+    features["d_mlp"] = bridge.blocks[0].mlp.W_in.shape[-1]
+    if architecture == "Gemma3ForCausalLM":
+        features["embedding_scale"] = float(_hf_module(bridge.embed).embed_scale)
+    features["norm_eps"] = _norm_eps(bridge, read.norms, name)
+    cfg = ArchitectureConfig(**features)
+    spec = ModelSpec(cfg, getattr(bridge, "tokenizer", None), bridge).to(W_E.dtype).to(W_E.device)
+    with torch.no_grad():
+        _copy_weights(spec, bridge, read.norms)
+        if cfg.positional_embedding_type == "rotary":
+            spec.set_rotary_tables(_rotary_tables(spec, hf_model, read))
+    return spec.eval()
+
+
+def _norm_modules(bridge: Any, norms: tuple[str, ...], name: str) -> dict[str, Any]:
+    """{spec parameter prefix: HF norm module} for every norm; AcdcError where the bridge's block
+    layout differs from what the config says (a norm missing, or one the config does not explain)."""
+    found = {}
+    for layer, block in enumerate(bridge.blocks):
+        present = tuple(slot for slot in NORM_SLOTS if getattr(block, slot, None) is not None)
+        if present != norms:
+            raise AcdcError(
+                f"model {name}: layer {layer} has norms {list(present)}, but its config implies {list(norms)}"
+            )
+        for slot in norms:
+            found[f"blocks.{layer}.{slot}"] = _hf_module(getattr(block, slot))
+        for slot in ("q_norm", "k_norm"):
+            if getattr(block.attn, slot, None) is not None:
+                found[f"blocks.{layer}.attn.{slot}"] = _hf_module(getattr(block.attn, slot))
+    found["ln_final"] = _hf_module(bridge.ln_final)
+    return found
+
+
+def _eps(module: Any) -> float:
+    for field in ("eps", "variance_epsilon"):
+        if getattr(module, field, None) is not None:
+            return float(getattr(module, field))
+    raise AttributeError(f"{type(module).__name__} has no epsilon")
+
+
+def _norm_eps(bridge: Any, norms: tuple[str, ...], name: str) -> float:
+    values = {_eps(module) for module in _norm_modules(bridge, norms, name).values()}
+    if len(values) != 1:
+        raise _unsupported(name, f"norms with different epsilons {sorted(values)}")
+    return values.pop()
+
+
+def _unsupported(name: str, feature: str) -> AcdcError:
+    return AcdcError(f"model {name}: {feature} is not supported by the edge-patching engine")
+
+
+def _copy(target: Tensor, value: Tensor | None, what: str, name: str) -> None:
+    """Copy ``value`` into ``target`` (None: leave zeros); AcdcError on a shape mismatch."""
+    if value is None:
+        return
+    if tuple(value.shape) != tuple(target.shape):
+        raise AcdcError(f"model {name}: {what} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+    target.copy_(value)
+
+
+def _copy_weights(spec: ModelSpec, bridge: Any, norms: tuple[str, ...]) -> None:
+    cfg, name = spec.cfg, spec.cfg.model_name
+    _copy(spec.embedding.W_E, bridge.embed.W_E, "embed.W_E", name)
+    if spec.pos_embedding is not None:
+        _copy(spec.pos_embedding.W_pos, bridge.pos_embed.W_pos, "pos_embed.W_pos", name)
+    _copy(spec.unembedding.W_U, bridge.unembed.W_U, "unembed.W_U", name)
+    _copy(spec.unembedding.b_U, getattr(bridge.unembed, "b_U", None), "unembed.b_U", name)
+    for layer, (block, source) in enumerate(zip(spec.blocks, bridge.blocks)):
+        for weight in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O"):
+            _copy(getattr(block.attn, weight), getattr(source.attn, weight), f"blocks.{layer}.attn.{weight}", name)
+        if block.mlp is not None:
+            for weight in ("W_in", "b_in", "W_out", "b_out") + (("W_gate", "b_gate") if cfg.gated_mlp else ()):
+                _copy(getattr(block.mlp, weight), getattr(source.mlp, weight, None), f"blocks.{layer}.mlp.{weight}", name)
+            if not cfg.gated_mlp and getattr(source.mlp, "W_gate", None) is not None:
+                raise AcdcError(f"model {name}: layer {layer}'s MLP has a gate, but its config implies a plain MLP")
+        if cfg.post_norms and getattr(source.attn, "b_O", None) is not None and source.attn.b_O.any():
+            raise _unsupported(name, "an attention output bias before a post-attention norm")
+    for prefix, module in _norm_modules(bridge, norms, name).items():
+        target = spec.get_submodule(prefix)
+        _copy(target.w, module.weight, f"{prefix}.weight", name)
+        if target.kind == "LN":
+            _copy(target.b, module.bias, f"{prefix}.bias", name)
+        elif getattr(module, "bias", None) is not None:
+            raise _unsupported(name, f"an RMSNorm with a bias ({prefix})")
+    for prefix in ("q_norm", "k_norm"):
+        has = [getattr(b.attn, prefix, None) is not None for b in bridge.blocks]
+        if any(has) != (cfg.qk_norm is not None) or len(set(has)) > 1:
+            raise AcdcError(f"model {name}: its {prefix} modules do not match its config (qk_norm={cfg.qk_norm})")
+
+
+def _rotary_tables(spec: ModelSpec, hf_model: Any, read: Any) -> list[tuple[Tensor, Tensor]]:
+    """(cos, sin) [positions, rotary_dim] per layer, from the HF model's rotary embedding module."""
+    cfg = spec.cfg
+    rotary = _hf_module(hf_model.base_model.rotary_emb)
+    positions = spec.rotary_cos.shape[1]
+    device = spec.rotary_cos.device
+    position_ids = torch.arange(positions, device=device)[None]
+    dummy = torch.zeros(1, positions, cfg.d_head, dtype=cfg.dtype, device=device)
+    kinds = read.rope_layer_types or (None,) * cfg.n_layers
+    by_kind = {}
+    for kind in dict.fromkeys(kinds):
+        first, second = rotary(dummy, position_ids) if kind is None else rotary(dummy, position_ids, kind)
+        if read.gptj_rotary:  # GPT-J's module returns (sin, cos), one value per rotated pair
+            cos, sin = expand_half_table(second[0], "gptj"), expand_half_table(first[0], "gptj")
+        else:
+            cos, sin = first[0], second[0]
+        if cos.shape != (positions, cfg.rotary_dim):
+            raise AcdcError(
+                f"model {cfg.model_name}: its rotary tables have shape {tuple(cos.shape)}, expected "
+                f"{(positions, cfg.rotary_dim)}"
+            )
+        by_kind[kind] = (cos.to(cfg.dtype), sin.to(cfg.dtype))
+    return [by_kind[kind] for kind in kinds]

@@ -1,0 +1,53 @@
+"""LayerNorm and RMSNorm over the last dimension, applied as Hugging Face applies them.
+
+Both compute their statistics in ``compute_dtype``: with ``upcast="promote"`` at least float32
+(bfloat16 and float16 inputs are upcast, float64 stays float64), with ``upcast="float32"`` always
+float32 (Hugging Face's RMSNorms, which cast float64 inputs down too), and return the input's dtype.
+RMSNorm's scale is ``offset + w``: Gemma's (offset 1.0) multiplies in the compute dtype, the others
+(offset 0.0) multiply the normalised input, cast back, by ``w``, as Hugging Face's Llama-style norms do.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def compute_dtype(dtype: torch.dtype, upcast: str = "promote") -> torch.dtype:
+    """The dtype norms and softmax compute in for inputs of ``dtype``: at least float32
+    (``upcast="promote"``) or exactly float32 (``upcast="float32"``)."""
+    return torch.float32 if upcast == "float32" else torch.promote_types(dtype, torch.float32)
+
+
+class Norm(nn.Module):
+    """A LayerNorm ("LN": weight ``w`` and bias ``b``) or RMSNorm ("RMS": weight ``w``) over ``width``."""
+
+    def __init__(self, kind: str, width: int, eps: float, offset: float = 0.0, upcast: str = "promote") -> None:
+        super().__init__()
+        self.kind = kind
+        self.upcast = upcast
+        self.eps = eps
+        self.offset = offset
+        self.w = nn.Parameter(torch.ones(width) - offset, requires_grad=False)
+        if kind == "LN":
+            self.b = nn.Parameter(torch.zeros(width), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [..., width] -> [..., width], same dtype."""
+        if self.kind == "LN":
+            y = x.to(compute_dtype(x.dtype))  # nn.LayerNorm's own rule, whatever ``upcast`` says
+            return F.layer_norm(y, (y.shape[-1],), self.w.to(y.dtype), self.b.to(y.dtype), self.eps).to(x.dtype)
+        return self.scaled(x, self.inverse_rms(x))
+
+    def inverse_rms(self, x: Tensor) -> Tensor:
+        """1 / sqrt(mean(x^2) + eps) over the last dimension, [..., 1], in the compute dtype."""
+        y = x.to(compute_dtype(x.dtype, self.upcast))
+        return torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+
+    def scaled(self, x: Tensor, inverse_rms: Tensor) -> Tensor:
+        """(offset + w) * x * inverse_rms, cast back to x's dtype: RMSNorm with a given scale."""
+        y = x.to(inverse_rms.dtype) * inverse_rms
+        if self.offset == 0.0:
+            return y.to(x.dtype) * self.w
+        return (y * (self.offset + self.w.to(y.dtype))).to(x.dtype)
