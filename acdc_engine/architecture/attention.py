@@ -7,6 +7,8 @@ d_model], ``b_O`` [d_model]. Query head h reads key/value head ``h // n_groups``
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
@@ -18,6 +20,18 @@ from acdc_engine.architecture.rotary import apply_rotary
 
 def _weight(*shape: int) -> nn.Parameter:
     return nn.Parameter(torch.zeros(*shape), requires_grad=False)
+
+
+def head_slice(x: Tensor, head: int) -> Tensor:
+    """x[:, :, head] [b, pos, d] of x [b, pos, H, d], contiguous."""
+    return x[:, :, head].contiguous()
+
+
+def per_head(product: Callable[[int], Tensor], n_heads: int, dim: int) -> Tensor:
+    """``product(i)`` for each head i, stacked on ``dim``: each head's products run alone, on
+    contiguous slices, so a head's values do not depend on how many heads (or circuits) are
+    computed beside it (one batched product over heads sums differently per head count on some CPUs)."""
+    return torch.stack([product(i) for i in range(n_heads)], dim)
 
 
 class Attention(nn.Module):
@@ -42,6 +56,7 @@ class Attention(nn.Module):
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
         self.hook_result = HookPoint()
+        self.hook_pattern = HookPoint()  # [batch, H', query pos, key pos], for the heads computed
 
     def receiver_weights(self) -> tuple[Tensor, Tensor]:
         """(W [3 * n_heads, d_model, d_head], b [3 * n_heads, d_head]): row r is receiver r's
@@ -97,13 +112,15 @@ class Attention(nn.Module):
         if cos is not None:
             q = apply_rotary(q, cos, sin, cfg.rotary_layout)
             k = apply_rotary(k, cos, sin, cfg.rotary_layout)
-        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / cfg.attn_scale
+        scores = per_head(lambda i: torch.bmm(head_slice(q, i), head_slice(k, i).transpose(1, 2)), q.shape[2], 1)
+        scores = scores / cfg.attn_scale  # [b, H', q, k]
         if cfg.attn_softcap is not None:
             scores = torch.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
         scores = scores.masked_fill(~self.visible(q.shape[1], q.device), torch.finfo(scores.dtype).min)
-        pattern = torch.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype, cfg.upcast)).to(q.dtype)
-        z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
-        result = torch.einsum("bqhd,hdm->bqhm", z, self.W_O[heads])
+        pattern = self.hook_pattern(torch.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype, cfg.upcast)).to(q.dtype))
+        z = per_head(lambda i: torch.bmm(pattern[:, i].contiguous(), head_slice(v, i)), q.shape[2], 2)  # [b, q, H', d_head]
+        w_o = self.W_O[heads]
+        result = per_head(lambda i: torch.matmul(head_slice(z, i), w_o[i]), q.shape[2], 2)  # [b, q, H', d_model]
         return result.reshape(*lead, *result.shape[1:])
 
     def visible(self, n_pos: int, device: torch.device | str) -> Tensor:
