@@ -32,8 +32,15 @@ def family(request, tmp_path_factory):
 
 def test_the_all_edges_and_all_removed_passes_equal_the_models_own_forward_pass(family):
     _, model, task = family
-    patcher = EdgePatcher(model, build_graph(model.cfg), task.clean, task.corrupted, task.positions)
-    assert patcher.self_check.full <= 1e-9 and patcher.self_check.empty <= 1e-9
+    graph = build_graph(model.cfg)
+    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    # the Hugging Face model in float64 keeps some float32 arithmetic (see self_check.TOLERANCE)
+    assert patcher.self_check.full <= 1e-5 and patcher.self_check.empty <= 1e-5
+    with torch.no_grad():  # against the spec's own plain pass the engine is exact to float64 rounding
+        full = patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask())
+        empty = patcher.logits(torch.zeros_like(graph.edge_exists), torch.zeros_like(graph.full_head_input_mask()))
+        assert torch.allclose(full, model.forward(task.clean)[:, task.positions], atol=1e-10, rtol=0)
+        assert torch.allclose(empty, model.forward(task.corrupted)[:, task.positions], atol=1e-10, rtol=0)
 
 
 def test_random_circuits_equal_the_naive_reference(family):

@@ -17,6 +17,7 @@ mean over the vocabulary). Either way the result is the engine's ``ModelSpec`` o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -74,7 +75,8 @@ def _load_with_bridge(folder: Path, raw_config: dict[str, Any], device: str, dty
             f"model.path '{folder}': TransformerLens could not wrap its {architecture} model "
             f"({type(error).__name__}: {str(error)[:300]})"
         ) from None
-    spec = from_bridge(bridge, name=folder.name)
+    spec = from_bridge(bridge)
+    spec.cfg = dataclasses.replace(spec.cfg, model_name=folder.name)
     spec.tokenizer = tokenizer
     return spec.eval()
 

@@ -7,7 +7,9 @@ the corrupted prompts is compared instead). Both at the task's positions. A mode
 circuit: a wrong circuit is worse than none.
 
 Tolerance: ``TOLERANCE[dtype] * max(1, max |model logit|)``, the rounding that a different but
-correct order of the same float operations leaves.
+correct order of the same float operations leaves. float64's is float32-sized: Hugging Face models
+loaded in float64 keep some float32 arithmetic (measured up to 1e-6 in the logits of tiny NeoX, GPT-J,
+Gemma-2/3, OLMo-2 and Phi-3 models), far below the nats a missing feature costs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from acdc_engine.errors import AcdcError
 if TYPE_CHECKING:
     from acdc_engine.patching.patcher import EdgePatcher
 
-TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}
+TOLERANCE = {torch.float64: 1e-5, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}
 
 
 @dataclass(frozen=True)
