@@ -38,11 +38,18 @@ def _model_name(bridge: Any) -> str:
 
 def from_bridge(bridge: Any) -> ModelSpec:
     """The ``ModelSpec`` of ``bridge``, in its dtype, on its device, in eval mode, with its
-    tokenizer; ``source`` is the bridge. AcdcError for an unsupported architecture or feature."""
+    tokenizer; ``source`` is the bridge. AcdcError for an unsupported architecture or feature, or
+    a bridge whose weights were processed (folded norms are not the model's own layout)."""
     hf_model = bridge.original_model
     hf_config = hf_model.config
     architecture = (getattr(hf_config, "architectures", None) or [type(hf_model).__name__])[0]
     name = _model_name(bridge)
+    if getattr(bridge, "_weights_processed", False):
+        raise AcdcError(
+            f"model {name}: the bridge's weights were processed (LayerNorm folding / centring by "
+            "enable_compatibility_mode or process_weights); boot it again and pass it unprocessed "
+            "(enable_compatibility_mode(no_processing=True) is fine)"
+        )
     read = read_hf_config(architecture, hf_config, name)
     W_E = bridge.embed.W_E
     features = dict(read.features)
