@@ -125,3 +125,23 @@ def test_an_unsupported_feature_of_a_supported_family_is_refused_by_name(tmp_pat
     tokenizer().save_pretrained(tmp_path / "dynamic-llama")
     with pytest.raises(AcdcError, match="model dynamic-llama: rope type 'dynamic'.*not supported"):
         from_bridge(bridge(tmp_path / "dynamic-llama"))
+
+
+def test_a_bridge_with_processed_weights_is_refused(family_folders):
+    source = bridge(family_folders["gpt2"])
+    source.enable_compatibility_mode(disable_warnings=True)
+    with pytest.raises(AcdcError, match="model gpt2: the bridge's weights were processed"):
+        from_bridge(source)
+
+
+def test_full_width_qk_norm_normalises_each_receivers_own_full_projection(family_folders):
+    spec = from_bridge(bridge(family_folders["olmo2"]))
+    attn = spec.blocks[0].attn
+    x = torch.randn(2, 3, 32, generator=torch.Generator().manual_seed(1))  # a different input per receiver
+    receivers = torch.tensor([1, 4 + 3, 8 + 2])  # q of head 1, k of head 3, v of head 2
+    out = spec.qkv(0, x, receivers)
+    full_q = attn.q_norm(torch.einsum("nm,hmd->nhd", x[:, 0], attn.W_Q).flatten(-2)).unflatten(-1, (4, 8))
+    full_k = attn.k_norm(torch.einsum("nm,hmd->nhd", x[:, 1], attn.W_K).flatten(-2)).unflatten(-1, (2, 8))
+    assert torch.allclose(out[:, 0], full_q[:, 1], atol=1e-6)
+    assert torch.allclose(out[:, 1], full_k[:, 3 // 2], atol=1e-6)
+    assert torch.allclose(out[:, 2], x[:, 2] @ attn.W_V[2 // 2], atol=1e-6)

@@ -58,12 +58,14 @@ class Attention(nn.Module):
         self.hook_result = HookPoint()
         self.hook_pattern = HookPoint()  # [batch, H', query pos, key pos], for the heads computed
 
-    def receiver_weights(self) -> tuple[Tensor, Tensor]:
-        """(W [3 * n_heads, d_model, d_head], b [3 * n_heads, d_head]): row r is receiver r's
-        projection (q rows, then k rows, then v rows, each per query head)."""
-        g = self.cfg.n_groups
-        weights = torch.cat([self.W_Q, self.W_K.repeat_interleave(g, 0), self.W_V.repeat_interleave(g, 0)])
-        biases = torch.cat([self.b_Q, self.b_K.repeat_interleave(g, 0), self.b_V.repeat_interleave(g, 0)])
+    def receiver_weights(self, receivers: Tensor) -> tuple[Tensor, Tensor]:
+        """(W [R, d_model, d_head], b [R, d_head]): the projections of ``receivers`` [R] (q rows
+        read W_Q[h], k and v rows their key/value head's W_K / W_V)."""
+        n_heads, n_kv = self.cfg.n_heads, self.cfg.n_key_value_heads
+        kind, head = receivers // n_heads, receivers % n_heads
+        row = torch.where(kind == 0, head, n_heads + (kind - 1) * n_kv + head // self.cfg.n_groups)
+        weights = torch.cat([self.W_Q, self.W_K, self.W_V])[row]
+        biases = torch.cat([self.b_Q, self.b_K, self.b_V])[row]
         return weights, biases
 
     def qkv(self, x: Tensor, receivers: Tensor) -> Tensor:
@@ -73,8 +75,8 @@ class Attention(nn.Module):
         a q receiver's value is head h's slice of the norm of the full q projection (all query
         heads) of that receiver's own input; a k receiver's likewise over all key/value heads.
         """
-        weights, biases = self.receiver_weights()
-        out = torch.einsum("...rm,rmd->...rd", x, weights[receivers]) + biases[receivers]
+        weights, biases = self.receiver_weights(receivers)
+        out = torch.einsum("...rm,rmd->...rd", x, weights) + biases
         if self.cfg.qk_norm is None:
             return out
         kind = receivers // self.cfg.n_heads

@@ -22,14 +22,15 @@ class HFArchitecture:
     """What a Hugging Face config says about its model's forward pass.
 
     features: ``ArchitectureConfig`` fields (all but the weights' dtype and device).
-    norms: the norm slots each block has ("ln1", "ln2", "ln1_post", "ln2_post").
+    norms: {ModelSpec norm slot GEMMA2_NORMS: the Hugging Face decoder
+        layer's attribute holding that norm}; q/k norms are ``self_attn.q_norm`` / ``k_norm``.
     rope_layer_types: for rotary models, the key the HF rotary module takes per layer (None:
         one table for every layer).
     gptj_rotary: the HF rotary module returns GPT-J's (sin, cos) half tables.
     """
 
     features: dict[str, Any]
-    norms: tuple[str, ...]
+    norms: dict[str, str]
     rope_layer_types: tuple[str, ...] | None = None
     gptj_rotary: bool = False
 
@@ -114,7 +115,7 @@ def _gpt2(name: str, hf: Any) -> HFArchitecture:
         name, hf, normalization_type="LN", act_fn=hf.activation_function,
         attn_scale=None if hf.scale_attn_weights else 1.0, upcast="promote",
     )
-    return HFArchitecture(features, ("ln1", "ln2"))
+    return HFArchitecture(features, GPT2_NORMS)
 
 
 def _gpt_neox(name: str, hf: Any) -> HFArchitecture:
@@ -123,7 +124,7 @@ def _gpt_neox(name: str, hf: Any) -> HFArchitecture:
         name, hf, normalization_type="LN", act_fn=hf.hidden_act, positional_embedding_type="rotary",
         rotary_dim=int(_head_dim(hf) * _partial_rotary(hf)), parallel_attn_mlp=bool(hf.use_parallel_residual),
     )
-    return HFArchitecture(features, ("ln1", "ln2"))
+    return HFArchitecture(features, LLAMA_NORMS)
 
 
 def _gptj(name: str, hf: Any) -> HFArchitecture:
@@ -132,28 +133,28 @@ def _gptj(name: str, hf: Any) -> HFArchitecture:
         rotary_dim=hf.rotary_dim or _head_dim(hf), rotary_layout="gptj", parallel_attn_mlp=True,
         shared_pre_norm=True,
     )
-    return HFArchitecture(features, ("ln1",), gptj_rotary=True)
+    return HFArchitecture(features, {"ln1": "ln_1"}, gptj_rotary=True)
 
 
 def _llama(name: str, hf: Any) -> HFArchitecture:
-    return HFArchitecture(_llama_like(name, hf), ("ln1", "ln2"))
+    return HFArchitecture(_llama_like(name, hf), LLAMA_NORMS)
 
 
 def _mistral(name: str, hf: Any) -> HFArchitecture:
-    return HFArchitecture(_llama_like(name, hf), ("ln1", "ln2"))
+    return HFArchitecture(_llama_like(name, hf), LLAMA_NORMS)
 
 
 def _qwen2(name: str, hf: Any) -> HFArchitecture:
-    return HFArchitecture(_llama_like(name, hf, per_layer_windows=True), ("ln1", "ln2"))
+    return HFArchitecture(_llama_like(name, hf, per_layer_windows=True), LLAMA_NORMS)
 
 
 def _qwen3(name: str, hf: Any) -> HFArchitecture:
-    return HFArchitecture(_llama_like(name, hf, per_layer_windows=True, qk_norm="head"), ("ln1", "ln2"))
+    return HFArchitecture(_llama_like(name, hf, per_layer_windows=True, qk_norm="head"), LLAMA_NORMS)
 
 
 def _gemma(name: str, hf: Any) -> HFArchitecture:
     features = _llama_like(name, hf, norm_offset=1.0, embedding_scale=hf.hidden_size**0.5)
-    return HFArchitecture(features, ("ln1", "ln2"))
+    return HFArchitecture(features, LLAMA_NORMS)
 
 
 def _gemma2(name: str, hf: Any) -> HFArchitecture:
@@ -162,7 +163,7 @@ def _gemma2(name: str, hf: Any) -> HFArchitecture:
         embedding_scale=hf.hidden_size**0.5, post_norms=True, attn_scale=hf.query_pre_attn_scalar**0.5,
         attn_softcap=hf.attn_logit_softcapping, logit_softcap=hf.final_logit_softcapping,
     )
-    return HFArchitecture(features, ("ln1", "ln2", "ln1_post", "ln2_post"))
+    return HFArchitecture(features, GEMMA2_NORMS)
 
 
 def _gemma3(name: str, hf: Any) -> HFArchitecture:
@@ -177,17 +178,25 @@ def _gemma3(name: str, hf: Any) -> HFArchitecture:
         attn_softcap=hf.attn_logit_softcapping, logit_softcap=hf.final_logit_softcapping,
     )
     # embedding_scale comes from the model's own embedding module (see from_bridge)
-    return HFArchitecture(features, ("ln1", "ln2", "ln1_post", "ln2_post"), rope_layer_types=layer_types)
+    return HFArchitecture(features, GEMMA2_NORMS, rope_layer_types=layer_types)
 
 
 def _olmo2(name: str, hf: Any) -> HFArchitecture:
     features = _llama_like(name, hf, pre_norms=False, post_norms=True, qk_norm="full")
-    return HFArchitecture(features, ("ln1_post", "ln2_post"))
+    return HFArchitecture(features, OLMO2_NORMS)
 
 
 def _phi3(name: str, hf: Any) -> HFArchitecture:
-    return HFArchitecture(_llama_like(name, hf), ("ln1", "ln2"))
+    return HFArchitecture(_llama_like(name, hf), LLAMA_NORMS)
 
+
+GPT2_NORMS = {"ln1": "ln_1", "ln2": "ln_2"}
+LLAMA_NORMS = {"ln1": "input_layernorm", "ln2": "post_attention_layernorm"}
+GEMMA2_NORMS = {
+    "ln1": "input_layernorm", "ln1_post": "post_attention_layernorm",
+    "ln2": "pre_feedforward_layernorm", "ln2_post": "post_feedforward_layernorm",
+}
+OLMO2_NORMS = {"ln1_post": "post_attention_layernorm", "ln2_post": "post_feedforward_layernorm"}
 
 FAMILIES = {
     "GPT2LMHeadModel": _gpt2,

@@ -5,8 +5,9 @@ config does not reliably describe them. Weights come through the bridge's Transf
 properties (``blocks[L].attn.W_Q`` ..., ``mlp.W_in`` / ``W_gate`` / ``W_out``, ``embed.W_E``,
 ``unembed.W_U``: TransformerLens's conversion of fused and interleaved projections), norm weights
 and epsilons from the Hugging Face norm modules the bridge wraps, rotary tables from the Hugging
-Face model's own rotary embedding module (so every static rope variant matches). Every shape is
-checked against the config.
+Face model's own rotary embedding module (so every static rope variant matches). Norms are found
+by the Hugging Face layers' attribute names, not the bridge's slot names (TransformerLens 3.9 calls
+OLMo-2's post-norms ln1/ln2, 4.3 ln1_post/ln2_post). Every shape is checked against the config.
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ from acdc_engine.architecture.rotary import expand_half_table
 from acdc_engine.architecture.spec import ModelSpec
 from acdc_engine.errors import AcdcError
 
-NORM_SLOTS = ("ln1", "ln2", "ln1_post", "ln2_post")
-
-
 def _hf_module(component: Any) -> Any:
     """The Hugging Face module a bridge component wraps (the module itself if it is not wrapped)."""
     return getattr(component, "original_component", None) or component
@@ -38,11 +36,18 @@ def _model_name(bridge: Any) -> str:
 
 def from_bridge(bridge: Any) -> ModelSpec:
     """The ``ModelSpec`` of ``bridge``, in its dtype, on its device, in eval mode, with its
-    tokenizer; ``source`` is the bridge. AcdcError for an unsupported architecture or feature."""
+    tokenizer; ``source`` is the bridge. AcdcError for an unsupported architecture or feature, or
+    a bridge whose weights were processed (folded norms are not the model's own layout)."""
     hf_model = bridge.original_model
     hf_config = hf_model.config
     architecture = (getattr(hf_config, "architectures", None) or [type(hf_model).__name__])[0]
     name = _model_name(bridge)
+    if getattr(bridge, "_weights_processed", False):
+        raise AcdcError(
+            f"model {name}: the bridge's weights were processed (LayerNorm folding / centring by "
+            "enable_compatibility_mode or process_weights); boot it again and pass it unprocessed "
+            "(enable_compatibility_mode(no_processing=True) is fine)"
+        )
     read = read_hf_config(architecture, hf_config, name)
     W_E = bridge.embed.W_E
     features = dict(read.features)
@@ -52,32 +57,47 @@ def from_bridge(bridge: Any) -> ModelSpec:
     features["d_mlp"] = bridge.blocks[0].mlp.W_in.shape[-1]
     if architecture == "Gemma3ForCausalLM":
         features["embedding_scale"] = float(_hf_module(bridge.embed).embed_scale)
-    features["norm_eps"] = _norm_eps(bridge, read.norms, name)
+    features["norm_eps"] = _norm_eps(hf_model, read.norms, name)
     cfg = ArchitectureConfig(**features)
     spec = ModelSpec(cfg, getattr(bridge, "tokenizer", None), bridge).to(W_E.dtype).to(W_E.device)
     with torch.no_grad():
-        _copy_weights(spec, bridge, read.norms)
+        _copy_weights(spec, bridge, hf_model, read.norms)
         if cfg.positional_embedding_type == "rotary":
             spec.set_rotary_tables(_rotary_tables(spec, hf_model, read))
     return spec.eval()
 
 
-def _norm_modules(bridge: Any, norms: tuple[str, ...], name: str) -> dict[str, Any]:
-    """{spec parameter prefix: HF norm module} for every norm; AcdcError where the bridge's block
-    layout differs from what the config says (a norm missing, or one the config does not explain)."""
+def _hf_layers(hf_model: Any) -> tuple[list[Any], Any]:
+    """The Hugging Face decoder layers (unwrapped from any bridge component) and the final norm."""
+    base = _hf_module(hf_model.base_model)
+    layers = getattr(base, "layers", None) or getattr(base, "h")
+    final = next(getattr(base, n) for n in ("norm", "ln_f", "final_layer_norm") if getattr(base, n, None) is not None)
+    return [_hf_module(layer) for layer in layers], _hf_module(final)
+
+
+def _norm_children(module: Any) -> set[str]:
+    return {n for n, child in module.named_children() if "norm" in type(_hf_module(child)).__name__.lower()}
+
+
+def _norm_modules(hf_model: Any, norms: dict[str, str], name: str) -> dict[str, Any]:
+    """{spec parameter prefix: HF norm module} for every norm, found by the Hugging Face layer's
+    own attribute names (the bridge's slot names differ between TransformerLens versions);
+    AcdcError where a layer has a norm the config does not explain, or lacks one it implies."""
+    layers, final = _hf_layers(hf_model)
     found = {}
-    for layer, block in enumerate(bridge.blocks):
-        present = tuple(slot for slot in NORM_SLOTS if getattr(block, slot, None) is not None)
-        if present != norms:
-            raise AcdcError(
-                f"model {name}: layer {layer} has norms {list(present)}, but its config implies {list(norms)}"
-            )
-        for slot in norms:
-            found[f"blocks.{layer}.{slot}"] = _hf_module(getattr(block, slot))
+    for layer, module in enumerate(layers):
+        attention = _hf_module(getattr(module, "self_attn", None) or getattr(module, "attn", None) or
+                               getattr(module, "attention"))
+        present = _norm_children(module) | {f"self_attn.{n}" for n in _norm_children(attention)}
+        for slot, attribute in norms.items():
+            found[f"blocks.{layer}.{slot}"] = _hf_module(getattr(module, attribute))
         for slot in ("q_norm", "k_norm"):
-            if getattr(block.attn, slot, None) is not None:
-                found[f"blocks.{layer}.attn.{slot}"] = _hf_module(getattr(block.attn, slot))
-    found["ln_final"] = _hf_module(bridge.ln_final)
+            if slot in _norm_children(attention):
+                found[f"blocks.{layer}.attn.{slot}"] = _hf_module(getattr(attention, slot))
+        unexplained = present - set(norms.values()) - {"self_attn.q_norm", "self_attn.k_norm"}
+        if unexplained:
+            raise AcdcError(f"model {name}: layer {layer} has norms its config does not explain: {sorted(unexplained)}")
+    found["ln_final"] = final
     return found
 
 
@@ -88,8 +108,8 @@ def _eps(module: Any) -> float:
     raise AttributeError(f"{type(module).__name__} has no epsilon")
 
 
-def _norm_eps(bridge: Any, norms: tuple[str, ...], name: str) -> float:
-    values = {_eps(module) for module in _norm_modules(bridge, norms, name).values()}
+def _norm_eps(hf_model: Any, norms: dict[str, str], name: str) -> float:
+    values = {_eps(module) for module in _norm_modules(hf_model, norms, name).values()}
     if len(values) != 1:
         raise _unsupported(name, f"norms with different epsilons {sorted(values)}")
     return values.pop()
@@ -108,7 +128,7 @@ def _copy(target: Tensor, value: Tensor | None, what: str, name: str) -> None:
     target.copy_(value)
 
 
-def _copy_weights(spec: ModelSpec, bridge: Any, norms: tuple[str, ...]) -> None:
+def _copy_weights(spec: ModelSpec, bridge: Any, hf_model: Any, norms: dict[str, str]) -> None:
     cfg, name = spec.cfg, spec.cfg.model_name
     _copy(spec.embedding.W_E, bridge.embed.W_E, "embed.W_E", name)
     if spec.pos_embedding is not None:
@@ -125,17 +145,18 @@ def _copy_weights(spec: ModelSpec, bridge: Any, norms: tuple[str, ...]) -> None:
                 raise AcdcError(f"model {name}: layer {layer}'s MLP has a gate, but its config implies a plain MLP")
         if cfg.post_norms and getattr(source.attn, "b_O", None) is not None and source.attn.b_O.any():
             raise _unsupported(name, "an attention output bias before a post-attention norm")
-    for prefix, module in _norm_modules(bridge, norms, name).items():
+    modules = _norm_modules(hf_model, norms, name)
+    expected_qk = {f"blocks.{layer}.attn.{slot}" for layer in range(cfg.n_layers) for slot in ("q_norm", "k_norm")}
+    found_qk = {prefix for prefix in modules if prefix.endswith(("q_norm", "k_norm"))}
+    if found_qk != (expected_qk if cfg.qk_norm else set()):
+        raise AcdcError(f"model {name}: its q/k norm modules do not match its config (qk_norm={cfg.qk_norm})")
+    for prefix, module in modules.items():
         target = spec.get_submodule(prefix)
         _copy(target.w, module.weight, f"{prefix}.weight", name)
         if target.kind == "LN":
             _copy(target.b, module.bias, f"{prefix}.bias", name)
         elif getattr(module, "bias", None) is not None:
             raise _unsupported(name, f"an RMSNorm with a bias ({prefix})")
-    for prefix in ("q_norm", "k_norm"):
-        has = [getattr(b.attn, prefix, None) is not None for b in bridge.blocks]
-        if any(has) != (cfg.qk_norm is not None) or len(set(has)) > 1:
-            raise AcdcError(f"model {name}: its {prefix} modules do not match its config (qk_norm={cfg.qk_norm})")
 
 
 def _rotary_tables(spec: ModelSpec, hf_model: Any, read: Any) -> list[tuple[Tensor, Tensor]]:
