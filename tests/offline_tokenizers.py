@@ -13,7 +13,8 @@ that file holds) over a BPE vocabulary trained here on the words a test needs.
 
 "▁" families prepend "▁" to the text's first word (Llama) or not (Gemma). ``digits`` overrides a
 family's rule for numbers with a regex whose matches are kept apart, e.g. r"\\d\\d" to write 1732 as
-17 | 32 in any family. The vocabulary grows until each word of the corpus is one token.
+17 | 32 (in every family but Qwen's, whose own pre-tokenizer then parts the digits again). The
+vocabulary grows until each word of the corpus is one token.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import GemmaTokenizer, GPT2Tokenizer, GPTNeoXTokenizer, LlamaTokenizer, PreTrainedTokenizerFast, Qwen2Tokenizer
+from transformers import (
+    GemmaTokenizer, GPT2Tokenizer, GPTNeoXTokenizer, LlamaTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Tokenizer,
+)
 
 # the pre-tokenizer regex of byte-level tokenizers that cut numbers into runs of up to three digits
 RUNS_OF_THREE = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -32,21 +35,22 @@ BYTES = [f"<0x{b:02X}>" for b in range(256)]  # SentencePiece byte fallback: no 
 
 @dataclass(frozen=True)
 class Family:
-    build: Callable[[dict, list], object]  # (vocab, merges) -> tokenizer
+    build: Callable[[dict, list], PreTrainedTokenizerBase]  # (vocab, merges) -> tokenizer
     specials: tuple[str, ...]  # in vocabulary order, before the trained tokens
     sentencepiece: Optional[str] = None  # "first" / "never": where "▁" is prepended; None: byte-level
     train_digits: Optional[str] = None  # a digit rule the vocabulary obeys without a pre-tokenizer for it
     adds_bos: bool = False
 
 
-def _byte_level_fast(bos: Optional[str], eos: str, pad: Optional[str], adds_bos: bool) -> Callable[[dict, list], object]:
+def _byte_level_fast(bos: Optional[str], eos: str, pad: Optional[str], adds_bos: bool) -> Callable[[dict, list], PreTrainedTokenizerBase]:
     """A ``tokenizer.json``-style byte-level tokenizer that cuts numbers into runs of up to three."""
 
-    def build(vocab: dict, merges: list) -> object:
+    def build(vocab: dict, merges: list) -> PreTrainedTokenizerBase:
         backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-        backend.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Split(Regex(RUNS_OF_THREE), "isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
-        )
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(RUNS_OF_THREE), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
         backend.decoder = decoders.ByteLevel()
         if adds_bos:
             backend.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
@@ -72,8 +76,11 @@ FAMILIES: dict[str, Family] = {
         ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", *BYTES), sentencepiece="never", train_digits=r"\d", adds_bos=True,
     ),
 }
-BYTE_LEVEL = [name for name, family in FAMILIES.items() if family.sentencepiece is None]
-SENTENCEPIECE = [name for name, family in FAMILIES.items() if family.sentencepiece is not None]
+
+
+def _pipeline(family: Family) -> Tokenizer:
+    """The family's tokenizer pipeline (normalizer, pre-tokenizer) over its special tokens alone."""
+    return family.build({s: i for i, s in enumerate(family.specials)}, []).backend_tokenizer
 
 
 def _training_pre_tokenizer(family: Family, digits: Optional[str]) -> pre_tokenizers.PreTokenizer:
@@ -83,27 +90,28 @@ def _training_pre_tokenizer(family: Family, digits: Optional[str]) -> pre_tokeni
     rule = digits or family.train_digits
     steps = [pre_tokenizers.Split(Regex(rule), "isolated")] if rule else []
     if family.sentencepiece is None:
-        backend = family.build({s: i for i, s in enumerate(family.specials)}, [])._tokenizer
-        return pre_tokenizers.Sequence([*steps, backend.pre_tokenizer])
+        return pre_tokenizers.Sequence([*steps, _pipeline(family).pre_tokenizer])
     metaspace = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=family.sentencepiece, split=True)
     return pre_tokenizers.Sequence([*steps, metaspace, pre_tokenizers.Split(Regex(r"[^\w▁]|\d+"), "isolated")])
 
 
-def family_tokenizer(family: str, corpus: Iterable[str], digits: Optional[str] = None) -> object:
+def family_tokenizer(family: str, corpus: Iterable[str], digits: Optional[str] = None) -> PreTrainedTokenizerBase:
     """The ``family``'s tokenizer (see the module docstring) over a vocabulary trained on ``corpus``."""
     spec = FAMILIES[family]
     trainable = Tokenizer(models.BPE())
     if spec.sentencepiece is None:
-        trainable.normalizer = spec.build({s: i for i, s in enumerate(spec.specials)}, [])._tokenizer.normalizer
+        trainable.normalizer = _pipeline(spec).normalizer
     trainable.pre_tokenizer = _training_pre_tokenizer(spec, digits)
     alphabet = pre_tokenizers.ByteLevel.alphabet() if spec.sentencepiece is None else []
-    trainer = trainers.BpeTrainer(vocab_size=20000, special_tokens=list(spec.specials), initial_alphabet=alphabet, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=20000, special_tokens=list(spec.specials), initial_alphabet=alphabet, show_progress=False
+    )
     trainable.train_from_iterator(list(corpus), trainer)
     model = json.loads(trainable.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
     tokenizer = spec.build(model["vocab"], merges)
     if digits:
-        backend = tokenizer._tokenizer
+        backend = tokenizer.backend_tokenizer
         backend.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(digits), "isolated"), *([backend.pre_tokenizer] if backend.pre_tokenizer else [])]
         )
@@ -139,7 +147,10 @@ class TaskModel:
 
     __slots__ = ("cfg", "tokenizer")
 
-    def __init__(self, tokenizer: Optional[object], d_vocab: Optional[int] = None, n_ctx: int = 1024, model_name: str = "stand-in") -> None:
+    def __init__(
+        self, tokenizer: Optional[PreTrainedTokenizerBase], d_vocab: Optional[int] = None, n_ctx: int = 1024,
+        model_name: str = "stand-in",
+    ) -> None:
         self.tokenizer = tokenizer
         self.cfg = ModelConfig(len(tokenizer) if d_vocab is None else d_vocab, n_ctx, model_name)
 

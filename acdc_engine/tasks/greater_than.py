@@ -30,7 +30,7 @@ import torch
 
 from acdc_engine.errors import AcdcError
 from acdc_engine.tasks.task_data import TaskData, TaskSpec
-from acdc_engine.tasks.tokens import MAX_LISTED, Piece, Tokenized, Word, check, require_tokenizer, stack, tokenize, with_bos
+from acdc_engine.tasks.tokens import MAX_LISTED, Piece, Tokenized, Word, bos_prefix, check, require_tokenizer, stack, tokenize
 
 # Hanna et al. 2023: the nouns of the greater-than dataset.
 NOUNS = (
@@ -144,6 +144,7 @@ def make_greater_than(
     """Greater-than prompts (module docstring) tokenized by ``tokenizer`` (any Hugging Face fast tokenizer)."""
     if n_prompts < 1:
         raise AcdcError(f"task.n_prompts must be at least 1, got {n_prompts}")
+    bos = bos_prefix(tokenizer, prepend_bos, "greater-than")
     bad = [c for c in centuries if not 10 <= c <= 99]
     if not centuries or bad:
         raise AcdcError(f"task.centuries must list two-digit centuries (10-99), got {list(centuries)}")
@@ -159,8 +160,8 @@ def make_greater_than(
     prompts = [_prompt(noun, century, yy) for noun, (century, yy) in drawn]
     clean = tokenize(tokenizer, prompts)
     check(clean, "greater-than")
-    clean_ids = stack(with_bos([t.ids for t in clean], tokenizer, prepend_bos, "greater-than"), [t.text for t in clean], "clean", "greater-than")
-    yy_position = torch.tensor([t.word_positions[2] for t in clean]) + int(prepend_bos)
+    clean_ids = stack([bos + t.ids for t in clean], [t.text for t in clean], "clean", "greater-than")
+    yy_position = torch.tensor([t.word_positions[2] for t in clean]) + len(bos)
     rows = torch.arange(n_prompts)
     start = torch.tensor([int(yy) for _, (_, yy) in drawn])
     corrupt_ids = clean_ids.clone()

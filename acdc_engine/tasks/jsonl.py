@@ -42,7 +42,7 @@ import torch
 
 from acdc_engine.errors import AcdcError
 from acdc_engine.tasks.task_data import TaskData, TaskSpec
-from acdc_engine.tasks.tokens import bos_token_id, unknown_token_id
+from acdc_engine.tasks.tokens import bos_prefix, unknown_token_id
 
 FIELDS = ("clean", "corrupted", "answer", "wrong_answer")
 PROMPTS = ("clean", "corrupted")
@@ -147,7 +147,7 @@ class _Tokenizer:
         self.d_vocab = model.cfg.d_vocab
         self.prepend_bos = prepend_bos
         self.tokenizer = getattr(model, "tokenizer", None)
-        self.unk_id = unknown_token_id(self.tokenizer) if self.tokenizer is not None else None
+        self.unk_id = unknown_token_id(self.tokenizer)
 
     def prompt(self, value: Any, field: str, errors: list[str]) -> list[int] | None:
         if isinstance(value, str):
@@ -183,7 +183,7 @@ class _Tokenizer:
         if self.unk_id is not None and self.unk_id in ids:
             errors.append(f"{field} {text!r} holds words the tokenizer does not know (they became its unknown token)")
             return None
-        return [bos_token_id(self.tokenizer, "jsonl"), *ids] if prepend_bos else ids
+        return bos_prefix(self.tokenizer, prepend_bos, "jsonl") + ids
 
     def _ids(self, values: list[Any], field: str, errors: list[str]) -> list[int] | None:
         bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < self.d_vocab]

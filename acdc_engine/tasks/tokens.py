@@ -14,7 +14,7 @@ came from. An answer is located the same way, as the token its text adds after i
 BOS: token ids are the tokenizer's own without special tokens (``add_special_tokens=False``: nothing
 the tokenizer would add by itself, such as the ``<s>`` of Llama 2 and Mistral, the ``<bos>`` of
 Gemma or the ``<|begin_of_text|>`` of Llama 3); a task prepends ``tokenizer.bos_token_id`` itself
-when ``task.prepend_bos`` is true (``with_bos``), so a prompt is exactly what the tokenizer writes
+when ``task.prepend_bos`` is true (``bos_prefix``), so a prompt is exactly what the tokenizer writes
 with its own special tokens (tokenizers that add a BOS) or that with the BOS token in front (GPT-2,
 Pythia, OLMo-2: ``<|endoftext|>``). A tokenizer without a BOS token (Qwen's) is refused when
 ``task.prepend_bos`` is true: nothing is prepended in its place. Offsets need a fast (Rust
@@ -196,23 +196,19 @@ def next_token_ids(
     return out
 
 
-def bos_token_id(tokenizer: Any, task: str) -> int:
-    """``tokenizer.bos_token_id``; AcdcError naming ``task.prepend_bos`` when the tokenizer has none."""
+def bos_prefix(tokenizer: Any, prepend_bos: bool, task: str) -> list[int]:
+    """What a task puts before every prompt's tokens: ``[tokenizer.bos_token_id]`` when
+    ``prepend_bos``, else nothing; AcdcError naming ``task.prepend_bos`` when the tokenizer has no
+    BOS token (nothing is prepended in its place)."""
+    if not prepend_bos:
+        return []
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         raise AcdcError(
             f"task '{task}': task.prepend_bos is true but this tokenizer has no BOS token (Qwen's have none); "
             "set task.prepend_bos=false"
         )
-    return int(bos)
-
-
-def with_bos(rows: Sequence[Sequence[int]], tokenizer: Any, prepend_bos: bool, task: str) -> list[list[int]]:
-    """``rows`` with the tokenizer's BOS id in front when ``prepend_bos`` (AcdcError if it has none)."""
-    if not prepend_bos:
-        return [list(row) for row in rows]
-    bos = bos_token_id(tokenizer, task)
-    return [[bos, *row] for row in rows]
+    return [int(bos)]
 
 
 def stack(rows: Sequence[Sequence[int]], texts: Sequence[str], what: str, task: str) -> Tensor:
