@@ -1,7 +1,8 @@
 """The classic pretrained-model tasks ioi, greater-than and docstring, their metrics and published circuits.
 
-No model hub is reachable: tokenizers are trained here, in the test, from the tasks' own words (a
-GPT-2-style byte-level BPE, or a word-level vocabulary), and wrapped in PreTrainedTokenizerFast.
+No model hub is reachable: tokenizers are trained here, in the test, from the tasks' own words (GPT-2's
+byte-level BPE, or a word-level vocabulary; ``offline_tokenizers``). The other families' tokenizers
+are in test_task_tokenizers.py.
 """
 
 import importlib.util
@@ -14,9 +15,11 @@ import pytest
 import torch
 from factories import small_model
 from hydra import compose, initialize_config_dir
+from offline_tokenizers import (
+    DESCRIPTION, NAMES, NOUNS, OBJECTS, PLACES, VARIABLES, docstring_corpus, family_tokenizer, greater_than_corpus, ioi_corpus,
+    word_level_tokenizer,
+)
 from omegaconf import OmegaConf
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from acdc_engine import AcdcError, TaskData, discover
 from acdc_engine.metrics import make_metric
@@ -27,49 +30,12 @@ from acdc_engine.tasks.greater_than import make_greater_than, year_pool
 from acdc_engine.tasks.ioi import ABBA_TEMPLATES, BABA_TEMPLATES, make_ioi
 
 ROOT = Path(__file__).resolve().parents[1]
-BOS = "<|endoftext|>"
-NAMES = ["Mary", "John", "Alice", "Bob", "Carol", "Dave", "Erin", "Frank"]
-PLACES = ["store", "garden"]
-OBJECTS = ["drink", "ring"]
-NOUNS = ["war", "siege", "reign"]
-VARIABLES = "data name file value test user key path output node item url model text size state root".split()
-DESCRIPTION = "price control action cost issue process type age".split()
 
 
 def bpe_tokenizer(corpus, digits=r"\d\d"):
-    """GPT-2-style byte-level BPE trained on ``corpus`` until each of its words is one token; digit
-    runs are first cut by the regex ``digits`` (pairs by default, so 1732 is written 17 | 32)."""
-    tokenizer = Tokenizer(models.BPE())
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(digits), "isolated"), byte_level])
-    tokenizer.decoder = decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(vocab_size=5000, special_tokens=[BOS], initial_alphabet=alphabet, show_progress=False)
-    tokenizer.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS)
-
-
-def word_tokenizer(words):
-    """A word-level tokenizer knowing exactly ``words`` (and punctuation); anything else is [UNK]."""
-    vocab = {word: i for i, word in enumerate(dict.fromkeys([BOS, "[UNK]", *words, *",.:()"]))}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, unk_token="[UNK]")
-
-
-def ioi_corpus(names=NAMES):
-    return [f"Then, {n} and {n} went to the {p}. {n} gave a {o} to {n}" for n in names for p in PLACES for o in OBJECTS]
-
-
-def greater_than_corpus(nouns=NOUNS):
-    years = " ".join(f"{c}{yy:02d}" for c in range(11, 18) for yy in range(100))
-    return [f"The {noun} lasted from the year 1732 to 17" for noun in nouns] + [years]
-
-
-def docstring_corpus():
-    words = " ".join(VARIABLES + DESCRIPTION)
-    lines = "\n".join(VARIABLES + DESCRIPTION)  # each word also without a space before it
-    return [f'\ndef {words}(self, {words}):\n    """{words}\n\n    :param {words}: {words}\n    :param', lines]
+    """GPT-2's byte-level BPE trained on ``corpus`` until each of its words is one token; digit runs
+    are first cut by the regex ``digits`` (pairs by default, so 1732 is written 17 | 32)."""
+    return family_tokenizer("gpt2", corpus, digits=digits)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +111,7 @@ def test_ioi_fails_naming_a_name_the_tokenizer_splits(ioi_tok):
 
 
 def test_ioi_fails_naming_a_word_outside_a_word_level_vocabulary():
-    tokenizer = word_tokenizer([*NAMES, *PLACES, *OBJECTS, *"Then and went to the gave a".split()])
+    tokenizer = word_level_tokenizer([*NAMES, *PLACES, *OBJECTS, *"Then and went to the gave a".split()])
     assert ioi(tokenizer).clean.shape == (12, 15)
     with pytest.raises(AcdcError, match=r"'lamp' is not in the vocabulary.*task\.objects"):
         ioi(tokenizer, objects=["lamp"])

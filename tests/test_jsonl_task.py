@@ -6,29 +6,26 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import small_model
-from tiny_hf import save_gpt2_folder, word_tokenizer
+from offline_tokenizers import TaskModel
+from tiny_hf import word_tokenizer
 
 from acdc_engine.errors import AcdcError
 from acdc_engine.metrics import make_metric
-from acdc_engine.models import load_model
 from acdc_engine.tasks import make_task
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def text_model(tmp_path_factory):
-    """A GPT-2 with a word-level tokenizer (BOS id 0): every word of tiny_hf.WORDS is one token."""
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    save_gpt2_folder(folder)
-    return load_model("local", path=str(folder))
+def text_model():
+    """A model with a word-level tokenizer (BOS id 0): every word of tiny_hf.WORDS is one token."""
+    return TaskModel(word_tokenizer())
 
 
 @pytest.fixture(scope="module")
 def ids_model():
     """A model without a tokenizer, vocabulary of 20 tokens."""
-    return small_model(attn_only=True)
+    return TaskModel(None, d_vocab=20)
 
 
 def write_jsonl(path, lines):

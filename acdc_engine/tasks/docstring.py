@@ -32,7 +32,7 @@ from typing import Any, Optional, Sequence
 
 from acdc_engine.errors import AcdcError
 from acdc_engine.tasks.task_data import TaskData, TaskSpec
-from acdc_engine.tasks.tokens import Piece, Word, check, next_token_ids, require_tokenizer, stack, tokenize, with_bos
+from acdc_engine.tasks.tokens import Piece, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack, tokenize
 
 # Heimersheim & Janiak 2023: variable names and single-token nouns of the docstring dataset.
 VARIABLE_NAMES = (
@@ -143,6 +143,7 @@ def make_docstring(
     """Docstring prompts (module docstring) tokenized by ``tokenizer`` (any Hugging Face fast tokenizer)."""
     if n_prompts < 1:
         raise AcdcError(f"task.n_prompts must be at least 1, got {n_prompts}")
+    bos = bos_prefix(tokenizer, prepend_bos, "docstring")
     names = list(dict.fromkeys(VARIABLE_NAMES if variable_names is None else variable_names))
     words = list(dict.fromkeys(DESCRIPTION_WORDS if description_words is None else description_words))
     if len(names) < N_NAMES:
@@ -175,8 +176,8 @@ def make_docstring(
     clean, corrupt = tokenize(tokenizer, clean_prompts), tokenize(tokenizer, corrupt_prompts)
     check(clean + corrupt, "docstring")
     ids = next_token_ids(tokenizer, clean_prompts, continuations, "docstring")
-    clean_ids = stack(with_bos([t.ids for t in clean], tokenizer, prepend_bos, "docstring"), [t.text for t in clean], "clean", "docstring")
-    corrupt_ids = stack(with_bos([t.ids for t in corrupt], tokenizer, prepend_bos, "docstring"), [t.text for t in corrupt], "corrupted", "docstring")
+    clean_ids = stack([bos + t.ids for t in clean], [t.text for t in clean], "clean", "docstring")
+    corrupt_ids = stack([bos + t.ids for t in corrupt], [t.text for t in corrupt], "corrupted", "docstring")
     if clean_ids.shape != corrupt_ids.shape:
         raise AcdcError(
             f"task 'docstring': clean prompts have {clean_ids.shape[1]} tokens and their corruptions "

@@ -7,14 +7,17 @@ start year no longer says where the span begins. The metric reads the last posit
 
 Metric ``set_prob_diff`` (the default): -(sum of p(yy) over yy > YY - sum of p(yy) over yy <= YY),
 the yy running over the 100 two-digit endings "00".."99", each the token the tokenizer writes it as
-on its own (the token a model emits after " XX"; it must be the token YY has inside the prompt's
-year): ``answer_sets`` holds, per prompt, the tokens of the endings above YY, and
+right after a century, as in the prompt's year (the token a model emits after "to XX"; GPT-2 writes
+it so on its own too, but a SentencePiece-style tokenizer writes an ending on its own with a
+word-start "▁"): ``answer_sets`` holds, per prompt, the tokens of the endings above YY, and
 ``wrong_answer_sets`` those of the endings up to YY (``TaskData``, padded with -1).
 
 Years: XX from ``centuries`` (default 11-17) and YY from 02 to 98, as in Hanna et al.; a year that the
 tokenizer does not write as the two tokens XX | YY (GPT-2 writes some years, e.g. " 1776", as one
-token) is left out of the pool, as Hanna et al. did; none left is an error. Nouns, each century and
-all 100 endings must be one token each (``acdc_engine.tasks.tokens``).
+token) is left out of the pool, as Hanna et al. did; none left is an error. Tokenizers that write
+numbers digit by digit (Llama 2, Mistral, Gemma, Qwen, Phi-3) or in runs of up to three (Llama 3,
+OLMo-2) have no such years, and the task refuses them: it is defined on two-digit tokens. Nouns,
+each century and all 100 endings must be one token each (``acdc_engine.tasks.tokens``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 
 from acdc_engine.errors import AcdcError
 from acdc_engine.tasks.task_data import TaskData, TaskSpec
-from acdc_engine.tasks.tokens import Piece, Word, check, require_tokenizer, stack, tokenize, with_bos
+from acdc_engine.tasks.tokens import MAX_LISTED, Piece, Tokenized, Word, bos_prefix, check, require_tokenizer, stack, tokenize
 
 # Hanna et al. 2023: the nouns of the greater-than dataset.
 NOUNS = (
@@ -66,33 +69,68 @@ def _prompt(noun: str, century: str, yy: str) -> list[Piece]:
     ]
 
 
-def year_pool(tokenizer: Any, centuries: Sequence[int], noun: str = "war") -> list[tuple[str, str]]:
-    """(XX, YY) of the years XX02..XX98 that ``tokenizer`` writes as the two tokens XX | YY in the
-    prompt; AcdcError naming the centuries none of whose years it writes so."""
+@dataclass(frozen=True)
+class _Year:
+    """A probe prompt of year XXYY, tokenized; ``problem`` says why XX | YY are not two tokens of
+    their own (None when they are)."""
+
+    xx: str
+    yy: str
+    probe: Tokenized
+    problem: Optional[str]
+
+
+def _written_years(tokenizer: Any, centuries: Sequence[int], noun: str) -> list[_Year]:
+    """The probe of every year XXYY, XX in ``centuries`` and YY in 00..99, century by century."""
+    years = [(f"{century}", f"{yy:02d}") for century in centuries for yy in range(100)]
+    probes = tokenize(tokenizer, [_prompt(noun, xx, yy) for xx, yy in years])
+    out = []
+    for (xx, yy), probe in zip(years, probes):
+        problem = next((f"{p.word!r} {p.detail}" for p in probe.problems if p.source != "task.nouns"), None)
+        out.append(_Year(xx, yy, probe, problem))
+    return out
+
+
+def _pool(written: Sequence[_Year], centuries: Sequence[int]) -> list[tuple[str, str]]:
     pool, empty = [], []
     for century in centuries:
-        candidates = [(f"{century}", f"{yy:02d}") for yy in range(FIRST_YY, LAST_YY + 1)]
-        probes = tokenize(tokenizer, [_prompt(noun, xx, yy) for xx, yy in candidates])
-        problems = [[p for p in probe.problems if p.source != "task.nouns"] for probe in probes]
-        kept = [year for year, found in zip(candidates, problems) if not found]
+        candidates = [y for y in written if y.xx == f"{century}" and FIRST_YY <= int(y.yy) <= LAST_YY]
+        kept = [(y.xx, y.yy) for y in candidates if y.problem is None]
         if not kept:
-            empty.append(f"{century} (e.g. {problems[0][0].word!r} {problems[0][0].detail})")
+            empty.append(f"{century} (e.g. {candidates[0].problem})")
         pool += kept
     if empty:
         raise AcdcError(
             f"task 'greater-than': this tokenizer writes no year of century {'; '.join(empty)} as the two "
             "tokens XX | YY; the task needs a tokenizer that splits years into two-digit tokens, as GPT-2's "
-            "does (or leave such centuries out of task.centuries)"
+            "does (one that writes numbers digit by digit or in threes has no such year; else leave such "
+            "centuries out of task.centuries)"
         )
     return pool
 
 
-def endings(tokenizer: Any) -> torch.Tensor:
-    """long [100]: the token of each two-digit ending "00".."99" written on its own (the token a model
-    emits after " XX"); AcdcError if one is not a single token."""
-    written = tokenize(tokenizer, [[Word(e, "the two-digit year endings")] for e in ENDINGS])
-    check(written, "greater-than")
-    return torch.tensor([t.ids[t.word_positions[0]] for t in written])
+def year_pool(tokenizer: Any, centuries: Sequence[int], noun: str = "war") -> list[tuple[str, str]]:
+    """(XX, YY) of the years XX02..XX98 that ``tokenizer`` writes as the two tokens XX | YY in the
+    prompt; AcdcError naming the centuries none of whose years it writes so."""
+    return _pool(_written_years(tokenizer, centuries, noun), centuries)
+
+
+def _endings(written: Sequence[_Year]) -> torch.Tensor:
+    """long [100]: the token of each ending "00".."99" in the first year of ``written`` that holds it
+    as a token of its own (a token's text has one id, so any such year gives the same token)."""
+    found: dict[str, int] = {}
+    for year in written:
+        if year.problem is None and year.yy not in found:
+            found[year.yy] = year.probe.ids[year.probe.word_positions[2]]
+    missing = [e for e in ENDINGS if e not in found]
+    if missing:
+        example = next(y for y in written if y.yy == missing[0])
+        raise AcdcError(
+            f"task 'greater-than': this tokenizer writes the ending(s) {', '.join(missing[:MAX_LISTED])}"
+            f"{' ...' if len(missing) > MAX_LISTED else ''} as a token of its own after no century of "
+            f"task.centuries (e.g. {example.problem}); the metric needs a token for each of the 100 endings 00..99"
+        )
+    return torch.tensor([found[e] for e in ENDINGS])
 
 
 def make_greater_than(
@@ -106,32 +144,26 @@ def make_greater_than(
     """Greater-than prompts (module docstring) tokenized by ``tokenizer`` (any Hugging Face fast tokenizer)."""
     if n_prompts < 1:
         raise AcdcError(f"task.n_prompts must be at least 1, got {n_prompts}")
+    bos = bos_prefix(tokenizer, prepend_bos, "greater-than")
     bad = [c for c in centuries if not 10 <= c <= 99]
     if not centuries or bad:
         raise AcdcError(f"task.centuries must list two-digit centuries (10-99), got {list(centuries)}")
     noun_pool = list(dict.fromkeys(NOUNS if nouns is None else nouns))
     if not noun_pool:
         raise AcdcError("task.nouns is empty")
-    years = year_pool(tokenizer, centuries, noun_pool[0])
+    written = _written_years(tokenizer, centuries, noun_pool[0])
+    years = _pool(written, centuries)
+    ending_ids = _endings(written)
     check(tokenize(tokenizer, [_prompt(noun, *years[0]) for noun in noun_pool]), "greater-than")  # every noun
     rng = random.Random(seed)
     drawn = [(rng.choice(noun_pool), rng.choice(years)) for _ in range(n_prompts)]
     prompts = [_prompt(noun, century, yy) for noun, (century, yy) in drawn]
     clean = tokenize(tokenizer, prompts)
     check(clean, "greater-than")
-    ending_ids = endings(tokenizer)
-    clean_ids = stack(with_bos([t.ids for t in clean], tokenizer, prepend_bos, "greater-than"), [t.text for t in clean], "clean", "greater-than")
-    yy_position = torch.tensor([t.word_positions[2] for t in clean]) + int(prepend_bos)
+    clean_ids = stack([bos + t.ids for t in clean], [t.text for t in clean], "clean", "greater-than")
+    yy_position = torch.tensor([t.word_positions[2] for t in clean]) + len(bos)
     rows = torch.arange(n_prompts)
     start = torch.tensor([int(yy) for _, (_, yy) in drawn])
-    mismatch = (clean_ids[rows, yy_position] != ending_ids[start]).nonzero()
-    if len(mismatch):
-        i = int(mismatch[0])
-        raise AcdcError(
-            f"task 'greater-than': this tokenizer writes the ending {drawn[i][1][1]!r} of year {''.join(drawn[i][1])} "
-            f"as token {int(clean_ids[i, yy_position[i]])} but on its own as token {int(ending_ids[start[i]])}; "
-            "the metric needs the two to agree"
-        )
     corrupt_ids = clean_ids.clone()
     corrupt_ids[rows, yy_position] = ending_ids[CORRUPT_YY]
     above = torch.arange(100)[None, :] > start[:, None]  # [n_prompts, 100]

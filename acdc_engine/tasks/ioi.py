@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 
 from acdc_engine.errors import AcdcError
 from acdc_engine.tasks.task_data import TaskData, TaskSpec
-from acdc_engine.tasks.tokens import Piece, Word, check, next_token_ids, require_tokenizer, stack, tokenize, with_bos
+from acdc_engine.tasks.tokens import Piece, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack, tokenize
 
 # Wang et al. 2022: the names, places and objects of the IOI dataset.
 NAMES = (
@@ -141,6 +141,7 @@ def make_ioi(
     """IOI prompts (module docstring) tokenized by ``tokenizer`` (any Hugging Face fast tokenizer)."""
     if n_prompts < 1:
         raise AcdcError(f"task.n_prompts must be at least 1, got {n_prompts}")
+    bos = bos_prefix(tokenizer, prepend_bos, "ioi")
     templates = list(templates)
     if not templates:
         raise AcdcError("task.templates is empty")
@@ -168,8 +169,8 @@ def make_ioi(
     clean, corrupt = tokenize(tokenizer, clean_prompts), tokenize(tokenizer, corrupt_prompts)
     check(clean + corrupt, "ioi")
     answer_ids = next_token_ids(tokenizer, clean_prompts, answers, "ioi")
-    clean_ids = stack(with_bos([t.ids for t in clean], tokenizer, prepend_bos, "ioi"), [t.text for t in clean], "clean", "ioi")
-    corrupt_ids = stack(with_bos([t.ids for t in corrupt], tokenizer, prepend_bos, "ioi"), [t.text for t in corrupt], "corrupted", "ioi")
+    clean_ids = stack([bos + t.ids for t in clean], [t.text for t in clean], "clean", "ioi")
+    corrupt_ids = stack([bos + t.ids for t in corrupt], [t.text for t in corrupt], "corrupted", "ioi")
     if clean_ids.shape != corrupt_ids.shape:
         raise AcdcError(
             f"task 'ioi': clean prompts have {clean_ids.shape[1]} tokens and their corruptions {corrupt_ids.shape[1]}; "

@@ -8,11 +8,17 @@ One record per prompt pair, one JSON object per line (blank lines are skipped)::
     {"clean": [0, 17, 4, 9, 17], "corrupted": [0, 22, 8, 31, 40], "answer": 4, "wrong_answer": 8}
 
 Fields:
-  clean, corrupted (required): a prompt, as text (tokenized with the model's tokenizer; a BOS token
-      is put first when ``prepend_bos``) or as a list of token ids (used as given).
+  clean, corrupted (required): a prompt, as text or as a list of token ids (used as given). Text is
+      tokenized with the model's tokenizer without its special tokens, and ``tokenizer.bos_token_id``
+      is put first when ``task.prepend_bos`` (the default): GPT-2, Pythia and OLMo-2 get
+      ``<|endoftext|>``, and tokenizers that add a BOS themselves (Llama, Mistral, Gemma) get exactly
+      their own encoding, BOS included. A tokenizer without a BOS token (Qwen's) is refused while
+      ``task.prepend_bos`` is true: set ``task.prepend_bos=false``.
   answer, wrong_answer (optional): the token a correct model predicts after the clean prompt, and
-      the competing one; text that must tokenize to exactly one token (mind GPT-2's leading
-      space: " Mary"), or a token id. Either every record gives a field or none does.
+      the competing one; text that tokenizes on its own (no special tokens) to exactly one token, or
+      a token id. Write a word with its leading space, " Mary": byte-level BPE (GPT-2, Pythia, Qwen,
+      Llama 3, OLMo-2) writes it "ĠMary" and SentencePiece-style BPE (Llama 2, Mistral, Gemma)
+      "▁Mary", the token that follows "... to" in both. Either every record gives a field or none does.
 
 The metric reads the last position. All prompts of a dataset, clean and corrupted, must have the
 same number of tokens: ACDC patches each position with the same position of the corrupted run.
@@ -36,6 +42,7 @@ import torch
 
 from acdc_engine.errors import AcdcError
 from acdc_engine.tasks.task_data import TaskData, TaskSpec
+from acdc_engine.tasks.tokens import bos_prefix, unknown_token_id
 
 FIELDS = ("clean", "corrupted", "answer", "wrong_answer")
 PROMPTS = ("clean", "corrupted")
@@ -65,8 +72,9 @@ def make_jsonl_task(
     model: Any, path: str | None = None, records: list[Any] | None = None, prepend_bos: bool = True
 ) -> TaskData:
     """The task held in the JSON-lines file ``path`` or in ``records`` (a list of dicts), tokenized
-    for ``model`` (a HookedTransformer: its ``cfg.d_vocab`` bounds token ids, its ``tokenizer``
-    reads text). AcdcError listing every bad record when any is bad (see the module docstring)."""
+    for ``model``: its ``cfg.d_vocab`` bounds token ids and its ``tokenizer`` (a Hugging Face
+    tokenizer, or None) reads text; nothing else of the model is used. AcdcError listing every bad
+    record when any is bad (see the module docstring)."""
     if (path is None) == (records is None):
         raise AcdcError(
             "task jsonl needs exactly one of task.path=FILE (a JSON-lines file) and task.records "
@@ -136,11 +144,10 @@ class _Tokenizer:
     """Turns record fields into token ids for one model; appends to ``errors`` instead of raising."""
 
     def __init__(self, model: Any, prepend_bos: bool) -> None:
-        self.model = model
         self.d_vocab = model.cfg.d_vocab
         self.prepend_bos = prepend_bos
-        tokenizer = getattr(model, "tokenizer", None)
-        self.unk_id = getattr(tokenizer, "unk_token_id", None) if tokenizer is not None else None
+        self.tokenizer = getattr(model, "tokenizer", None)
+        self.unk_id = unknown_token_id(self.tokenizer)
 
     def prompt(self, value: Any, field: str, errors: list[str]) -> list[int] | None:
         if isinstance(value, str):
@@ -169,14 +176,14 @@ class _Tokenizer:
         return ids[0] if ids else None
 
     def _text(self, text: str, field: str, prepend_bos: bool, errors: list[str]) -> list[int] | None:
-        if getattr(self.model, "tokenizer", None) is None:
+        if self.tokenizer is None:
             errors.append(f"{field} is text but the model has no tokenizer; give token ids (a list of integers)")
             return None
-        ids = self.model.to_tokens(text, prepend_bos=prepend_bos, move_to_device=False, truncate=False)[0].tolist()
+        ids = [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
         if self.unk_id is not None and self.unk_id in ids:
             errors.append(f"{field} {text!r} holds words the tokenizer does not know (they became its unknown token)")
             return None
-        return ids
+        return bos_prefix(self.tokenizer, prepend_bos, "jsonl") + ids
 
     def _ids(self, values: list[Any], field: str, errors: list[str]) -> list[int] | None:
         bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < self.d_vocab]

@@ -92,8 +92,9 @@ class TaskSpec:
     name: the task's name in configs and circuit files.
     config: a dataclass with a ``name`` field and the builder's keyword arguments as fields; Hydra
         checks ``conf/task/<name>.yaml`` and command-line overrides against it.
-    build: ``build(model, **params) -> TaskData``; ``model`` is the HookedTransformer the task runs
-        on (its vocabulary, tokenizer or compiled program decide the tokens).
+    build: ``build(model, **params) -> TaskData``; of the model the task runs on it reads only
+        ``model.cfg`` (``d_vocab``, ``n_ctx``, ``model_name``) and ``model.tokenizer`` (a Hugging
+        Face tokenizer, or None).
     """
 
     name: str

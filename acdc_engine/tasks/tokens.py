@@ -3,14 +3,22 @@
 A prompt is a sequence of pieces: plain text (``str``) and ``Word``s, the words a task is about (a
 name, a year's digits, a parameter name). The joined text is tokenized once, with character offsets,
 and each word must come out as exactly one token of its own: not split into several tokens, not
-merged with the text around it (a token may take in the whitespace just before the word, as GPT-2's
-" Mary" does, but nothing else), and not the tokenizer's unknown token. Whatever breaks that is
-reported as a ``Problem``; ``check`` turns problems into one ``AcdcError`` that names every offending
-word, what the tokenizer made of it and the config field it came from.
+merged with the text around it (a token may take in the whitespace just before the word, as the
+byte-level BPE of GPT-2, Pythia, Qwen, Llama 3 and OLMo-2 does in "ĠMary" and the SentencePiece-style
+BPE of Llama 2, Mistral and Gemma does in "▁Mary", but nothing else), and not the tokenizer's unknown
+token. Whatever breaks that is reported as a ``Problem``; ``check`` turns problems into one
+``AcdcError`` that names every offending word, what the tokenizer made of it and the config field it
+came from. An answer is located the same way, as the token its text adds after its prompt
+(``next_token_ids``), so the word-start convention never has to be spelled out.
 
-Token ids are the tokenizer's own, without special tokens; a task prepends the BOS token itself when
-asked (``with_bos``). Offsets need a fast (Rust ``tokenizers``) tokenizer, which every tokenizer that
-``transformers`` 5 loads by default is.
+BOS: token ids are the tokenizer's own without special tokens (``add_special_tokens=False``: nothing
+the tokenizer would add by itself, such as the ``<s>`` of Llama 2 and Mistral, the ``<bos>`` of
+Gemma or the ``<|begin_of_text|>`` of Llama 3); a task prepends ``tokenizer.bos_token_id`` itself
+when ``task.prepend_bos`` is true (``bos_prefix``), so a prompt is exactly what the tokenizer writes
+with its own special tokens (tokenizers that add a BOS) or that with the BOS token in front (GPT-2,
+Pythia, OLMo-2: ``<|endoftext|>``). A tokenizer without a BOS token (Qwen's) is refused when
+``task.prepend_bos`` is true: nothing is prepended in its place. Offsets need a fast (Rust
+``tokenizers``) tokenizer, which every tokenizer that ``transformers`` 5 loads by default is.
 """
 
 from __future__ import annotations
@@ -71,6 +79,16 @@ def require_tokenizer(model: Any, task: str) -> Any:
     return tokenizer
 
 
+def unknown_token_id(tokenizer: Any) -> int | None:
+    """The id text becomes when the tokenizer does not know it; None when it has none. GPT-2's family
+    names ``<|endoftext|>`` (its BOS and EOS) as unknown token although byte-level BPE never emits
+    it for text: a token that is also the BOS or EOS token is not taken for the unknown token."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is None or unknown in (getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        return None
+    return int(unknown)
+
+
 def tokenize(tokenizer: Any, prompts: Sequence[Sequence[Piece]]) -> list[Tokenized]:
     """Tokenize each prompt's joined text in one batch and locate its words (see the module docstring)."""
     texts, spans = [], []
@@ -93,7 +111,7 @@ def tokenize(tokenizer: Any, prompts: Sequence[Sequence[Piece]]) -> list[Tokeniz
             f"tokenizer {type(tokenizer).__name__} gives no character offsets; the text tasks need a fast "
             "(Rust 'tokenizers') tokenizer, e.g. AutoTokenizer.from_pretrained(..., use_fast=True)"
         ) from None
-    unknown = getattr(tokenizer, "unk_token_id", None)
+    unknown = unknown_token_id(tokenizer)
     out = []
     for text, where, ids, offsets in zip(texts, spans, encoded["input_ids"], encoded["offset_mapping"]):
         ids = [int(i) for i in ids]
@@ -178,14 +196,19 @@ def next_token_ids(
     return out
 
 
-def with_bos(rows: Sequence[Sequence[int]], tokenizer: Any, prepend_bos: bool, task: str) -> list[list[int]]:
-    """``rows`` with the tokenizer's BOS id in front when ``prepend_bos`` (AcdcError if it has none)."""
+def bos_prefix(tokenizer: Any, prepend_bos: bool, task: str) -> list[int]:
+    """What a task puts before every prompt's tokens: ``[tokenizer.bos_token_id]`` when
+    ``prepend_bos``, else nothing; AcdcError naming ``task.prepend_bos`` when the tokenizer has no
+    BOS token (nothing is prepended in its place)."""
     if not prepend_bos:
-        return [list(row) for row in rows]
+        return []
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
-        raise AcdcError(f"task '{task}': task.prepend_bos is true but the tokenizer has no BOS token; set it to false")
-    return [[bos, *row] for row in rows]
+        raise AcdcError(
+            f"task '{task}': task.prepend_bos is true but this tokenizer has no BOS token (Qwen's have none); "
+            "set task.prepend_bos=false"
+        )
+    return [int(bos)]
 
 
 def stack(rows: Sequence[Sequence[int]], texts: Sequence[str], what: str, task: str) -> Tensor:
