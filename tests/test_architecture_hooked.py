@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-transformer_lens = pytest.importorskip("transformer_lens")
-if not hasattr(transformer_lens, "HookedTransformer"):
+try:
+    from transformer_lens import HookedTransformer  # noqa: F401 - TransformerLens 4 removed it
+except ImportError:
     pytest.skip("this TransformerLens has no HookedTransformer", allow_module_level=True)
 
 from factories import small_model  # noqa: E402

@@ -17,7 +17,7 @@ def from_hooked_transformer(model: Any) -> ModelSpec:
     """The ``ModelSpec`` of ``model`` (a HookedTransformer), in its dtype, on its device, in eval
     mode, with its tokenizer; ``source`` is ``model``. AcdcError naming any config feature that is
     not implemented."""
-    config = {key: value for key, value in model.cfg.to_dict().items()}
+    config = dict(model.cfg.to_dict())
     cfg, extras = tl_architecture(config, model.cfg.model_name)
     weight = model.embed.W_E
     spec = ModelSpec(cfg, model.tokenizer, model, extras["rotary_bases"]).to(weight.dtype)
