@@ -13,6 +13,8 @@ from factories import small_model  # noqa: E402
 from acdc_engine.architecture import as_model_spec, from_hooked_transformer  # noqa: E402
 from acdc_engine.errors import AcdcError  # noqa: E402
 
+pytestmark = pytest.mark.tl3
+
 VARIANTS = {
     "gpt2-style": dict(attn_only=False),
     "attention-only": dict(attn_only=True),

@@ -1,5 +1,6 @@
-"""Model loading beyond the shipped models: ``model=local`` (a Hugging Face folder, converted
-offline) and TransformerLens pretrained names, which must fail at once without a model hub."""
+"""Model loading beyond the shipped models: ``model=local`` (a Hugging Face folder, booted offline as
+a TransformerLens 4 TransformerBridge) and pretrained names, which must fail at once without a model
+hub. (The TransformerLens 3.9 path: tests/test_hooked_transformer.py.)"""
 
 import json
 import os
@@ -33,20 +34,17 @@ def random_tokens(n_prompts=3, n_pos=10, seed=0):
     return torch.randint(0, 2 + len(WORDS), (n_prompts, n_pos), generator=g)
 
 
-def test_local_model_logits_equal_the_hugging_face_logits_up_to_one_constant_per_position(local_model):
-    # center_unembed (from_pretrained's default processing) subtracts each position's mean logit
+def test_local_model_logits_equal_the_hugging_face_logits(local_model):
+    # the bridge keeps the raw weights: no folding, no centring
     tokens = random_tokens()
     with torch.no_grad():
         ours = local_model(tokens)
         theirs = gpt2_model()(tokens).logits
     assert theirs.std() > 1.0  # a model far from uniform, so the comparison means something
-    torch.testing.assert_close(ours, theirs - theirs.mean(-1, keepdim=True), atol=1e-4, rtol=0)
-    torch.testing.assert_close(ours.log_softmax(-1), theirs.log_softmax(-1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
 
 
 def test_local_model_loads_in_float64_when_asked(folder):
-    # TransformerLens processes (folds, centres) weights in float32 whatever the dtype, so the
-    # float64 model matches the Hugging Face model to float32 precision only
     model = load_model("local", path=str(folder), dtype="float64")
     tokens = random_tokens(seed=1)
     with torch.no_grad():
@@ -62,8 +60,8 @@ def test_local_model_takes_its_shape_from_the_folders_config(local_model):
 
 
 def test_local_model_carries_the_folders_tokenizer_so_text_can_be_tokenized(local_model):
-    expected = [word_tokenizer().convert_tokens_to_ids(word) for word in (BOS, "When", "Mary", "went")]
-    assert local_model.to_tokens("When Mary went").tolist() == [expected]
+    expected = [word_tokenizer().convert_tokens_to_ids(word) for word in ("When", "Mary", "went")]
+    assert local_model.tokenizer("When Mary went", add_special_tokens=False)["input_ids"] == expected
 
 
 def test_local_folder_without_tokenizer_files_loads_with_no_tokenizer(tmp_path):
@@ -86,7 +84,7 @@ def test_local_folder_without_config_is_refused(tmp_path):
         load_model("local", path=str(tmp_path))
 
 
-def test_local_folder_with_an_architecture_transformer_lens_cannot_convert_is_refused_naming_it(tmp_path):
+def test_local_folder_with_an_architecture_the_engine_does_not_support_is_refused_naming_it(tmp_path):
     from transformers import GPTBigCodeConfig
 
     config = GPTBigCodeConfig(n_layer=1, n_embd=16, n_head=2, vocab_size=20)
@@ -143,14 +141,15 @@ def test_pretrained_name_without_a_hub_fails_at_once_suggesting_model_local():
 
 def test_unreachable_hub_fails_before_any_download_is_tried(monkeypatch):
     from huggingface_hub import constants
-    from transformer_lens import HookedTransformer
+
+    from acdc_engine.models import hub
 
     def download(*args, **kwargs):
-        raise AssertionError("from_pretrained must not be tried when the hub cannot be reached")
+        raise AssertionError("no download may be tried when the hub cannot be reached")
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
-    monkeypatch.setattr(HookedTransformer, "from_pretrained", download)
+    monkeypatch.setattr(hub, "_download", download)
     with pytest.raises(AcdcError, match="cannot be reached.*model=local model.path=DIR"):
         load_model("gpt2")
 
@@ -160,10 +159,17 @@ def test_unknown_model_name_is_refused_as_unknown():
         load_model("gpt7")
 
 
-@pytest.mark.parametrize("choice", ["gpt2", "attn-only-4l", "redwood-attn-2l", "pythia-70m"])
-def test_pretrained_model_configs_name_transformer_lens_pretrained_models(choice):
+PRETRAINED_CONFIGS = [
+    "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b",
+    "pythia-1.4b", "Llama-3.2-1B", "Qwen2.5-0.5B", "Qwen3-0.6B", "gemma-2-2b", "OLMo-2-1B",
+]
+
+
+@pytest.mark.parametrize("choice", PRETRAINED_CONFIGS)
+def test_pretrained_model_configs_name_models_transformer_lens_knows(choice):
     from hydra import compose, initialize_config_dir
-    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    from acdc_engine.models.hub import official_name
 
     from acdc_engine.cli import CONF_DIR
     from acdc_engine.config import register_configs
@@ -171,7 +177,7 @@ def test_pretrained_model_configs_name_transformer_lens_pretrained_models(choice
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"model={choice}"])
-    assert get_official_model_name(cfg.model.name)
+    assert official_name(cfg.model.name)
 
 
 def test_command_line_runs_acdc_on_a_local_folder_with_a_jsonl_task(folder, local_model, tmp_path):

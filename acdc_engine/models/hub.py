@@ -1,5 +1,7 @@
-"""TransformerLens pretrained names (``gpt2``, ``attn-only-4l``, ``pythia-70m``, ...), fetched from
-the Hugging Face hub or read from its local cache.
+"""Pretrained names (Hugging Face repository ids such as ``EleutherAI/pythia-70m``, and
+TransformerLens's aliases such as ``gpt2`` or ``pythia-70m``), fetched from the Hugging Face hub or
+read from its local cache: with TransformerLens 4 booted as a ``TransformerBridge``, with 3.9 loaded
+by ``HookedTransformer.from_pretrained``; either way returned as the engine's ``ModelSpec``.
 
 Without a hub a load fails at once: with ``HF_HUB_OFFLINE=1`` the Hugging Face libraries read only
 their cache, and otherwise one short request checks that the hub answers before any download is
@@ -18,7 +20,7 @@ import torch
 from acdc_engine.errors import AcdcError
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from acdc_engine.architecture import ModelSpec
 
 PROBE_TIMEOUT_S = 3.0
 NO_HUB_HINT = (
@@ -39,30 +41,52 @@ def hub_reachable(endpoint: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
     return True
 
 
-def load_pretrained(name: str, device: str, dtype: torch.dtype) -> HookedTransformer:
-    """``HookedTransformer.from_pretrained(name)`` with its default weight processing, in eval mode.
+def official_name(name: str) -> str:
+    """TransformerLens's official (Hugging Face) name of ``name``; AcdcError if it knows none."""
+    try:
+        from transformer_lens.supported_models import get_official_model_name
+    except ImportError:  # TransformerLens 3.9
+        from transformer_lens.loading_from_pretrained import get_official_model_name
+    try:
+        return get_official_model_name(name)
+    except ValueError:
+        raise AcdcError(
+            f"unknown model '{name}': neither a built-in model (see conf/model/) nor a pretrained name "
+            "TransformerLens knows (e.g. gpt2, EleutherAI/pythia-70m, meta-llama/Llama-3.2-1B)"
+        ) from None
 
-    AcdcError at once when ``name`` is not a TransformerLens pretrained name, when the hub cannot be
+
+def _download(official: str, device: str, dtype: torch.dtype) -> ModelSpec:
+    from acdc_engine.architecture import as_model_spec
+    from acdc_engine.models.local import has_transformer_bridge
+
+    if has_transformer_bridge():
+        from transformer_lens.model_bridge import TransformerBridge
+
+        return as_model_spec(TransformerBridge.boot_transformers(official, device=device, dtype=dtype))
+    from transformer_lens import HookedTransformer
+
+    return as_model_spec(HookedTransformer.from_pretrained(official, device=device, dtype=dtype))
+
+
+def load_pretrained(name: str, device: str, dtype: torch.dtype) -> ModelSpec:
+    """The pretrained model ``name`` in eval mode (module docstring).
+
+    AcdcError at once when ``name`` is not a known pretrained name, when the hub cannot be
     reached, or when the download or conversion fails.
     """
     from huggingface_hub import constants
-    from transformer_lens import HookedTransformer
-    from transformer_lens.loading_from_pretrained import get_official_model_name
 
-    try:
-        official = get_official_model_name(name)
-    except ValueError:
-        raise AcdcError(
-            f"unknown model '{name}': neither a built-in model (see conf/model/) nor a TransformerLens "
-            "pretrained name (e.g. gpt2, attn-only-4l, pythia-70m)"
-        ) from None
+    official = official_name(name)
     if not constants.HF_HUB_OFFLINE and not hub_reachable(constants.ENDPOINT):
         raise AcdcError(
             f"pretrained model '{name}' ({official}) needs the model hub, and {constants.ENDPOINT} cannot "
             f"be reached (a model already in the Hugging Face cache loads with HF_HUB_OFFLINE=1). {NO_HUB_HINT}"
         )
     try:
-        model = HookedTransformer.from_pretrained(name, device=device, dtype=dtype)
+        model = _download(official, device, dtype)
+    except AcdcError:
+        raise
     except OSError as error:  # what the Hugging Face libraries raise for files neither cached nor fetched
         if constants.HF_HUB_OFFLINE:
             where = "is not in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it"

@@ -63,7 +63,14 @@ def _load_with_bridge(folder: Path, raw_config: dict[str, Any], device: str, dty
 
     from acdc_engine.architecture import from_bridge
 
+    from acdc_engine.architecture.families import FAMILIES
+
     architecture = raw_config["architectures"][0]
+    if architecture not in FAMILIES:  # before any weight is read
+        raise AcdcError(
+            f"{folder / 'config.json'}: model architecture {architecture} is not supported by the edge-patching "
+            f"engine (supported: {', '.join(FAMILIES)})"
+        )
     hf_model = _hf_model(folder, dtype)
     tokenizer = _tokenizer(folder)
     try:
