@@ -53,3 +53,17 @@ def speculative_batch(graph, generator, n_circuits, start_layer):
         if c % 3 == 0:
             heads[c, start_layer:] &= torch.rand(heads[c, start_layer:].shape, generator=generator) > 0.2
     return edges, heads
+
+
+def hooked_small_model(attn_only: bool, seed: int = 0, **overrides):
+    """``small_model``'s config as a TransformerLens 3.9 ``HookedTransformer`` (its biases and
+    LayerNorm weights random too); for the tests of the HookedTransformer path."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    model = HookedTransformer(HookedTransformerConfig(**small_fields(attn_only, seed, **overrides)))
+    g = torch.Generator().manual_seed(seed + 1000)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith((".b", ".w")) or ".b_" in name or name.endswith("b_U"):
+                param.add_(0.3 * torch.randn(param.shape, generator=g, dtype=param.dtype))
+    return model.eval()

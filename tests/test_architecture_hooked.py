@@ -8,7 +8,7 @@ try:
 except ImportError:
     pytest.skip("this TransformerLens has no HookedTransformer", allow_module_level=True)
 
-from factories import small_model  # noqa: E402
+from factories import hooked_small_model as small_model  # noqa: E402
 
 from acdc_engine.architecture import as_model_spec, from_hooked_transformer  # noqa: E402
 from acdc_engine.errors import AcdcError  # noqa: E402

@@ -7,7 +7,7 @@ skipped. CI runs them in a second environment (``.ci/run``: ``pytest -m tl3``).
 import pytest
 import torch
 
-from factories import random_task
+from factories import hooked_small_model, random_task
 
 pytestmark = pytest.mark.tl3
 
@@ -22,17 +22,7 @@ from acdc_engine.architecture import as_model_spec, from_tl_weights  # noqa: E40
 
 
 def hooked_model(attn_only: bool, seed: int = 0) -> HookedTransformer:
-    cfg = HookedTransformerConfig(
-        n_layers=2, n_heads=3, d_model=32, d_head=8, d_mlp=None if attn_only else 64, d_vocab=20, n_ctx=16,
-        act_fn=None if attn_only else "gelu", normalization_type="LN", attn_only=attn_only, seed=seed, dtype=torch.float64,
-    )
-    model = HookedTransformer(cfg)
-    g = torch.Generator().manual_seed(seed + 1000)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith((".b", ".w")) or ".b_" in name or name.endswith("b_U"):
-                param.add_(0.3 * torch.randn(param.shape, generator=g, dtype=param.dtype))
-    return model.eval()
+    return hooked_small_model(attn_only, seed)
 
 
 @pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
@@ -54,14 +44,14 @@ def test_a_hooked_transformer_passes_the_self_check_against_its_own_forward_pass
     assert check["max_abs_logit_diff_empty"] <= check["tolerance"]
 
 
-def test_a_local_folder_loads_through_the_hooked_transformer_conversion(tmp_path):
+def test_a_local_folder_loads_through_transformer_lens_3s_bridge_too(tmp_path):
     from tiny_hf import save_gpt2_folder
 
     from acdc_engine.models import load_model
 
-    save_gpt2_folder(tmp_path / "gpt2")
+    hf_model = save_gpt2_folder(tmp_path / "gpt2")
     spec = load_model("local", path=str(tmp_path / "gpt2"))
-    assert isinstance(spec.source, HookedTransformer)
     tokens = torch.randint(0, spec.cfg.d_vocab, (2, 6))
-    assert torch.allclose(spec.forward(tokens), spec.source(tokens), atol=1e-4)
+    with torch.no_grad():
+        assert torch.allclose(spec.forward(tokens), hf_model(tokens).logits, atol=1e-4)
     assert as_model_spec(spec) is spec

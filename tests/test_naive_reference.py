@@ -151,7 +151,7 @@ def test_removing_only_logits_edges_leaves_upstream_clean_and_changes_output(set
     resid = resid - (clean_cache["hook_embed"] + clean_cache["hook_pos_embed"])
     resid = resid + (corr_cache["hook_embed"] + corr_cache["hook_pos_embed"])
     with torch.no_grad():
-        expected = model.unembed(model.ln_final(resid))
+        expected = model.unembed(resid)
     torch.testing.assert_close(logits, expected, atol=1e-10, rtol=0)
     assert not torch.allclose(logits, clean_logits, atol=1e-3)
 
@@ -192,7 +192,7 @@ def test_zero_ablating_all_logits_edges_leaves_only_unowned_attention_biases(set
     # subtracting every sender's output leaves the attention output biases b_O, which no node owns
     bias_resid = sum(model.blocks[layer].attn.b_O for layer in range(model.cfg.n_layers))
     with torch.no_grad():
-        expected = model.unembed(model.ln_final(bias_resid.expand(BATCH, POS, -1)))
+        expected = model.unembed(bias_resid.expand(BATCH, POS, -1))
     torch.testing.assert_close(logits, expected, atol=1e-10, rtol=0)
     assert bias_resid.abs().max() > 0.1  # biases were perturbed: the check is not trivially 0
 

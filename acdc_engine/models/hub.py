@@ -1,7 +1,7 @@
 """Pretrained names (Hugging Face repository ids such as ``EleutherAI/pythia-70m``, and
 TransformerLens's aliases such as ``gpt2`` or ``pythia-70m``), fetched from the Hugging Face hub or
-read from its local cache: with TransformerLens 4 booted as a ``TransformerBridge``, with 3.9 loaded
-by ``HookedTransformer.from_pretrained``; either way returned as the engine's ``ModelSpec``.
+read from its local cache, booted as a TransformerLens ``TransformerBridge`` and returned as the
+engine's ``ModelSpec``.
 
 Without a hub a load fails at once: with ``HF_HUB_OFFLINE=1`` the Hugging Face libraries read only
 their cache, and otherwise one short request checks that the hub answers before any download is
@@ -57,16 +57,11 @@ def official_name(name: str) -> str:
 
 
 def _download(official: str, device: str, dtype: torch.dtype) -> ModelSpec:
-    from acdc_engine.architecture import as_model_spec
-    from acdc_engine.models.local import has_transformer_bridge
+    from transformer_lens.model_bridge import TransformerBridge
 
-    if has_transformer_bridge():
-        from transformer_lens.model_bridge import TransformerBridge
+    from acdc_engine.architecture import from_bridge
 
-        return as_model_spec(TransformerBridge.boot_transformers(official, device=device, dtype=dtype))
-    from transformer_lens import HookedTransformer
-
-    return as_model_spec(HookedTransformer.from_pretrained(official, device=device, dtype=dtype))
+    return from_bridge(TransformerBridge.boot_transformers(official, device=device, dtype=dtype))
 
 
 def load_pretrained(name: str, device: str, dtype: torch.dtype) -> ModelSpec:

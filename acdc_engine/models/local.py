@@ -7,12 +7,10 @@ read without unpickling arbitrary objects: safetensors files directly, ``pytorch
 through transformers' ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
 containers.
 
-With TransformerLens 4 the model is booted as a ``TransformerBridge`` around the Hugging Face model
-(raw weights, no processing: the engine's logits are the Hugging Face logits). With TransformerLens
-3.9 it is converted to a ``HookedTransformer`` with ``from_pretrained``'s default processing
-(LayerNorm folded, weights and unembedding centred: logits are the Hugging Face logits minus their
-mean over the vocabulary). Either way the result is the engine's ``ModelSpec`` of it
-(``acdc_engine.architecture``), whose self-check holds the engine to that model's own forward pass.
+The model is booted as a TransformerLens ``TransformerBridge`` around the Hugging Face model (3.9
+and 4 both have it; raw weights, no processing: the engine's logits are the Hugging Face logits),
+and the engine runs on its ``ModelSpec`` (``acdc_engine.architecture``), whose self-check holds it
+to that model's own forward pass.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import dataclasses
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,13 +32,6 @@ if TYPE_CHECKING:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
-def has_transformer_bridge() -> bool:
-    """True with TransformerLens 4 (``TransformerBridge``), False with 3.9 (``HookedTransformer``)."""
-    import importlib.util
-
-    return importlib.util.find_spec("transformer_lens.model_bridge") is not None
-
-
 def load_local(path: str | os.PathLike[str] | None, device: str, dtype: torch.dtype) -> ModelSpec:
     """The ``ModelSpec`` of the Hugging Face folder ``path``, in eval mode.
 
@@ -50,21 +40,14 @@ def load_local(path: str | os.PathLike[str] | None, device: str, dtype: torch.dt
     without tokenizer files ``spec.tokenizer`` is None and tasks must give token ids.
     AcdcError when the folder, its config, its weights or its architecture cannot be used.
     """
-    folder = _model_folder(path)
-    raw_config = _read_config(folder)
-    if has_transformer_bridge():
-        return _load_with_bridge(folder, raw_config, device, dtype)
-    return _load_with_hooked_transformer(folder, raw_config, device, dtype)
-
-
-def _load_with_bridge(folder: Path, raw_config: dict[str, Any], device: str, dtype: torch.dtype) -> ModelSpec:
-    """TransformerLens 4: ``TransformerBridge.boot_transformers`` around the folder's model."""
     from transformer_lens.model_bridge import TransformerBridge
 
     from acdc_engine.architecture import from_bridge
 
     from acdc_engine.architecture.families import FAMILIES
 
+    folder = _model_folder(path)
+    raw_config = _read_config(folder)
     architecture = raw_config["architectures"][0]
     if architecture not in FAMILIES:  # before any weight is read
         raise AcdcError(
@@ -97,44 +80,6 @@ def _placeholder_tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")), unk_token="<unk>")
 
 
-def _load_with_hooked_transformer(folder: Path, raw_config: dict[str, Any], device: str, dtype: torch.dtype) -> ModelSpec:
-    """TransformerLens 3.9: convert to a ``HookedTransformer`` as ``from_pretrained`` does."""
-    from transformer_lens import HookedTransformer
-    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
-    from transformer_lens.utilities.activation_functions import softcap_enabled
-    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
-
-    from acdc_engine.architecture import from_hooked_transformer
-
-    architecture = raw_config["architectures"][0]
-    compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    # from_pretrained's rule: post-norm blocks normalise a sublayer's output, so folding is invalid
-    fold_ln = architecture not in POST_NORM_ARCHITECTURES
-    cfg = _converted_config(folder, raw_config, device, compute_dtype, fold_ln)
-    hf_model = _hf_model(folder, compute_dtype)
-    tokenizer = _tokenizer(folder)
-    cfg.model_name = folder.name
-    cfg.tokenizer_name = str(folder) if tokenizer is not None else None
-    try:
-        state = get_pretrained_state_dict(str(folder), cfg, hf_model, dtype=compute_dtype)
-        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-        model.load_and_process_state_dict(
-            state,
-            fold_ln=fold_ln,
-            center_writing_weights=fold_ln,
-            center_unembed=not softcap_enabled(cfg.output_logits_soft_cap),
-            fold_value_biases=True,
-        )
-    except Exception as error:  # converters fail with many types (shape, key, value errors)
-        raise AcdcError(
-            f"model.path '{folder}': could not convert its {architecture} weights to TransformerLens "
-            f"({type(error).__name__}: {str(error)[:300]})"
-        ) from None
-    model.move_model_modules_to_device()
-    model = (model if dtype == compute_dtype else model.to(dtype)).eval()
-    return from_hooked_transformer(model)
-
-
 def _model_folder(path: str | os.PathLike[str] | None) -> Path:
     if path is None or str(path) == "":
         raise AcdcError(
@@ -159,45 +104,6 @@ def _read_config(folder: Path) -> dict[str, Any]:
     if not architectures or not isinstance(architectures, list) or not isinstance(architectures[0], str):
         raise AcdcError(f"{file}: field 'architectures' must list the model class, e.g. [\"GPT2LMHeadModel\"]")
     return config
-
-
-def _converted_config(folder: Path, raw_config: dict[str, Any], device: str, dtype: torch.dtype, fold_ln: bool):
-    """TransformerLens's HookedTransformerConfig for ``raw_config``, converted by TransformerLens.
-
-    TransformerLens's converter reads config.json from a path and, for some families, guesses the
-    architecture from the path's name (any path containing "llama" or "gemma"); it also reads
-    GPT-2's context length from ``n_ctx``, which configs written by current transformers no longer
-    hold (they keep ``n_positions``). So it is handed a copy of the config in a neutral temporary
-    folder, with ``n_ctx`` filled in from ``n_positions`` where missing.
-    """
-    from transformer_lens.loading_from_pretrained import get_pretrained_model_config
-
-    architecture = raw_config["architectures"][0]
-    config = dict(raw_config)
-    if architecture == "GPT2LMHeadModel" and "n_ctx" not in config and "n_positions" in config:
-        config["n_ctx"] = config["n_positions"]
-    with tempfile.TemporaryDirectory(prefix="acdc-config-") as staging:
-        (Path(staging) / "config.json").write_text(json.dumps(config))
-        try:
-            return get_pretrained_model_config(
-                staging,
-                hf_cfg=config,
-                fold_ln=fold_ln,
-                device=device,
-                dtype=dtype,
-                local_files_only=True,
-                trust_remote_code=False,
-            )
-        except NotImplementedError:
-            raise AcdcError(
-                f"{folder / 'config.json'}: architecture '{architecture}' is not supported by "
-                f"TransformerLens's converter"
-            ) from None
-        except Exception as error:  # the converter fails with many types on odd configs
-            raise AcdcError(
-                f"{folder / 'config.json'}: TransformerLens could not convert this {architecture} config "
-                f"({type(error).__name__}: {str(error)[:300]})"
-            ) from None
 
 
 def _hf_model(folder: Path, dtype: torch.dtype):

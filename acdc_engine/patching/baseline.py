@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec
 
 ABLATIONS = ("resample", "zero", "mean")
+REFERENCE_POSITION_SEED = 49
+"""The seed of the original ACDC's permutation of the corrupted run's positional embedding."""
 
 Leaves = list[tuple[Tensor, Tensor]]
 """(receiver indices [R], zero leaf [n_prompts, pos, R, d_model]) pairs, to take gradients at."""
@@ -81,6 +83,16 @@ def input_sender_outputs(spec: ModelSpec, graph: Graph, tokens: Tensor) -> list[
             )
         return [tok, pos]
     return [tok if pos is None else tok + pos]
+
+
+def permuted_position_inputs(spec: ModelSpec, graph: Graph, tokens: Tensor) -> Tensor:
+    """The input senders' outputs [n_prompts, pos, 2, d_model] of ``tokens`` with the positional
+    embedding's positions permuted by ``torch.randperm(pos)`` under seed 49 (the same permutation
+    for every prompt), as the original ACDC builds its corrupted run under resample ablation with
+    split embeddings."""
+    tok, pos = input_sender_outputs(spec, graph, tokens)
+    order = torch.randperm(tokens.shape[1], generator=torch.Generator().manual_seed(REFERENCE_POSITION_SEED))
+    return torch.stack([tok, pos[:, order.to(pos.device)]], dim=2)
 
 
 def attention_contributions(spec: ModelSpec, layer: int, qkv: Tensor, heads: Tensor) -> Tensor:
@@ -159,7 +171,10 @@ def ablate(corrupted_run: Activations, ablation: str) -> Activations:
 class Baseline:
     """Everything a patched pass reads besides the masks, computed once per patcher.
 
-    clean_run, ablated: ``Activations`` of the clean prompts and of what removed edges carry.
+    clean_run, ablated: ``Activations`` of the clean prompts and of what removed edges carry
+        (``corrupted_run``: the corrupted prompts' run it is made from; with
+        ``permute_corrupted_positions``, run with the positions of its positional embedding
+        permuted, ``permuted_position_inputs``).
     clean_minus_ablated: out_u - out_u* for every sender [n_prompts, pos, S, d_model].
     senders_before[t]: how many senders write before read point t (senders are numbered in forward
         order, so they form a prefix).
@@ -169,12 +184,29 @@ class Baseline:
     ablated_input_mlp_out[layer]: the MLP's output on A_t (empty list without MLPs).
     """
 
-    def __init__(self, spec: ModelSpec, graph: Graph, groups: ReceiverGroups, clean: Tensor, corrupted: Tensor, ablation: str) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        graph: Graph,
+        groups: ReceiverGroups,
+        clean: Tensor,
+        corrupted: Tensor,
+        ablation: str,
+        permute_corrupted_positions: bool = False,
+    ) -> None:
         shape = graph.shape
         writes = torch.tensor(graph.sender_layer)
         self.senders_before = {read: int((writes < read).sum()) for read in set(graph.receiver_layer)}
         self.clean_run = record_run(spec, graph, groups, clean)
-        self.corrupted_run = record_run(spec, graph, groups, corrupted)
+        if permute_corrupted_positions:
+            if ablation != "resample" or not shape.split_input:
+                raise AcdcError(
+                    "permute_corrupted_positions is for resample ablation with split_input (the original "
+                    f"ACDC's tracr setting); this run has ablation={ablation}, split_input={shape.split_input}"
+                )
+            self.corrupted_run = record_run(spec, graph, groups, corrupted, permuted_position_inputs(spec, graph, corrupted))
+        else:
+            self.corrupted_run = record_run(spec, graph, groups, corrupted)
         self.ablated = ablate(self.corrupted_run, ablation)
         self.clean_minus_ablated = self.clean_run.sender_out - self.ablated.sender_out
         self.ablated_input = {

@@ -36,6 +36,10 @@ class EdgePatcher:
         self_check: compare the pass with every edge kept (and with every edge removed) against the
             model's own forward pass first; AcdcError if they differ by more than the dtype's
             tolerance (``acdc_engine.patching.self_check``). The result is ``self.self_check``.
+        permute_corrupted_positions: reproduce the original ACDC's resample ablation with split
+            embeddings, whose corrupted run sees the positional embedding at permuted positions
+            (a fixed seeded permutation, ``baseline.permuted_position_inputs``), so that edges from
+            ``pos_embed`` can matter. Off by default; needs ablation resample and split_input.
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class EdgePatcher:
         positions: Tensor | None = None,
         ablation: str = "resample",
         self_check: bool = True,
+        permute_corrupted_positions: bool = False,
     ) -> None:
         from acdc_engine.architecture import as_model_spec
 
@@ -76,7 +81,8 @@ class EdgePatcher:
         self.positions = (torch.arange(n_pos) if positions is None else positions).to(self.device)
         self.groups = ReceiverGroups.of(graph, self.device)
         with torch.no_grad():
-            self.baseline = Baseline(spec, graph, self.groups, self.clean, self.corrupted, ablation)
+            self.baseline = Baseline(spec, graph, self.groups, self.clean, self.corrupted, ablation, permute_corrupted_positions)
+        self.permute_corrupted_positions = permute_corrupted_positions
         self.self_check: SelfCheck | None = check_against_model(self) if self_check else None
 
     @property

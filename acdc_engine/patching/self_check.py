@@ -2,8 +2,8 @@
 
 With every edge kept, the patched pass must give the model's own logits on the clean prompts; with
 every edge removed under resample ablation, its own logits on the corrupted prompts (under zero or
-mean ablation the all-removed pass has no counterpart in the model, so the engine's unpatched run of
-the corrupted prompts is compared instead). Both at the task's positions. A model that fails gets no
+mean ablation, or with permuted corrupted positions, the all-removed pass has no counterpart in the
+model, so the engine's unpatched run of the corrupted prompts is compared instead). Both at the task's positions. A model that fails gets no
 circuit: a wrong circuit is worse than none.
 
 Tolerance: ``TOLERANCE[dtype] * max(1, max |model logit|)``, the rounding that a different but
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from acdc_engine.errors import AcdcError
+from acdc_engine.patching.baseline import record_run
 
 if TYPE_CHECKING:
     from acdc_engine.patching.patcher import EdgePatcher
@@ -54,10 +55,11 @@ def check_against_model(patcher: EdgePatcher) -> SelfCheck:
     model_clean = spec.source_logits(patcher.clean)[:, positions]
     model_corrupted = spec.source_logits(patcher.corrupted)[:, positions]
     engine_full = patcher.logits(full_edges, full_heads)
-    if patcher.ablation == "resample":
+    if patcher.ablation == "resample" and not patcher.permute_corrupted_positions:
         engine_empty = patcher.logits(torch.zeros_like(full_edges), torch.zeros_like(full_heads))
-    else:
-        engine_empty = spec.unembed(patcher.baseline.corrupted_run.resid[graph.shape.logits_read][:, positions])
+    else:  # the all-removed pass has no counterpart in the model: check the engine's plain run instead
+        corrupted_run = record_run(spec, graph, patcher.groups, patcher.corrupted)
+        engine_empty = spec.unembed(corrupted_run.resid[graph.shape.logits_read][:, positions])
     scale = max(1.0, float(model_clean.abs().max()), float(model_corrupted.abs().max()))
     tolerance = TOLERANCE.get(patcher.dtype, 1e-1) * scale
     result = SelfCheck(
