@@ -15,7 +15,7 @@ import torch
 from acdc_engine.checkpoint import Checkpointer, fingerprint, resume_state
 from acdc_engine.circuit import Circuit, on_input_to_logits_paths
 from acdc_engine.errors import AcdcError
-from acdc_engine.evaluation.metric_cache import MetricCache
+from acdc_engine.metric_cache import MetricCache
 from acdc_engine.graph import build_graph
 from acdc_engine.methods.acdc import check_threshold, run_acdc
 from acdc_engine.methods.acdc_eap import attribution_skips, check_skip_below

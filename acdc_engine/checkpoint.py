@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from acdc_engine.errors import AcdcError
-from acdc_engine.io import atomic_write_bytes
+from acdc_engine.atomic_files import atomic_write_bytes
 from acdc_engine.methods.acdc import AcdcState
 
 FORMAT = "acdc-engine/checkpoint"

@@ -7,7 +7,7 @@
 
 A case is MODEL:TASK:TRUTH (see experiments/cases.py); one whose model, task or truth is not
 available is skipped with its reason, printed under the table. Per case: ACDC's threshold sweep
-(the default thresholds of ``acdc_engine.evaluation.methods``, or --thresholds), EAP and EAP-IG
+(the default thresholds of ``acdc_engine.evaluation.method_comparison``, or --thresholds), EAP and EAP-IG
 ranked by |score|; edge- and node-level AUC (ACDC paper's convention: trapezoid rule through the
 points, (0, 0) and (1, 1)). "truth faithfulness" is the truth circuit's own normalised
 faithfulness under the row's metric and ablation: how much of the model's behaviour the truth
@@ -26,7 +26,7 @@ from pathlib import Path
 from cases import load_case, machine_line, parse_case
 
 from acdc_engine.errors import AcdcError
-from acdc_engine.evaluation.methods import LABELS, METHODS, compare_methods
+from acdc_engine.evaluation.method_comparison import LABELS, METHODS, compare_methods
 from acdc_engine.evaluation.tables import markdown_table
 
 DEFAULT_CASES = (

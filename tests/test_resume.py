@@ -21,7 +21,7 @@ from factories import random_task, small_config, small_model
 from acdc_engine import AcdcError, build_graph, discover
 from acdc_engine.checkpoint import Checkpointer, checkpoint_bytes, fingerprint, load_checkpoint
 from acdc_engine.draw import write_drawings
-from acdc_engine.io import atomic_write_bytes
+from acdc_engine.atomic_files import atomic_write_bytes
 from acdc_engine.methods.acdc import AcdcState, run_acdc, visiting_order, visiting_segments
 from acdc_engine.models import load_model
 

@@ -11,7 +11,7 @@ Config: ``conf/evaluate.yaml`` (model/ and task/ groups as for ``acdc-discover``
 ``acdc-discover``'s is (one line naming the key: ``thresholds[0] must be a finite number >= 0``).
 Writes roc.csv, roc.json, roc.png, roc.svg (with a truth) and faithfulness.csv, faithfulness.json,
 faithfulness.png, faithfulness.svg, and prints a Markdown table of edge and node AUC, CPR, CMD and
-seconds per method. What is computed: ``acdc_engine.evaluation.methods``.
+seconds per method. What is computed: ``acdc_engine.evaluation.method_comparison``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class EvaluateConfig:
     defaults: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:  # run by acdc_engine.validation on the composed values
-        from acdc_engine.evaluation.methods import METHODS
+        from acdc_engine.evaluation.method_comparison import METHODS
 
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
@@ -65,7 +65,7 @@ class EvaluateConfig:
 def run(cfg: DictConfig) -> Path:
     """Evaluate the methods as ``cfg`` says; write the files into the run folder and return it."""
     from acdc_engine.compare import load_circuit_or_reference
-    from acdc_engine.evaluation.methods import compare_methods
+    from acdc_engine.evaluation.method_comparison import compare_methods
     from acdc_engine.models import load_model
     from acdc_engine.validation import validate_config
 

@@ -17,7 +17,7 @@ import torch
 
 from acdc_engine.circuit import Circuit
 from acdc_engine.errors import AcdcError
-from acdc_engine.evaluation.metric_cache import MetricCache
+from acdc_engine.metric_cache import MetricCache
 from acdc_engine.tasks import TaskData, make_task
 
 

@@ -40,7 +40,7 @@ from acdc_engine.evaluation.faithfulness import (
 from acdc_engine.evaluation.roc import LEVELS, RocCurve, check_same_graph, roc_from_circuits, roc_from_scores
 from acdc_engine.evaluation.sweep import acdc_threshold_sweep, resolve_task
 from acdc_engine.evaluation.tables import csv_text, markdown_table, number
-from acdc_engine.io import atomic_write_bytes
+from acdc_engine.atomic_files import atomic_write_bytes
 from acdc_engine.tasks import TaskData
 
 METHODS = ("acdc", "eap", "eap-ig")
