@@ -25,7 +25,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from acdc_engine.config import Ablation, Device, Metric, register_configs
+from acdc_engine.choices import Ablation, Device, Metric
+from acdc_engine.config import register_configs
 from acdc_engine.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import MIB_FRACTIONS, check_fractions
 from acdc_engine.validation import bounds
@@ -52,11 +53,9 @@ class EvaluateConfig:
     defaults: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:  # run by acdc_engine.validation on the composed values
-        from acdc_engine.evaluation.method_comparison import METHODS
+        from acdc_engine.evaluation.method_comparison import check_compared_methods
 
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise AcdcError(f"unknown or no methods {list(unknown or self.methods)}; choose from {', '.join(METHODS)}")
+        check_compared_methods(self.methods)
         if self.thresholds is not None and not self.thresholds:
             raise AcdcError("give at least one threshold, or thresholds=null for the default sweep")
         check_fractions(self.fractions)
