@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import torch
 
-from acdc_engine.checkpoint import Checkpoint, Checkpointer, fingerprint, resume_state
+from acdc_engine.checkpoint import Checkpoint, Checkpointer, Fingerprint, fingerprint, resume_state
 from acdc_engine.circuit import Circuit
 from acdc_engine.errors import AcdcError
 from acdc_engine.measurement import Measurement, resolve_task
@@ -125,8 +125,7 @@ def discover(
         model = load_model(model)
     task_data = resolve_task(model, task, task_params)
     metric = metric or task_data.default_metric
-    resumed: Checkpoint | None = None
-    checkpointer = None
+    resumed = checkpointer = None
     if checkpoint is not None:
         if not spec.checkpoints:
             raise AcdcError(f"checkpoints are for ACDC runs; method '{method}' takes none")
@@ -136,11 +135,8 @@ def discover(
                 "split_input": split_input, "task": task_data.name, "task_params": task_params or {},
                 "model_name": model_name, "seed": seed,
             }
-        run_fingerprint = fingerprint(run_config, model, task_data)
-        resumed = resume_state(checkpoint, run_fingerprint) if Path(checkpoint).exists() else None
-        checkpointer = Checkpointer(
-            checkpoint, run_fingerprint, checkpoint_every, checkpoint_seconds, started=start,
-            position=resumed.state.position if resumed else 0, seconds_before=resumed.seconds if resumed else 0.0,
+        resumed, checkpointer = _checkpointing(
+            checkpoint, fingerprint(run_config, model, task_data), checkpoint_every, checkpoint_seconds, start
         )
 
     measurement = Measurement(model, task_data, metric, ablation, split_input)
@@ -183,10 +179,23 @@ def discover(
             "seconds": round(time.perf_counter() - start + (resumed.seconds if resumed else 0.0), 3),
             "forward_passes": outcome.forward_passes + OWN_PASSES,
             "backward_passes": outcome.backward_passes,
-            **outcome.run,
+            **outcome.run_block,
             "device": str(measurement.patcher.device),
         },
     )
+
+
+def _checkpointing(
+    path: str | Path, run_fingerprint: Fingerprint, every: int | None, seconds: float | None, started: float
+) -> tuple[Checkpoint | None, Checkpointer]:
+    """The checkpoint to resume from (None when ``path`` does not exist yet; AcdcError when it was
+    made from other inputs) and the Checkpointer that saves this run's state to ``path``."""
+    resumed = resume_state(path, run_fingerprint) if Path(path).exists() else None
+    checkpointer = Checkpointer(
+        path, run_fingerprint, every, seconds, started=started,
+        visited=resumed.state.visited if resumed else 0, seconds_before=resumed.seconds if resumed else 0.0,
+    )
+    return resumed, checkpointer
 
 
 def _versions() -> dict[str, str]:

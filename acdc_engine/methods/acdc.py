@@ -67,7 +67,7 @@ class AcdcResult:
 class AcdcState:
     """Where a running ACDC stands: the one object ``run_acdc`` updates, and enough to continue exactly.
 
-    position: how many candidates of the visiting order have been visited; the next is at this index.
+    visited: how many candidates of the visiting order have been visited; the next is at this index.
     edge_kept [S, R], head_input_kept [L, H, 3]: bool, the circuit after those decisions.
     edge_scores, head_input_scores: float64, as in ``AcdcResult`` (NaN: not tested so far).
     cur: the metric of the current circuit, the exact float64 every later decision compares with.
@@ -80,7 +80,7 @@ class AcdcState:
         None when it is the value a lone evaluation gives.
     """
 
-    position: int
+    visited: int
     edge_kept: Tensor
     head_input_kept: Tensor
     edge_scores: Tensor
@@ -94,13 +94,13 @@ class AcdcState:
     cur_source: tuple[Tensor, Tensor, int] | None = None
 
     def check_fits(self, graph: Graph, n_candidates: int) -> None:
-        """AcdcError unless the masks have ``graph``'s shapes and ``position`` <= ``n_candidates``."""
+        """AcdcError unless the masks have ``graph``'s shapes and ``visited`` <= ``n_candidates``."""
         if tuple(self.edge_kept.shape) != tuple(graph.edge_exists.shape) or tuple(self.head_input_kept.shape) != (
             graph.shape.n_layers, graph.shape.n_heads, 3
         ):
             raise AcdcError("the saved ACDC state is for a graph of another shape")
-        if not 0 <= self.position <= n_candidates:
-            raise AcdcError(f"the saved ACDC state's position {self.position} lies outside 0..{n_candidates}")
+        if not 0 <= self.visited <= n_candidates:
+            raise AcdcError(f"the saved ACDC state's position {self.visited} lies outside 0..{n_candidates}")
 
     def result(self) -> AcdcResult:
         return AcdcResult(
@@ -251,12 +251,12 @@ def run_acdc(
     total = sum(len(s.candidates) for s in segments)
     limit = total if stop_after is None else min(total, stop_after)
     state = _start(graph, evaluate, batch_size) if resume is None else _resumed(graph, resume, batch_size, limit)
-    bar = tqdm(total=total, initial=state.position, desc="ACDC candidates", unit="cand", disable=not progress, leave=False)
+    bar = tqdm(total=total, initial=state.visited, desc="ACDC candidates", unit="cand", disable=not progress, leave=False)
     end = 0
     for segment in segments:
         offset, end = end, end + len(segment.candidates)  # the segment's indices in the visiting order
         candidates = segment.candidates[: max(0, min(end, limit) - offset)]
-        i = max(0, state.position - offset)
+        i = max(0, state.visited - offset)
         if i >= len(candidates):  # visited before the resumed state was saved, or beyond stop_after
             continue
         moot = [state.is_moot(graph, c) or _is_skipped(c, skip) for c in candidates]
@@ -265,7 +265,7 @@ def run_acdc(
             try:
                 next_i = _decide(state, batch, candidates, segment.start_layer, evaluate, threshold)
             except _NonFiniteMetric as stop:  # stop, saving the circuit before this candidate
-                state.position = offset + stop.resume_at
+                state.visited = offset + stop.resume_at
                 bar.close()
                 saved = ""
                 if checkpointer is not None:
@@ -274,11 +274,11 @@ def run_acdc(
                 raise AcdcError(f"the metric is {stop.value} (not finite) while testing '{stop.candidate.name}'{saved}") from None
             bar.update(next_i - i)
             i = next_i
-            state.position = offset + i
-            if checkpointer is not None and state.position < limit and checkpointer.due(state.position):
+            state.visited = offset + i
+            if checkpointer is not None and state.visited < limit and checkpointer.due(state.visited):
                 checkpointer.save(state)
     bar.close()
-    state.position = limit
+    state.visited = limit
     if checkpointer is not None:
         checkpointer.save(state)
     return state.result()
@@ -288,7 +288,7 @@ def _start(graph: Graph, evaluate: Evaluate, batch_size: int) -> AcdcState:
     """The state before the first candidate: the full model, its metric measured."""
     edges, heads = graph.full_edge_mask(), graph.full_head_input_mask()
     state = AcdcState(
-        position=0,
+        visited=0,
         edge_kept=edges,
         head_input_kept=heads,
         edge_scores=torch.full(graph.edge_exists.shape, math.nan, dtype=torch.float64),
@@ -464,7 +464,7 @@ def acdc_outcome(inputs: MethodInput, name: str, threshold: float, batch_size: i
         description={"name": name, "ablation": inputs.ablation, "order": "reference"},
         threshold=threshold,
         forward_passes=result.forward_passes,
-        run={"candidates_tested": result.candidates_tested, "batch_size": batch_size},
+        run_block={"candidates_tested": result.candidates_tested, "batch_size": batch_size},
     )
 
 

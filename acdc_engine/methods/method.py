@@ -39,8 +39,8 @@ class Checkpointing(Protocol):
 
     path: Path
 
-    def due(self, position: int) -> bool:
-        """Whether the state after ``position`` steps should be saved now."""
+    def due(self, visited: int) -> bool:
+        """Whether the state after ``visited`` steps (ACDC: candidates visited) should be saved now."""
 
     def save(self, state: Any) -> None:
         """Write ``state`` (ACDC: an ``AcdcState``) so that a later run can continue from it."""
@@ -76,7 +76,7 @@ class MethodOutcome:
     description: the circuit file's ``method`` block (``name`` and ``ablation`` first).
     threshold: the circuit file's ``threshold`` (what the scores were cut at; None: no threshold).
     forward_passes, backward_passes: the passes the method itself ran.
-    run: further fields of the circuit file's ``run`` block (ACDC: candidates_tested, batch_size).
+    run_block: further entries of the circuit file's ``run`` block (ACDC: candidates_tested, batch_size).
     """
 
     edge_kept: Tensor
@@ -87,7 +87,7 @@ class MethodOutcome:
     threshold: float | None
     forward_passes: int
     backward_passes: int = 0
-    run: dict[str, Any] = field(default_factory=dict)
+    run_block: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
