@@ -9,7 +9,7 @@ from acdc_engine.api import discover
 from acdc_engine.circuit import Circuit
 from acdc_engine.errors import AcdcError
 from acdc_engine.graph import Graph, build_graph
-from acdc_engine.io import load_circuit
+from acdc_engine.circuit import load_circuit
 from acdc_engine.tasks import TaskData
 
 __all__ = ["AcdcError", "Circuit", "Graph", "TaskData", "build_graph", "discover", "load_circuit"]

@@ -8,8 +8,9 @@ so a kill at any moment leaves the previous checkpoint or the new one, never a m
               metrics [2] float64: (cur, metric_full), the exact values later decisions compare with,
               cur_source_edges, cur_source_heads (only when ``cur`` came from a batch): its circuit
     metadata  format "acdc-engine/checkpoint", version "1",
-              state: JSON {position, forward_passes, candidates_tested, window, batch_size, seconds,
-                           cur_source_start_layer (null when cur came from a lone evaluation)},
+              state: JSON {position (``AcdcState.visited``), forward_passes, candidates_tested, window,
+                           batch_size, seconds, cur_source_start_layer (null when cur came from a
+                           lone evaluation)},
               fingerprint: JSON {config: {dotted key: value}, model: {architecture, weights, device},
                                  data: {clean, corrupted, positions, answers, wrong_answers}}
 
@@ -41,7 +42,7 @@ import torch
 from torch import Tensor
 
 from acdc_engine.errors import AcdcError
-from acdc_engine.io import atomic_write_bytes
+from acdc_engine.atomic_files import atomic_write_bytes
 from acdc_engine.methods.acdc import AcdcState
 
 FORMAT = "acdc-engine/checkpoint"
@@ -156,7 +157,7 @@ class Checkpointer:
     whichever comes first (None turns that trigger off). ``run_acdc`` also saves at the end and
     before stopping on a non-finite metric.
 
-    position: where the run starts (a resumed state's position, else 0).
+    visited: where the run starts (a resumed state's ``visited``, else 0).
     started: ``time.perf_counter()`` when the run started; seconds_before: run time spent before
         this process (from the resumed checkpoint). Their sum is the ``seconds`` a save records.
     """
@@ -167,7 +168,7 @@ class Checkpointer:
         fingerprint: Fingerprint,
         every_decisions: int | None = None,
         every_seconds: float | None = 60.0,
-        position: int = 0,
+        visited: int = 0,
         started: float | None = None,
         seconds_before: float = 0.0,
     ) -> None:
@@ -181,12 +182,12 @@ class Checkpointer:
         self.every_seconds = every_seconds
         self.started = time.perf_counter() if started is None else started
         self.seconds_before = seconds_before
-        self._last_position = position
+        self._last_visited = visited
         self._last_time = time.perf_counter()
 
-    def due(self, position: int) -> bool:
-        """Whether the state at ``position`` (candidates visited) should be saved now."""
-        if self.every_decisions is not None and position - self._last_position >= self.every_decisions:
+    def due(self, visited: int) -> bool:
+        """Whether the state after ``visited`` candidates of the visiting order should be saved now."""
+        if self.every_decisions is not None and visited - self._last_visited >= self.every_decisions:
             return True
         return self.every_seconds is not None and time.perf_counter() - self._last_time >= self.every_seconds
 
@@ -194,7 +195,7 @@ class Checkpointer:
         """Write ``state`` atomically to ``path``."""
         seconds = self.seconds_before + time.perf_counter() - self.started
         atomic_write_bytes(self.path, checkpoint_bytes(state, self.fingerprint, seconds))
-        self._last_position, self._last_time = state.position, time.perf_counter()
+        self._last_visited, self._last_time = state.visited, time.perf_counter()
 
 
 def checkpoint_bytes(state: AcdcState, fingerprint: Fingerprint, seconds: float) -> bytes:
@@ -212,7 +213,7 @@ def checkpoint_bytes(state: AcdcState, fingerprint: Fingerprint, seconds: float)
         tensors["cur_source_edges"] = state.cur_source[0].detach().to("cpu").clone()  # may share the circuit's memory
         tensors["cur_source_heads"] = state.cur_source[1].detach().to("cpu").clone()
     counters = {
-        "position": state.position,
+        "position": state.visited,  # the file's name for it since version 1
         "forward_passes": state.forward_passes,
         "candidates_tested": state.candidates_tested,
         "window": state.window,
@@ -253,7 +254,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         saved = json.loads(metadata["fingerprint"])
         cur, metric_full = tensors["metrics"].tolist()
         state = AcdcState(
-            position=int(counters["position"]),
+            visited=int(counters["position"]),
             edge_kept=tensors["edge_kept"].bool(),
             head_input_kept=tensors["head_input_kept"].bool(),
             edge_scores=tensors["edge_scores"],

@@ -1,9 +1,9 @@
-"""A discovered circuit: ACDC's raw decisions, the emitted circuit, its scores and metrics.
+"""A discovered circuit: a method's raw decisions, the emitted circuit, its scores and metrics.
 
 The emitted circuit (``in_graph``) is the part of the raw result (``kept``) that lies on a path from
-the input to ``logits``. A head receiver ``a{L}.h{H}<q>`` reaches its head only through its head
-input; an MLP's receiver and sender are one node. ``metric["circuit"]`` is always measured on exactly
-the emitted circuit.
+the input to ``logits`` (``acdc_engine.pruning``). ``metric["circuit"]`` is always measured on
+exactly the emitted circuit. The file format is ``acdc_engine.io``'s; ``load_circuit`` and
+``circuit_from_dict`` read it back into a Circuit.
 """
 
 from __future__ import annotations
@@ -13,35 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 import torch
 from torch import Tensor
 
-from acdc_engine.graph import QKV, Graph, component_of, head_name
-
-
-def on_input_to_logits_paths(graph: Graph, edge_mask: Tensor, head_input_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """The parts of (edge_mask, head_input_mask) on some path from an input sender to ``logits``."""
-    g = graph.to_networkx(edge_mask, head_input_mask)
-    from_input: set[str] = set()
-    for source in graph.input_senders:
-        from_input |= nx.descendants(g, source) | {source}
-    to_logits = nx.ancestors(g, "logits") | {"logits"}
-    senders_ok = torch.tensor([name in from_input for name in graph.senders])
-    receivers_ok = torch.tensor([name in to_logits for name in graph.receivers])
-    edges = edge_mask & graph.edge_exists & senders_ok[:, None] & receivers_ok[None, :]
-    heads = head_input_mask.clone()
-    for layer, head, x in head_input_mask.nonzero().tolist():
-        receiver = f"{head_name(layer, head)}<{QKV[x]}>"
-        heads[layer, head, x] = receiver in from_input and head_name(layer, head) in to_logits
-    return edges, heads
+from acdc_engine.draw import circuit_to_dot, render_svg
+from acdc_engine.graph import Graph
+from acdc_engine.io import circuit_fields, circuit_to_dict, circuit_to_json, read_circuit_fields, save_circuit
+from acdc_engine.nodes import edge_name
+from acdc_engine.pruning import emitted_nodes, on_input_to_logits_paths
 
 
 @dataclass
 class Circuit:
     """A circuit over ``graph``; masks are bool (True = in), scores float64 (NaN = not tested).
 
-    edge_kept / head_input_kept: ACDC's raw decisions, [S, R] / [L, H, 3].
+    edge_kept / head_input_kept: the method's raw decisions, [S, R] / [L, H, 3].
     edge_in_graph / head_input_in_graph: the emitted circuit (kept and on an input-to-logits path).
     metric: {"name", "full", "circuit", "empty"} (lower is better).
     model, task, method, run: descriptive dicts written to the circuit file; extra: unknown fields
@@ -93,15 +79,11 @@ class Circuit:
     def edges(self) -> list[str]:
         """Names of the emitted circuit's edges, receivers in forward order."""
         g = self.graph
-        return [f"{s}->{r}" for s, r in g.edges() if self.edge_in_graph[g.sender_index[s], g.receiver_index[r]]]
+        return [edge_name(s, r) for s, r in g.edges() if self.edge_in_graph[g.sender_index[s], g.receiver_index[r]]]
 
     def nodes(self) -> list[str]:
         """Components (input, heads, MLPs, logits) of the emitted circuit, in forward order."""
-        g = self.graph
-        used = set()
-        for s, r in self.edge_in_graph.nonzero().tolist():
-            used |= {g.senders[s], component_of(g.receivers[r])}
-        return [name for name in g.senders + ["logits"] if name in used]
+        return emitted_nodes(self.graph, self.edge_in_graph)
 
     def summary(self) -> str:
         m = self.metric or {}
@@ -114,29 +96,30 @@ class Circuit:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        from acdc_engine.io import circuit_to_dict
-
+        """The circuit file's JSON object (``acdc_engine.io``)."""
         return circuit_to_dict(self)
 
     def to_json(self, indent: int | None = 1) -> str:
-        from acdc_engine.io import circuit_to_json
-
         return circuit_to_json(self, indent=indent)
 
     def save(self, path: str | Path) -> Path:
         """Write the circuit file (atomically: a temporary name, then renamed)."""
-        from acdc_engine.io import save_circuit
-
         return save_circuit(self, path)
 
     def to_dot(self) -> str:
         """Graphviz source of the drawing (see ``acdc_engine.draw``)."""
-        from acdc_engine.draw import circuit_to_dot
-
         return circuit_to_dot(self)
 
     def _repr_svg_(self) -> str | None:
         """Jupyter draws the circuit inline through this."""
-        from acdc_engine.draw import render_svg
-
         return render_svg(self.to_dot())
+
+
+def circuit_from_dict(data: Any, source: str = "circuit") -> Circuit:
+    """Validate a parsed circuit file and build the Circuit; AcdcError names the bad field."""
+    return Circuit(**circuit_fields(data, source))
+
+
+def load_circuit(path: str | Path) -> Circuit:
+    """Read and validate a circuit file; AcdcError naming the file and field if it is malformed."""
+    return Circuit(**read_circuit_fields(path))

@@ -34,34 +34,28 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def run(cfg: DictConfig) -> Path:
     """Run discovery as ``cfg`` says and write the circuit files; returns the run folder."""
-    from acdc_engine.api import ACDC_METHODS, discover
+    from acdc_engine.api import discover
     from acdc_engine.draw import write_drawings
+    from acdc_engine.methods import RUN_KEYS, method_spec
     from acdc_engine.models import load_model
     from acdc_engine.validation import validate_config
 
     validate_config(cfg)  # ranges and rules across fields, before the slow model load
-    if cfg.method.name in ACDC_METHODS:
-        method_args = {"threshold": cfg.method.threshold, "batch_size": cfg.method.batch_size}
-        if cfg.method.name == "acdc-eap":
-            method_args.update(steps=cfg.method.steps, skip_below=cfg.method.skip_below)
-        selection = f"threshold {cfg.method.threshold}"
-    else:
-        method_args = {"top_n": cfg.method.top_n, "score_threshold": cfg.method.score_threshold}
-        if "steps" in cfg.method:
-            method_args["steps"] = cfg.method.steps
-        selection = f"top_n {cfg.method.top_n}" if cfg.method.top_n is not None else f"score_threshold {cfg.method.score_threshold}"
+    spec = method_spec(cfg.method.name)
+    method_params = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in RUN_KEYS}
     torch.manual_seed(cfg.seed)
     out_dir = Path(HydraConfig.get().runtime.output_dir)  # under resume=, the resumed run's folder
     checkpoint = (out_dir if cfg.resume is None else Path(cfg.resume)) / CHECKPOINT_FILE
-    if cfg.method.name in ACDC_METHODS:
-        method_args.update(
+    checkpointing = {}
+    if spec.checkpoints:
+        checkpointing = dict(
             checkpoint=checkpoint,
             checkpoint_every=cfg.checkpoint.every_decisions,
             checkpoint_seconds=cfg.checkpoint.every_seconds,
             run_config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         )
     if cfg.resume is not None:
-        if not checkpoint.is_file() or cfg.method.name not in ACDC_METHODS:
+        if not checkpoint.is_file() or not spec.checkpoints:
             raise AcdcError(f"resume={cfg.resume}: no ACDC checkpoint {checkpoint} to resume")
         print(f"resuming from {checkpoint}")
     model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None
@@ -72,11 +66,12 @@ def run(cfg: DictConfig) -> Path:
     circuit = discover(
         model,
         cfg.task.name,
-        method=cfg.method.name,
+        method=spec.name,
         metric=cfg.method.metric.value if cfg.method.metric is not None else None,
         ablation=cfg.method.ablation.value,
         split_input=cfg.model.split_input,
-        **method_args,
+        **method_params,
+        **checkpointing,
         task_params=task_params,
         model_name=cfg.model.path if cfg.model.name == "local" else cfg.model.name,
         seed=cfg.seed,
@@ -86,7 +81,7 @@ def run(cfg: DictConfig) -> Path:
     drawings = write_drawings(circuit, out_dir)
     m = circuit.metric
     print(f"circuit files: {out_dir / 'circuit.json'}, " + ", ".join(p.name for p in drawings))
-    print(f"edges kept: {circuit.n_edges} / {circuit.n_edges_total} ({selection})")
+    print(f"edges kept: {circuit.n_edges} / {circuit.n_edges_total} ({spec.selection(spec.parse(method_params))})")
     print(f"{m['name']}: circuit {m['circuit']:.6g} | full model {m['full']:.6g} | empty circuit {m['empty']:.6g}")
     print(f"seconds: {circuit.run['seconds']:.2f}, forward passes: {circuit.run['forward_passes']}")
     return out_dir

@@ -43,7 +43,7 @@ from acdc_engine.circuit import Circuit
 from acdc_engine.draw import NODE_STYLE
 from acdc_engine.errors import AcdcError
 from acdc_engine.evaluation.tables import markdown_table, number
-from acdc_engine.graph import component_of
+from acdc_engine.nodes import LOGITS, edge_name, parse_node, split_edge
 
 LEVELS = ("name", "role")
 STATUS_COLOURS = {"shared": "#4d4d4d", "only_a": "#d95f02", "only_b": "#1b9e77"}
@@ -54,29 +54,58 @@ STATUS_STYLES = {"shared": "solid", "only_a": "dashed", "only_b": "dashed"}
 # ----- keys: what a circuit is made of, at each level ------------------------------------------
 
 
-def _layer(component: str) -> int:
-    """``a3.h1`` -> 3, ``m2`` -> 2."""
-    return int(component[1:].split(".")[0])
+EMBED = "embed"  # the role slot (and role-level unit) of the input senders
+_ROLE_KINDS = {"heads": "head", "mlp": "mlp"}  # role slot prefix -> the node kind it holds
 
 
 def role_of(component: str, n_layers: int, n_bins: int) -> str:
     """The role slot of a component (module docstring): ``embed``, ``heads@b``, ``mlp@b``, ``logits``."""
-    if component == "logits":
-        return "logits"
-    if component in ("embed", "input", "tok_embed", "pos_embed"):
-        return "embed"
-    kind = "heads" if component.startswith("a") else "mlp"
-    return f"{kind}@{_layer(component) * n_bins // n_layers}"
+    if component == EMBED:
+        return EMBED
+    node = parse_node(component)
+    if node.kind == LOGITS:
+        return LOGITS
+    if node.is_input:
+        return EMBED
+    kind = "heads" if node.kind == "head" else "mlp"
+    return f"{kind}@{node.layer * n_bins // n_layers}"
 
 
 def _unit(component: str) -> str:
     """Components as counted at role level: the input senders are one unit."""
-    return "embed" if component in ("input", "tok_embed", "pos_embed") else component
+    return EMBED if parse_node(component).is_input else component
 
 
-def _input_of(receiver: str) -> str:
-    """The input a receiver names: ``q``/``k``/``v`` for head receivers, '' otherwise."""
-    return receiver[-2] if receiver.endswith(">") else ""
+def _role_receiver(slot: str, inputs: str) -> str:
+    """A role edge's receiver: the slot, and for heads the input it enters (``heads@1<k>``)."""
+    return f"{slot}<{inputs}>" if inputs else slot
+
+
+def _receiver_parts(receiver: str, level: str) -> tuple[str, str]:
+    """(the node drawn, the input entered: q, k, v or '') of a name-level or role-level receiver."""
+    if level == "name":
+        node = parse_node(receiver)
+        return node.component, node.qkv or ""
+    slot, _, inputs = receiver.partition("<")
+    return slot, inputs.removesuffix(">")
+
+
+def _placement(node: str, level: str) -> tuple[str, float]:
+    """(kind for ``NODE_STYLE``, vertical rank) of a name-level node or a role slot: input at the
+    bottom, layer L's heads at 2L and its MLP at 2L + 1, logits at the top."""
+    if level == "name":
+        parsed = parse_node(node)
+        kind, depth = ("input" if parsed.is_input else parsed.kind), parsed.layer
+    elif node in (EMBED, LOGITS):
+        kind, depth = ("input" if node == EMBED else LOGITS), None
+    else:
+        prefix, _, depth_text = node.partition("@")
+        kind, depth = _ROLE_KINDS[prefix], int(depth_text)
+    if kind == "input":
+        return kind, -1
+    if kind == LOGITS:
+        return kind, float("inf")
+    return kind, 2 * depth + (1 if kind == "mlp" else 0)
 
 
 def node_keys(circuit: Circuit, level: str = "name", n_bins: int | None = None) -> Counter:
@@ -97,13 +126,13 @@ def edge_keys(circuit: Circuit, level: str = "name", n_bins: int | None = None) 
     n_layers = circuit.graph.shape.n_layers
     pairs = set()
     for edge in edges:
-        sender, receiver = edge.split("->")
+        sender, receiver = split_edge(edge)
         pairs.add((_unit(sender), receiver))
     keys = Counter()
     for sender, receiver in pairs:
-        slot = role_of(component_of(receiver), n_layers, n_bins or n_layers)
-        inputs = _input_of(receiver)
-        keys[f"{role_of(sender, n_layers, n_bins or n_layers)}->{slot}{f'<{inputs}>' if inputs else ''}"] += 1
+        into = parse_node(receiver)
+        slot = role_of(into.component, n_layers, n_bins or n_layers)
+        keys[edge_name(role_of(sender, n_layers, n_bins or n_layers), _role_receiver(slot, into.qkv or ""))] += 1
     return keys
 
 
@@ -244,7 +273,7 @@ def faithfulness_from_file(circuit: Circuit) -> float | None:
 
 def load_circuit_or_reference(spec: str | Path) -> Circuit:
     """A circuit file, or a circuit shipped with the package (``acdc_engine.reference_circuits``) by name."""
-    from acdc_engine.io import load_circuit
+    from acdc_engine.circuit import load_circuit
     from acdc_engine.reference_circuits import reference_circuit, reference_circuit_names
 
     path = Path(spec)
@@ -284,28 +313,6 @@ def _status(count_a: int, count_b: int) -> str:
     return "shared" if count_a and count_b else "only_a" if count_a else "only_b"
 
 
-def _rank(node: str) -> float:
-    """Vertical position of a name or role node: input at the bottom, logits at the top."""
-    if node in ("embed", "input", "tok_embed", "pos_embed"):
-        return -1
-    if node == "logits":
-        return float("inf")
-    if "@" in node:
-        kind, depth = node.split("@")
-        return 2 * int(depth) + (1 if kind == "mlp" else 0)
-    return 2 * _layer(node) + (1 if node.startswith("m") else 0)
-
-
-def _kind(node: str) -> str:
-    if node == "logits":
-        return "logits"
-    if node.startswith(("a", "heads")):
-        return "head"
-    if node.startswith("m"):
-        return "mlp"
-    return "input"
-
-
 def diff_dot(comparison: Comparison, i: int = 0, j: int = 1, level: str | None = None) -> str:
     """Graphviz source of circuit i against circuit j: shared, only-i and only-j nodes and edges in
     distinct colours (and line styles), with one legend. ``level``: the finest level that applies
@@ -323,21 +330,21 @@ def diff_dot(comparison: Comparison, i: int = 0, j: int = 1, level: str | None =
     dot.attr("edge", arrowsize="0.6", fontname="Helvetica", fontsize="9")
     ranks: dict[float, list[str]] = {}
     for node in set(nodes_a) | set(nodes_b):
-        ranks.setdefault(_rank(node), []).append(node)
+        ranks.setdefault(_placement(node, level)[1], []).append(node)
     for n, (rank, members) in enumerate(sorted(ranks.items())):
         with dot.subgraph(name=f"rank_{n}") as sub:
             sub.attr(rank="min" if rank < 0 else "max" if rank == float("inf") else "same")
             for node in sorted(members):
                 status = _status(nodes_a[node], nodes_b[node])
                 text = node if level == "name" else f"{node}\\n{label_a} {nodes_a[node]} · {label_b} {nodes_b[node]}"
-                style = {**NODE_STYLE[_kind(node)], "fillcolor": STATUS_FILLS[status]}
+                style = {**NODE_STYLE[_placement(node, level)[0]], "fillcolor": STATUS_FILLS[status]}
                 sub.node(node, text, color=STATUS_COLOURS[status], penwidth="1.5", **style)
     for edge in sorted(set(edges_a) | set(edges_b)):
-        sender, receiver = edge.split("->")
+        sender, receiver = split_edge(edge)
         status = _status(edges_a[edge], edges_b[edge])
-        inputs = _input_of(receiver)
+        drawn, inputs = _receiver_parts(receiver, level)
         label = inputs if level == "name" else f"{inputs} {edges_a[edge]}|{edges_b[edge]}".strip()
-        dot.edge(sender, component_of(receiver), color=STATUS_COLOURS[status], fontcolor=STATUS_COLOURS[status],
+        dot.edge(sender, drawn, color=STATUS_COLOURS[status], fontcolor=STATUS_COLOURS[status],
                  style=STATUS_STYLES[status], label=label, tooltip=edge)
     with dot.subgraph(name="cluster_legend") as legend:
         legend.attr(label=f"{level} level", fontsize="10", color="#cccccc")

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from acdc_engine.compare import compare_circuits, diff_dot, load_circuit_or_reference
     from acdc_engine.draw import write_dot_files
-    from acdc_engine.io import atomic_write_bytes
+    from acdc_engine.atomic_files import atomic_write_bytes
 
     try:
         if len(args.circuits) < 2:

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 import graphviz
 
-from acdc_engine.graph import component_of
+from acdc_engine.atomic_files import atomic_write_bytes
+from acdc_engine.nodes import LOGITS, parse_node, split_edge
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only: the Circuit class is built on this module
     from acdc_engine.circuit import Circuit
 
 EDGE_COLOURS = {"q": "#1f77b4", "k": "#2ca02c", "v": "#d62728", "other": "#7f7f7f"}
@@ -33,14 +34,10 @@ NODE_STYLE = {
 }
 
 
-def _kind(node: str) -> str:
-    if node == "logits":
-        return "logits"
-    if node.startswith("a"):
-        return "head"
-    if node.startswith("m"):
-        return "mlp"
-    return "input"
+def node_style(node: str) -> dict[str, str]:
+    """The drawing style of a component (``NODE_STYLE`` by its kind; the input senders share one)."""
+    parsed = parse_node(node)
+    return NODE_STYLE["input" if parsed.is_input else parsed.kind]
 
 
 def circuit_to_dot(circuit: "Circuit") -> str:
@@ -52,25 +49,26 @@ def circuit_to_dot(circuit: "Circuit") -> str:
     nodes = circuit.nodes()
     ranks: dict[int, list[str]] = {}
     for node in nodes:
-        rank = g.receiver_layer[-1] + 1 if node == "logits" else g.sender_layer[g.sender_index[node]]
+        rank = g.receiver_layer[-1] + 1 if node == LOGITS else g.sender_layer[g.sender_index[node]]
         ranks.setdefault(rank, []).append(node)
     for rank, members in sorted(ranks.items()):
         with dot.subgraph(name=f"rank_{rank}") as sub:
-            sub.attr(rank="min" if rank < 0 else "max" if "logits" in members else "same")
+            sub.attr(rank="min" if rank < 0 else "max" if LOGITS in members else "same")
             for node in members:
-                sub.node(node, node, **NODE_STYLE[_kind(node)])
+                sub.node(node, node, **node_style(node))
 
     scores = circuit.edge_scores[circuit.edge_in_graph].abs()
     scores = scores[~scores.isnan()]
     largest = float(scores.max()) if len(scores) else 0.0
     for name in circuit.edges():
-        sender, receiver = name.split("->")
+        sender, receiver = split_edge(name)
         score = float(circuit.edge_scores[g.parse_edge(name)])
         width = 1.0 if math.isnan(score) or largest == 0 else 1.0 + 4.0 * abs(score) / largest
-        qkv = receiver[-2] if receiver.endswith(">") else "other"
-        label = "" if qkv == "other" else qkv
+        into = parse_node(receiver)
+        qkv = into.qkv or "other"
+        label = into.qkv or ""
         tooltip = f"{name}  score={score:.4g}" if not math.isnan(score) else f"{name}  (not tested)"
-        dot.edge(sender, component_of(receiver), color=EDGE_COLOURS[qkv], penwidth=f"{width:.2f}", label=label, fontcolor=EDGE_COLOURS[qkv], fontsize="9", tooltip=tooltip)
+        dot.edge(sender, into.component, color=EDGE_COLOURS[qkv], penwidth=f"{width:.2f}", label=label, fontcolor=EDGE_COLOURS[qkv], fontsize="9", tooltip=tooltip)
 
     with dot.subgraph(name="cluster_legend") as legend:
         legend.attr(label="edge into", fontsize="10", color="#cccccc")
@@ -114,13 +112,11 @@ def render_svg(dot_source: str) -> str | None:
 
 def write_drawings(circuit: "Circuit", directory: str | Path, stem: str = "circuit") -> list[Path]:
     """Write ``{stem}.dot`` always and ``.svg`` / ``.png`` when a renderer exists; returns the paths."""
-    return write_dot_files(circuit.to_dot(), directory, stem)
+    return write_dot_files(circuit_to_dot(circuit), directory, stem)
 
 
 def write_dot_files(source: str, directory: str | Path, stem: str) -> list[Path]:
     """Write dot ``source`` as ``{stem}.dot``, and ``.svg`` / ``.png`` when a renderer exists; returns the paths."""
-    from acdc_engine.io import atomic_write_bytes
-
     directory = Path(directory)
     written = [atomic_write_bytes(directory / f"{stem}.dot", source.encode())]
     command = find_renderer()

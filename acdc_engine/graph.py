@@ -1,6 +1,6 @@
 """The computational graph ACDC prunes: senders, receivers, edges, and dense masks over them.
 
-Naming (DESIGN.md, the same as EAP-IG / MIB circuit files):
+Naming (``acdc_engine.nodes``; docs/design.md; the same as EAP-IG / MIB circuit files):
   senders   write to the residual stream: ``input`` (or ``tok_embed`` and ``pos_embed`` with
             ``split_input``), ``a{L}.h{H}`` (one head's result, z_h @ W_O[h]), ``m{L}`` (MLP output);
   receivers read from it: ``a{L}.h{H}<q>``, ``<k>``, ``<v>`` (one head's query/key/value input),
@@ -23,29 +23,7 @@ import networkx as nx
 import torch
 
 from acdc_engine.errors import AcdcError
-
-QKV = ("q", "k", "v")
-
-
-def head_name(layer: int, head: int) -> str:
-    return f"a{layer}.h{head}"
-
-
-def head_receiver_name(layer: int, head: int, qkv: str) -> str:
-    return f"a{layer}.h{head}<{qkv}>"
-
-
-def mlp_name(layer: int) -> str:
-    return f"m{layer}"
-
-
-def component_of(receiver: str) -> str:
-    """The component a receiver belongs to: ``a1.h2<k>`` -> ``a1.h2``; ``m0`` and ``logits`` are their own."""
-    return receiver.split("<")[0]
-
-
-def edge_name(sender: str, receiver: str) -> str:
-    return f"{sender}->{receiver}"
+from acdc_engine.nodes import QKV, edge_name, head_name, head_receiver_name, mlp_name, parse_node, split_edge
 
 
 INPUT_WRITES = -1
@@ -151,9 +129,7 @@ class Graph:
 
     def parse_edge(self, name: str) -> tuple[int, int]:
         """``"a0.h1->a1.h2<k>"`` -> (sender index, receiver index); AcdcError if it is no edge."""
-        sender, sep, receiver = name.partition("->")
-        if not sep:
-            raise AcdcError(f"'{name}' is not an edge name (expected 'sender->receiver')")
+        sender, receiver = split_edge(name)
         if sender not in self.sender_index:
             raise AcdcError(f"unknown sender '{sender}' in edge '{name}'")
         if receiver not in self.receiver_index:
@@ -165,11 +141,10 @@ class Graph:
 
     def parse_head_input(self, name: str) -> tuple[int, int, int]:
         """``"a1.h2<k>"`` -> (layer, head, qkv index); AcdcError if no such head receiver exists."""
-        if name not in self.receiver_index or not name.endswith(">"):
+        if name not in self.receiver_index or parse_node(name).kind != "head_receiver":
             raise AcdcError(f"unknown head input '{name}' (expected e.g. 'a0.h1<q>')")
-        head, qkv = name[:-3], name[-2]
-        layer_text, head_text = head[1:].split(".h")
-        return int(layer_text), int(head_text), QKV.index(qkv)
+        node = parse_node(name)
+        return node.layer, node.head, node.qkv_index
 
     def full_edge_mask(self) -> torch.Tensor:
         return self.edge_exists.clone()

@@ -1,4 +1,4 @@
-"""The circuit file: JSON close to the EAP-IG / MIB layout, written atomically, read with validation.
+"""The circuit file format: JSON close to the EAP-IG / MIB layout, written atomically, read with validation.
 
     {"format": "acdc-engine/circuit", "version": 1,
      "model": {"name", "n_layers", "n_heads", "attn_only", "split_input", ...}, "task": {...},
@@ -12,27 +12,29 @@
 ``kept`` is ACDC's raw decision, ``in_graph`` the emitted circuit (kept and on an input-to-logits
 path), ``score`` the metric change measured when the candidate was tested (null: not tested).
 Reading accepts files without ``kept``, ``score``, ``nodes`` or ``head_inputs`` (as MIB files are);
-unknown fields are kept and written back.
+unknown fields are kept and written back. This module knows the format, not the ``Circuit`` class:
+it writes any object with a Circuit's fields and reads a file into the Circuit constructor's
+arguments (``acdc_engine.circuit.load_circuit`` builds the Circuit).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import re
-import socket
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from acdc_engine.circuit import Circuit, on_input_to_logits_paths
+from acdc_engine.atomic_files import atomic_write_bytes
 from acdc_engine.errors import AcdcError
 from acdc_engine.graph import GraphShape, build_graph
+from acdc_engine.nodes import LOGITS, edge_name
+from acdc_engine.pruning import emitted_nodes, on_input_to_logits_paths
 from acdc_engine.strict_json import parse_json
+
+if TYPE_CHECKING:  # for annotations only: the Circuit class is built on this module
+    from acdc_engine.circuit import Circuit
 
 FORMAT = "acdc-engine/circuit"
 VERSION = 1
@@ -62,6 +64,7 @@ def _score(value: float) -> float | None:
 
 
 def circuit_to_dict(circuit: Circuit) -> dict[str, Any]:
+    """The file's JSON object for ``circuit`` (module docstring)."""
     g = circuit.graph
     nodes_in = set(circuit.nodes())
     # read the masks into Python lists once: indexing a tensor per edge costs microseconds each
@@ -92,7 +95,7 @@ def circuit_to_dict(circuit: Circuit) -> dict[str, Any]:
         "method": circuit.method,
         "threshold": circuit.threshold,
         "metric": circuit.metric,
-        "nodes": {name: {"in_graph": name in nodes_in} for name in g.senders + ["logits"]},
+        "nodes": {name: {"in_graph": name in nodes_in} for name in g.senders + [LOGITS]},
         "edges": edges,
         "head_inputs": head_inputs,
         "run": circuit.run,
@@ -104,79 +107,13 @@ def circuit_to_json(circuit: Circuit, indent: int | None = 1) -> str:
     return json.dumps(circuit_to_dict(circuit), indent=indent, allow_nan=False)
 
 
-# A temporary file of atomic_write_bytes: .<name>.<host>-<pid>.<random>.tmp (host: a digest of the
-# machine's name, so that a folder shared between machines never has a live writer's file removed).
-_TEMP_NAME = re.compile(r"\..+\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\.[a-z0-9_]+\.tmp")
-
-
-def _host_tag() -> str:
-    return hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest()
-
-
-def _process_exists(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this machine (alive, a zombie, or another user's)."""
-    try:
-        os.kill(pid, 0)  # signal 0: only the existence and permission checks
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OSError, OverflowError):  # not a pid this system can have
-        return False
-    return True
-
-
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Remove the temporary files that ``atomic_write_bytes`` left in ``folder`` when its writer died
-    mid-write (killed, or out of power): those made on this machine by a process that no longer
-    exists. Another machine's, or a live writer's, are kept. Returns the paths removed."""
-    host, removed = _host_tag(), []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:  # no folder (yet), or one we cannot list: nothing of ours to remove
-        return removed
-    for entry in entries:
-        match = _TEMP_NAME.fullmatch(entry.name)
-        if match and match["host"] == host and not _process_exists(int(match["pid"])) and entry.is_file(follow_symlinks=False):
-            try:
-                Path(entry.path).unlink(missing_ok=True)
-            except OSError:  # another user's, say: cleaning up is best effort and never fails a write
-                continue
-            removed.append(Path(entry.path))
-    return removed
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place. The temporary
-    file's name says whose it is (``_TEMP_NAME``), and every write first removes the stale ones of
-    writers that died in the same folder (``remove_stale_temporaries``), so a run or resumed run
-    that writes into a run folder clears what a killed one left there."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    prefix = f".{path.name}.{_host_tag()}-{os.getpid()}."
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it the usual permissions
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_circuit(circuit: Circuit, path: str | Path) -> Path:
     return atomic_write_bytes(path, (circuit_to_json(circuit) + "\n").encode())
 
 
-def load_circuit(path: str | Path) -> Circuit:
-    """Read and validate a circuit file; AcdcError naming the file and field if it is malformed."""
+def read_circuit_fields(path: str | Path) -> dict[str, Any]:
+    """Read and validate a circuit file into the Circuit constructor's arguments; AcdcError naming
+    the file and field if it is malformed."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -184,7 +121,7 @@ def load_circuit(path: str | Path) -> Circuit:
         raise AcdcError(f"cannot read circuit file {path}: {error.strerror}") from None
     except ValueError as error:  # a path no file system accepts, e.g. with a NUL byte
         raise AcdcError(f"cannot read circuit file {str(path)!r}: {error}") from None
-    return circuit_from_dict(parse_json(raw, source=str(path)), source=str(path))
+    return circuit_fields(parse_json(raw, source=str(path)), source=str(path))
 
 
 def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, required: bool = True) -> Any:
@@ -250,8 +187,9 @@ def _decisions(section: Any, names: list[str], parse, shape, where: str, require
     return in_graph, kept, scores
 
 
-def circuit_from_dict(data: Any, source: str = "circuit") -> Circuit:
-    """Validate a parsed circuit file and build the Circuit; AcdcError names the bad field."""
+def circuit_fields(data: Any, source: str = "circuit") -> dict[str, Any]:
+    """Validate a parsed circuit file and return the Circuit constructor's arguments; AcdcError
+    names the bad field."""
     if not isinstance(data, dict):
         raise AcdcError(f"{source}: a circuit file must hold a JSON object")
     fmt = data.get("format", FORMAT)
@@ -281,7 +219,7 @@ def circuit_from_dict(data: Any, source: str = "circuit") -> Circuit:
             f"{expected} edges, the file lists {len(listed)}"
         )
     graph = build_graph(shape, split_input=shape.split_input)
-    edge_index = {f"{s}->{r}": (graph.sender_index[s], graph.receiver_index[r]) for s, r in graph.edges()}
+    edge_index = {edge_name(s, r): (graph.sender_index[s], graph.receiver_index[r]) for s, r in graph.edges()}
 
     def parse_edge(name: str) -> tuple[int, int]:
         return edge_index[name] if name in edge_index else graph.parse_edge(name)  # the latter names the problem
@@ -300,7 +238,7 @@ def circuit_from_dict(data: Any, source: str = "circuit") -> Circuit:
         head_in_graph, head_kept, head_scores = heads
     nodes = _field(data, "nodes", dict, source, required=False) or {}
     for name, entry in nodes.items():
-        if name not in graph.senders and name != "logits":
+        if name not in graph.senders and name != LOGITS:
             raise AcdcError(f"{source}: nodes: unknown node '{name}'")
         if not isinstance(entry, dict):
             raise AcdcError(f"{source}: nodes['{name}']: must be an object with 'in_graph'")
@@ -312,7 +250,7 @@ def circuit_from_dict(data: Any, source: str = "circuit") -> Circuit:
     threshold = data.get("threshold")
     if threshold is not None:
         _field(data, "threshold", float, source)
-    circuit = Circuit(
+    fields = dict(
         graph=graph,
         edge_kept=edge_kept,
         head_input_kept=head_kept,
@@ -328,8 +266,8 @@ def circuit_from_dict(data: Any, source: str = "circuit") -> Circuit:
         run=data.get("run") or {},
         extra={k: v for k, v in data.items() if k not in KNOWN_FIELDS},
     )
-    emitted_nodes = set(circuit.nodes())
+    emitted = set(emitted_nodes(graph, edge_in_graph))
     for name, entry in nodes.items():
-        if entry["in_graph"] != (name in emitted_nodes):
+        if entry["in_graph"] != (name in emitted):
             raise AcdcError(f"{source}: nodes['{name}'].in_graph disagrees with the edges in the file")
-    return circuit
+    return fields

@@ -36,7 +36,7 @@ def _selection(circuit) -> str:
 
 def gather(folder: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
     """(one row per circuit.json under ``folder``, run folders without one); AcdcError if none."""
-    from acdc_engine.io import load_circuit
+    from acdc_engine.circuit import load_circuit
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(markdown(rows, unfinished))
     if args.csv:
-        from acdc_engine.io import atomic_write_bytes
+        from acdc_engine.atomic_files import atomic_write_bytes
 
         atomic_write_bytes(Path(args.csv), csv_text(rows).encode())
     return 0

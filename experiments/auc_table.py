@@ -7,7 +7,7 @@
 
 A case is MODEL:TASK:TRUTH (see experiments/cases.py); one whose model, task or truth is not
 available is skipped with its reason, printed under the table. Per case: ACDC's threshold sweep
-(the default thresholds of ``acdc_engine.evaluation.methods``, or --thresholds), EAP and EAP-IG
+(the default thresholds of ``acdc_engine.evaluation.method_comparison``, or --thresholds), EAP and EAP-IG
 ranked by |score|; edge- and node-level AUC (ACDC paper's convention: trapezoid rule through the
 points, (0, 0) and (1, 1)). "truth faithfulness" is the truth circuit's own normalised
 faithfulness under the row's metric and ablation: how much of the model's behaviour the truth
@@ -26,7 +26,7 @@ from pathlib import Path
 from cases import load_case, machine_line, parse_case
 
 from acdc_engine.errors import AcdcError
-from acdc_engine.evaluation.methods import LABELS, METHODS, compare_methods
+from acdc_engine.evaluation.method_comparison import COMPARED_METHODS, LABELS, compare_methods
 from acdc_engine.evaluation.tables import markdown_table
 
 DEFAULT_CASES = (
@@ -74,14 +74,14 @@ def main() -> int:
                 continue
             s = comparison.setting
             print(f"{case.spec} ({ablation}): {time.perf_counter() - start:.1f} s", file=sys.stderr)
-            aucs = {level: [f"{comparison.results[m].roc[level].auc:.3f}" for m in METHODS] for level in ("edge", "node")}
+            aucs = {level: [f"{comparison.results[m].roc[level].auc:.3f}" for m in COMPARED_METHODS] for level in ("edge", "node")}
             rows.append([case.model_name, case.task_name, case.truth_spec, f'{s["truth_faithfulness"]:.3f}', str(s["edges"]), ablation,
                          s["metric"], s["gradient_metric"],
                          *aucs["edge"], *aucs["node"]])
             records[f"{case.spec} ({ablation})"] = comparison.to_dict()
 
     header = ["model", "task", "truth", "truth faithfulness", "edges", "ablation", "metric", "EAP metric",
-              *(f"{LABELS[m]} edge AUC" for m in METHODS), *(f"{LABELS[m]} node AUC" for m in METHODS)]
+              *(f"{LABELS[m]} edge AUC" for m in COMPARED_METHODS), *(f"{LABELS[m]} node AUC" for m in COMPARED_METHODS)]
     print(markdown_table(header, rows) if rows else "(no case could run)")
     print(f"\nMeasured on {machine_line()}.")
     for line in skipped:

@@ -189,6 +189,7 @@ def pass_costs(case: str) -> list[dict]:
     circuits that differ in one receiver there, on a circuit with 10% of the edges above that layer
     kept (random): where a prefix run covers only the top layers, this bounds the rest."""
     from acdc_engine.graph import build_graph
+    from acdc_engine.nodes import head_receiver_name
     from acdc_engine.patching import EdgePatcher
 
     model, task = build(case)
@@ -203,7 +204,7 @@ def pass_costs(case: str) -> list[dict]:
             edges[:, intact] = graph.edge_exists[:, intact]
             edges = edges[None].repeat(n_circuits, 1, 1)
             heads = graph.full_head_input_mask()[None].repeat(n_circuits, 1, 1, 1)
-            receiver = graph.receiver_index[f"a{layer}.h0<v>"]
+            receiver = graph.receiver_index[head_receiver_name(layer, 0, "v")]
             for c in range(n_circuits):
                 edges[c, : c + 1, receiver] = False
             patcher.logits(edges, heads, layer)

@@ -9,7 +9,7 @@ scores):
   - ACDC: one run at --threshold (default: 1% of the metric's range |m(empty) - m(full)|);
   - EAP and EAP-IG: one scoring run each (all edges scored);
   - an ACDC sweep over the default thresholds (0 and --sweep log-spaced values, see
-    ``acdc_engine.evaluation.methods.default_thresholds``), once as plain runs and once with the
+    ``acdc_engine.evaluation.method_comparison.default_thresholds``), once as plain runs and once with the
     shared ``MetricCache``: the seconds of each, and the circuits and forward passes the cached
     sweep computed out of those its runs asked for (a plain sweep computes all it asks for). Both
     sweeps give identical circuits (checked here too).
@@ -28,7 +28,7 @@ from cases import load_case, machine_line, parse_case
 from acdc_engine import discover
 from acdc_engine.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import CircuitEvaluator
-from acdc_engine.evaluation.methods import default_thresholds, gradient_metric_for
+from acdc_engine.evaluation.method_comparison import default_thresholds, gradient_metric_for
 from acdc_engine.evaluation.sweep import acdc_threshold_sweep
 from acdc_engine.evaluation.tables import markdown_table
 

@@ -14,7 +14,7 @@ from acdc_engine.evaluation.faithfulness import (
     faithfulness_of_scores,
     top_fraction_masks,
 )
-from acdc_engine.evaluation.methods import compare_methods
+from acdc_engine.evaluation.method_comparison import compare_methods
 
 
 @pytest.fixture(scope="module")

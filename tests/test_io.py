@@ -10,7 +10,8 @@ import textwrap
 import pytest
 
 from acdc_engine import AcdcError, load_circuit
-from acdc_engine.io import _host_tag, atomic_write_bytes, circuit_from_dict, remove_stale_temporaries
+from acdc_engine.atomic_files import _host_tag, atomic_write_bytes, remove_stale_temporaries
+from acdc_engine.circuit import circuit_from_dict
 
 
 def test_circuit_has_both_kept_and_removed_edges(small_circuit):
@@ -134,9 +135,9 @@ def killed_writer(folder):
     """The temporary file a process leaves when it dies (as if killed) inside atomic_write_bytes."""
     script = textwrap.dedent(f"""
         import os
-        from acdc_engine import io
+        from acdc_engine import atomic_files
         os.fsync = lambda fd: os._exit(9)  # die after writing the temporary file, before the rename
-        io.atomic_write_bytes({str(folder / "circuit.json")!r}, b"half")
+        atomic_files.atomic_write_bytes({str(folder / "circuit.json")!r}, b"half")
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 9, result.stderr

@@ -21,7 +21,7 @@ from factories import random_task, small_config, small_model
 from acdc_engine import AcdcError, build_graph, discover
 from acdc_engine.checkpoint import Checkpointer, checkpoint_bytes, fingerprint, load_checkpoint
 from acdc_engine.draw import write_drawings
-from acdc_engine.io import atomic_write_bytes
+from acdc_engine.atomic_files import atomic_write_bytes
 from acdc_engine.methods.acdc import AcdcState, run_acdc, visiting_order, visiting_segments
 from acdc_engine.models import load_model
 
@@ -103,8 +103,8 @@ N_CANDIDATES = len(visiting_order(build_graph(small_config(attn_only=False))))
 MID_LAYER = layer1_head_edges()
 KILL_POINTS = {
     "after the first checkpoint": lambda state: True,
-    "mid-layer": lambda state: state.position in MID_LAYER,
-    "after ACDC's last decision": lambda state: state.position == N_CANDIDATES,
+    "mid-layer": lambda state: state.visited in MID_LAYER,
+    "after ACDC's last decision": lambda state: state.visited == N_CANDIDATES,
 }
 
 
@@ -112,7 +112,7 @@ KILL_POINTS = {
 def test_run_killed_and_resumed_ends_with_the_uninterrupted_circuit(tmp_path, uninterrupted, kill_point):
     checkpoint = tmp_path / "checkpoint.safetensors"
     discover_killed_when(KILL_POINTS[kill_point], checkpoint)
-    assert load_checkpoint(checkpoint).state.position > 0
+    assert load_checkpoint(checkpoint).state.visited > 0
     model, task = setting()
     resumed = discover(model, task, **RUN, checkpoint=checkpoint, checkpoint_every=1)
     assert without_timing(resumed.to_dict()) == without_timing(uninterrupted)
@@ -121,10 +121,10 @@ def test_run_killed_and_resumed_ends_with_the_uninterrupted_circuit(tmp_path, un
 def test_resumed_run_killed_again_and_resumed_ends_with_the_uninterrupted_circuit(tmp_path, uninterrupted):
     checkpoint = tmp_path / "checkpoint.safetensors"
     discover_killed_when(KILL_POINTS["after the first checkpoint"], checkpoint)
-    first_stop = load_checkpoint(checkpoint).state.position
+    first_stop = load_checkpoint(checkpoint).state.visited
     discover_killed_when(KILL_POINTS["mid-layer"], checkpoint)
     second_stop = load_checkpoint(checkpoint)
-    assert second_stop.state.position > first_stop and second_stop.seconds > 0
+    assert second_stop.state.visited > first_stop and second_stop.seconds > 0
     model, task = setting()
     resumed = discover(model, task, **RUN, checkpoint=checkpoint)
     assert without_timing(resumed.to_dict()) == without_timing(uninterrupted)
@@ -203,7 +203,7 @@ def test_checkpoint_round_trips_the_state_exactly(tmp_path):
     graph = build_graph(small_config(attn_only=False))
     g = torch.Generator().manual_seed(0)
     state = AcdcState(
-        position=17,
+        visited=17,
         edge_kept=(torch.rand(graph.edge_exists.shape, generator=g) < 0.5) & graph.edge_exists,
         head_input_kept=torch.rand((2, 3, 3), generator=g) < 0.5,
         edge_scores=torch.rand(graph.edge_exists.shape, generator=g, dtype=torch.float64),
@@ -220,7 +220,7 @@ def test_checkpoint_round_trips_the_state_exactly(tmp_path):
     atomic_write_bytes(tmp_path / "c.safetensors", checkpoint_bytes(state, print_, seconds=1.5))
     loaded = load_checkpoint(tmp_path / "c.safetensors")
     assert loaded.fingerprint == print_ and loaded.seconds == 1.5
-    for name in ("position", "cur", "metric_full", "forward_passes", "candidates_tested", "window", "batch_size"):
+    for name in ("visited", "cur", "metric_full", "forward_passes", "candidates_tested", "window", "batch_size"):
         assert getattr(loaded.state, name) == getattr(state, name), name
     for name in ("edge_kept", "head_input_kept", "edge_scores", "head_input_scores"):
         assert torch.equal(getattr(loaded.state, name).nan_to_num(-1), getattr(state, name).nan_to_num(-1)), name
@@ -282,7 +282,7 @@ def test_non_finite_metric_stops_naming_the_edge_after_saving_the_circuit_before
     assert message.startswith(f"the metric is nan (not finite) while testing '{poisoned}'; the state before it is saved in ")
     edge = graph.parse_edge(poisoned)
     assert bool(state.edge_kept[edge]) and math.isnan(state.edge_scores[edge])
-    assert [c.name for c in visiting_order(graph)][state.position] == poisoned  # no candidate is moot here
+    assert [c.name for c in visiting_order(graph)][state.visited] == poisoned  # no candidate is moot here
     # the saved state is exact: resumed once the metric is fixed, it ends as a run that never failed
     clean = additive_metric(graph, 0.1)
     resumed = run_acdc(graph, clean, 0.1, batch_size=batch_size, progress=False, resume=state)
@@ -295,7 +295,7 @@ def test_non_finite_metric_saves_the_same_state_whatever_the_batch_size(tmp_path
     graph = build_graph(small_config(attn_only=False))
     states = [stop_on_nan(tmp_path, graph, "m0->a1.h0<q>", batch_size)[1] for batch_size in (1, 3, 32)]
     for state in states[1:]:
-        assert (state.position, state.cur, state.candidates_tested) == (states[0].position, states[0].cur, states[0].candidates_tested)
+        assert (state.visited, state.cur, state.candidates_tested) == (states[0].visited, states[0].cur, states[0].candidates_tested)
         assert torch.equal(state.edge_kept, states[0].edge_kept) and torch.equal(state.head_input_kept, states[0].head_input_kept)
 
 
@@ -390,7 +390,7 @@ from acdc_engine.cli import main
 saves, original, limit = [], Checkpointer.save, int(sys.argv[1])
 def save_then_die(self, state):
     original(self, state)
-    saves.append(state.position)
+    saves.append(state.visited)
     if len(saves) == limit:
         os.kill(os.getpid(), signal.SIGKILL)
 Checkpointer.save = save_then_die

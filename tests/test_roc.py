@@ -7,10 +7,10 @@ import torch
 from factories import random_task, small_model
 
 from acdc_engine import AcdcError, discover
-from acdc_engine.evaluation.metric_cache import MetricCache
+from acdc_engine.metric_cache import MetricCache
 from acdc_engine.evaluation.roc import node_mask, node_names, roc_auc, roc_from_circuits, roc_from_scores
 from acdc_engine.evaluation.sweep import acdc_threshold_sweep
-from acdc_engine.io import circuit_from_dict
+from acdc_engine.circuit import circuit_from_dict
 
 ONE_LAYER = {"n_layers": 1, "n_heads": 2, "attn_only": True}  # edges: input->{a0.h0,a0.h1}<q,k,v>, 3 -> logits
 

@@ -15,7 +15,8 @@ from acdc_engine import AcdcError, TaskData, load_circuit
 from acdc_engine.cli import CONF_DIR
 from acdc_engine.config import register_configs
 from acdc_engine.graph import GraphShape, build_graph
-from acdc_engine.io import circuit_from_dict, edge_count
+from acdc_engine.circuit import circuit_from_dict
+from acdc_engine.io import edge_count
 from acdc_engine.validation import bounds, validate_config
 
 

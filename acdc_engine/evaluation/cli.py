@@ -11,7 +11,7 @@ Config: ``conf/evaluate.yaml`` (model/ and task/ groups as for ``acdc-discover``
 ``acdc-discover``'s is (one line naming the key: ``thresholds[0] must be a finite number >= 0``).
 Writes roc.csv, roc.json, roc.png, roc.svg (with a truth) and faithfulness.csv, faithfulness.json,
 faithfulness.png, faithfulness.svg, and prints a Markdown table of edge and node AUC, CPR, CMD and
-seconds per method. What is computed: ``acdc_engine.evaluation.methods``.
+seconds per method. What is computed: ``acdc_engine.evaluation.method_comparison``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from acdc_engine.config import Ablation, Device, Metric, register_configs
+from acdc_engine.choices import Ablation, Device, Metric
+from acdc_engine.config import register_configs
 from acdc_engine.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import MIB_FRACTIONS, check_fractions
 from acdc_engine.validation import bounds
@@ -52,11 +53,9 @@ class EvaluateConfig:
     defaults: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:  # run by acdc_engine.validation on the composed values
-        from acdc_engine.evaluation.methods import METHODS
+        from acdc_engine.evaluation.method_comparison import check_compared_methods
 
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise AcdcError(f"unknown or no methods {list(unknown or self.methods)}; choose from {', '.join(METHODS)}")
+        check_compared_methods(self.methods)
         if self.thresholds is not None and not self.thresholds:
             raise AcdcError("give at least one threshold, or thresholds=null for the default sweep")
         check_fractions(self.fractions)
@@ -65,7 +64,7 @@ class EvaluateConfig:
 def run(cfg: DictConfig) -> Path:
     """Evaluate the methods as ``cfg`` says; write the files into the run folder and return it."""
     from acdc_engine.compare import load_circuit_or_reference
-    from acdc_engine.evaluation.methods import compare_methods
+    from acdc_engine.evaluation.method_comparison import compare_methods
     from acdc_engine.models import load_model
     from acdc_engine.validation import validate_config
 

@@ -1,7 +1,7 @@
 """Faithfulness: how much of the model's behaviour a circuit keeps, and MIB's CPR and CMD.
 
-For a circuit C, m(C) is the metric with every edge outside C patched (``EdgePatcher``'s rule, the
-same pass ``discover`` measures circuits with; lower is better). Normalised faithfulness
+For a circuit C, m(C) is the metric with every edge outside C patched (``acdc_engine.measurement``,
+the path ``discover`` measures circuits with; lower is better). Normalised faithfulness
 
     f(C) = (m(C) - m(empty)) / (m(full) - m(empty))
 
@@ -26,12 +26,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from acdc_engine.circuit import Circuit, on_input_to_logits_paths
+from acdc_engine.circuit import Circuit
 from acdc_engine.errors import AcdcError
-from acdc_engine.graph import build_graph
+from acdc_engine.graph import Graph
+from acdc_engine.measurement import Measurement
 from acdc_engine.methods.eap import select_edges
-from acdc_engine.metrics import at_least_float32, make_metric
-from acdc_engine.patching import EdgePatcher
+from acdc_engine.pruning import on_input_to_logits_paths
 from acdc_engine.tasks import TaskData
 
 MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -43,7 +43,8 @@ def normalised_faithfulness(metric: float | Tensor, full: float, empty: float) -
 
 
 class CircuitEvaluator:
-    """The metric of any circuits of ``model`` on ``task``: everything outside each circuit patched.
+    """The metric of many circuits of ``model`` on ``task`` (a ``Measurement``), in batches, and
+    their normalised faithfulness.
 
     Args:
         model: a HookedTransformer.
@@ -52,8 +53,8 @@ class CircuitEvaluator:
         ablation: "resample", "zero" or "mean".
         split_input: token and positional embeddings as two senders.
         batch_size: circuits per forward pass.
-    Attributes: graph, metric_name, full (m(full model)), empty (m(empty circuit)), as ``discover``
-    measures them.
+    Attributes: measurement, graph, metric_name, full (m(full model)), empty (m(empty circuit)),
+    as ``discover`` measures them.
     """
 
     def __init__(
@@ -65,24 +66,27 @@ class CircuitEvaluator:
         split_input: bool = False,
         batch_size: int = 16,
     ) -> None:
-        self.graph = build_graph(model.cfg, split_input=split_input)
-        self.metric_name = metric or task.default_metric
+        self.measurement = Measurement(model, task, metric, ablation, split_input)
         self.batch_size = max(1, int(batch_size))
-        self.patcher = EdgePatcher(model, self.graph, task.clean, task.corrupted, task.positions, ablation)
-        full_edges, full_heads = self.graph.full_edge_mask(), self.graph.full_head_input_mask()
-        full_logits = at_least_float32(self.patcher.logits(full_edges, full_heads, start_layer=self.graph.shape.n_layers))
-        self._metric = make_metric(self.metric_name, task, full_logits)
-        self.full = float(self._metric(full_logits[None]).double()[0])
-        self.empty = float(self.metrics(torch.zeros_like(full_edges)[None], torch.zeros_like(full_heads)[None])[0])
+        self.full = self.measurement.full
+        self.empty = self.measurement.empty()
+
+    @property
+    def graph(self) -> Graph:
+        return self.measurement.graph
+
+    @property
+    def metric_name(self) -> str:
+        return self.measurement.metric_name
 
     def metrics(self, edge_masks: Tensor, head_input_masks: Tensor) -> Tensor:
         """m(C) of circuits edge_masks [C, S, R], head_input_masks [C, L, H, 3] (bool) -> [C] float64."""
         if edge_masks.shape[1:] != self.graph.edge_exists.shape:
             raise AcdcError(f"edge masks must be [C, {', '.join(map(str, self.graph.edge_exists.shape))}], got {tuple(edge_masks.shape)}")
-        values = []
-        for i in range(0, len(edge_masks), self.batch_size):
-            logits = self.patcher.logits(edge_masks[i : i + self.batch_size], head_input_masks[i : i + self.batch_size])
-            values.append(self._metric(at_least_float32(logits)).double().cpu())
+        values = [
+            self.measurement.evaluate(edge_masks[i : i + self.batch_size], head_input_masks[i : i + self.batch_size])
+            for i in range(0, len(edge_masks), self.batch_size)
+        ]
         return torch.cat(values) if values else torch.zeros(0, dtype=torch.float64)
 
     def faithfulness(self, values: Tensor) -> Tensor:

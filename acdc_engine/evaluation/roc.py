@@ -26,7 +26,8 @@ from torch import Tensor
 
 from acdc_engine.circuit import Circuit
 from acdc_engine.errors import AcdcError
-from acdc_engine.graph import Graph, component_of
+from acdc_engine.graph import Graph
+from acdc_engine.nodes import LOGITS, component_of
 
 LEVELS = ("edge", "node")
 
@@ -68,7 +69,7 @@ def roc_auc(points: Sequence[tuple[float, float]]) -> float:
 
 def node_names(graph: Graph) -> list[str]:
     """The nodes a node-level ROC counts: every sender, then ``logits``."""
-    return graph.senders + ["logits"]
+    return graph.senders + [LOGITS]
 
 
 def _receiver_nodes(graph: Graph) -> Tensor:

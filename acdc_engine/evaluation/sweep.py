@@ -17,8 +17,9 @@ import torch
 
 from acdc_engine.circuit import Circuit
 from acdc_engine.errors import AcdcError
-from acdc_engine.evaluation.metric_cache import MetricCache
-from acdc_engine.tasks import TaskData, make_task
+from acdc_engine.measurement import resolve_task
+from acdc_engine.metric_cache import MetricCache
+from acdc_engine.tasks import TaskData
 
 
 @dataclass
@@ -36,15 +37,6 @@ class ThresholdSweep:
     seconds: float
 
 
-def resolve_task(model: torch.nn.Module, task: TaskData | str, task_params: dict[str, Any] | None = None) -> TaskData:
-    """A TaskData as given, or the built-in task ``task`` built once for ``model``."""
-    if isinstance(task, TaskData):
-        return task
-    if isinstance(task, str):
-        return make_task(task, model, **dict(task_params or {}))
-    raise AcdcError(f"task must be a TaskData or a built-in task name, got {type(task).__name__}")
-
-
 def acdc_threshold_sweep(
     model: torch.nn.Module,
     task: TaskData | str,
@@ -58,7 +50,7 @@ def acdc_threshold_sweep(
 
     Args:
         model: a HookedTransformer.
-        task: a TaskData, or a built-in task name (built once, with ``task_params``).
+        task: a TaskData, or anything ``discover`` takes as a task (built once, with ``task_params``).
         thresholds: ACDC's tau values, in any order.
         batch_size: candidates per forward pass; None: the first run's automatic choice, kept for
             every run so that their speculative batches coincide.

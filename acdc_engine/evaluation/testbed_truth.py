@@ -42,7 +42,8 @@ from acdc_engine.api import model_description
 from acdc_engine.circuit import Circuit
 from acdc_engine.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import CircuitEvaluator
-from acdc_engine.graph import build_graph, head_name
+from acdc_engine.graph import build_graph
+from acdc_engine.nodes import LOGITS, edge_name, head_name, head_receiver_name, mlp_name, parse_node
 from acdc_engine.tasks import TaskData
 
 ROLE_THRESHOLD = 0.5
@@ -183,22 +184,34 @@ def identify_roles(model: Any, model_name: str, task: TaskData) -> dict[str, lis
 
 def truth_edges(model_name: str, roles: dict[str, list[str]], has_mlp: bool) -> list[str]:
     """Edge names of the truth: the mechanism's templates over ``roles``, plus the MLP relay if ``has_mlp``."""
-    edges: list[str] = []
+    pairs: list[tuple[str, str]] = []  # (sender, receiver)
     for template in mechanism(model_name).edges:
         sender, receiver, inputs = _TEMPLATE.match(template).groups()
         senders = roles.get(sender, [sender])  # "input" is no role
-        if receiver == "logits":
-            receivers = ["logits"]
+        if receiver == LOGITS:
+            receivers = [LOGITS]
         else:
-            receivers = [f"{head}<{x}>" for head in roles[receiver] for x in inputs]
-        edges += [f"{s}->{r}" for s in senders for r in receivers if f"{s}->{r}" not in edges]
+            receivers = [_head_receiver(head, x) for head in roles[receiver] for x in inputs]
+        pairs += [(s, r) for s in senders for r in receivers if (s, r) not in pairs]
     if has_mlp:
-        layer0 = [s for s in dict.fromkeys(e.split("->")[0] for e in edges) if not s.startswith("a1.")]
-        layer1 = [r for r in dict.fromkeys(e.split("->")[1] for e in edges) if r.startswith("a1.")]
+        layer0 = [s for s in dict.fromkeys(s for s, _ in pairs) if _layer_of(s) != 1]
+        layer1 = [r for r in dict.fromkeys(r for _, r in pairs) if _layer_of(r) == 1]
         layer1_heads = [h for name, heads in roles.items() if MECHANISMS[model_name].roles[name].layer == 1 for h in heads]
-        edges += [f"{u}->m0" for u in layer0] + [f"m0->{r}" for r in layer1] + ["m0->m1"]
-        edges += [f"{h}->m1" for h in dict.fromkeys(layer1_heads)] + ["m1->logits"]
-    return edges
+        pairs += [(u, mlp_name(0)) for u in layer0] + [(mlp_name(0), r) for r in layer1] + [(mlp_name(0), mlp_name(1))]
+        pairs += [(h, mlp_name(1)) for h in dict.fromkeys(layer1_heads)] + [(mlp_name(1), LOGITS)]
+    return [edge_name(s, r) for s, r in pairs]
+
+
+def _head_receiver(head: str, qkv: str) -> str:
+    """The ``qkv`` input of the head named ``head`` (``a1.h2``, "k" -> ``a1.h2<k>``)."""
+    node = parse_node(head)
+    return head_receiver_name(node.layer, node.head, qkv)
+
+
+def _layer_of(name: str) -> int | None:
+    """The layer of a head, head receiver or MLP; None for the input and logits."""
+    node = parse_node(name)
+    return node.layer
 
 
 def testbed_truth(model: Any, model_name: str, task: TaskData) -> Circuit:
@@ -216,7 +229,7 @@ def testbed_truth(model: Any, model_name: str, task: TaskData) -> Circuit:
     for edge in truth_edges(model_name, roles, graph.shape.has_mlp):
         s, r = graph.parse_edge(edge)
         edges[s, r] = True
-        if graph.receivers[r].endswith(">"):
+        if parse_node(graph.receivers[r]).kind == "head_receiver":
             heads[graph.parse_head_input(graph.receivers[r])] = True
     evaluator = CircuitEvaluator(model, task, ablation="resample")
     truth = Circuit.unscored(

@@ -1,1 +1,25 @@
-"""Circuit discovery methods."""
+"""Circuit discovery methods: every method registers a ``MethodSpec`` (``method.py``) in ``METHODS``.
+
+  acdc       exact ACDC (Conmy et al. 2023), ``acdc.py``
+  acdc-eap   exact ACDC that skips edges EAP-IG rates negligible, ``acdc_eap.py``
+  eap        edge attribution patching (Syed et al. 2023), ``eap.py``
+  eap-ig     EAP with integrated gradients (Hanna et al. 2024), ``eap.py``
+"""
+
+from __future__ import annotations
+
+from acdc_engine.errors import AcdcError
+from acdc_engine.methods import acdc, acdc_eap, eap
+from acdc_engine.methods.method import RUN_KEYS, MethodInput, MethodOutcome, MethodSpec
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (acdc.SPEC, acdc_eap.SPEC, *eap.SPECS)}
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The registry entry of method ``name``; AcdcError naming the known ones otherwise."""
+    if name not in METHODS:
+        raise AcdcError(f"unknown method '{name}'; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+__all__ = ["METHODS", "RUN_KEYS", "MethodInput", "MethodOutcome", "MethodSpec", "method_spec"]

@@ -20,24 +20,20 @@ incoming edges of a head receiver whose head input was removed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Optional
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from acdc_engine import choices
 from acdc_engine.errors import AcdcError
-from acdc_engine.graph import QKV, Graph, head_name, head_receiver_name
-
-if TYPE_CHECKING:
-    from acdc_engine.checkpoint import Checkpointer
-
-Evaluate = Callable[[Tensor, Tensor, int], Tensor]
-"""(edge masks [C, S, R], head input masks [C, L, H, 3], start layer) -> metric [C], lower is better.
-
-The start layer is where a resumed forward pass may begin: every receiver below it is intact."""
+from acdc_engine.graph import Graph
+from acdc_engine.methods.method import Checkpointing, Evaluate, MethodInput, MethodOutcome, MethodSpec
+from acdc_engine.nodes import LOGITS, QKV, edge_name, head_name, head_receiver_name, mlp_name, parse_node
 
 
 @dataclass(frozen=True)
@@ -69,9 +65,9 @@ class AcdcResult:
 
 @dataclass
 class AcdcState:
-    """Where a running ACDC stands between two batches: enough to continue exactly.
+    """Where a running ACDC stands: the one object ``run_acdc`` updates, and enough to continue exactly.
 
-    position: how many candidates of the visiting order have been visited; the next is at this index.
+    visited: how many candidates of the visiting order have been visited; the next is at this index.
     edge_kept [S, R], head_input_kept [L, H, 3]: bool, the circuit after those decisions.
     edge_scores, head_input_scores: float64, as in ``AcdcResult`` (NaN: not tested so far).
     cur: the metric of the current circuit, the exact float64 every later decision compares with.
@@ -84,7 +80,7 @@ class AcdcState:
         None when it is the value a lone evaluation gives.
     """
 
-    position: int
+    visited: int
     edge_kept: Tensor
     head_input_kept: Tensor
     edge_scores: Tensor
@@ -98,13 +94,61 @@ class AcdcState:
     cur_source: tuple[Tensor, Tensor, int] | None = None
 
     def check_fits(self, graph: Graph, n_candidates: int) -> None:
-        """AcdcError unless the masks have ``graph``'s shapes and ``position`` <= ``n_candidates``."""
+        """AcdcError unless the masks have ``graph``'s shapes and ``visited`` <= ``n_candidates``."""
         if tuple(self.edge_kept.shape) != tuple(graph.edge_exists.shape) or tuple(self.head_input_kept.shape) != (
             graph.shape.n_layers, graph.shape.n_heads, 3
         ):
             raise AcdcError("the saved ACDC state is for a graph of another shape")
-        if not 0 <= self.position <= n_candidates:
-            raise AcdcError(f"the saved ACDC state's position {self.position} lies outside 0..{n_candidates}")
+        if not 0 <= self.visited <= n_candidates:
+            raise AcdcError(f"the saved ACDC state's position {self.visited} lies outside 0..{n_candidates}")
+
+    def result(self) -> AcdcResult:
+        return AcdcResult(
+            edge_kept=self.edge_kept,
+            head_input_kept=self.head_input_kept,
+            edge_scores=self.edge_scores,
+            head_input_scores=self.head_input_scores,
+            metric_full=self.metric_full,
+            metric_final=self.cur,
+            forward_passes=self.forward_passes,
+            candidates_tested=self.candidates_tested,
+        )
+
+    def measure(self, evaluate: Evaluate, edge_masks: Tensor, head_input_masks: Tensor, start_layer: int) -> list[float]:
+        """``evaluate`` on a stack of circuits, counted as one forward pass."""
+        self.forward_passes += 1
+        return evaluate(edge_masks, head_input_masks, start_layer).tolist()
+
+    def measure_alone(self, evaluate: Evaluate, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int) -> float:
+        """``evaluate`` on one circuit in a pass of its own."""
+        return self.measure(evaluate, edge_mask[None], head_input_mask[None], start_layer)[0]
+
+    def set(self, candidate: Candidate, kept: bool) -> None:
+        """Keep (or remove) ``candidate`` in the current circuit."""
+        _set_mask(candidate, kept, self.edge_kept, self.head_input_kept)
+
+    def record_score(self, candidate: Candidate, score: float) -> None:
+        if candidate.edge is not None:
+            self.edge_scores[candidate.edge] = score
+        else:
+            self.head_input_scores[candidate.head_input] = score
+
+    def sender_is_dead(self, graph: Graph, sender: str) -> bool:
+        """True when ``sender`` has no outgoing edge left in the current circuit."""
+        return not bool(self.edge_kept[graph.sender_index[sender]].any())
+
+    def is_moot(self, graph: Graph, candidate: Candidate) -> bool:
+        """True when removing ``candidate`` cannot change the circuit's output any more (module docstring)."""
+        if candidate.head_input is not None:
+            layer, head, _ = candidate.head_input
+            return self.sender_is_dead(graph, head_name(layer, head))
+        receiver = parse_node(graph.receivers[candidate.edge[1]])
+        if receiver.kind == LOGITS:
+            return False
+        if receiver.kind == "mlp":  # the MLP's own output must be used
+            return self.sender_is_dead(graph, receiver.name)
+        head_input = (receiver.layer, receiver.head, receiver.qkv_index)
+        return self.sender_is_dead(graph, receiver.component) or not bool(self.head_input_kept[head_input])
 
 
 @dataclass(frozen=True)
@@ -127,12 +171,12 @@ def visiting_segments(graph: Graph) -> list[Segment]:
     def edges_into(receiver: str) -> list[Candidate]:
         r = graph.receiver_index[receiver]
         senders = graph.edge_exists[:, r].nonzero().flatten().tolist()
-        return [Candidate(f"{graph.senders[s]}->{receiver}", edge=(s, r)) for s in reversed(senders)]
+        return [Candidate(edge_name(graph.senders[s], receiver), edge=(s, r)) for s in reversed(senders)]
 
-    segments = [Segment(n_layers, edges_into("logits"))]
+    segments = [Segment(n_layers, edges_into(LOGITS))]
     for layer in reversed(range(n_layers)):
         if graph.shape.has_mlp:
-            segments.append(Segment(layer, edges_into(f"m{layer}")))
+            segments.append(Segment(layer, edges_into(mlp_name(layer))))
         head_inputs, head_edges = [], []
         for x in reversed(range(3)):
             for head in reversed(range(n_heads)):
@@ -145,42 +189,6 @@ def visiting_segments(graph: Graph) -> list[Segment]:
 def visiting_order(graph: Graph) -> list[Candidate]:
     """Every candidate removal, in the order ACDC visits them (see the module docstring)."""
     return [candidate for segment in visiting_segments(graph) for candidate in segment.candidates]
-
-
-class _Circuit:
-    """The masks ACDC is pruning, and which candidates can no longer matter."""
-
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-        self.edges = graph.full_edge_mask()
-        self.head_inputs = graph.full_head_input_mask()
-
-    def sender_is_dead(self, sender: str) -> bool:
-        return not bool(self.edges[self.graph.sender_index[sender]].any())
-
-    def is_moot(self, candidate: Candidate) -> bool:
-        """True when removing ``candidate`` cannot change the circuit's output any more."""
-        if candidate.head_input is not None:
-            layer, head, _ = candidate.head_input
-            return self.sender_is_dead(head_name(layer, head))
-        _, r = candidate.edge
-        receiver = self.graph.receivers[r]
-        if receiver == "logits":
-            return False
-        if not receiver.endswith(">"):  # the MLP input m{L}: the MLP's own output must be used
-            return self.sender_is_dead(receiver)
-        layer, head, x = self.graph.parse_head_input(receiver)
-        return self.sender_is_dead(head_name(layer, head)) or not bool(self.head_inputs[layer, head, x])
-
-    def set(self, candidate: Candidate, kept: bool) -> None:
-        if candidate.edge is not None:
-            self.edges[candidate.edge] = kept
-        else:
-            self.head_inputs[candidate.head_input] = kept
-
-
-def _is_skipped(candidate: Candidate, skip: Tensor | None) -> bool:
-    return skip is not None and candidate.edge is not None and bool(skip[candidate.edge])
 
 
 def near_tie_margin(m: float, cur: float) -> float:
@@ -197,6 +205,12 @@ def check_threshold(threshold: float) -> float:
     return threshold
 
 
+def check_batch_size(batch_size: int) -> int:
+    if batch_size < 1:
+        raise AcdcError(f"batch_size must be at least 1, got {batch_size}")
+    return batch_size
+
+
 def run_acdc(
     graph: Graph,
     evaluate: Evaluate,
@@ -205,7 +219,7 @@ def run_acdc(
     progress: bool = True,
     stop_after: int | None = None,
     resume: AcdcState | None = None,
-    checkpointer: Checkpointer | None = None,
+    checkpointer: Checkpointing | None = None,
     skip: Tensor | None = None,
 ) -> AcdcResult:
     """Exact ACDC on ``graph``; ``evaluate`` scores circuits (lower is better), see ``Evaluate``.
@@ -232,140 +246,236 @@ def run_acdc(
     of a tested candidate raises (then it holds the circuit before that candidate).
     """
     threshold = check_threshold(threshold)
-    if batch_size < 1:
-        raise AcdcError(f"batch_size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     segments = visiting_segments(graph)
     total = sum(len(s.candidates) for s in segments)
     limit = total if stop_after is None else min(total, stop_after)
-    circuit = _Circuit(graph)
-    counts = {"forward_passes": 0, "tested": 0}
-
-    def metrics_of(edges: Tensor, heads: Tensor, start_layer: int) -> list[float]:
-        counts["forward_passes"] += 1
-        return evaluate(edges, heads, start_layer).tolist()
-
-    if resume is None:
-        edge_scores = torch.full(graph.edge_exists.shape, math.nan, dtype=torch.float64)
-        head_input_scores = torch.full(circuit.head_inputs.shape, math.nan, dtype=torch.float64)
-        cur = metric_full = metrics_of(circuit.edges[None], circuit.head_inputs[None], graph.shape.n_layers)[0]
-        if not math.isfinite(cur):
-            raise AcdcError(f"the metric is {cur} (not finite) on the full model")
-        position, window = 0, batch_size
-    else:
-        resume.check_fits(graph, limit)
-        circuit.edges, circuit.head_inputs = resume.edge_kept.clone(), resume.head_input_kept.clone()
-        edge_scores, head_input_scores = resume.edge_scores.clone(), resume.head_input_scores.clone()
-        cur, metric_full = resume.cur, resume.metric_full
-        counts = {"forward_passes": resume.forward_passes, "tested": resume.candidates_tested}
-        position, window = resume.position, max(1, min(batch_size, resume.window))
-    cur_source = None if resume is None else resume.cur_source
-
-    def alone(edges: Tensor, heads: Tensor, start_layer: int) -> float:
-        return metrics_of(edges[None], heads[None], start_layer)[0]
-
-    def state() -> AcdcState:
-        return AcdcState(
-            position=position,
-            edge_kept=circuit.edges,
-            head_input_kept=circuit.head_inputs,
-            edge_scores=edge_scores,
-            head_input_scores=head_input_scores,
-            cur=cur,
-            metric_full=metric_full,
-            forward_passes=counts["forward_passes"],
-            candidates_tested=counts["tested"],
-            window=window,
-            batch_size=batch_size,
-            cur_source=cur_source,
-        )
-
-    bar = tqdm(total=total, initial=position, desc="ACDC candidates", unit="cand", disable=not progress, leave=False)
+    state = _start(graph, evaluate, batch_size) if resume is None else _resumed(graph, resume, batch_size, limit)
+    bar = tqdm(total=total, initial=state.visited, desc="ACDC candidates", unit="cand", disable=not progress, leave=False)
     end = 0
     for segment in segments:
         offset, end = end, end + len(segment.candidates)  # the segment's indices in the visiting order
         candidates = segment.candidates[: max(0, min(end, limit) - offset)]
-        i = max(0, position - offset)
+        i = max(0, state.visited - offset)
         if i >= len(candidates):  # visited before the resumed state was saved, or beyond stop_after
             continue
-        moot = [circuit.is_moot(c) or _is_skipped(c, skip) for c in candidates]
+        moot = [state.is_moot(graph, c) or _is_skipped(c, skip) for c in candidates]
         while i < len(candidates):
-            # speculate: the circuits with candidates i..j removed, one per candidate to test
-            edges, heads, tested = circuit.edges.clone(), circuit.head_inputs.clone(), []
-            stack_edges, stack_heads = [], []
-            j = i
-            while j < len(candidates) and len(tested) < window:
-                _remove(candidates[j], edges, heads)
-                if not moot[j]:
-                    tested.append(j)
-                    stack_edges.append(edges.clone())
-                    stack_heads.append(heads.clone())
-                j += 1
-            if not tested:  # only moot candidates left: removed untested
-                circuit.edges, circuit.head_inputs = edges, heads
-                next_i = j
-            else:
-                values = metrics_of(torch.stack(stack_edges), torch.stack(stack_heads), segment.start_layer)
-                next_i = j
-                for n, (k, m) in enumerate(zip(tested, values)):
-                    candidate = candidates[k]
-                    batched = len(values) > 1
-                    if math.isfinite(m) and (batched or cur_source) and abs(m - cur - threshold) <= near_tie_margin(m, cur):
-                        m, batched = alone(stack_edges[n], stack_heads[n], segment.start_layer), False
-                        if cur_source is not None:
-                            cur, cur_source = alone(*cur_source), None
-                    if not math.isfinite(m):  # stop, saving the circuit before this candidate
-                        position = offset + (tested[n - 1] + 1 if n else i)
-                        bar.close()
-                        saved = ""
-                        if checkpointer is not None:
-                            checkpointer.save(state())
-                            saved = f"; the state before it is saved in {checkpointer.path}"
-                        raise AcdcError(f"the metric is {m} (not finite) while testing '{candidate.name}'{saved}")
-                    score = m - cur
-                    counts["tested"] += 1
-                    _record_score(candidate, score, edge_scores, head_input_scores)
-                    circuit.edges, circuit.head_inputs = stack_edges[n], stack_heads[n]
-                    if score < threshold:
-                        cur = m
-                        cur_source = (stack_edges[n], stack_heads[n], segment.start_layer) if batched else None
-                    else:  # kept: later speculative results assumed its removal
-                        circuit.set(candidate, True)
-                        next_i = k + 1
-                        window = max(1, n)
-                        break
-                else:
-                    circuit.edges, circuit.head_inputs = edges, heads  # includes trailing moot removals
-                    window = min(batch_size, 2 * window)
+            batch = _speculate(state, candidates, moot, i)
+            try:
+                next_i = _decide(state, batch, candidates, segment.start_layer, evaluate, threshold)
+            except _NonFiniteMetric as stop:  # stop, saving the circuit before this candidate
+                state.visited = offset + stop.resume_at
+                bar.close()
+                saved = ""
+                if checkpointer is not None:
+                    checkpointer.save(state)
+                    saved = f"; the state before it is saved in {checkpointer.path}"
+                raise AcdcError(f"the metric is {stop.value} (not finite) while testing '{stop.candidate.name}'{saved}") from None
             bar.update(next_i - i)
             i = next_i
-            position = offset + i
-            if checkpointer is not None and position < limit and checkpointer.due(position):
-                checkpointer.save(state())
+            state.visited = offset + i
+            if checkpointer is not None and state.visited < limit and checkpointer.due(state.visited):
+                checkpointer.save(state)
     bar.close()
-    position = limit
+    state.visited = limit
     if checkpointer is not None:
-        checkpointer.save(state())
-    return AcdcResult(
-        edge_kept=circuit.edges,
-        head_input_kept=circuit.head_inputs,
-        edge_scores=edge_scores,
-        head_input_scores=head_input_scores,
-        metric_full=metric_full,
-        metric_final=cur,
-        forward_passes=counts["forward_passes"],
-        candidates_tested=counts["tested"],
+        checkpointer.save(state)
+    return state.result()
+
+
+def _start(graph: Graph, evaluate: Evaluate, batch_size: int) -> AcdcState:
+    """The state before the first candidate: the full model, its metric measured."""
+    edges, heads = graph.full_edge_mask(), graph.full_head_input_mask()
+    state = AcdcState(
+        visited=0,
+        edge_kept=edges,
+        head_input_kept=heads,
+        edge_scores=torch.full(graph.edge_exists.shape, math.nan, dtype=torch.float64),
+        head_input_scores=torch.full(heads.shape, math.nan, dtype=torch.float64),
+        cur=math.nan,
+        metric_full=math.nan,
+        forward_passes=0,
+        candidates_tested=0,
+        window=batch_size,
+        batch_size=batch_size,
+    )
+    state.cur = state.metric_full = state.measure_alone(evaluate, edges, heads, graph.shape.n_layers)
+    if not math.isfinite(state.cur):
+        raise AcdcError(f"the metric is {state.cur} (not finite) on the full model")
+    return state
+
+
+def _resumed(graph: Graph, saved: AcdcState, batch_size: int, limit: int) -> AcdcState:
+    """A copy of a saved state to continue from, under this run's ``batch_size``."""
+    saved.check_fits(graph, limit)
+    return dataclasses.replace(
+        saved,
+        edge_kept=saved.edge_kept.clone(),
+        head_input_kept=saved.head_input_kept.clone(),
+        edge_scores=saved.edge_scores.clone(),
+        head_input_scores=saved.head_input_scores.clone(),
+        window=max(1, min(batch_size, saved.window)),
+        batch_size=batch_size,
     )
 
 
-def _remove(candidate: Candidate, edges: Tensor, heads: Tensor) -> None:
-    if candidate.edge is not None:
-        edges[candidate.edge] = False
-    else:
-        heads[candidate.head_input] = False
+@dataclass
+class _Batch:
+    """One speculative batch over candidates ``start`` .. ``end - 1`` of a segment.
+
+    tested: the indices of the candidates it tests (the others are moot); circuits[n]: the edge and
+    head input masks with every candidate up to ``tested[n]`` removed; removed_all: the masks with
+    every candidate of the batch removed (moot ones after the last tested included).
+    """
+
+    start: int
+    end: int
+    tested: list[int]
+    circuits: list[tuple[Tensor, Tensor]]
+    removed_all: tuple[Tensor, Tensor]
 
 
-def _record_score(candidate: Candidate, score: float, edge_scores: Tensor, head_input_scores: Tensor) -> None:
+def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], start: int) -> _Batch:
+    """The next batch: the circuits with candidates ``start``.. removed one after another, one circuit
+    per candidate to test, until the window is full or the segment ends."""
+    edges, heads = state.edge_kept.clone(), state.head_input_kept.clone()
+    tested, circuits = [], []
+    j = start
+    while j < len(candidates) and len(tested) < state.window:
+        _set_mask(candidates[j], False, edges, heads)
+        if not moot[j]:
+            tested.append(j)
+            circuits.append((edges.clone(), heads.clone()))
+        j += 1
+    return _Batch(start, j, tested, circuits, (edges, heads))
+
+
+class _NonFiniteMetric(Exception):
+    """The metric of a tested candidate's circuit is not finite; ``resume_at`` is the segment index
+    of the first candidate whose decision is not final (the state holds the circuit before it)."""
+
+    def __init__(self, value: float, candidate: Candidate, resume_at: int) -> None:
+        self.value, self.candidate, self.resume_at = value, candidate, resume_at
+
+
+def _decide(
+    state: AcdcState, batch: _Batch, candidates: list[Candidate], start_layer: int, evaluate: Evaluate, threshold: float
+) -> int:
+    """Measure the batch and take the sequential algorithm's decisions from it, updating ``state``;
+    returns the segment index of the next candidate to visit.
+
+    A removal stays when it raises the metric by less than ``threshold``; at the first candidate that
+    is kept, the rest of the batch (which assumed its removal) is discarded and the window shrinks
+    to the removals seen before it; a batch whose removals all stay doubles the window.
+    """
+    if not batch.tested:  # only moot candidates: removed untested
+        state.edge_kept, state.head_input_kept = batch.removed_all
+        return batch.end
+    edge_masks = torch.stack([edges for edges, _ in batch.circuits])
+    head_masks = torch.stack([heads for _, heads in batch.circuits])
+    values = state.measure(evaluate, edge_masks, head_masks, start_layer)
+    for n, (k, m) in enumerate(zip(batch.tested, values)):
+        candidate, (edges, heads) = candidates[k], batch.circuits[n]
+        batched = len(values) > 1
+        if math.isfinite(m) and (batched or state.cur_source) and abs(m - state.cur - threshold) <= near_tie_margin(m, state.cur):
+            m, batched = state.measure_alone(evaluate, edges, heads, start_layer), False
+            if state.cur_source is not None:
+                state.cur, state.cur_source = state.measure_alone(evaluate, *state.cur_source), None
+        if not math.isfinite(m):
+            raise _NonFiniteMetric(m, candidate, batch.tested[n - 1] + 1 if n else batch.start)
+        score = m - state.cur
+        state.candidates_tested += 1
+        state.record_score(candidate, score)
+        state.edge_kept, state.head_input_kept = edges, heads
+        if score < threshold:
+            state.cur = m
+            state.cur_source = (edges, heads, start_layer) if batched else None
+        else:  # kept: later speculative results assumed its removal
+            state.set(candidate, True)
+            state.window = max(1, n)
+            return k + 1
+    state.edge_kept, state.head_input_kept = batch.removed_all  # includes trailing moot removals
+    state.window = min(state.batch_size, 2 * state.window)
+    return batch.end
+
+
+def _is_skipped(candidate: Candidate, skip: Tensor | None) -> bool:
+    return skip is not None and candidate.edge is not None and bool(skip[candidate.edge])
+
+
+def _set_mask(candidate: Candidate, kept: bool, edges: Tensor, heads: Tensor) -> None:
     if candidate.edge is not None:
-        edge_scores[candidate.edge] = score
+        edges[candidate.edge] = kept
     else:
-        head_input_scores[candidate.head_input] = score
+        heads[candidate.head_input] = kept
+
+
+# ----- the method, for discover ---------------------------------------------------------------------
+
+
+@dataclass
+class AcdcParams:
+    """Exact ACDC's parameters (``discover(method="acdc", ...)``).
+
+    threshold: tau, in the metric's units: a removal stays when it raises the metric by less.
+    batch_size: candidates per forward pass (speculatively; the circuit is the same for any size);
+        None: a resumed run's, else chosen from free memory (at most 32).
+    """
+
+    threshold: float = 0.05
+    batch_size: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        self.threshold = check_threshold(self.threshold)
+        if self.batch_size is not None:
+            check_batch_size(self.batch_size)
+
+
+@dataclass
+class AcdcConfig(AcdcParams):
+    """``conf/method/acdc.yaml``."""
+
+    name: str = "acdc"
+    metric: Optional[choices.Metric] = None  # None: the task's default metric
+    ablation: choices.Ablation = choices.Ablation.resample
+
+
+def batch_size_for(inputs: MethodInput, batch_size: int | None) -> int:
+    """The batch size a run uses: the one given; else a resumed run keeps its checkpoint's (its
+    file is then the uninterrupted run's); else one chosen from free memory."""
+    if batch_size is not None:
+        return batch_size
+    return inputs.resume.batch_size if inputs.resume is not None else inputs.patcher.auto_batch_size()
+
+
+def acdc_outcome(inputs: MethodInput, name: str, threshold: float, batch_size: int, skip: Tensor | None = None) -> MethodOutcome:
+    """Run exact ACDC in ``inputs``' setting (resuming and checkpointing as it says) and describe it
+    as method ``name``."""
+    result = run_acdc(
+        inputs.graph, inputs.evaluate, threshold, batch_size=batch_size, progress=inputs.progress, skip=skip,
+        resume=inputs.resume, checkpointer=inputs.checkpointer,
+    )
+    return MethodOutcome(
+        edge_kept=result.edge_kept,
+        head_input_kept=result.head_input_kept,
+        edge_scores=result.edge_scores,
+        head_input_scores=result.head_input_scores,
+        description={"name": name, "ablation": inputs.ablation, "order": "reference"},
+        threshold=threshold,
+        forward_passes=result.forward_passes,
+        run_block={"candidates_tested": result.candidates_tested, "batch_size": batch_size},
+    )
+
+
+def _run(inputs: MethodInput, params: AcdcParams) -> MethodOutcome:
+    return acdc_outcome(inputs, "acdc", params.threshold, batch_size_for(inputs, params.batch_size))
+
+
+def threshold_selection(params: AcdcParams) -> str:
+    return f"threshold {params.threshold}"
+
+
+SPEC = MethodSpec(
+    name="acdc", params=AcdcParams, config=AcdcConfig, run=_run, selection=threshold_selection, checkpoints=True
+)

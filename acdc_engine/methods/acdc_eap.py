@@ -16,18 +16,23 @@ nothing and is exact ACDC.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 from torch import Tensor
 
+from acdc_engine import choices
 from acdc_engine.errors import AcdcError
-from acdc_engine.methods.eap import eap_ig_scores
+from acdc_engine.methods.acdc import AcdcParams, acdc_outcome, batch_size_for, threshold_selection
+from acdc_engine.methods.eap import check_steps, eap_ig_scores, ig_alphas
+from acdc_engine.methods.method import MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.metrics import Metric
 
 
 def check_skip_below(skip_below: float) -> float:
     skip_below = float(skip_below)
     if not math.isfinite(skip_below) or skip_below < 0:
-        raise AcdcError(f"method.skip_below must be a finite number >= 0, got {skip_below}")
+        raise AcdcError(f"skip_below must be a finite number >= 0, got {skip_below}")
     return skip_below
 
 
@@ -46,3 +51,48 @@ def attribution_skips(patcher, metric: Metric, threshold: float, skip_below: flo
     scores = eap_ig_scores(patcher, metric, steps)
     skip = patcher.graph.edge_exists.to(scores.device) & (scores.abs() < check_skip_below(skip_below) * threshold)
     return skip.cpu(), scores
+
+
+# ----- the method, for discover ---------------------------------------------------------------------
+
+
+@dataclass
+class AcdcEapParams(AcdcParams):
+    """acdc-eap's parameters: exact ACDC's, and
+
+    steps: EAP-IG's interpolation steps (one forward and one backward pass each).
+    skip_below: skip an edge when its |EAP-IG score| < skip_below * threshold (0: exact ACDC).
+    """
+
+    steps: int = 5
+    skip_below: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_steps(self.steps)
+        check_skip_below(self.skip_below)
+
+
+@dataclass
+class AcdcEapConfig(AcdcEapParams):
+    """``conf/method/acdc-eap.yaml``."""
+
+    name: str = "acdc-eap"
+    metric: Optional[choices.Metric] = None  # None: the task's default metric
+    ablation: choices.Ablation = choices.Ablation.resample
+
+
+def _run(inputs: MethodInput, params: AcdcEapParams) -> MethodOutcome:
+    batch_size = batch_size_for(inputs, params.batch_size)  # before the attribution pass allocates
+    skip, _ = attribution_skips(inputs.patcher, inputs.metric, params.threshold, params.skip_below, params.steps)
+    outcome = acdc_outcome(inputs, "acdc-eap", params.threshold, batch_size, skip=skip)
+    outcome.description.update(steps=params.steps, skip_below=params.skip_below, edges_skipped=int(skip.sum()))
+    attribution_passes = len(ig_alphas(params.steps))
+    outcome.forward_passes += attribution_passes
+    outcome.backward_passes += attribution_passes
+    return outcome
+
+
+SPEC = MethodSpec(
+    name="acdc-eap", params=AcdcEapParams, config=AcdcEapConfig, run=_run, selection=threshold_selection, checkpoints=True
+)

@@ -1,7 +1,7 @@
 """Edge attribution patching: EAP (Syed et al. 2023) and EAP-IG (Hanna et al. 2024).
 
 Both score every edge u -> v at once with a first-order estimate of how much the metric changes
-when that edge alone is patched (DESIGN.md's rule: in_v loses out_u - out*_u):
+when that edge alone is patched (the patching rule of docs/design.md: in_v loses out_u - out*_u):
 
     score(u->v) = sum over prompts, positions, d_model of (out*_u - out_u) * g_v
 
@@ -45,8 +45,8 @@ the clean model (alpha < 1), so it does not have this problem; use it, or a metr
 ``logit_diff``, with EAP.
 
 Circuits: ``select_edges`` keeps the top-n edges by |score| (ties: earlier edge in
-``Graph.edges()`` order first) or the edges with |score| >= a threshold; ``api.discover`` keeps
-every head input and prunes to the edges on input-to-logits paths, as for ACDC.
+``Graph.edges()`` order first) or the edges with |score| >= a threshold; the method keeps every
+head input, and ``discover`` prunes to the edges on input-to-logits paths, as for every method.
 """
 
 from __future__ import annotations
@@ -55,15 +55,19 @@ import math
 import operator
 import warnings
 from dataclasses import dataclass
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import Tensor
 
+from acdc_engine import choices
 from acdc_engine.errors import AcdcError
 from acdc_engine.graph import Graph
+from acdc_engine.methods.method import MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.metrics import Metric, at_least_float32
+from acdc_engine.nodes import edge_name
 
-METHODS = ("eap", "eap-ig")
+VARIANTS = ("eap", "eap-ig")  # what run_eap computes
 RULES = ("right", "midpoint")
 NEGLIGIBLE = 1e-6  # scores all below this times |metric(empty) - metric(full)| count as zero
 _CHUNK_ELEMENTS = 2**26  # bound on the [tokens, senders, receivers] intermediate of the score einsum
@@ -123,7 +127,7 @@ def eap_scores(patcher, metric: Metric) -> Tensor:
     return _scores_from_gradients(patcher, gradients)
 
 
-def _check_steps(steps: int) -> int:
+def check_steps(steps: int) -> int:
     try:
         value = operator.index(steps)
     except TypeError:
@@ -135,7 +139,7 @@ def _check_steps(steps: int) -> int:
 
 def ig_alphas(steps: int, rule: str = "right") -> list[float]:
     """The interpolation points: k / steps (k = 1..steps) or, for ``midpoint``, (k - 1/2) / steps."""
-    steps = _check_steps(steps)
+    steps = check_steps(steps)
     if rule not in RULES:
         raise AcdcError(f"unknown integration rule '{rule}'; choose one of {', '.join(RULES)}")
     shift = 0.0 if rule == "right" else 0.5
@@ -168,16 +172,20 @@ def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right") 
 # ----- circuits from scores ---------------------------------------------------------------------
 
 
-def check_selection(graph: Graph, top_n: int | None, threshold: float | None) -> tuple[int | None, float | None]:
-    """Validate (top_n, threshold): exactly one given, top_n in [0, n_edges], threshold finite >= 0."""
+def check_selection(graph: Graph | None, top_n: int | None, threshold: float | None) -> tuple[int | None, float | None]:
+    """Validate (top_n, threshold): exactly one given, top_n an integer in [0, n_edges] (the range
+    once there is a graph), threshold finite >= 0."""
     if (top_n is None) == (threshold is None):
-        raise AcdcError("give exactly one of top_n (keep the n highest-|score| edges) and score_threshold (keep |score| >= it)")
+        raise AcdcError(
+            "give exactly one of top_n and score_threshold "
+            "(top_n keeps the n highest-|score| edges, score_threshold those with |score| >= it)"
+        )
     if top_n is not None:
         try:
             n = operator.index(top_n)
         except TypeError:
             raise AcdcError(f"top_n must be an integer, got {top_n!r}") from None
-        if isinstance(top_n, bool) or not 0 <= n <= graph.n_edges:
+        if graph is not None and (isinstance(top_n, bool) or not 0 <= n <= graph.n_edges):
             raise AcdcError(f"top_n must be between 0 and the graph's {graph.n_edges} edges, got {top_n!r}")
         return n, None
     try:
@@ -203,7 +211,7 @@ def select_edges(graph: Graph, scores: Tensor, top_n: int | None = None, thresho
     magnitude = scores.detach().to("cpu", torch.float64)[senders, receivers].abs()
     if not torch.isfinite(magnitude).all():
         bad = int((~torch.isfinite(magnitude)).nonzero()[0])
-        raise AcdcError(f"the score of edge '{graph.senders[senders[bad]]}->{graph.receivers[receivers[bad]]}' is not finite")
+        raise AcdcError(f"the score of edge '{edge_name(graph.senders[senders[bad]], graph.receivers[receivers[bad]])}' is not finite")
     if top_n is not None:
         chosen = torch.sort(magnitude, descending=True, stable=True).indices[:top_n]
     else:
@@ -213,12 +221,12 @@ def select_edges(graph: Graph, scores: Tensor, top_n: int | None = None, thresho
     return mask
 
 
-# ----- the method, for the API --------------------------------------------------------------------
+# ----- the scoring run ------------------------------------------------------------------------------
 
 
 @dataclass
 class EapResult:
-    """Scores and the selected edges; ``api.discover`` prunes them to input-to-logits paths and
+    """Scores and the selected edges; ``discover`` prunes them to input-to-logits paths and
     measures the circuit, as for every method.
 
     edge_kept [S, R]: the selected edges; edge_scores: float64 EAP(-IG) scores (0 where no edge
@@ -252,8 +260,8 @@ def run_eap(
         top_n, score_threshold: exactly one; see ``select_edges``.
         metric_name: the metric's name, for the KL warning (module docstring).
     """
-    if method not in METHODS:
-        raise AcdcError(f"unknown gradient method '{method}'; choose one of {', '.join(METHODS)}")
+    if method not in VARIANTS:
+        raise AcdcError(f"unknown gradient method '{method}'; choose one of {', '.join(VARIANTS)}")
     top_n, score_threshold = check_selection(patcher.graph, top_n, score_threshold)
     if method == "eap-ig":
         ig_alphas(steps, rule)  # validate before any work
@@ -285,3 +293,94 @@ def warn_if_negligible(method: str, metric_name: str, scores: Tensor, metric_ful
             ZeroGradientWarning,
             stacklevel=2,
         )
+
+
+# ----- the methods, for discover ----------------------------------------------------------------------
+
+
+@dataclass
+class EapParams:
+    """EAP's parameters (``discover(method="eap", ...)``): exactly one of
+
+    top_n: keep the top_n edges by |score| (0 .. the graph's edges), or
+    score_threshold: keep the edges with |score| >= it.
+    """
+
+    top_n: Optional[int] = None
+    score_threshold: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        check_selection(None, self.top_n, self.score_threshold)
+
+
+@dataclass
+class EapConfig(EapParams):
+    """``conf/method/eap.yaml``: logit_diff by default (KL's gradient vanishes at the clean model),
+    the top 20 edges by default."""
+
+    top_n: Optional[int] = 20
+    name: str = "eap"
+    metric: choices.Metric = choices.Metric.logit_diff
+    ablation: choices.Ablation = choices.Ablation.resample
+
+
+@dataclass
+class EapIgParams(EapParams):
+    """EAP-IG's parameters: EAP's, and ``steps``, the interpolation steps (one forward and one
+    backward pass each)."""
+
+    steps: int = 5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_steps(self.steps)
+
+
+@dataclass
+class EapIgConfig(EapIgParams):
+    """``conf/method/eap-ig.yaml``."""
+
+    top_n: Optional[int] = 20
+    name: str = "eap-ig"
+    metric: choices.Metric = choices.Metric.logit_diff
+    ablation: choices.Ablation = choices.Ablation.resample
+
+
+def _outcome(inputs: MethodInput, method: str, params: EapParams, steps: int = 1) -> MethodOutcome:
+    scored = run_eap(
+        inputs.patcher, inputs.metric, method=method, steps=steps, top_n=params.top_n,
+        score_threshold=params.score_threshold, metric_name=inputs.metric_name,
+    )
+    description = {"name": method, "ablation": inputs.ablation, "top_n": params.top_n, "score_threshold": params.score_threshold}
+    if method == "eap-ig":
+        description.update(steps=steps, integration="right Riemann, from the ablated input embeddings")
+    return MethodOutcome(
+        edge_kept=scored.edge_kept,
+        head_input_kept=inputs.graph.full_head_input_mask(),
+        edge_scores=scored.edge_scores,
+        head_input_scores=torch.full((inputs.graph.shape.n_layers, inputs.graph.shape.n_heads, 3), math.nan, dtype=torch.float64),
+        description=description,
+        threshold=params.score_threshold,
+        forward_passes=scored.forward_passes,
+        backward_passes=scored.backward_passes,
+    )
+
+
+def _selection(params: EapParams) -> str:
+    return f"top_n {params.top_n}" if params.top_n is not None else f"score_threshold {params.score_threshold}"
+
+
+def _review(outcome: MethodOutcome, inputs: MethodInput, metric: Mapping[str, Any]) -> None:
+    warn_if_negligible(outcome.description["name"], inputs.metric_name, outcome.edge_scores, metric["full"], metric["empty"])
+
+
+SPECS = (
+    MethodSpec(
+        name="eap", params=EapParams, config=EapConfig, run=lambda inputs, params: _outcome(inputs, "eap", params),
+        selection=_selection, review=_review,
+    ),
+    MethodSpec(
+        name="eap-ig", params=EapIgParams, config=EapIgConfig,
+        run=lambda inputs, params: _outcome(inputs, "eap-ig", params, params.steps), selection=_selection, review=_review,
+    ),
+)

@@ -27,6 +27,6 @@ def reference_circuit_path(name: str) -> Path:
 
 def reference_circuit(name: str):
     """The shipped circuit ``name`` as a ``Circuit``."""
-    from acdc_engine.io import load_circuit
+    from acdc_engine.circuit import load_circuit
 
     return load_circuit(reference_circuit_path(name))

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from acdc_engine.atomic_files import atomic_write_bytes
 from acdc_engine.circuit import Circuit
 from acdc_engine.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import (
@@ -38,12 +39,13 @@ from acdc_engine.evaluation.faithfulness import (
     faithfulness_of_scores,
 )
 from acdc_engine.evaluation.roc import LEVELS, RocCurve, check_same_graph, roc_from_circuits, roc_from_scores
-from acdc_engine.evaluation.sweep import acdc_threshold_sweep, resolve_task
+from acdc_engine.evaluation.sweep import acdc_threshold_sweep
 from acdc_engine.evaluation.tables import csv_text, markdown_table, number
-from acdc_engine.io import atomic_write_bytes
+from acdc_engine.measurement import resolve_task
 from acdc_engine.tasks import TaskData
 
-METHODS = ("acdc", "eap", "eap-ig")
+COMPARED_METHODS = ("acdc", "eap", "eap-ig")
+"""The methods compared: ACDC as a threshold sweep, EAP and EAP-IG as rankings (module docstring)."""
 LABELS = {"acdc": "ACDC", "eap": "EAP", "eap-ig": "EAP-IG"}
 
 
@@ -143,6 +145,13 @@ class MethodComparison:
         return written
 
 
+def check_compared_methods(methods: Sequence[str]) -> None:
+    """AcdcError unless ``methods`` is a non-empty list of ``COMPARED_METHODS``."""
+    unknown = [m for m in methods if m not in COMPARED_METHODS]
+    if unknown or not methods:
+        raise AcdcError(f"unknown or no methods {list(unknown or methods)}; choose from {', '.join(COMPARED_METHODS)}")
+
+
 def default_thresholds(metric_range: float, n: int = 16) -> list[float]:
     """0, then ``n`` thresholds from 1e-4 to 1 times ``metric_range``, evenly spaced on a log scale."""
     return [0.0] + [float(t) for t in np.geomspace(1e-4, 1.0, n) * abs(metric_range)]
@@ -163,7 +172,7 @@ def compare_methods(
     task: TaskData | str,
     *,
     truth: Circuit | None = None,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = COMPARED_METHODS,
     thresholds: Sequence[float] | None = None,
     metric: str | None = None,
     gradient_metric: str | None = None,
@@ -186,9 +195,7 @@ def compare_methods(
         split_input: None: the truth's (False without a truth).
         fractions: the k of MIB's top-k circuits.
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise AcdcError(f"unknown or no methods {list(unknown or methods)}; choose from {', '.join(METHODS)}")
+    check_compared_methods(methods)
     if truth is not None:
         if split_input is not None and split_input != truth.graph.shape.split_input:
             raise AcdcError(f"split_input={split_input}, but the ground truth's graph has split_input={truth.graph.shape.split_input}")
@@ -217,7 +224,8 @@ def compare_methods(
             from acdc_engine.api import discover
 
             start = time.perf_counter()
-            scored = discover(model, task_data, method=method, metric=gradient_metric, steps=steps, top_n=0, **common)
+            method_params = {"steps": steps} if method == "eap-ig" else {}
+            scored = discover(model, task_data, method=method, metric=gradient_metric, top_n=0, **method_params, **common)
             seconds = time.perf_counter() - start
             result = MethodResult(method, faithfulness_of_scores(evaluator, scored.edge_scores, fractions), seconds)
             if truth is not None:

@@ -1,0 +1,128 @@
+"""What a circuit-discovery method is to the engine: its registry entry, what it runs on, what it returns.
+
+Every method is one ``MethodSpec`` in ``acdc_engine.methods.METHODS``. ``discover`` looks the method
+up by name, has the entry check its parameters (``MethodSpec.parse``), builds the setting every
+method shares (graph, patcher, metric: a ``MethodInput``), calls ``MethodSpec.run``, and prunes and
+measures the ``MethodOutcome`` the same way whatever the method. The command line registers each
+entry's ``config`` as the Hydra schema of ``conf/method/<name>.yaml`` and passes that group's keys
+through to ``discover``. docs/design.md shows a new method plugged in with one entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+
+from torch import Tensor
+
+from acdc_engine.errors import AcdcError
+from acdc_engine.graph import Graph
+from acdc_engine.metrics import Metric
+
+if TYPE_CHECKING:
+    from acdc_engine.patching import EdgePatcher
+
+Evaluate = Callable[[Tensor, Tensor, int], Tensor]
+"""(edge masks [C, S, R], head input masks [C, L, H, 3], start layer) -> metric [C] float64, lower is better.
+
+The start layer is where a resumed forward pass may begin: every receiver below it is intact."""
+
+RUN_KEYS = ("name", "metric", "ablation")
+"""Keys of a method's Hydra config that ``discover`` takes as its own arguments, not the method's."""
+
+
+class Checkpointing(Protocol):
+    """Where a method that checkpoints saves its state (``acdc_engine.checkpoint.Checkpointer`` is
+    one); the methods know only this interface."""
+
+    path: Path
+
+    def due(self, visited: int) -> bool:
+        """Whether the state after ``visited`` steps (ACDC: candidates visited) should be saved now."""
+
+    def save(self, state: Any) -> None:
+        """Write ``state`` (ACDC: an ``AcdcState``) so that a later run can continue from it."""
+
+
+@dataclass(frozen=True)
+class MethodInput:
+    """The setting a method runs in, built by ``discover`` (``acdc_engine.measurement``).
+
+    metric: circuit logits [C, n_prompts, P, d_vocab] -> [C]; evaluate: the patched pass and the
+    metric in one call (``Evaluate``; shared through a ``MetricCache`` in a sweep). resume and
+    checkpointer are set only for a method that checkpoints (``MethodSpec.checkpoints``): the state
+    saved by an earlier run to continue from (ACDC: ``AcdcState``), and where to save its own.
+    """
+
+    graph: Graph
+    patcher: EdgePatcher
+    metric: Metric
+    metric_name: str
+    evaluate: Evaluate
+    ablation: str
+    progress: bool = True
+    resume: Any = None
+    checkpointer: Checkpointing | None = None
+
+
+@dataclass
+class MethodOutcome:
+    """What a method found, before pruning to input-to-logits paths.
+
+    edge_kept [S, R], head_input_kept [L, H, 3]: bool, True = kept.
+    edge_scores [S, R], head_input_scores [L, H, 3]: float64, NaN where not measured.
+    description: the circuit file's ``method`` block (``name`` and ``ablation`` first).
+    threshold: the circuit file's ``threshold`` (what the scores were cut at; None: no threshold).
+    forward_passes, backward_passes: the passes the method itself ran.
+    run_block: further entries of the circuit file's ``run`` block (ACDC: candidates_tested, batch_size).
+    """
+
+    edge_kept: Tensor
+    head_input_kept: Tensor
+    edge_scores: Tensor
+    head_input_scores: Tensor
+    description: dict[str, Any]
+    threshold: float | None
+    forward_passes: int
+    backward_passes: int = 0
+    run_block: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method's registry entry.
+
+    name: the ``method=`` choice and the circuit file's ``method.name``.
+    params: a dataclass of the method's own parameters as ``discover`` takes them (keyword
+        arguments), with their defaults; its ``__post_init__`` is the one place their rules are
+        checked (AcdcError naming the parameter).
+    config: the Hydra schema of ``conf/method/<name>.yaml``: ``params``' fields (a subclass, so the
+        same ``__post_init__`` checks the composed config) and ``RUN_KEYS``.
+    run: ``run(MethodInput, params) -> MethodOutcome``.
+    selection: the command line's words for what picked the edges, e.g. "threshold 0.05".
+    checkpoints: whether the method saves its state and resumes (``discover(checkpoint=...)``).
+    review: called with the outcome, the method's input and the measured metric block
+        (``{"name", "full", "circuit", "empty"}``) once the circuit is measured, for warnings
+        that need those values; None: nothing to review.
+    """
+
+    name: str
+    params: type
+    config: type
+    run: Callable[[MethodInput, Any], MethodOutcome]
+    selection: Callable[[Any], str]
+    checkpoints: bool = False
+    review: Callable[[MethodOutcome, MethodInput, Mapping[str, Any]], None] | None = None
+
+    def parse(self, given: Mapping[str, Any]) -> Any:
+        """The method's parameters from keyword arguments (defaults for the rest); AcdcError on a
+        parameter the method does not take, or a value its rules refuse."""
+        names = [f.name for f in dataclasses.fields(self.params)]
+        unknown = [key for key in given if key not in names]
+        if unknown:
+            raise AcdcError(
+                f"method '{self.name}' takes no parameter '{unknown[0]}'; its parameters are {', '.join(names)}"
+            )
+        return self.params(**given)
