@@ -29,8 +29,19 @@ OWN_PASSES = 5  # besides a method's own: the clean and corrupted runs, full log
 
 
 def model_description(model: torch.nn.Module, name: str | None, split_input: bool) -> dict[str, Any]:
-    """The ``model`` block of a circuit file: ``name`` (default: the config's) and the graph's shape."""
+    """The ``model`` block of a circuit file: ``name`` (default: the config's), the graph's shape
+    and, where they are not GPT-2's, the architecture's features (``family``, ``features``,
+    ``n_key_value_heads``, ``parallel_attn_mlp``)."""
     cfg = model.cfg
+    extra: dict[str, Any] = {}
+    if getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads):
+        extra["n_key_value_heads"] = cfg.n_key_value_heads
+    if getattr(cfg, "parallel_attn_mlp", False) and not cfg.attn_only:
+        extra["parallel_attn_mlp"] = True
+    features = cfg.features() if hasattr(cfg, "features") else []
+    if features:
+        extra["family"] = cfg.family
+        extra["features"] = features
     return {
         "name": name or cfg.model_name,
         "n_layers": cfg.n_layers,
@@ -43,6 +54,7 @@ def model_description(model: torch.nn.Module, name: str | None, split_input: boo
         "normalization_type": cfg.normalization_type,
         "split_input": split_input,
         "dtype": str(cfg.dtype).removeprefix("torch."),
+        **extra,
     }
 
 
@@ -66,6 +78,7 @@ def discover(
     metric: str | None = None,
     ablation: str = "resample",
     split_input: bool = False,
+    permute_corrupted_positions: bool = False,
     task_params: dict[str, Any] | None = None,
     model_name: str | None = None,
     seed: int = 0,
@@ -80,7 +93,8 @@ def discover(
     """Find the circuit of ``model`` for ``task``.
 
     Args:
-        model: a ``HookedTransformer``, or a name for ``acdc_engine.models.load_model``.
+        model: a ``ModelSpec``, a TransformerLens ``TransformerBridge`` or ``HookedTransformer``
+            (``acdc_engine.architecture.as_model_spec``), or a name for ``acdc_engine.models.load_model``.
         task: a built-in task name, a ``TaskData``, a dict of TaskData fields, or (clean, corrupted).
         method: "acdc" (exact ACDC), "acdc-eap" (ACDC that skips edges EAP-IG rates negligible),
             "eap" (edge attribution patching) or "eap-ig" (EAP with integrated gradients); see
@@ -89,6 +103,10 @@ def discover(
             better. None: the task's default (kl for induction).
         ablation: what a removed edge carries: "resample" (the corrupted run), "zero" or "mean".
         split_input: token and positional embeddings as two senders instead of ``input``.
+        permute_corrupted_positions: under resample ablation with split_input, run the corrupted
+            prompts with their positional embedding at permuted positions (seed 49), as the original
+            ACDC does, so that its tracr resample circuits can be reproduced (recorded in the
+            circuit file's ``method`` block); off by default.
         task_params: keyword arguments for a built-in task (e.g. ``n_prompts``).
         model_name: the name recorded in the circuit file (default: the model's config's, or ``model``
             when it is a name).
@@ -123,6 +141,9 @@ def discover(
 
         model_name = model_name or model
         model = load_model(model)
+    from acdc_engine.architecture import as_model_spec
+
+    model = as_model_spec(model)
     task_data = resolve_task(model, task, task_params)
     metric = metric or task_data.default_metric
     resumed = checkpointer = None
@@ -132,14 +153,15 @@ def discover(
         if run_config is None:
             run_config = {
                 "method": method, **dataclasses.asdict(params), "metric": metric, "ablation": ablation,
-                "split_input": split_input, "task": task_data.name, "task_params": task_params or {},
+                "split_input": split_input, **({"permute_corrupted_positions": True} if permute_corrupted_positions else {}),
+                "task": task_data.name, "task_params": task_params or {},
                 "model_name": model_name, "seed": seed,
             }
         resumed, checkpointer = _checkpointing(
             checkpoint, fingerprint(run_config, model, task_data), checkpoint_every, checkpoint_seconds, start
         )
 
-    measurement = Measurement(model, task_data, metric, ablation, split_input)
+    measurement = Measurement(model, task_data, metric, ablation, split_input, permute_corrupted_positions)
     evaluate = measurement.evaluate
     if metric_cache is not None:
         evaluate = metric_cache.wrap(evaluate, model=model, task=task_data, metric=metric, ablation=ablation, split_input=split_input)
@@ -172,7 +194,7 @@ def discover(
         threshold=outcome.threshold,
         model=model_description(model, model_name, split_input),
         task=task_description(task_data),
-        method=outcome.description,
+        method={**outcome.description, **({"permute_corrupted_positions": True} if permute_corrupted_positions else {})},
         run={
             "seed": seed,
             "versions": _versions(),
@@ -181,6 +203,7 @@ def discover(
             "backward_passes": outcome.backward_passes,
             **outcome.run_block,
             "device": str(measurement.patcher.device),
+            "self_check": measurement.patcher.self_check.to_dict(),
         },
     )
 

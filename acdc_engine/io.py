@@ -1,7 +1,7 @@
 """The circuit file format: JSON close to the EAP-IG / MIB layout, written atomically, read with validation.
 
     {"format": "acdc-engine/circuit", "version": 1,
-     "model": {"name", "n_layers", "n_heads", "attn_only", "split_input", ...}, "task": {...},
+     "model": {"name", "n_layers", "n_heads", "attn_only", "split_input", "parallel_attn_mlp", ...}, "task": {...},
      "method": {"name", "ablation", ...}, "threshold": float | null,
      "metric": {"name", "full", "circuit", "empty"},
      "nodes": {name: {"in_graph": bool}},
@@ -49,14 +49,15 @@ def edge_count(shape: GraphShape) -> int:
 
     Every receiver reads every sender that writes strictly before it: layer l's head receivers
     (3 per head) read the I input senders and the H heads (+ MLP) of each earlier layer; layer l's
-    MLP also reads layer l's heads; the logits read every sender.
+    MLP also reads layer l's heads, except in a parallel block; the logits read every sender.
     """
     inputs = 2 if shape.split_input else 1
     mlp = 1 if shape.has_mlp else 0
     layers, heads = shape.n_layers, shape.n_heads
     per_layer = heads + mlp  # senders each layer adds
     earlier = layers * inputs + per_layer * layers * (layers - 1) // 2  # summed over l of senders before layer l
-    return (3 * heads + mlp) * earlier + mlp * layers * heads + inputs + layers * per_layer
+    same_layer = 0 if shape.parallel_attn_mlp else mlp * layers * heads
+    return (3 * heads + mlp) * earlier + same_layer + inputs + layers * per_layer
 
 
 def _score(value: float) -> float | None:
@@ -208,6 +209,7 @@ def circuit_fields(data: Any, source: str = "circuit") -> dict[str, Any]:
         n_heads=_field(model, "n_heads", int, where),
         has_mlp=not _field(model, "attn_only", bool, where),
         split_input=bool(_field(model, "split_input", bool, where, required=False)),
+        parallel_attn_mlp=bool(_field(model, "parallel_attn_mlp", bool, where, required=False)),
     )
     if shape.n_layers < 1 or shape.n_heads < 1:
         raise AcdcError(f"{where}: n_layers and n_heads must be positive")
@@ -219,6 +221,8 @@ def circuit_fields(data: Any, source: str = "circuit") -> dict[str, Any]:
             f"{expected} edges, the file lists {len(listed)}"
         )
     graph = build_graph(shape, split_input=shape.split_input)
+    if shape.parallel_attn_mlp and not shape.has_mlp:
+        raise AcdcError(f"{where}: parallel_attn_mlp is true but attn_only is true too")
     edge_index = {edge_name(s, r): (graph.sender_index[s], graph.receiver_index[r]) for s, r in graph.edges()}
 
     def parse_edge(name: str) -> tuple[int, int]:

@@ -49,11 +49,13 @@ class Measurement:
     """The metric of any circuit of ``model`` on ``task``, everything outside the circuit patched.
 
     Args:
-        model: a HookedTransformer.
+        model: a ``ModelSpec`` (or what ``as_model_spec`` converts).
         task: the task's data (``resolve_task``).
         metric: a metric name (``acdc_engine.metrics``); None: the task's default.
         ablation: what a patched edge carries: "resample", "zero" or "mean".
         split_input: token and positional embeddings as two senders.
+        permute_corrupted_positions: the original ACDC's permuted positional embedding in the
+            corrupted run (``EdgePatcher``).
     Attributes:
         model, task, ablation, split_input: the setting, as given.
         graph: the model's graph; patcher: its ``EdgePatcher``.
@@ -68,11 +70,15 @@ class Measurement:
         metric: str | None = None,
         ablation: str = "resample",
         split_input: bool = False,
+        permute_corrupted_positions: bool = False,
     ) -> None:
         self.model, self.task, self.ablation, self.split_input = model, task, ablation, split_input
         self.graph = build_graph(model.cfg, split_input=split_input)
         self.metric_name = metric or task.default_metric
-        self.patcher = EdgePatcher(model, self.graph, task.clean, task.corrupted, task.positions, ablation)
+        self.patcher = EdgePatcher(
+            model, self.graph, task.clean, task.corrupted, task.positions, ablation,
+            permute_corrupted_positions=permute_corrupted_positions,
+        )
         full_logits = at_least_float32(
             self.patcher.logits(self.full_edges, self.full_heads, start_layer=self.graph.shape.n_layers)
         )

@@ -21,8 +21,8 @@ from types import SimpleNamespace
 import torch
 
 from acdc_engine import build_graph
-from acdc_engine.circuit import Circuit, on_input_to_logits_paths
-from acdc_engine.io import load_circuit
+from acdc_engine.circuit import Circuit, load_circuit
+from acdc_engine.pruning import on_input_to_logits_paths
 
 SHAPES = {  # name: (layers, query heads, parallel blocks)
     "gpt2": (12, 12, False),
@@ -47,7 +47,7 @@ def measure(name: str, n_layers: int, n_heads: int, parallel: bool) -> dict:
     heads = torch.rand(graph.full_head_input_mask().shape, generator=g) < 0.5
     edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, kept, heads)
     scores = torch.where(graph.edge_exists, torch.rand(graph.edge_exists.shape, generator=g, dtype=torch.float64), float("nan"))
-    circuit = Circuit.unscored(graph, kept, heads, model={"name": name, "n_layers": n_layers, "n_heads": n_heads}, task={"name": "random"})
+    circuit = Circuit.unscored(graph, kept, heads, model={"name": name, "n_layers": n_layers, "n_heads": n_heads, "attn_only": False, "parallel_attn_mlp": parallel}, task={"name": "random"})
     circuit.edge_in_graph, circuit.head_input_in_graph, circuit.edge_scores = edge_in_graph, head_in_graph, scores
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "circuit.json"
