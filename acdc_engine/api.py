@@ -24,6 +24,7 @@ from acdc_engine.methods.eap import check_selection, ig_alphas, run_eap, warn_if
 from acdc_engine.metrics import at_least_float32, make_metric
 from acdc_engine.patching import EdgePatcher
 from acdc_engine.tasks import TaskData, make_task
+from acdc_engine.validation import check_discover_arguments, check_task_fits
 
 ACDC_METHODS = ("acdc", "acdc-eap")  # the methods that prune by exact ACDC
 METHODS = (*ACDC_METHODS, *GRADIENT_METHODS)
@@ -118,6 +119,9 @@ def discover(
             config); None: this call's arguments.
     """
     start = time.perf_counter()
+    check_discover_arguments(
+        model, task, task_params=task_params, checkpoint=checkpoint, threshold=threshold, uses_threshold=method in ACDC_METHODS
+    )
     if method not in METHODS:
         raise AcdcError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     if method in ACDC_METHODS:
@@ -131,7 +135,9 @@ def discover(
 
         model_name = model_name or model
         model = load_model(model)
+    check_task_fits(model, task, task_params, split_input=split_input)  # a built-in task, before it is built
     task_data = _as_task(task, model, dict(task_params or {}))
+    check_task_fits(model, task_data, split_input=split_input)
     task_data.check_vocabulary(model.cfg.d_vocab)
     metric = metric or task_data.default_metric
     if task_data.clean.shape[1] > model.cfg.n_ctx:
