@@ -24,6 +24,7 @@ from acdc_engine.methods import MethodInput, method_spec
 from acdc_engine.metric_cache import MetricCache
 from acdc_engine.pruning import on_input_to_logits_paths
 from acdc_engine.tasks import TaskData
+from acdc_engine.validation import check_discover_arguments, check_task_fits
 
 OWN_PASSES = 5  # besides a method's own: the clean and corrupted runs, full logits, circuit, empty
 
@@ -135,6 +136,10 @@ def discover(
     """
     start = time.perf_counter()
     spec = method_spec(method)
+    check_discover_arguments(
+        model, task, task_params=task_params, checkpoint=checkpoint,
+        threshold=method_params.get("threshold", 0.0), uses_threshold="threshold" in method_params,
+    )
     params = spec.parse(method_params)  # before the model loads
     if isinstance(model, str):
         from acdc_engine.models import load_model
@@ -144,7 +149,9 @@ def discover(
     from acdc_engine.architecture import as_model_spec
 
     model = as_model_spec(model)
+    check_task_fits(model, task, task_params, split_input=split_input)  # a built-in task, before it is built
     task_data = resolve_task(model, task, task_params)
+    check_task_fits(model, task_data, split_input=split_input)
     metric = metric or task_data.default_metric
     resumed = checkpointer = None
     if checkpoint is not None:

@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -184,6 +185,7 @@ class Checkpointer:
         self.seconds_before = seconds_before
         self._last_visited = visited
         self._last_time = time.perf_counter()
+        self._failures: set[str] = set()  # causes of failed saves already warned about
 
     def due(self, visited: int) -> bool:
         """Whether the state after ``visited`` candidates of the visiting order should be saved now."""
@@ -192,9 +194,21 @@ class Checkpointer:
         return self.every_seconds is not None and time.perf_counter() - self._last_time >= self.every_seconds
 
     def save(self, state: AcdcState) -> None:
-        """Write ``state`` atomically to ``path``."""
+        """Write ``state`` atomically to ``path``. A write that fails (a full disk, a folder gone)
+        warns once per cause and leaves the previous checkpoint; the run goes on, and tries again
+        at the next save that is due."""
         seconds = self.seconds_before + time.perf_counter() - self.started
-        atomic_write_bytes(self.path, checkpoint_bytes(state, self.fingerprint, seconds))
+        try:
+            atomic_write_bytes(self.path, checkpoint_bytes(state, self.fingerprint, seconds))
+        except OSError as error:
+            cause = f"{error.strerror or error}"
+            if cause not in self._failures:
+                self._failures.add(cause)
+                warnings.warn(
+                    f"cannot save the checkpoint {self.path} ({cause}); the run goes on, and a resume would "
+                    "start from the last checkpoint saved",
+                    stacklevel=2,
+                )
         self._last_visited, self._last_time = state.visited, time.perf_counter()
 
 

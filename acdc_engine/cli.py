@@ -6,14 +6,18 @@
     acdc-discover resume=outputs/<date>/<time>      # continue a killed ACDC run (same overrides)
 
 Each run writes circuit.json, circuit.dot (and .svg/.png when a renderer exists) into its Hydra
-run folder, ``outputs/<date>/<time>/`` by default; an ACDC run also keeps its state there
-(checkpoint.safetensors, see ``acdc_engine.checkpoint``). A resumed run writes into the folder it
-resumes, and Hydra's record of it goes to ``.hydra/resumed-<date>_<time>/`` there.
+run folder, ``outputs/<date>/<time>/`` by default (the time to the microsecond); an ACDC run also
+keeps its state there (checkpoint.safetensors, see ``acdc_engine.checkpoint``). A resumed run
+writes into the folder it resumes, and its record goes to ``.hydra/resumed-<date>_<time>/`` there.
+One run per folder, nothing written before the config is valid, and finished files saved elsewhere
+when the folder cannot take them: ``acdc_engine.run_folder``. Ctrl-C prints the checkpoint and the
+command that continues the run.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -22,29 +26,81 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from acdc_engine.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from acdc_engine.config import register_configs
 from acdc_engine.errors import AcdcError
+from acdc_engine.run_folder import (
+    claim_run_folder,
+    quote_resume_override,
+    relative_to_cwd,
+    remove_unused_folder,
+    save_outputs,
+    write_run_record,
+)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+OUTPUTS = ("circuit.json", "circuit.dot", "circuit.svg", "circuit.png", CHECKPOINT_FILE)
+"""The files a run writes into its folder; a new run is refused a folder that holds any of them."""
+
+
 def run(cfg: DictConfig) -> Path:
-    """Run discovery as ``cfg`` says and write the circuit files; returns the run folder."""
+    """Run discovery as ``cfg`` says and write the circuit files; returns the run folder.
+
+    Nothing is written before ``cfg`` passes validation and the run folder is claimed
+    (``acdc_engine.run_folder``): locked, and holding no other run unless ``resume=`` names it."""
+    from acdc_engine.validation import validate_config
+
+    validate_config(cfg)  # ranges and rules across fields, before the slow model load
+    out_dir = Path(HydraConfig.get().runtime.output_dir)  # under resume=, the resumed run's folder
+    _check_resume(cfg, out_dir)
+    with claim_run_folder(out_dir, OUTPUTS, resume=cfg.resume is not None):
+        write_run_record(out_dir, cfg, resumed=cfg.resume is not None)
+        try:
+            return _discover_into(cfg, out_dir)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(_how_to_resume(cfg, out_dir)) from None
+
+
+def _check_resume(cfg: DictConfig, out_dir: Path) -> None:
+    """AcdcError unless ``resume=`` is unset, or names an ACDC run's folder with a checkpoint, for
+    an ACDC method, and is the folder this run writes into."""
+    from acdc_engine.methods import METHODS, method_spec
+
+    if cfg.resume is None:
+        return
+    checkpointing = [name for name, spec in METHODS.items() if spec.checkpoints]
+    if not method_spec(cfg.method.name).checkpoints:
+        raise AcdcError(
+            f"resume={cfg.resume}: method {cfg.method.name} keeps no checkpoint, so it has no run to continue "
+            f"(resume= continues an ACDC run: method={' or method='.join(checkpointing)}); run it again without resume="
+        )
+    checkpoint = Path(cfg.resume) / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        raise AcdcError(f"resume={cfg.resume}: no ACDC checkpoint {checkpoint} to resume")
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise AcdcError(f"resume={cfg.resume} continues one run in its own folder; it cannot be part of a multirun (drop -m)")
+    if not out_dir.samefile(cfg.resume):
+        raise AcdcError(
+            f"resume={cfg.resume} writes into the folder it resumes, but hydra.run.dir names another ({out_dir}); "
+            "drop hydra.run.dir"
+        )
+
+
+def _discover_into(cfg: DictConfig, out_dir: Path) -> Path:
     from acdc_engine.api import discover
     from acdc_engine.draw import write_drawings
     from acdc_engine.methods import RUN_KEYS, method_spec
     from acdc_engine.models import load_model
-    from acdc_engine.validation import validate_config
 
-    validate_config(cfg)  # ranges and rules across fields, before the slow model load
     spec = method_spec(cfg.method.name)
     method_params = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in RUN_KEYS}
     torch.manual_seed(cfg.seed)
-    out_dir = Path(HydraConfig.get().runtime.output_dir)  # under resume=, the resumed run's folder
     checkpoint = (out_dir if cfg.resume is None else Path(cfg.resume)) / CHECKPOINT_FILE
     checkpointing = {}
     if spec.checkpoints:
@@ -55,8 +111,6 @@ def run(cfg: DictConfig) -> Path:
             run_config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         )
     if cfg.resume is not None:
-        if not checkpoint.is_file() or not spec.checkpoints:
-            raise AcdcError(f"resume={cfg.resume}: no ACDC checkpoint {checkpoint} to resume")
         print(f"resuming from {checkpoint}")
     model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None
     model = load_model(
@@ -77,34 +131,63 @@ def run(cfg: DictConfig) -> Path:
         seed=cfg.seed,
         progress=cfg.progress,
     )
-    circuit.save(out_dir / "circuit.json")
-    drawings = write_drawings(circuit, out_dir)
+    saved = save_outputs(
+        out_dir, lambda folder: [circuit.save(folder / "circuit.json"), *write_drawings(circuit, folder)], "the circuit files"
+    )
     m = circuit.metric
-    print(f"circuit files: {out_dir / 'circuit.json'}, " + ", ".join(p.name for p in drawings))
+    print(f"circuit files: {saved.paths[0]}, " + ", ".join(p.name for p in saved.paths[1:]))
     print(f"edges kept: {circuit.n_edges} / {circuit.n_edges_total} ({spec.selection(spec.parse(method_params))})")
     print(f"{m['name']}: circuit {m['circuit']:.6g} | full model {m['full']:.6g} | empty circuit {m['empty']:.6g}")
     print(f"seconds: {circuit.run['seconds']:.2f}, forward passes: {circuit.run['forward_passes']}")
+    if saved.problem:
+        raise AcdcError(saved.problem)
     return out_dir
+
+
+def _how_to_resume(cfg: DictConfig, out_dir: Path) -> str:
+    """What an interrupted run leaves: its checkpoint and the command that continues it, or why none."""
+    from acdc_engine.methods import method_spec
+
+    if not method_spec(cfg.method.name).checkpoints:
+        return f"method {cfg.method.name} keeps no checkpoint; run it again to finish"
+    checkpoint = out_dir / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        return "no checkpoint was saved yet, so there is nothing to resume; run it again"
+    folder = relative_to_cwd(out_dir)
+    overrides = [o for o in HydraConfig.get().overrides.task if o.partition("=")[0].lstrip("+~") != "resume"]
+    command = shlex.join(["acdc-discover", f"resume={folder}", *overrides])
+    return f"the last checkpoint is {relative_to_cwd(checkpoint)}; continue the run with: {command}"
 
 
 RAISED_IN_RUN = "_acdc_raised_in_run"  # marks an exception from a run (a bug), not from Hydra's composition
 
 
 def hydra_command(prog: str, run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]:
-    """``run`` as a Hydra task function: an AcdcError prints one line under ``prog`` and exits 2;
-    any other exception is marked as raised by the run (a bug, to keep its traceback)."""
+    """``run`` as a Hydra task function: an AcdcError prints one line under ``prog`` and exits 2,
+    removing the run's folder if the run left it empty (``remove_unused_folder``); Ctrl-C prints one
+    line (with what the interrupted ``run`` says, the message of its KeyboardInterrupt) and exits
+    130; any other exception is marked as raised by the run (a bug, to keep its traceback)."""
 
     def task(cfg: DictConfig) -> None:
         try:
             run(cfg)
         except AcdcError as error:
+            hydra_cfg = HydraConfig.get()
+            remove_unused_folder(hydra_cfg.runtime.output_dir, job_folder=hydra_cfg.mode == RunMode.MULTIRUN)
             print(f"{prog}: error: {error}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt as interrupt:
+            _interrupted(prog, interrupt)
         except Exception as error:
             setattr(error, RAISED_IN_RUN, True)  # an attribute survives the trip back from a launcher's worker process
             raise
 
     return task
+
+
+def _interrupted(prog: str, interrupt: KeyboardInterrupt) -> None:
+    print(f"{prog}: interrupted" + (f"; {interrupt}" if str(interrupt) else ""), file=sys.stderr)
+    sys.exit(130)
 
 
 def _config_error(error: Exception) -> str:
@@ -135,6 +218,8 @@ def run_hydra_command(prog: str, config_name: str, run: Callable[[DictConfig], A
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors here instead of printing tracebacks
     try:
         entry()
+    except KeyboardInterrupt as interrupt:  # while Hydra composes or launches
+        _interrupted(prog, interrupt)
     except Exception as error:
         if getattr(error, RAISED_IN_RUN, False):  # not a config error: a bug, keep its traceback
             raise
@@ -144,6 +229,7 @@ def run_hydra_command(prog: str, config_name: str, run: Callable[[DictConfig], A
 
 def main() -> None:
     register_configs()
+    sys.argv[1:] = quote_resume_override(sys.argv[1:])  # resume= takes a multirun job folder (its '=') as written
     run_hydra_command("acdc-discover", "config", run)
 
 

@@ -57,18 +57,13 @@ class Config:
 
 def _run_folder(resume: str | None, fresh: str) -> str:
     """hydra.run.dir: the folder being resumed when there is one, else the fresh dated folder (a
-    resume= naming no folder gets a fresh one, and the run then fails for want of a checkpoint)."""
+    resume= naming no folder gets a fresh one, and the run is then refused for want of a
+    checkpoint, leaving no folder behind)."""
     return resume if resume is not None and Path(resume).is_dir() else fresh
-
-
-def _hydra_subdir(resume: str | None, stamp: str) -> str:
-    """hydra.output_subdir: a resumed run keeps the original run's .hydra record and adds its own."""
-    return f".hydra/resumed-{stamp}" if resume is not None and Path(resume).is_dir() else ".hydra"
 
 
 def register_configs() -> None:
     OmegaConf.register_new_resolver("acdc.run_folder", _run_folder, replace=True)
-    OmegaConf.register_new_resolver("acdc.hydra_subdir", _hydra_subdir, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="schema/model", name="model", node=ModelConfig)

@@ -4,7 +4,10 @@
 ``AcdcError`` naming ``source`` and the line and column: invalid JSON, bytes that are not UTF-8,
 ``NaN`` / ``Infinity`` (not JSON, and not writable back with ``allow_nan=False``), numbers beyond the
 64-bit float range (``1e999`` would read as inf), integers too long for Python to convert, a key
-given twice in one object (``json`` silently keeps the last), and nesting deeper than the parser.
+given twice in one object (``json`` silently keeps the last; the error points at the second
+occurrence of the key), and nesting deeper than the parser. ``strict_loads(text)`` is the same
+parser for one piece of text (a JSON-lines record): it raises ``JsonProblem``, which holds the
+problem and its line and column, for the caller to place.
 """
 
 from __future__ import annotations
@@ -13,9 +16,19 @@ import json
 import json.decoder
 import json.scanner
 import math
+import re
 from typing import Any
 
 from acdc_engine.errors import AcdcError
+
+
+class JsonProblem(AcdcError):
+    """Text refused by the strict parser: ``problem`` at ``line`` and ``column`` (1-based; both
+    None when no single place is to blame, as for nesting beyond the parser)."""
+
+    def __init__(self, problem: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(problem if line is None else f"line {line}, column {column}: {problem}")
+        self.problem, self.line, self.column = problem, line, column
 
 
 class _Rejected(Exception):
@@ -74,13 +87,7 @@ class _LocatingDecoder(json.JSONDecoder):
         return scan_at
 
     def _object(self, s_and_end, strict, scan_once, object_hook, object_pairs_hook, memo=None):
-        start = s_and_end[1] - 1
-
-        def hook_at_start(pairs):
-            self.position = start  # the hook runs once the object is read: point back at its '{'
-            return object_pairs_hook(pairs)
-
-        return json.decoder.JSONObject(s_and_end, strict, self._tracking(scan_once), object_hook, hook_at_start, memo)
+        return json.decoder.JSONObject(s_and_end, strict, self._tracking(scan_once), object_hook, object_pairs_hook, memo)
 
     def _array(self, s_and_end, scan_once):
         return json.decoder.JSONArray(s_and_end, self._tracking(scan_once))
@@ -92,27 +99,67 @@ def _line_and_column(text: str | bytes, offset: int) -> tuple[int, int]:
     return text.count(newline, 0, offset) + 1, offset - line_start + 1
 
 
-def parse_json(raw: bytes | str, source: str = "circuit") -> Any:
-    """Parse strict JSON: UTF-8 (a byte-order mark is allowed), no NaN or Infinity, no number
-    outside the 64-bit float range, no key twice in one object. AcdcError names ``source`` and
-    the line and column of the problem."""
+# The tokens of (syntactically valid) JSON text: strings, structural characters, other literals.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+')
+
+
+def _first_duplicate_key(text: str) -> tuple[str, int] | None:
+    """The first key, in reading order, that repeats an earlier key of its object, and the offset of
+    its opening quote; None if no object repeats a key. ``text`` must be valid JSON."""
+    objects: list[set[str] | None] = []  # per open container: the keys of an object so far, None for an array
+    string = None  # the string token just read, with its offset
+    for token in _TOKEN.finditer(text):
+        value = token.group()
+        if value == ":" and string is not None:  # a key
+            keys = objects[-1]
+            if string[0] in keys:
+                return string
+            keys.add(string[0])
+        elif value in "{[":
+            objects.append(set() if value == "{" else None)
+        elif value in "}]":
+            objects.pop()
+        string = (json.loads(value), token.start()) if value.startswith('"') else None
+    return None
+
+
+def strict_loads(raw: bytes | str) -> Any:
+    """Parse strict JSON (see the module docstring); ``JsonProblem`` saying what and where if refused."""
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8-sig")
         except UnicodeDecodeError as error:
-            line, column = _line_and_column(raw, error.start)
-            raise AcdcError(f"{source}: line {line}, column {column}: bytes that are not UTF-8 text") from None
+            raise JsonProblem("bytes that are not UTF-8 text", *_line_and_column(raw, error.start)) from None
     try:
         return json.loads(raw, **_STRICT)
     except json.JSONDecodeError as error:
-        raise AcdcError(f"{source}: not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+        raise JsonProblem(f"not valid JSON: {error.msg}", error.lineno, error.colno) from None
     except RecursionError:
-        raise AcdcError(f"{source}: JSON nested too deeply") from None
-    except _Rejected as problem:
-        decoder = _LocatingDecoder()
-        try:
-            decoder.decode(raw)
-        except (_Rejected, RecursionError):
-            pass
-        line, column = _line_and_column(raw, decoder.position)
-        raise AcdcError(f"{source}: line {line}, column {column}: {problem}") from None
+        raise JsonProblem("JSON nested too deeply") from None
+    except _Rejected as rejected:
+        problem = str(rejected)
+    duplicate = _first_duplicate_key(raw)
+    if duplicate is not None:
+        key, offset = duplicate
+        raise JsonProblem(f"duplicate key '{key}' in one object", *_line_and_column(raw, offset))
+    decoder = _LocatingDecoder()  # a number or constant refused: find where the parser met it
+    try:
+        decoder.decode(raw)
+    except (_Rejected, RecursionError):
+        pass
+    raise JsonProblem(problem, *_line_and_column(raw, decoder.position))
+
+
+def parse_json(raw: bytes | str, source: str = "circuit") -> Any:
+    """Parse strict JSON: UTF-8 (a byte-order mark is allowed), no NaN or Infinity, no number
+    outside the 64-bit float range, no key twice in one object. AcdcError names ``source`` and
+    the line and column of the problem."""
+    try:
+        return strict_loads(raw)
+    except JsonProblem as error:
+        if error.line is None:
+            raise AcdcError(f"{source}: {error.problem}") from None
+        if error.problem.startswith("not valid JSON: "):
+            detail = error.problem.removeprefix("not valid JSON: ")
+            raise AcdcError(f"{source}: not valid JSON at line {error.line}, column {error.column}: {detail}") from None
+        raise AcdcError(f"{source}: {error}") from None

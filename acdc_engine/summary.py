@@ -1,7 +1,7 @@
 """``acdc-summary``: gather the runs of a (multi)run folder into one table.
 
-    acdc-summary outputs/multirun/2026-11-22/07-39-19          # Markdown on stdout
-    acdc-summary outputs/multirun/2026-11-22/07-39-19 --csv runs.csv
+    acdc-summary outputs/multirun/2026-11-22/07-39-19-123456          # Markdown on stdout
+    acdc-summary outputs/multirun/2026-11-22/07-39-19-123456 --csv runs.csv
 
 Every ``circuit.json`` under the folder is one row: the run's folder (relative to the one given),
 its threshold (ACDC's tau, EAP's score threshold, or ``top N``), edges in the circuit out of the
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", metavar="FILE", default=None, help="also write the rows as CSV")
     args = p.parse_args(argv)
     try:
+        if args.csv and Path(args.csv).is_dir():
+            raise AcdcError(f"--csv {args.csv} is a folder; give a file name, e.g. --csv {Path(args.csv) / 'runs.csv'}")
         rows, unfinished = gather(args.folder)
     except AcdcError as error:
         print(f"acdc-summary: error: {error}", file=sys.stderr)
@@ -103,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         from acdc_engine.atomic_files import atomic_write_bytes
 
-        atomic_write_bytes(Path(args.csv), csv_text(rows).encode())
+        try:
+            atomic_write_bytes(Path(args.csv), csv_text(rows).encode())
+        except OSError as error:
+            print(f"acdc-summary: error: cannot write --csv {args.csv} ({error.strerror or error}); "
+                  "the table is on the standard output above", file=sys.stderr)
+            return 2
     return 0
 
 

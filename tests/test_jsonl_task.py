@@ -111,6 +111,12 @@ def test_every_bad_record_is_reported_by_line_and_none_is_used(text_model, tmp_p
         assert complaint in message
 
 
+def test_a_record_with_a_key_given_twice_is_refused_by_line_and_column(ids_model, tmp_path):
+    lines = [{"clean": [1, 2], "corrupted": [3, 4]}, '{"clean": [1, 2], "corrupted": [3, 4], "clean": [5, 6]}']
+    with pytest.raises(AcdcError, match=r"line 2: duplicate key 'clean' in one object, column 40"):
+        make_task("jsonl", ids_model, path=str(write_jsonl(tmp_path / "d.jsonl", lines)))
+
+
 def test_an_answer_some_records_give_must_be_given_by_all(ids_model):
     records = [{"clean": [1, 2], "corrupted": [3, 4], "answer": 5},
                {"clean": [1, 2], "corrupted": [3, 4]}]

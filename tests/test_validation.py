@@ -248,7 +248,7 @@ def line_of(text, fragment):
 def test_duplicate_key_is_rejected_with_its_line(tmp_path, circuit_text):
     fragment = '"in_graph": '
     text = circuit_text.replace(fragment, '"in_graph": true, ' + fragment, 1)
-    with pytest.raises(AcdcError, match=f"c.json: line {line_of(text, fragment) - 1}, .*duplicate key 'in_graph'"):
+    with pytest.raises(AcdcError, match=f"c.json: line {line_of(text, fragment)}, .*duplicate key 'in_graph'"):
         load_circuit(write(tmp_path, text))
 
 

@@ -61,43 +61,57 @@ class EvaluateConfig:
         check_fractions(self.fractions)
 
 
+OUTPUTS = tuple(f"{stem}.{kind}" for stem in ("roc", "faithfulness") for kind in ("csv", "json", "png", "svg")) + ("circuits",)
+"""The files a run writes into its folder; a run is refused a folder that holds any of them."""
+
+
 def run(cfg: DictConfig) -> Path:
-    """Evaluate the methods as ``cfg`` says; write the files into the run folder and return it."""
+    """Evaluate the methods as ``cfg`` says; write the files into the run folder and return it.
+    Nothing is written before ``cfg`` is valid and the folder is claimed (``acdc_engine.run_folder``);
+    files the folder cannot take are saved elsewhere, and the run then ends with an error saying where."""
     from acdc_engine.compare import load_circuit_or_reference
     from acdc_engine.evaluation.method_comparison import compare_methods
     from acdc_engine.models import load_model
+    from acdc_engine.run_folder import claim_run_folder, save_outputs, write_run_record
     from acdc_engine.validation import validate_config
 
     validate_config(cfg)  # ranges and rules across fields, as acdc-discover checks them, before any loading
     truth = load_circuit_or_reference(cfg.truth) if cfg.truth is not None else None
-    torch.manual_seed(cfg.seed)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None
-    model = load_model(cfg.model.name, device=cfg.device.value, dtype=cfg.model.dtype.value, config=model_cfg, path=cfg.model.path)
-    task_params = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
-    # with a truth, the graph splits the input as the truth's does, unless asked to explicitly
-    split_input = None if truth is not None and not cfg.model.split_input else cfg.model.split_input
-    comparison = compare_methods(
-        model,
-        cfg.task.name,
-        truth=truth,
-        methods=list(cfg.methods),
-        thresholds=None if cfg.thresholds is None else list(cfg.thresholds),
-        metric=None if cfg.metric is None else cfg.metric.value,
-        gradient_metric=None if cfg.gradient_metric is None else cfg.gradient_metric.value,
-        ablation=cfg.ablation.value,
-        split_input=split_input,
-        steps=cfg.steps,
-        fractions=list(cfg.fractions),
-        batch_size=cfg.batch_size,
-        task_params=task_params,
-        model_name=cfg.model.name,
-        progress=cfg.progress,
-    )
-    written = comparison.write(out_dir)
-    if cfg.save_circuits and "acdc" in comparison.results:
-        for circuit in comparison.results["acdc"].circuits:
-            written.append(circuit.save(out_dir / "circuits" / f"threshold_{circuit.threshold:.6g}.json"))
+    with claim_run_folder(out_dir, OUTPUTS):
+        write_run_record(out_dir, cfg)
+        torch.manual_seed(cfg.seed)
+        model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None
+        model = load_model(cfg.model.name, device=cfg.device.value, dtype=cfg.model.dtype.value, config=model_cfg, path=cfg.model.path)
+        task_params = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
+        # with a truth, the graph splits the input as the truth's does, unless asked to explicitly
+        split_input = None if truth is not None and not cfg.model.split_input else cfg.model.split_input
+        comparison = compare_methods(
+            model,
+            cfg.task.name,
+            truth=truth,
+            methods=list(cfg.methods),
+            thresholds=None if cfg.thresholds is None else list(cfg.thresholds),
+            metric=None if cfg.metric is None else cfg.metric.value,
+            gradient_metric=None if cfg.gradient_metric is None else cfg.gradient_metric.value,
+            ablation=cfg.ablation.value,
+            split_input=split_input,
+            steps=cfg.steps,
+            fractions=list(cfg.fractions),
+            batch_size=cfg.batch_size,
+            task_params=task_params,
+            model_name=cfg.model.name,
+            progress=cfg.progress,
+        )
+
+        def write(folder: Path) -> list[Path]:
+            written = comparison.write(folder)
+            if cfg.save_circuits and "acdc" in comparison.results:
+                for circuit in comparison.results["acdc"].circuits:
+                    written.append(circuit.save(folder / "circuits" / f"threshold_{circuit.threshold:.6g}.json"))
+            return written
+
+        saved = save_outputs(out_dir, write, "the evaluation files")
     s = comparison.setting
     print(f"{s['model']} on {s['task']}: {s['edges']} edges; {s['metric']}: full model {s['metric_full']:.6g}, "
           f"empty circuit {s['metric_empty']:.6g}" + (f"; truth {cfg.truth}" if truth is not None else ""))
@@ -106,7 +120,9 @@ def run(cfg: DictConfig) -> Path:
         stats = comparison.results["acdc"].cache
         print(f"ACDC sweep: {len(s['thresholds'])} thresholds, {stats['circuits_computed']} of "
               f"{stats['circuits_requested']} circuit evaluations computed (the rest shared between thresholds)")
-    print("files: " + ", ".join(str(p) for p in written))
+    print("files: " + ", ".join(str(p) for p in saved.paths))
+    if saved.problem:
+        raise AcdcError(saved.problem)
     return out_dir
 
 

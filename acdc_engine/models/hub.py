@@ -23,10 +23,17 @@ if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec
 
 PROBE_TIMEOUT_S = 3.0
+MESSAGE_WORDS = 80  # a library's error is quoted up to this many words, never cut inside one (a URL)
 NO_HUB_HINT = (
     "Without a model hub: on a machine that has one, save the model with save_pretrained(DIR) (model "
     "and tokenizer), then run with model=local model.path=DIR."
 )
+
+
+def one_line(text: str, max_words: int = MESSAGE_WORDS) -> str:
+    """``text`` on one line (whitespace runs made single spaces), its first ``max_words`` words, whole."""
+    words = text.split()
+    return " ".join(words[:max_words]) + (" ..." if len(words) > max_words else "")
 
 
 def hub_reachable(endpoint: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
@@ -87,9 +94,9 @@ def load_pretrained(name: str, device: str, dtype: torch.dtype) -> ModelSpec:
             where = "is not in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it"
         else:
             where = "could not be downloaded"
-        raise AcdcError(f"pretrained model '{name}' ({official}) {where} ({str(error)[:200]}). {NO_HUB_HINT}") from None
+        raise AcdcError(f"pretrained model '{name}' ({official}) {where} ({one_line(str(error))}). {NO_HUB_HINT}") from None
     except Exception as error:  # the converters raise many types; all mean "could not load"
         raise AcdcError(
-            f"could not load pretrained model '{name}' ({type(error).__name__}: {str(error)[:200]}). {NO_HUB_HINT}"
+            f"could not load pretrained model '{name}' ({type(error).__name__}: {one_line(str(error))}). {NO_HUB_HINT}"
         ) from None
     return model.eval()

@@ -24,15 +24,16 @@ The metric reads the last position. All prompts of a dataset, clean and corrupte
 same number of tokens: ACDC patches each position with the same position of the corrupted run.
 The default metric is ``logit_diff`` when every record gives both answers, else ``kl``.
 
-Validation is all or nothing: every bad record (not JSON, missing or unknown field, text without
-a tokenizer, a token outside the vocabulary or unknown to the tokenizer, a multi-token answer, a
-token count different from the rest) is collected, and one AcdcError lists them all by line
-(file) or by index (``task.records[i]``); no record is ever dropped silently.
+Each line is read as strict JSON, as the circuit files are (``acdc_engine.strict_json``: no key
+twice in one record, no NaN or Infinity). Validation is all or nothing: every bad record (not
+strict JSON, missing or unknown field, text without a tokenizer, a token outside the vocabulary or
+unknown to the tokenizer, a multi-token answer, a token count different from the rest) is
+collected, and one AcdcError lists them all by line (file) or by index (``task.records[i]``); no
+record is ever dropped silently.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from typing import Any, Optional
 import torch
 
 from acdc_engine.errors import AcdcError
+from acdc_engine.strict_json import JsonProblem, strict_loads
 from acdc_engine.tasks.task_data import TaskData, TaskSpec
 from acdc_engine.tasks.tokens import bos_prefix, unknown_token_id
 
@@ -134,9 +136,10 @@ def _read_lines(path: str) -> list[tuple[str, Any, str | None]]:
         if not line.strip():
             continue
         try:
-            rows.append((f"line {number}", json.loads(line), None))
-        except json.JSONDecodeError as error:
-            rows.append((f"line {number}", None, f"not valid JSON ({error.msg}, column {error.colno})"))
+            rows.append((f"line {number}", strict_loads(line), None))
+        except JsonProblem as error:
+            where = "" if error.column is None else f", column {error.column}"
+            rows.append((f"line {number}", None, f"{error.problem}{where}"))
     return rows
 
 
