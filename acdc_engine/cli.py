@@ -124,6 +124,7 @@ def _discover_into(cfg: DictConfig, out_dir: Path) -> Path:
         metric=cfg.method.metric.value if cfg.method.metric is not None else None,
         ablation=cfg.method.ablation.value,
         split_input=cfg.model.split_input,
+        permute_corrupted_positions=cfg.model.permute_corrupted_positions,
         **method_params,
         **checkpointing,
         task_params=task_params,

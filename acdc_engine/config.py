@@ -27,6 +27,9 @@ from acdc_engine.tasks import TASKS
 class ModelConfig:
     name: str = MISSING
     split_input: bool = False
+    # resample ablation with split_input: the corrupted run sees its positional embedding at permuted
+    # positions (seed 49), as the original ACDC's tracr runs do (acdc_engine.patching.baseline)
+    permute_corrupted_positions: bool = False
     dtype: DType = DType.float32
     config: Optional[dict[str, Any]] = None  # HookedTransformerConfig fields, for name=random
     path: Optional[str] = None  # a Hugging Face folder, for name=local
