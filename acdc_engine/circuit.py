@@ -123,6 +123,13 @@ class Circuit:
 
         return circuit_to_json(self, indent=indent)
 
+    def to_eap_ig(self, d_model: int | None = None) -> dict[str, Any]:
+        """The circuit in EAP-IG's graph JSON layout, which EAP-IG's ``Graph.from_json`` and MIB read
+        (``acdc_engine.interchange.eap_ig``; ``d_model``: when the model block lacks it)."""
+        from acdc_engine.interchange import circuit_to_eap_ig
+
+        return circuit_to_eap_ig(self, d_model=d_model)
+
     def save(self, path: str | Path) -> Path:
         """Write the circuit file (atomically: a temporary name, then renamed)."""
         from acdc_engine.io import save_circuit

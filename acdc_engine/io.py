@@ -176,7 +176,8 @@ def save_circuit(circuit: Circuit, path: str | Path) -> Path:
 
 
 def load_circuit(path: str | Path) -> Circuit:
-    """Read and validate a circuit file; AcdcError naming the file and field if it is malformed."""
+    """Read and validate a circuit file (this engine's JSON, or an EAP-IG / MIB graph file, JSON or
+    ``.pt``: ``acdc_engine.interchange``); AcdcError naming the file and field if it is malformed."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -184,7 +185,14 @@ def load_circuit(path: str | Path) -> Circuit:
         raise AcdcError(f"cannot read circuit file {path}: {error.strerror}") from None
     except ValueError as error:  # a path no file system accepts, e.g. with a NUL byte
         raise AcdcError(f"cannot read circuit file {str(path)!r}: {error}") from None
-    return circuit_from_dict(parse_json(raw, source=str(path)), source=str(path))
+    from acdc_engine import interchange  # EAP-IG / MIB graph files (.pt, or JSON with EAP-IG's 'cfg')
+
+    if interchange.is_torch_file(path, raw):
+        return interchange.circuit_from_eap_ig_pt(raw, source=str(path))
+    data = parse_json(raw, source=str(path))
+    if interchange.is_eap_ig_json(data):
+        return interchange.circuit_from_eap_ig(data, source=str(path))
+    return circuit_from_dict(data, source=str(path))
 
 
 def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, required: bool = True) -> Any:
