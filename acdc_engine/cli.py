@@ -5,7 +5,8 @@
     acdc-discover -m method.threshold=0.01,0.03,0.1 # one run folder per threshold
     acdc-discover resume=outputs/<date>/<time>      # continue a killed ACDC run (same overrides)
 
-Each run writes circuit.json, circuit.dot (and .svg/.png when a renderer exists) into its Hydra
+Each run writes circuit.json, circuit.html (the interactive view), circuit.dot (and .svg/.png when a
+renderer exists and the drawing's size allows, ``acdc_engine.draw``) into its Hydra
 run folder, ``outputs/<date>/<time>/`` by default; an ACDC run also keeps its state there
 (checkpoint.safetensors, see ``acdc_engine.checkpoint``). A resumed run writes into the folder it
 resumes, and Hydra's record of it goes to ``.hydra/resumed-<date>_<time>/`` there.
@@ -38,6 +39,7 @@ def run(cfg: DictConfig) -> Path:
     from acdc_engine.draw import write_drawings
     from acdc_engine.models import load_model
     from acdc_engine.validation import validate_config
+    from acdc_engine.viewer import write_circuit_html
 
     validate_config(cfg)  # ranges and rules across fields, before the slow model load
     if cfg.method.name in ACDC_METHODS:
@@ -83,9 +85,13 @@ def run(cfg: DictConfig) -> Path:
         progress=cfg.progress,
     )
     circuit.save(out_dir / "circuit.json")
-    drawings = write_drawings(circuit, out_dir)
+    notes: list[str] = []
+    drawings = write_drawings(circuit, out_dir, notes=notes)
+    drawings.append(write_circuit_html(circuit, out_dir / "circuit.html"))  # the interactive view
     m = circuit.metric
     print(f"circuit files: {out_dir / 'circuit.json'}, " + ", ".join(p.name for p in drawings))
+    for note in notes:
+        print(f"note: {note}")
     print(f"edges kept: {circuit.n_edges} / {circuit.n_edges_total} ({selection})")
     print(f"{m['name']}: circuit {m['circuit']:.6g} | full model {m['full']:.6g} | empty circuit {m['empty']:.6g}")
     print(f"seconds: {circuit.run['seconds']:.2f}, forward passes: {circuit.run['forward_passes']}")
