@@ -13,7 +13,6 @@ import torch
 
 from acdc_engine import AcdcError, discover, load_circuit
 from acdc_engine.circuit import Circuit
-from acdc_engine.compare import compare_circuits
 from acdc_engine.graph import GraphShape, build_graph
 from acdc_engine.interchange import circuit_from_eap_ig, circuit_to_eap_ig, circuit_to_eap_ig_pt
 from acdc_engine.interchange.convert_cli import main as acdc_convert
@@ -386,12 +385,17 @@ def test_acdc_convert_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("acdc-convert: error:") and "d_model" in err and "\n" not in err
 
 
-def test_acdc_compare_reads_eap_ig_json_and_pt_as_one_circuit(tmp_path):
+def test_acdc_compare_reads_eap_ig_json_and_pt_as_one_circuit(tmp_path, capsys):
+    from acdc_engine.compare_cli import main as acdc_compare
+
     graph = eap_ig_graph(2, 3)
     (tmp_path / "g.json").write_text(to_json_text(graph))
-    circuits = [load_circuit(tmp_path / "g.json"), load_circuit(to_pt(graph, tmp_path / "g.pt"))]
-    pair = compare_circuits(circuits).overlaps[(0, 1)]["name"]
-    assert pair["edges"].jaccard == 1.0 and pair["edges"].shared == len(in_graph_edges(graph))
+    to_pt(graph, tmp_path / "g.pt")
+    report = tmp_path / "comparison.json"
+    assert acdc_compare([str(tmp_path / "g.json"), str(tmp_path / "g.pt"), "--json", str(report), "--out", str(tmp_path)]) == 0
+    edges = json.loads(report.read_text())["pairs"][0]["name"]["edges"]
+    assert edges["jaccard"] == 1.0 and edges["shared"] == len(in_graph_edges(graph))
+    assert (tmp_path / "diff_A_B.html").is_file()
 
 
 def test_acdc_evaluate_takes_an_eap_ig_pt_truth(tmp_path, toy_induction_model):
