@@ -18,7 +18,7 @@ from torch import Tensor
 
 from acdc_engine.draw import circuit_to_dot, render_svg
 from acdc_engine.graph import Graph
-from acdc_engine.io import circuit_fields, circuit_to_dict, circuit_to_json, read_circuit_fields, save_circuit
+from acdc_engine.io import circuit_fields, circuit_to_dict, circuit_to_json, read_circuit_bytes, save_circuit
 from acdc_engine.nodes import edge_name
 from acdc_engine.pruning import emitted_nodes, on_input_to_logits_paths
 
@@ -102,6 +102,13 @@ class Circuit:
     def to_json(self, indent: int | None = 1) -> str:
         return circuit_to_json(self, indent=indent)
 
+    def to_eap_ig(self, d_model: int | None = None) -> dict[str, Any]:
+        """The circuit in EAP-IG's graph JSON layout, which EAP-IG's ``Graph.from_json`` and MIB read
+        (``acdc_engine.interchange.eap_ig``; ``d_model``: when the model block lacks it)."""
+        from acdc_engine.interchange.eap_ig import circuit_to_eap_ig
+
+        return circuit_to_eap_ig(self, d_model=d_model)
+
     def save(self, path: str | Path) -> Path:
         """Write the circuit file (atomically: a temporary name, then renamed)."""
         return save_circuit(self, path)
@@ -120,6 +127,11 @@ def circuit_from_dict(data: Any, source: str = "circuit") -> Circuit:
     return Circuit(**circuit_fields(data, source))
 
 
-def load_circuit(path: str | Path) -> Circuit:
-    """Read and validate a circuit file; AcdcError naming the file and field if it is malformed."""
-    return Circuit(**read_circuit_fields(path))
+def load_circuit(path: str | Path, attn_only: bool | None = None) -> Circuit:
+    """Read and validate a circuit file: this engine's JSON, or an EAP-IG / MIB graph file (JSON or
+    ``.pt``: ``acdc_engine.interchange.eap_ig``; ``attn_only`` decides a model kind such a file
+    does not state); AcdcError naming the file and field if it is malformed."""
+    from acdc_engine.interchange.eap_ig import any_circuit_fields
+
+    path = Path(path)
+    return Circuit(**any_circuit_fields(path, read_circuit_bytes(path), attn_only))

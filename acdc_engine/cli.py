@@ -5,13 +5,14 @@
     acdc-discover -m method.threshold=0.01,0.03,0.1 # one run folder per threshold
     acdc-discover resume=outputs/<date>/<time>      # continue a killed ACDC run (same overrides)
 
-Each run writes circuit.json, circuit.dot (and .svg/.png when a renderer exists) into its Hydra
-run folder, ``outputs/<date>/<time>/`` by default (the time to the microsecond); an ACDC run also
-keeps its state there (checkpoint.safetensors, see ``acdc_engine.checkpoint``). A resumed run
-writes into the folder it resumes, and its record goes to ``.hydra/resumed-<date>_<time>/`` there.
-One run per folder, nothing written before the config is valid, and finished files saved elsewhere
-when the folder cannot take them: ``acdc_engine.run_folder``. Ctrl-C prints the checkpoint and the
-command that continues the run.
+Each run writes circuit.json, circuit.html (the interactive view), circuit.dot (and .svg/.png when a
+renderer exists and the drawing's size allows, ``acdc_engine.draw``) into its Hydra run folder,
+``outputs/<date>/<time>/`` by default (the time to the microsecond); an ACDC run also keeps its
+state there (checkpoint.safetensors, see ``acdc_engine.checkpoint``). A resumed run writes into the
+folder it resumes, and its record goes to ``.hydra/resumed-<date>_<time>/`` there. One run per
+folder, nothing written before the config is valid, and finished files saved elsewhere when the
+folder cannot take them: ``acdc_engine.run_folder``. Ctrl-C prints the checkpoint and the command
+that continues the run.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from acdc_engine.run_folder import (
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-OUTPUTS = ("circuit.json", "circuit.dot", "circuit.svg", "circuit.png", CHECKPOINT_FILE)
+OUTPUTS = ("circuit.json", "circuit.html", "circuit.dot", "circuit.svg", "circuit.png", CHECKPOINT_FILE)
 """The files a run writes into its folder; a new run is refused a folder that holds any of them."""
 
 
@@ -97,6 +98,7 @@ def _discover_into(cfg: DictConfig, out_dir: Path) -> Path:
     from acdc_engine.draw import write_drawings
     from acdc_engine.methods import RUN_KEYS, method_spec
     from acdc_engine.models import load_model
+    from acdc_engine.viewer import write_circuit_html
 
     spec = method_spec(cfg.method.name)
     method_params = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in RUN_KEYS}
@@ -132,11 +134,17 @@ def _discover_into(cfg: DictConfig, out_dir: Path) -> Path:
         seed=cfg.seed,
         progress=cfg.progress,
     )
-    saved = save_outputs(
-        out_dir, lambda folder: [circuit.save(folder / "circuit.json"), *write_drawings(circuit, folder)], "the circuit files"
-    )
+    notes: list[str] = []
+
+    def write_all(folder: Path) -> list[Path]:
+        written = [circuit.save(folder / "circuit.json"), *write_drawings(circuit, folder, notes=notes)]
+        return [*written, write_circuit_html(circuit, folder / "circuit.html")]  # the interactive view
+
+    saved = save_outputs(out_dir, write_all, "the circuit files")
     m = circuit.metric
     print(f"circuit files: {saved.paths[0]}, " + ", ".join(p.name for p in saved.paths[1:]))
+    for note in notes:
+        print(f"note: {note}")
     print(f"edges kept: {circuit.n_edges} / {circuit.n_edges_total} ({spec.selection(spec.parse(method_params))})")
     print(f"{m['name']}: circuit {m['circuit']:.6g} | full model {m['full']:.6g} | empty circuit {m['empty']:.6g}")
     print(f"seconds: {circuit.run['seconds']:.2f}, forward passes: {circuit.run['forward_passes']}")

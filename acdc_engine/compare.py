@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import graphviz
 
 from acdc_engine.circuit import Circuit
-from acdc_engine.draw import NODE_STYLE
+from acdc_engine.draw import LABEL_LIMIT, NODE_STYLE, graph_attributes
 from acdc_engine.errors import AcdcError
 from acdc_engine.evaluation.tables import markdown_table, number
 from acdc_engine.nodes import LOGITS, edge_name, parse_node, split_edge
@@ -325,7 +325,9 @@ def diff_dot(comparison: Comparison, i: int = 0, j: int = 1, level: str | None =
     nodes_a, nodes_b = node_keys(a, level, comparison.n_bins), node_keys(b, level, comparison.n_bins)
     edges_a, edges_b = edge_keys(a, level, comparison.n_bins), edge_keys(b, level, comparison.n_bins)
 
-    dot = graphviz.Digraph("diff", graph_attr={"rankdir": "BT", "ranksep": "0.6", "nodesep": "0.25", "fontname": "Helvetica"})
+    edges_drawn = sorted(set(edges_a) | set(edges_b))
+    labelled = len(edges_drawn) <= LABEL_LIMIT  # edge labels are most of a large layout's cost (acdc_engine.draw)
+    dot = graphviz.Digraph("diff", graph_attr=graph_attributes(len(edges_drawn)))
     dot.attr("node", style="filled,rounded", fontname="Helvetica", fontsize="11")
     dot.attr("edge", arrowsize="0.6", fontname="Helvetica", fontsize="9")
     ranks: dict[float, list[str]] = {}
@@ -339,13 +341,13 @@ def diff_dot(comparison: Comparison, i: int = 0, j: int = 1, level: str | None =
                 text = node if level == "name" else f"{node}\\n{label_a} {nodes_a[node]} · {label_b} {nodes_b[node]}"
                 style = {**NODE_STYLE[_placement(node, level)[0]], "fillcolor": STATUS_FILLS[status]}
                 sub.node(node, text, color=STATUS_COLOURS[status], penwidth="1.5", **style)
-    for edge in sorted(set(edges_a) | set(edges_b)):
+    for edge in edges_drawn:
         sender, receiver = split_edge(edge)
         status = _status(edges_a[edge], edges_b[edge])
         drawn, inputs = _receiver_parts(receiver, level)
         label = inputs if level == "name" else f"{inputs} {edges_a[edge]}|{edges_b[edge]}".strip()
-        dot.edge(sender, drawn, color=STATUS_COLOURS[status], fontcolor=STATUS_COLOURS[status],
-                 style=STATUS_STYLES[status], label=label, tooltip=edge)
+        labels = {"label": label, "fontcolor": STATUS_COLOURS[status]} if labelled and label else {}
+        dot.edge(sender, drawn, color=STATUS_COLOURS[status], style=STATUS_STYLES[status], tooltip=edge, **labels)
     with dot.subgraph(name="cluster_legend") as legend:
         legend.attr(label=f"{level} level", fontsize="10", color="#cccccc")
         rows = "".join(

@@ -5,8 +5,10 @@
     acdc-compare tracr-reverse outputs/.../circuit.json  # a shipped circuit by name
 
 Prints a Markdown report (each circuit's metrics; node and edge overlap of every pair: Jaccard,
-precision and recall of the second against the first) and writes, for every pair, a diff drawing
-``diff_<A>_<B>.dot`` (and ``.svg``/``.png`` when a Graphviz renderer exists). Levels and the
+precision and recall of the second against the first) and writes, for every pair, an interactive
+diff view ``diff_<A>_<B>.html`` (shared / only-A / only-B) and a diff drawing ``diff_<A>_<B>.dot``
+(and ``.svg``/``.png`` when a Graphviz renderer exists and the size allows, ``acdc_engine.draw``).
+Circuit files may be this engine's or EAP-IG / MIB graph files (JSON or ``.pt``). Levels and the
 role mapping across model shapes: ``acdc_engine/compare.py``.
 """
 
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from acdc_engine.compare import compare_circuits, diff_dot, load_circuit_or_reference
     from acdc_engine.draw import write_dot_files
     from acdc_engine.atomic_files import atomic_write_bytes
+    from acdc_engine.viewer import write_diff_html
 
     try:
         if len(args.circuits) < 2:
@@ -56,12 +59,15 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_bytes(Path(args.json), (json.dumps(comparison.to_dict(), indent=1) + "\n").encode())
             print(f"\ncomparison: {args.json}")
         if not args.no_drawings:
-            written = []
+            written, notes = [], []
             for i, j in combinations(range(len(circuits)), 2):
                 source = diff_dot(comparison, i, j, args.level)
                 stem = f"diff_{comparison.labels[i]}_{comparison.labels[j]}"
-                written += write_dot_files(source, args.out, stem)
+                written += write_dot_files(source, args.out, stem, notes)
+                written.append(write_diff_html(comparison, Path(args.out) / f"{stem}.html", i, j, args.level))
             print("\ndiff drawings: " + ", ".join(str(p) for p in written))
+            for note in notes:
+                print(f"note: {note}")
     except AcdcError as error:
         print(f"acdc-compare: error: {error}", file=sys.stderr)
         return 2

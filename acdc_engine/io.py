@@ -31,7 +31,6 @@ from acdc_engine.errors import AcdcError
 from acdc_engine.graph import GraphShape, build_graph
 from acdc_engine.nodes import LOGITS, edge_name
 from acdc_engine.pruning import emitted_nodes, on_input_to_logits_paths
-from acdc_engine.strict_json import parse_json
 
 if TYPE_CHECKING:  # for annotations only: the Circuit class is built on this module
     from acdc_engine.circuit import Circuit
@@ -112,9 +111,8 @@ def save_circuit(circuit: Circuit, path: str | Path) -> Path:
     return atomic_write_bytes(path, (circuit_to_json(circuit) + "\n").encode())
 
 
-def read_circuit_fields(path: str | Path) -> dict[str, Any]:
-    """Read and validate a circuit file into the Circuit constructor's arguments; AcdcError naming
-    the file and field if it is malformed."""
+def read_circuit_bytes(path: str | Path) -> bytes:
+    """A circuit file's bytes; AcdcError naming the file when it cannot be read."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -122,7 +120,7 @@ def read_circuit_fields(path: str | Path) -> dict[str, Any]:
         raise AcdcError(f"cannot read circuit file {path}: {error.strerror}") from None
     except ValueError as error:  # a path no file system accepts, e.g. with a NUL byte
         raise AcdcError(f"cannot read circuit file {str(path)!r}: {error}") from None
-    return circuit_fields(parse_json(raw, source=str(path)), source=str(path))
+    return raw
 
 
 def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, required: bool = True) -> Any:

@@ -29,7 +29,7 @@ def test_default_run_writes_circuit_files_into_a_dated_run_folder(default_run):
     assert result.returncode == 0, result.stderr
     (folder,) = run_folders(tmp_path)
     assert folder.relative_to(tmp_path / "outputs").parts[0].count("-") == 2  # outputs/<date>/<time>
-    assert {"circuit.json", "circuit.dot", "circuit.svg", "circuit.png"} <= {p.name for p in folder.iterdir()}
+    assert {"circuit.json", "circuit.html", "circuit.dot", "circuit.svg", "circuit.png"} <= {p.name for p in folder.iterdir()}
 
 
 def test_default_run_uses_the_toy_induction_model_and_task(default_run):

@@ -46,7 +46,7 @@ def test_svg_and_png_are_written_when_a_renderer_exists(small_circuit, tmp_path)
 
 
 def test_without_a_renderer_only_dot_is_written_with_one_warning(small_circuit, tmp_path, monkeypatch):
-    monkeypatch.setattr(draw.shutil, "which", lambda program: None)
+    monkeypatch.setattr(draw.shutil, "which", lambda program, path=None: None)
     with pytest.warns(UserWarning, match="no Graphviz renderer") as caught:
         written = draw.write_drawings(small_circuit, tmp_path)
     assert len(caught) == 1
@@ -56,3 +56,53 @@ def test_without_a_renderer_only_dot_is_written_with_one_warning(small_circuit, 
 def test_circuit_draws_inline_in_jupyter(small_circuit):
     assert isinstance(small_circuit, Circuit)
     assert "<svg" in small_circuit._repr_svg_()
+
+
+def test_the_renderer_is_found_next_to_the_interpreter_without_an_activated_environment(monkeypatch, tmp_path):
+    renderer = tmp_path / "graphviz-pure"
+    renderer.write_text("#!/bin/sh\n")
+    renderer.chmod(0o755)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(draw.sys, "executable", str(tmp_path / "python"))
+    assert draw.find_renderer() == [str(renderer)]
+
+
+def large_circuit(n_edges):
+    """A circuit of about ``n_edges`` emitted edges on a GPT-2-shaped graph."""
+    import torch
+
+    from acdc_engine.graph import GraphShape, build_graph
+
+    graph = build_graph(GraphShape(12, 12, True))
+    kept = graph.edge_exists & (torch.rand(graph.edge_exists.shape, generator=torch.Generator().manual_seed(0)) < n_edges / 16000)
+    return Circuit.unscored(graph, kept, graph.full_head_input_mask())
+
+
+def test_large_drawings_have_no_edge_labels_and_fewer_layout_passes():
+    circuit = large_circuit(900)
+    assert circuit.n_edges > draw.FAST_LAYOUT
+    source = circuit.to_dot()
+    assert not re.search(r"label=[qkv]\b", source) and "mclimit=0.1" in source
+
+
+def test_small_drawings_keep_their_qkv_labels(small_circuit):
+    assert small_circuit.n_edges <= draw.LABEL_LIMIT
+    assert re.search(r"label=[qkv]\b", small_circuit.to_dot())
+
+
+def test_above_the_png_limit_only_dot_and_svg_are_written_and_said_in_one_line(tmp_path):
+    circuit = large_circuit(800)
+    assert draw.PNG_LIMIT < circuit.n_edges <= draw.RENDER_LIMIT
+    notes = []
+    written = draw.write_drawings(circuit, tmp_path, notes=notes)
+    assert [p.name for p in written] == ["circuit.dot", "circuit.svg"]
+    assert len(notes) == 1 and "no PNG" in notes[0] and "\n" not in notes[0]
+
+
+def test_above_the_render_limit_only_the_dot_source_is_written(tmp_path):
+    circuit = large_circuit(4000)
+    assert circuit.n_edges > draw.RENDER_LIMIT
+    with pytest.warns(draw.DrawingNote, match="no SVG/PNG"):
+        written = draw.write_drawings(circuit, tmp_path)
+    assert [p.name for p in written] == ["circuit.dot"]
+    assert circuit._repr_svg_() is None

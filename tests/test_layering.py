@@ -14,12 +14,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "acdc_engine"
 LAYERS = (  # bottom to top; an entry names a module or a package (everything under it)
     ("foundation", ("errors", "nodes", "atomic_files", "strict_json", "choices", "validation", "metric_cache", "evaluation.tables")),
     ("graph and data", ("graph", "pruning", "tasks.task_data", "tasks.tokens", "metrics", "weights")),
-    ("circuit", ("io", "draw", "circuit", "reference_circuits")),
+    ("circuit", ("io", "draw", "interchange.eap_ig", "circuit", "reference_circuits")),
     ("models", ("patching", "architecture", "tracr", "models", "tasks")),
-    ("methods", ("methods", "checkpoint", "measurement")),
+    ("methods", ("methods", "checkpoint", "measurement", "argument_checks")),
     ("api", ("api",)),
     ("evaluation", ("evaluation",)),
-    ("commands", ("config", "cli", "evaluation.cli", "compare", "compare_cli", "summary", "")),
+    ("commands", ("config", "cli", "evaluation.cli", "compare", "compare_cli", "summary", "interchange", "viewer", "run_folder", "")),
 )
 
 

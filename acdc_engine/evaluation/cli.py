@@ -36,7 +36,7 @@ from acdc_engine.validation import bounds
 class EvaluateConfig:
     model: Any = MISSING
     task: Any = MISSING
-    truth: Optional[str] = None  # a circuit file, or the name of a shipped circuit; null: no ROC
+    truth: Optional[str] = None  # a circuit file (this engine's, or EAP-IG / MIB JSON or .pt), or a shipped circuit's name; null: no ROC
     methods: list[str] = field(default_factory=lambda: ["acdc", "eap", "eap-ig"])
     # ACDC's; null: 0 and 16 log-spaced, 1e-4..1 x metric range
     thresholds: Optional[list[float]] = field(default=None, metadata=bounds(ge=0))

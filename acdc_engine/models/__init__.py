@@ -38,14 +38,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _dtype(name: str, device: str = "cpu") -> torch.dtype:
+def _dtype(name: str | torch.dtype, device: str = "cpu") -> torch.dtype:
     """float32 (default) or float64 anywhere; float16/bfloat16 on a GPU only.
 
     Half precision changes metric values at about the 1e-3 level, so a candidate whose score lies
     that close to the threshold can be decided differently than in float32.
     """
-    if name not in DTYPES:
-        raise AcdcError(f"unknown dtype '{name}'; choose one of {', '.join(DTYPES)}")
+    from acdc_engine.validation import dtype_name
+
+    name = dtype_name(name, DTYPES)
     if name in ("float16", "bfloat16") and not device.startswith("cuda"):
         raise AcdcError(f"dtype '{name}' is for GPUs; use float32 or float64 on the CPU")
     return DTYPES[name]
