@@ -39,7 +39,8 @@ def model_description(model: torch.nn.Module, name: str | None, split_input: boo
         extra["n_key_value_heads"] = cfg.n_key_value_heads
     if getattr(cfg, "parallel_attn_mlp", False) and not cfg.attn_only:
         extra["parallel_attn_mlp"] = True
-    features = cfg.features() if hasattr(cfg, "features") else []
+    shape_fields = ("attn_only=",)  # already in the block
+    features = [f for f in (cfg.features() if hasattr(cfg, "features") else []) if not f.startswith(shape_fields)]
     if features:
         extra["family"] = cfg.family
         extra["features"] = features

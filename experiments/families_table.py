@@ -49,7 +49,7 @@ def write_records(path: Path) -> None:
     lines = []
     for _ in range(N_RECORDS):
         half = [rng.choice(WORDS) for _ in range((PROMPT_LENGTH - 1) // 2)]
-        clean = half + half[: PROMPT_LENGTH - 1 - len(half)]
+        clean = (half * 2 + half)[: PROMPT_LENGTH - 1]
         corrupted = [rng.choice(WORDS) for _ in range(PROMPT_LENGTH - 1)]
         lines.append(json.dumps({"clean": " ".join(clean), "corrupted": " ".join(corrupted)}))
     path.write_text("\n".join(lines) + "\n")
