@@ -22,11 +22,30 @@ from typing import Callable
 import torch
 
 from acdc_engine.circuit import Circuit
-from acdc_engine.graph import QKV, GraphShape, build_graph, head_name, head_receiver_name, mlp_name
+from acdc_engine.graph import GraphShape, build_graph
+from acdc_engine.nodes import LOGITS, QKV, head_name, head_receiver_name, mlp_name, parse_node
 from acdc_engine.reference_circuits import FOLDER
 
 ACDC_REPOSITORY = "https://github.com/ArthurConmy/Automatic-Circuit-Discovery"
 Head = tuple[int, int]
+
+
+def _layer(node: str) -> int:
+    """The layer of a head, head receiver or MLP: ``a3.h1<q>`` -> 3, ``m7`` -> 7."""
+    return parse_node(node).layer
+
+
+def _input_of(head: str, qkv: str) -> str:
+    """The ``qkv`` input of the head named ``head``: (``a3.h0``, "q") -> ``a3.h0<q>``."""
+    node = parse_node(head)
+    return head_receiver_name(node.layer, node.head, qkv)
+
+
+def _receivers_of(component: str) -> list[str]:
+    """A component's receivers: a head's q, k and v inputs; an MLP or ``logits`` is its own."""
+    node = parse_node(component)
+    return [head_receiver_name(node.layer, node.head, x) for x in QKV] if node.kind == "head" else [component]
+
 
 # Wang et al. 2022, the 26 heads of GPT-2 small's IOI circuit by class.
 IOI_CLASSES: dict[str, list[Head]] = {
@@ -82,22 +101,17 @@ DOCSTRING_EDGES: list[tuple[str, str]] = [
         edge
         for head in ("a3.h0", "a3.h6")
         for edge in [
-            (head, "logits"), ("a1.h4", f"{head}<q>"), ("a2.h0", f"{head}<k>"), ("a1.h2", f"{head}<k>"),
-            ("input", f"{head}<v>"), ("a0.h5", f"{head}<v>"),
+            (head, LOGITS), ("a1.h4", _input_of(head, "q")), ("a2.h0", _input_of(head, "k")),
+            ("a1.h2", _input_of(head, "k")), ("input", _input_of(head, "v")), ("a0.h5", _input_of(head, "v")),
         ]
     ],
 ]
 DOCSTRING_HEAD_INPUTS = ["a0.h5<v>", "a1.h4<v>", "a1.h2<q>", "a1.h2<k>"] + [
-    f"{head}<{x}>" for head in ("a2.h0", "a3.h0", "a3.h6") for x in QKV
+    receiver for head in ("a2.h0", "a3.h0", "a3.h6") for receiver in _receivers_of(head)
 ]
 
 GPT2_SMALL = GraphShape(n_layers=12, n_heads=12, has_mlp=True)
 ATTN_ONLY_4L = GraphShape(n_layers=4, n_heads=8, has_mlp=False)
-
-
-def _layer(node: str) -> int:
-    """The layer of a sender or receiver name: ``a3.h1<q>`` -> 3, ``m7`` -> 7."""
-    return int(node[1:].split(".")[0].split("<")[0])
 
 
 def published_circuit(
@@ -133,17 +147,16 @@ def ioi_circuit() -> Circuit:
     to_logits = {a for a, b, _ in IOI_CONNECTIONS if b == "logits"}
 
     def keep(sender: str, receiver: str) -> bool:
-        head = receiver.split("<")[0]
-        if sender.startswith("a") and sender not in class_of:
+        source, target = parse_node(sender), parse_node(receiver)
+        if source.kind == "head" and sender not in class_of:
             return False
-        if receiver.startswith("a") and head not in class_of:
+        if target.kind == "head_receiver" and target.component not in class_of:
             return False
-        if receiver == "logits":
-            return not sender.startswith("a") or class_of[sender] in to_logits
-        if receiver.startswith("m") or sender.startswith("m"):  # MLPs keep every edge
+        if target.kind == LOGITS:
+            return source.kind != "head" or class_of[sender] in to_logits
+        if "mlp" in (source.kind, target.kind):  # MLPs keep every edge
             return True
-        x = receiver[-2]
-        return (class_of.get(sender, "input"), class_of[head], x) in allowed
+        return (class_of.get(sender, "input"), class_of[target.component], target.qkv) in allowed
 
     heads = {head_receiver_name(*head, x) for heads in IOI_CLASSES.values() for head in heads for x in QKV}
     reference = {
@@ -167,18 +180,17 @@ def greater_than_circuit() -> Circuit:
 
     def feeds(sender: str, receiver_component: str) -> bool:
         s, r = _layer(sender), _layer(receiver_component)
-        return s < r or (s == r and sender.startswith("a") and receiver_component.startswith("m"))
+        return s < r or (s == r and parse_node(sender).kind == "head" and parse_node(receiver_component).kind == "mlp")
 
     kept: set[tuple[str, str]] = set()
 
     def connect(sender: str, component_name: str) -> None:
-        receivers = [component_name] if not component_name.startswith("a") else [f"{component_name}<{x}>" for x in QKV]
-        kept.update((sender, r) for r in receivers)
+        kept.update((sender, r) for r in _receivers_of(component_name))
 
     for a, b in GREATER_THAN_CONNECTIONS:
         for s in ["input"] if a == "input" else component[a]:
-            if b == "logits":
-                kept.add((s, "logits"))
+            if b == LOGITS:
+                kept.add((s, LOGITS))
                 continue
             for r in component[b]:
                 if s == "input" or feeds(s, r):
@@ -186,7 +198,7 @@ def greater_than_circuit() -> Circuit:
     for name in ("MEARLY", "MLATE"):
         kept.update((s, r) for s in component[name] for r in component[name] if _layer(s) < _layer(r))
     kept.update((mlp_name(s), mlp_name(r)) for s in range(amid_top) for r in range(s + 1, amid_top))
-    kept.update((mlp_name(s), f"{head_name(l, h)}<q>") for l, h in GREATER_THAN_CLASSES["AMID"] for s in range(l))
+    kept.update((mlp_name(s), head_receiver_name(l, h, "q")) for l, h in GREATER_THAN_CLASSES["AMID"] for s in range(l))
     heads = {head_receiver_name(l, h, x) for members in GREATER_THAN_CLASSES.values() for l, h in members if h is not None for x in QKV}
     reference = {
         "paper": "Hanna et al. 2023, How does GPT-2 compute greater-than?",

@@ -4,6 +4,7 @@ every import counts, also one inside a function; imports under ``if TYPE_CHECKIN
 only, never executed) do not."""
 
 import ast
+import re
 from pathlib import Path
 
 import networkx as nx
@@ -97,3 +98,14 @@ def test_no_modules_import_each_other_in_a_cycle(import_graph):
 def test_the_foundation_modules_depend_on_nothing_but_errors(import_graph):
     for module in ("nodes", "atomic_files", "strict_json", "choices"):
         assert set(import_graph.successors(module)) <= {"errors"}, module
+
+
+def test_the_design_notes_list_the_same_layers():
+    text = (PACKAGE.parent / "docs" / "design.md").read_text()
+    table = text[text.index("| layer | modules | what |"):].split("\n\n")[0].splitlines()[2:]
+    documented = []
+    for row in table:
+        _, layer, modules, _, _ = row.split("|")
+        names = tuple("" if name == "__init__" else name for name in re.findall(r"`([\w.]+)`", modules))
+        documented.append((layer.strip(), names))
+    assert documented == [(name, entries) for name, entries in LAYERS]
