@@ -1,4 +1,4 @@
-"""The graph: names, edge counts and forward order as DESIGN.md fixes them."""
+"""The graph: names, edge counts and forward order as docs/design.md fixes them."""
 
 from types import SimpleNamespace
 

@@ -293,7 +293,7 @@ def test_acdc_is_deterministic(setup):
 
 
 def test_acdc_visits_candidates_in_the_documented_order(setup, monkeypatch):
-    """With a threshold nothing can pass, every candidate is tested once, in DESIGN.md's order."""
+    """With a threshold nothing can pass, every candidate is tested once, in docs/design.md's order."""
     model, clean, corrupted, clean_logits, _ = setup
     calls = []
     real = naive_reference.naive_patched_logits

@@ -106,7 +106,7 @@ def write_compiled(compiled: CompiledProgram, key: str, path: str | Path) -> Pat
     """Write ``compiled`` under ``key`` to ``path`` (safetensors, atomically)."""
     from safetensors.torch import save
 
-    from acdc_engine.io import atomic_write_bytes
+    from acdc_engine.atomic_files import atomic_write_bytes
 
     metadata = {
         "key": key,
