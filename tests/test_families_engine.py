@@ -2,6 +2,8 @@
 engine exactly: the all-edges pass is the model's own forward pass, random circuits equal the naive
 reference's, and exact ACDC equals naive ACDC."""
 
+from pathlib import Path  # noqa: F401
+
 import pytest
 import torch
 
@@ -24,6 +26,7 @@ def family(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     build_family(request.param, folder)
     model = load_model("local", path=str(folder), dtype="float64")
+    model.folder = folder  # for the command-line test
     g = torch.Generator().manual_seed(0)
     clean = torch.randint(3, model.cfg.d_vocab, (N_PROMPTS, N_POS), generator=g)
     corrupted = torch.randint(3, model.cfg.d_vocab, (N_PROMPTS, N_POS), generator=g)
@@ -69,3 +72,32 @@ def test_exact_acdc_equals_naive_acdc(family):
     graph = circuit.graph
     kept = {f"{graph.senders[s]}->{graph.receivers[r]}" for s, r in circuit.edge_kept.nonzero().tolist()}
     assert kept == {edge for edge, is_kept in reference["edges"].items() if is_kept}
+
+
+def test_the_command_line_runs_the_familys_local_folder_with_a_jsonl_task(family, tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from families import PROMPT_LENGTH, WORDS
+
+    from acdc_engine import cli
+
+    name, model, _ = family
+    folder = model.folder
+    words = WORDS[: PROMPT_LENGTH - 1]
+    records = tmp_path / "records.jsonl"
+    records.write_text(
+        json.dumps({"clean": " ".join(words), "corrupted": " ".join(reversed(words))}) + "\n"
+        + json.dumps({"clean": " ".join(words[1:] + words[:1]), "corrupted": " ".join(words[2:] + words[:2])}) + "\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "")
+    monkeypatch.setattr(sys, "argv", [
+        "acdc-discover", "model=local", f"model.path={folder}", "task=jsonl", f"task.path={records}",
+        "method.threshold=0.02", "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
+    ])
+    cli.main()
+    circuit = json.loads((tmp_path / "run" / "circuit.json").read_text())
+    assert circuit["task"]["name"] == "jsonl" and circuit["task"]["n_prompts"] == 2
+    assert len(circuit["edges"]) == build_graph(model.cfg).n_edges
+    assert circuit["run"]["self_check"]["max_abs_logit_diff_full"] <= circuit["run"]["self_check"]["tolerance"]
