@@ -2,8 +2,6 @@
 engine exactly: the all-edges pass is the model's own forward pass, random circuits equal the naive
 reference's, and exact ACDC equals naive ACDC."""
 
-from pathlib import Path  # noqa: F401
-
 import pytest
 import torch
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.tl3
 
 transformer_lens = pytest.importorskip("transformer_lens")
 try:
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens import HookedTransformer
 except ImportError:  # TransformerLens 4 removed them
     pytest.skip("TransformerLens 3.9's HookedTransformer is not installed", allow_module_level=True)
 
