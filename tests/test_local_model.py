@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_hf import BOS, N_POSITIONS, WORDS, gpt2_model, save_gpt2_folder, word_tokenizer
+from tiny_hf import N_POSITIONS, WORDS, gpt2_model, save_gpt2_folder, word_tokenizer
 
 from acdc_engine.errors import AcdcError
 from acdc_engine.graph import build_graph
