@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the model builders and the naive reference live with the tests
 
 from families import FAMILIES, PROMPT_LENGTH, WORDS, build_family  # noqa: E402
-from naive_reference import naive_acdc, naive_kl  # noqa: E402
+from naive_reference import naive_kl_acdc_kept_edges  # noqa: E402
 
 from acdc_engine import discover  # noqa: E402
 from acdc_engine.models import load_model  # noqa: E402
@@ -71,14 +71,8 @@ def identical_to_naive(folder: Path, records: Path) -> bool:
     model = load_model("local", path=str(folder), dtype="float64")
     task = make_task("jsonl", model, path=str(records))
     circuit = discover(model, task, threshold=THRESHOLD, progress=False)
-    with torch.no_grad():
-        clean_logits = model(task.clean)
-    reference = naive_acdc(
-        model, task.clean, task.corrupted, lambda logits: naive_kl(clean_logits, logits, task.positions.tolist()), THRESHOLD
-    )
-    graph = circuit.graph
-    kept = {f"{graph.senders[s]}->{graph.receivers[r]}" for s, r in circuit.edge_kept.nonzero().tolist()}
-    return kept == {edge for edge, is_kept in reference["edges"].items() if is_kept}
+    kept = {name for name, edge in circuit.to_dict()["edges"].items() if edge["kept"]}
+    return kept == naive_kl_acdc_kept_edges(model, task.clean, task.corrupted, task.positions.tolist(), THRESHOLD)
 
 
 def main() -> None:

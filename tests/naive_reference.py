@@ -405,3 +405,12 @@ def naive_acdc(model, clean, corrupted, metric, threshold, ablation="resample", 
         "scores": scores,
         "tests": n_tests,
     }
+
+
+def naive_kl_acdc_kept_edges(model, clean, corrupted, positions, threshold, ablation="resample") -> set:
+    """The edges naive ACDC keeps with the KL metric against the clean model at ``positions``."""
+    with torch.no_grad():
+        clean_logits = model(clean)
+    positions = list(positions)
+    result = naive_acdc(model, clean, corrupted, lambda logits: naive_kl(clean_logits, logits, positions), threshold, ablation)
+    return {edge for edge, kept in result["edges"].items() if kept}

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("transformer_lens.model_bridge", reason="the families load through TransformerLens 4's TransformerBridge")
 
 from families import FAMILIES, build_family  # noqa: E402
-from naive_reference import naive_acdc, naive_kl, naive_patched_logits  # noqa: E402
+from naive_reference import naive_kl_acdc_kept_edges, naive_patched_logits  # noqa: E402
 
 from acdc_engine import discover  # noqa: E402
 from acdc_engine.graph import build_graph  # noqa: E402
@@ -62,14 +62,8 @@ def test_exact_acdc_equals_naive_acdc(family):
     _, model, task = family
     threshold = 0.02
     circuit = discover(model, task, threshold=threshold, progress=False, batch_size=4)
-    with torch.no_grad():
-        clean_logits = model(task.clean)
-    reference = naive_acdc(
-        model, task.clean, task.corrupted, lambda logits: naive_kl(clean_logits, logits, task.positions.tolist()), threshold
-    )
-    graph = circuit.graph
-    kept = {f"{graph.senders[s]}->{graph.receivers[r]}" for s, r in circuit.edge_kept.nonzero().tolist()}
-    assert kept == {edge for edge, is_kept in reference["edges"].items() if is_kept}
+    kept = {name for name, edge in circuit.to_dict()["edges"].items() if edge["kept"]}
+    assert kept == naive_kl_acdc_kept_edges(model, task.clean, task.corrupted, task.positions.tolist(), threshold)
 
 
 def test_the_command_line_runs_the_familys_local_folder_with_a_jsonl_task(family, tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.errors import AcdcError, run_command
 
 TARGETS = ("eap-ig", "acdc-engine")
 
@@ -54,33 +54,30 @@ def _read(spec: str, attn_only: bool | None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from acdc_engine.interchange import circuit_to_eap_ig, circuit_to_eap_ig_pt
+    return run_command("acdc-convert", lambda: convert(args))
+
+
+def convert(args: argparse.Namespace) -> str:
+    """Read ``args.source`` and write it to ``args.target`` in format ``args.to``; the line to print."""
     from acdc_engine.atomic_files import atomic_write_bytes
+    from acdc_engine.interchange import circuit_to_eap_ig, circuit_to_eap_ig_pt
     from acdc_engine.io import save_circuit
 
     target = Path(args.target)
-    try:
-        if target.is_dir():
-            raise AcdcError(f"{target} is a folder, not a file")
-        if target.suffix not in (".json", ".pt") or (target.suffix == ".pt" and args.to != "eap-ig"):
-            allowed = ".json or .pt" if args.to == "eap-ig" else ".json"
-            raise AcdcError(f"{target}: give a {allowed} file for --to {args.to}")
-        circuit = _read(args.source, args.attn_only)
-        if args.to == "acdc-engine":
-            save_circuit(circuit, target)
-        elif target.suffix == ".pt":
-            atomic_write_bytes(target, circuit_to_eap_ig_pt(circuit, d_model=args.d_model))
-        else:
-            text = json.dumps(circuit_to_eap_ig(circuit, d_model=args.d_model), allow_nan=False)
-            atomic_write_bytes(target, text.encode())
-    except AcdcError as error:
-        print(f"acdc-convert: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"acdc-convert: error: cannot write {error.filename2 or error.filename or target}: {error.strerror}", file=sys.stderr)
-        return 2
-    print(f"{target} ({args.to}): {circuit.summary()}")
-    return 0
+    if target.is_dir():
+        raise AcdcError(f"{target} is a folder, not a file")
+    if target.suffix not in (".json", ".pt") or (target.suffix == ".pt" and args.to != "eap-ig"):
+        allowed = ".json or .pt" if args.to == "eap-ig" else ".json"
+        raise AcdcError(f"{target}: give a {allowed} file for --to {args.to}")
+    circuit = _read(args.source, args.attn_only)
+    if args.to == "acdc-engine":
+        save_circuit(circuit, target)
+    elif target.suffix == ".pt":
+        atomic_write_bytes(target, circuit_to_eap_ig_pt(circuit, d_model=args.d_model))
+    else:
+        text = json.dumps(circuit_to_eap_ig(circuit, d_model=args.d_model), allow_nan=False)
+        atomic_write_bytes(target, text.encode())
+    return f"{target} ({args.to}): {circuit.summary()}"
 
 
 if __name__ == "__main__":

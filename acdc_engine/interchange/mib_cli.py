@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.errors import AcdcError, run_command
 
 METHODS = ("acdc", "eap", "eap-ig")
 
@@ -59,16 +59,12 @@ def _task_params(pairs: list[str]) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
+
+    def submit() -> str:
         submission = run(args)
-    except AcdcError as error:
-        print(f"acdc-mib: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"acdc-mib: error: cannot write {error.filename2 or error.filename}: {error.strerror}", file=sys.stderr)
-        return 2
-    print(f"MIB submission folder: {submission.folder} ({', '.join(p.name for p in submission.files)})")
-    return 0
+        return f"MIB submission folder: {submission.folder} ({', '.join(p.name for p in submission.files)})"
+
+    return run_command("acdc-mib", submit)
 
 
 def run(args: argparse.Namespace):

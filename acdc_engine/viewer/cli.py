@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.errors import AcdcError, run_command
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,29 +27,25 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    return run_command("acdc-view", lambda: view(args))
+
+
+def view(args: argparse.Namespace) -> str:
+    """Write the view of one circuit, or the diff of two; the line to print."""
     from acdc_engine.compare import compare_circuits, load_circuit_or_reference
     from acdc_engine.viewer import write_circuit_html, write_diff_html
 
-    try:
-        if len(args.circuits) > 2:
-            raise AcdcError("give one circuit, or two for a diff")
-        circuits = [load_circuit_or_reference(spec) for spec in args.circuits]
-        if len(circuits) == 1:
-            spec = Path(args.circuits[0])
-            default = spec.with_suffix(".html") if spec.is_file() else Path(f"{spec.name}.html")
-            out = Path(args.out) if args.out else default
-            written = write_circuit_html(circuits[0], out, title=None)
-        else:
-            out = Path(args.out) if args.out else Path("diff_A_B.html")
-            written = write_diff_html(compare_circuits(circuits, sources=args.circuits), out, level=args.level)
-    except AcdcError as error:
-        print(f"acdc-view: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"acdc-view: error: cannot write {error.filename2 or error.filename}: {error.strerror}", file=sys.stderr)
-        return 2
-    print(f"view: {written}")
-    return 0
+    if len(args.circuits) > 2:
+        raise AcdcError("give one circuit, or two for a diff")
+    circuits = [load_circuit_or_reference(spec) for spec in args.circuits]
+    if len(circuits) == 1:
+        spec = Path(args.circuits[0])
+        default = spec.with_suffix(".html") if spec.is_file() else Path(f"{spec.name}.html")
+        written = write_circuit_html(circuits[0], Path(args.out) if args.out else default, title=None)
+    else:
+        out = Path(args.out) if args.out else Path("diff_A_B.html")
+        written = write_diff_html(compare_circuits(circuits, sources=args.circuits), out, level=args.level)
+    return f"view: {written}"
 
 
 if __name__ == "__main__":
