@@ -6,7 +6,8 @@
 
 Prints a line describing the machine, then a Markdown table: family, the features its config turns
 on, edges, max |engine - model| logit difference (float32, the run's self-check), whether exact ACDC's
-circuit equals the naive reference's (float64, in process), and the command's discovery seconds.
+circuit equals the naive reference's (float64, in process), and the command's discovery seconds (one
+thread).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def run_command(folder: Path, records: Path, out: Path) -> dict:
         sys.executable, "-m", "acdc_engine.cli", "model=local", f"model.path={folder}", "task=jsonl",
         f"task.path={records}", f"method.threshold={THRESHOLD}", "progress=false", f"hydra.run.dir={out}",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # tiny models: threads only add overhead
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=out.parent)
     if result.returncode != 0:
         raise RuntimeError(f"{folder.name}: acdc-discover failed: {result.stderr.strip()[-400:]}")
