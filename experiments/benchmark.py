@@ -49,6 +49,14 @@ CASES = {
         "naive_tests": 16,
         "fast_candidates": None,
     },
+    "autocircuit-shape": {  # auto-circuit 1.0.1's ACDC figure: random attention-only 2 x 4, d_model 64, 20 x 12 prompts
+        "config": dict(n_layers=2, n_heads=4, d_model=64, d_head=16, d_vocab=64, n_ctx=16, attn_only=True,
+                       normalization_type="LN", act_fn=None, seed=0),
+        "prompts": (20, 12),
+        "threshold": 1e-3,
+        "naive_tests": None,
+        "fast_candidates": None,
+    },
     "gpt2-shape": {
         "config": dict(n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024,
                        act_fn="gelu_new", normalization_type="LN", seed=0),
@@ -221,9 +229,12 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--pass-costs", action="store_true", help="only the fast engine's per-layer pass costs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for every measurement, the matmul rate included (default 1)")
     parser.add_argument("--one", nargs=3, metavar=("CASE", "METHOD", "DECISIONS_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
     if args.one:
         case, method, out = args.one
         print(json.dumps(run_one(case, method, Path(out))), flush=True)
@@ -241,7 +252,7 @@ def main() -> None:
             naive_decisions = None
             for method in args.methods:
                 out = Path(tmp) / f"{case}-{method}.json"
-                child = subprocess.run([sys.executable, __file__, "--one", case, method, str(out)],
+                child = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--one", case, method, str(out)],
                                        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
                 if child.returncode != 0:
                     print(json.dumps({"case": case, "method": method, "error": child.stderr.strip()[-800:]}), flush=True)
