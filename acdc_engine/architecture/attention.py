@@ -52,16 +52,28 @@ class Attention(nn.Module):
         self.hook_result = HookPoint()
         self.hook_pattern = HookPoint()  # [batch, H', query pos, key pos], for the heads computed
         self._hidden: dict[tuple[int, str], Tensor] = {}
+        self._stacked: tuple | None = None  # ``stacked_weights``' cache
 
     def receiver_weights(self, receivers: Tensor) -> tuple[Tensor, Tensor]:
         """(W [R, d_model, d_head], b [R, d_head]): the projections of ``receivers`` [R] (q rows
         read W_Q[h], k and v rows their key/value head's W_K / W_V)."""
-        n_heads, n_kv = self.cfg.n_heads, self.cfg.n_key_value_heads
-        kind, head = receivers // n_heads, receivers % n_heads
-        row = torch.where(kind == 0, head, n_heads + (kind - 1) * n_kv + head // self.cfg.n_groups)
-        weights = torch.cat([self.W_Q, self.W_K, self.W_V])[row]
-        biases = torch.cat([self.b_Q, self.b_K, self.b_V])[row]
-        return weights, biases
+        weights, biases, row_of = self.stacked_weights()
+        row = row_of.index_select(0, receivers)
+        return weights.index_select(0, row), biases.index_select(0, row)
+
+    def stacked_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(W_Q, W_K, W_V stacked [n_heads + 2 n_kv, d_model, d_head], their biases, the row of each
+        receiver [3 n_heads]), made again only when a weight has changed (moved or written)."""
+        params = (self.W_Q, self.W_K, self.W_V, self.b_Q, self.b_K, self.b_V)
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if self._stacked is None or self._stacked[0] != key:
+            n_heads, n_kv = self.cfg.n_heads, self.cfg.n_key_value_heads
+            receivers = torch.arange(3 * n_heads, device=self.W_Q.device)
+            kind, head = receivers // n_heads, receivers % n_heads
+            row_of = torch.where(kind == 0, head, n_heads + (kind - 1) * n_kv + head // self.cfg.n_groups)
+            stacked = (torch.cat([self.W_Q, self.W_K, self.W_V]), torch.cat([self.b_Q, self.b_K, self.b_V]), row_of)
+            self._stacked = (key, stacked)
+        return self._stacked[1]
 
     def qkv(self, x: Tensor, receivers: Tensor) -> Tensor:
         """Receivers' q/k/v from their normed inputs x [..., R, d_model] -> [..., R, d_head]

@@ -246,10 +246,20 @@ class ModelSpec(HookedRootModule):
         all_heads = torch.arange(n_heads, device=resid.device)
         for layer, block in enumerate(self.blocks):
             resid = block.hook_resid_pre(resid)
-            per_head = resid.unsqueeze(-2).expand(*resid.shape[:-1], n_heads, cfg.d_model)
-            q = block.attn.hook_q(self.qkv(layer, block.hook_q_input(per_head), all_heads))
-            k = block.attn.hook_k(self.qkv(layer, block.hook_k_input(per_head), all_heads + n_heads))
-            v = block.attn.hook_v(self.qkv(layer, block.hook_v_input(per_head), all_heads + 2 * n_heads))
+            input_hooks = (block.hook_q_input, block.hook_k_input, block.hook_v_input)
+            if any(hook._forward_hooks or hook._forward_pre_hooks for hook in input_hooks):
+                per_head = resid.unsqueeze(-2).expand(*resid.shape[:-1], n_heads, cfg.d_model)
+                q, k, v = (
+                    self.qkv(layer, hook(per_head), all_heads + kind * n_heads) for kind, hook in enumerate(input_hooks)
+                )
+            else:  # the same values: each head's copy of the input is normed alike, so norm it once
+                normed = resid if block.ln1 is None else block.ln1(resid)
+                rows = normed.reshape(1, -1, cfg.d_model).expand(n_heads, -1, -1)
+                q, k, v = (
+                    block.attn.qkv_rows(rows, all_heads + kind * n_heads).view(n_heads, *resid.shape[:-1], -1).movedim(0, -2)
+                    for kind in range(3)
+                )
+            q, k, v = block.attn.hook_q(q), block.attn.hook_k(k), block.attn.hook_v(v)
             results = self.heads(layer, q, k, v, all_heads)
             attn_out = block.attn.hook_result(self.attention_out(layer, results)).sum(-2) + self.attention_bias(layer)
             if block.mlp is None:

@@ -129,7 +129,8 @@ class PassState:
             ``n_fixed`` of them) take their clean outputs.
         dtype: the pass's float dtype (the masks' in the products).
         head_cache: {(layer, head): (key, out - out*)}, kept by the patcher between passes: the
-            outputs of start-layer heads computed alike in every circuit, by ``head_key``.
+            outputs of start-layer heads computed alike in every circuit, by ``head_key``; and
+            the buffers of ``scratch_table`` (under other keys).
         positions: the logits' positions [P] on the device, or None when they are every position.
             Then the top layer is computed at them only (its queries, MLP and outputs: only the
             logits read them), and every sender's row is also kept at them (``at_positions``).
@@ -148,6 +149,7 @@ class PassState:
         self.baseline = baseline
         self.start_layer = start_layer
         self.head_cache = head_cache
+        self.scratch = head_cache
         self.kept = kept
         self.n_circuits = kept.shape[0]
         self.n_fixed = n_fixed
@@ -178,6 +180,18 @@ class PassState:
         """What a start-layer head's output depends on: its receivers' (indices [3]) mask columns in
         the first circuit and its kept inputs [3]."""
         return self.kept[0, : self.baseline.senders_before[read_at], receivers].tobytes() + kept_inputs.tobytes()
+
+    def scratch_table(self, key: tuple, base: Tensor, extra: Tensor) -> Tensor:
+        """``torch.cat([base, extra])``, built in a buffer kept between passes (under ``key`` in
+        ``scratch``) that holds ``base`` already: only ``extra`` is copied."""
+        buffer = self.scratch.get(key)
+        n_base, n_rows = len(base), len(base) + len(extra)
+        if buffer is None or len(buffer) < n_rows or buffer.dtype != base.dtype or buffer.device != base.device:
+            buffer = base.new_empty((max(n_rows, 2 * n_base), base.shape[1]))
+            buffer[:n_base] = base
+            self.scratch[key] = buffer
+        buffer[n_base:n_rows] = extra
+        return buffer[:n_rows]
 
     def device_mask(self, mask: np.ndarray) -> Tensor:
         """A bool mask as the pass's float dtype on its device."""

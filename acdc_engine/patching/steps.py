@@ -123,10 +123,11 @@ def qkv_sources(
     at_positions = top_at_positions and kinds == (0,)
     if top_at_positions:
         rows_at = state.at_positions.rows
-        table = rows_at.q_table[layer] if at_positions else rows_at.kv_table[layer]
+        base_table = rows_at.q_table[layer] if at_positions else rows_at.kv_table[layer]
         n_pos = len(state.positions) if at_positions else n_pos
     else:
-        table = state.baseline.qkv_table[layer]
+        base_table = state.baseline.qkv_table[layer]
+    table = base_table
     in_group = np.concatenate([heads + j * n_heads for j in range(n_kinds)])
     in_layer = np.concatenate([heads + kind * n_heads for kind in kinds])  # as ``ModelSpec.qkv`` numbers them
     inputs = state.inputs(receivers[in_layer], read_at, at_positions)
@@ -135,7 +136,7 @@ def qkv_sources(
     from_input = np.tile(n_group + every, (n_circuits, 1))  # [C, group]: the all-removed input's rows
     if inputs.values is not None:
         computed, pair_row = spec.qkv_pairs(layer, inputs.values.flatten(1, 2), in_layer[inputs.pair_receiver].tolist(), inputs.pair_value)
-        table = torch.cat([table, computed.flatten(1)])  # computed: [pairs, n * pos, d_head]
+        table = state.scratch_table((layer, kinds), base_table, computed.flatten(1))  # computed: [pairs, n * pos, d_head]
         # slots (``ReceiverInputs``): the active receivers, then the varying ones circuit by circuit
         slot_row = 2 * n_group + np.array(pair_row)[inputs.slot_pair]
         n_active, n_varies = inputs.n_active, inputs.n_varies
