@@ -214,7 +214,7 @@ class Baseline:
             self.corrupted_run = record_run(spec, graph, groups, corrupted)
         self.ablated = ablate(self.corrupted_run, ablation)
         self.ablated_out = self.ablated.sender_out.permute(2, 0, 1, 3).contiguous()
-        self.sender_diff = self.clean_run.sender_out.permute(2, 0, 1, 3) - self.ablated_out
+        self.sender_diff = (self.clean_run.sender_out.permute(2, 0, 1, 3) - self.ablated_out).contiguous()
         self.ablated_input = {
             read: resid - self.sender_diff[: self.senders_before[read]].sum(0)
             for read, resid in self.clean_run.resid.items()

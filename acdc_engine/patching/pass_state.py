@@ -97,11 +97,13 @@ class SenderRows:
     ``ablated_input`` are read.
     """
 
-    def __init__(self, rows: Any, n_fixed: int, n_circuits: int) -> None:
+    def __init__(self, rows: Any, n_fixed: int, n_circuits: int, buffer: Tensor) -> None:
         self.rows = rows
         self.n_circuits = n_circuits
         self.fixed = rows.sender_diff[:n_fixed]
-        self.shared = rows.sender_diff.new_zeros((rows.sender_diff.shape[0] - n_fixed, *rows.sender_diff.shape[1:]))
+        # ``buffer`` is kept between passes: every slot a pass reads it writes first (a varying
+        # sender's shared row as zeros), so stale rows are never read
+        self.shared = buffer[: rows.sender_diff.shape[0] - n_fixed]
         self.circuit: Tensor | None = None
         self.n_written = 0  # slots [0, n_written) of ``shared`` may hold recorded senders
 
@@ -116,6 +118,7 @@ class SenderRows:
             self.circuit = self.shared.new_empty((self.n_circuits, *self.shared.shape))
             self.circuit[:, : self.n_written] = self.shared[: self.n_written]
         self.circuit.index_copy_(1, slots, diff)
+        self.shared.index_fill_(0, slots, 0)
         self.n_written = max(self.n_written, last_slot + 1)
 
 
@@ -129,8 +132,8 @@ class PassState:
             ``n_fixed`` of them) take their clean outputs.
         dtype: the pass's float dtype (the masks' in the products).
         head_cache: {(layer, head): (key, out - out*)}, kept by the patcher between passes: the
-            outputs of start-layer heads computed alike in every circuit, by ``head_key``; and
-            the buffers of ``scratch_table`` (under other keys).
+            outputs of start-layer heads computed alike in every circuit, by ``head_key``.
+        scratch: buffers kept by the patcher between passes (``buffer``, ``scratch_table``).
         positions: the logits' positions [P] on the device, or None when they are every position.
             Then the top layer is computed at them only (its queries, MLP and outputs: only the
             logits read them), and every sender's row is also kept at them (``at_positions``).
@@ -144,12 +147,13 @@ class PassState:
         n_fixed: int,
         dtype: torch.dtype,
         head_cache: dict,
+        scratch: dict,
         positions: Tensor | None,
     ) -> None:
         self.baseline = baseline
         self.start_layer = start_layer
         self.head_cache = head_cache
-        self.scratch = head_cache
+        self.scratch = scratch
         self.kept = kept
         self.n_circuits = kept.shape[0]
         self.n_fixed = n_fixed
@@ -157,8 +161,12 @@ class PassState:
         self.numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype if dtype in (torch.float32, torch.float64) else None
         self.device = baseline.sender_diff.device
         self.positions = positions
-        self.full = SenderRows(baseline, n_fixed, self.n_circuits)
-        self.at_positions = self.full if positions is None else SenderRows(baseline.at_positions(positions), n_fixed, self.n_circuits)
+        self.full = SenderRows(baseline, n_fixed, self.n_circuits, self.buffer("shared", baseline.sender_diff))
+        if positions is None:
+            self.at_positions = self.full
+        else:
+            rows = baseline.at_positions(positions)
+            self.at_positions = SenderRows(rows, n_fixed, self.n_circuits, self.buffer("shared at positions", rows.sender_diff))
         self.varying = np.zeros(baseline.sender_diff.shape[0], dtype=bool)
         self.any_varying = False
 
@@ -180,6 +188,13 @@ class PassState:
         """What a start-layer head's output depends on: its receivers' (indices [3]) mask columns in
         the first circuit and its kept inputs [3]."""
         return self.kept[0, : self.baseline.senders_before[read_at], receivers].tobytes() + kept_inputs.tobytes()
+
+    def buffer(self, key: str, like: Tensor) -> Tensor:
+        """An uninitialised tensor shaped like ``like``, kept between passes under ``key``."""
+        buffer = self.scratch.get(key)
+        if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = self.scratch[key] = torch.empty_like(like)
+        return buffer
 
     def scratch_table(self, key: tuple, base: Tensor, extra: Tensor) -> Tensor:
         """``torch.cat([base, extra])``, built in a buffer kept between passes (under ``key`` in

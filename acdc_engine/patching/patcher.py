@@ -84,6 +84,7 @@ class EdgePatcher:
         self._cpu_groups = ReceiverGroups([x.numpy() for x in cpu_groups.qkv], [None if x is None else x.numpy() for x in cpu_groups.mlp], cpu_groups.logits.numpy())
         self._receiver_layer = torch.tensor(graph.receiver_layer)
         self._head_cache: dict = {}  # start-layer heads' outputs between passes (``PassState``)
+        self._scratch: dict = {}  # buffers reused between passes (``PassState``)
         every_position = torch.equal(self.positions.cpu(), torch.arange(n_pos))
         self._pass_positions = None if every_position else self.positions
         with torch.no_grad():
@@ -136,7 +137,7 @@ class EdgePatcher:
         """
         spec, graph, groups = self.spec, self.graph, self._cpu_groups
         n_fixed = self.baseline.senders_before[graph.shape.attention_reads(start_layer)]
-        state = PassState(self.baseline, edge_mask.numpy(), start_layer, n_fixed, self.dtype, self._head_cache, self._pass_positions)
+        state = PassState(self.baseline, edge_mask.numpy(), start_layer, n_fixed, self.dtype, self._head_cache, self._scratch, self._pass_positions)
         keep = head_input_mask.permute(0, 1, 3, 2).numpy()  # [C, layer, 3, h]
         for layer in range(start_layer, graph.shape.n_layers):
             attention_layer(spec, graph, groups, state, layer, keep[:, layer])
