@@ -161,18 +161,21 @@ class ModelSpec(HookedRootModule):
         """
         block = self.blocks[layer]
         normed = x if block.ln1 is None else block.ln1(x)
+        def index(values: list[int]) -> Tensor:  # copied to the device without waiting for its queue
+            return torch.tensor(values).to(x.device, non_blocking=True)
+
         readers: dict[int, list[int]] = {}
         for pair, u in enumerate(input_of):
             readers.setdefault(u, []).append(pair)
         alone = [pairs[0] for pairs in readers.values() if len(pairs) == 1]
         order, parts = list(alone), []
         if alone:
-            inputs = normed if len(alone) == len(normed) else normed.index_select(0, torch.tensor([input_of[p] for p in alone], device=x.device))
-            parts.append(block.attn.qkv_rows(inputs, torch.tensor([receivers[p] for p in alone], device=x.device)))
+            inputs = normed if len(alone) == len(normed) else normed.index_select(0, index([input_of[p] for p in alone]))
+            parts.append(block.attn.qkv_rows(inputs, index([receivers[p] for p in alone])))
         for u, pairs in readers.items():
             if len(pairs) > 1:
                 order += pairs
-                parts.append(block.attn.qkv_rows(normed[u].expand(len(pairs), -1, -1), torch.tensor([receivers[p] for p in pairs], device=x.device)))
+                parts.append(block.attn.qkv_rows(normed[u].expand(len(pairs), -1, -1), index([receivers[p] for p in pairs])))
         row = [0] * len(order)
         for position, pair in enumerate(order):
             row[pair] = position

@@ -70,7 +70,7 @@ class ReceiverInputs:
         pairs are its values)."""
         if len(self.slot_pair) == len(per_value):  # every slot has its own value
             return per_value
-        return per_value.index_select(0, torch.from_numpy(self.slot_pair).to(per_value.device))
+        return per_value.index_select(0, on_device(self.slot_pair, per_value.device))
 
 
 def distinct(keys: list) -> tuple[list[int], list[int]]:
@@ -211,8 +211,8 @@ class PassState:
     def device_mask(self, mask: np.ndarray) -> Tensor:
         """A bool mask as the pass's float dtype on its device."""
         if self.numpy_dtype is None:
-            return torch.from_numpy(mask).to(device=self.device, dtype=self.dtype)
-        return torch.from_numpy(mask.astype(self.numpy_dtype)).to(self.device)
+            return on_device(mask, self.device).to(self.dtype)
+        return on_device(mask.astype(self.numpy_dtype), self.device)
 
     def inputs(self, receivers: np.ndarray, read_at: int, at_positions: bool = False) -> ReceiverInputs:
         """The inputs of ``receivers`` (indices [R]) reading at ``read_at``, at every position or
@@ -263,7 +263,7 @@ class PassState:
         """Record senders (indices [k]) whose outputs [k, n_prompts, pos, d_model] are the same
         in every circuit; ``as_diff``: given as out - out*; ``at_positions``: computed at the
         logits' positions only ([k, n_prompts, P, d_model]). Returns out - out*."""
-        index = torch.from_numpy(senders).to(self.device)
+        index = on_device(senders, self.device)
         sender_rows = self.at_positions if at_positions else self.full
         diff = outputs if as_diff else outputs - sender_rows.rows.ablated_out.index_select(0, index)
         slots, last = index - self.n_fixed, int(senders.max()) - self.n_fixed
@@ -275,7 +275,7 @@ class PassState:
     def record_circuits(self, senders: np.ndarray, outputs: Tensor, at_positions: bool = False) -> None:
         """Record senders (indices [k]) with outputs per circuit [C, k, n_prompts, pos, d_model]
         (pos: P with ``at_positions``, as ``record_shared``)."""
-        index = torch.from_numpy(senders).to(self.device)
+        index = on_device(senders, self.device)
         sender_rows = self.at_positions if at_positions else self.full
         diff = outputs - sender_rows.rows.ablated_out.index_select(0, index)
         slots, last = index - self.n_fixed, int(senders.max()) - self.n_fixed
@@ -284,6 +284,11 @@ class PassState:
             self.at_positions.record_circuits(slots, last, diff[:, :, :, self.positions])
         self.varying[senders] = True
         self.any_varying = True
+
+
+def on_device(array: np.ndarray, device: torch.device) -> Tensor:
+    """A small CPU array as a tensor on ``device``, copied without waiting for the device's queue."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
 
 
 def each_circuit(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:

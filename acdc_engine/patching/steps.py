@@ -24,7 +24,7 @@ from torch import Tensor
 
 from acdc_engine.graph import Graph, mlp_name
 from acdc_engine.patching.baseline import ReceiverGroups, first_head_sender
-from acdc_engine.patching.pass_state import PassState, each_circuit
+from acdc_engine.patching.pass_state import PassState, each_circuit, on_device
 
 if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec
@@ -66,9 +66,9 @@ def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state
     for kinds in ((0,), (1, 2)) if at_positions else ((0, 1, 2),):
         source = qkv_sources(spec, state, layer, read_at, receivers, kinds, computed_heads, keep, at_positions)
         index = np.concatenate([source.rows[:, 0][:, shared_heads], source.rows[:, :, varying_heads].reshape(len(kinds), -1)], axis=1)
-        gathered = source.table.index_select(0, torch.from_numpy(index.ravel()).to(state.device))  # [kinds * I, ...]
+        gathered = source.table.index_select(0, on_device(index.ravel(), state.device))  # [kinds * I, ...]
         qkv += gathered.view(len(kinds), -1, *source.value_shape).unbind(0)
-    instance_heads = torch.from_numpy(np.concatenate([shared_heads, np.tile(varying_heads, n_circuits)])).to(state.device)
+    instance_heads = on_device(np.concatenate([shared_heads, np.tile(varying_heads, n_circuits)]), state.device)
     query_positions = state.positions if at_positions else None
     results = spec.head_results(layer, qkv[0], qkv[1], qkv[2], instance_heads, query_positions)  # [I, n, pos, d_model]
     if spec.cfg.post_norms:  # every head shared, or every head varying
