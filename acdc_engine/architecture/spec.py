@@ -236,6 +236,12 @@ class ModelSpec(HookedRootModule):
         """Final residual [..., d_model] -> logits [..., d_vocab_out]: final norm, W_U, b_U, soft-cap."""
         return self.unembedding(x if self.ln_final is None else self.ln_final(x))
 
+    def unembed_each(self, x: Tensor) -> Tensor:
+        """``unembed`` of each x[u] of x [U, ..., d_model] -> [U, ..., d_vocab_out], with products whose
+        shapes do not depend on U (``Unembed.each``)."""
+        normed = x if self.ln_final is None else self.ln_final(x)
+        return self.unembedding.each(normed.reshape(len(x), -1, x.shape[-1])).view(*x.shape[:-1], -1)
+
     # ---- whole passes ----
 
     def forward(self, tokens: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ the batch is done once; the rest per circuit. A layer's heads run as one batch o
 from a table of rows (ablated, all-removed input's, computed); the products inside are batched
 over matrices whose shapes do not depend on the batch (``acdc_engine.architecture.attention``), and
 the MLP and unembedding products run once per distinct input (``each_circuit``), so a circuit's
-values are the same float bits alone and in a batch.
+values are the same float bits alone and in a batch (the unembedding likewise, ``ModelSpec.unembed_each``).
 
 Only the logits read the top layer's outputs, so with logits at some positions only, the top
 layer's queries, MLP and outputs are computed at those positions (``PassState.positions``).
@@ -167,9 +167,6 @@ def logits_at(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: Pass
     read_at = graph.shape.logits_read
     inputs = state.inputs(groups.logits, read_at, at_positions=True)
     if inputs.n_varies:
-        return inputs.per_slot(each_circuit(spec.unembed, inputs.values))
-    if inputs.n_active:
-        final = inputs.values[0]
-    else:
-        final = state.at_positions.rows.ablated_input[read_at]
-    return spec.unembed(final).expand(state.n_circuits, -1, -1, -1)
+        return inputs.per_slot(spec.unembed_each(inputs.values))
+    final = inputs.values if inputs.n_active else state.at_positions.rows.ablated_input[read_at][None]
+    return spec.unembed_each(final).expand(state.n_circuits, -1, -1, -1)
