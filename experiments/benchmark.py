@@ -49,6 +49,14 @@ CASES = {
         "naive_tests": 16,
         "fast_candidates": None,
     },
+    "autocircuit-shape": {  # auto-circuit 1.0.1's ACDC figure: random attention-only 2 x 4, d_model 64, 20 x 12 prompts
+        "config": dict(n_layers=2, n_heads=4, d_model=64, d_head=16, d_vocab=64, n_ctx=16, attn_only=True,
+                       normalization_type="LN", act_fn=None, seed=0),
+        "prompts": (20, 12),
+        "threshold": 1e-3,
+        "naive_tests": None,
+        "fast_candidates": None,
+    },
     "gpt2-shape": {
         "config": dict(n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024,
                        act_fn="gelu_new", normalization_type="LN", seed=0),
@@ -61,31 +69,45 @@ CASES = {
 METHODS = ("naive", "fast", "eap", "eap-ig")
 
 
-def machine() -> dict:
-    n = 2048
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(device: str = "cpu", n: int = 2048, reps: int = 10) -> float:
+    """Measured float32 matrix product throughput on ``device`` (n x n times n x n), GFLOP/s."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
-    reps, start = 10, time.perf_counter()
+    synchronize(device)
+    start = time.perf_counter()
     for _ in range(reps):
         a @ b
-    gflops = 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+    synchronize(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def synchronize(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def machine(device: str = "cpu") -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    return {"machine": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "matmul_gflops": round(gflops, 1)}
+    info = {"machine": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "device": device,
+            "matmul_gflops": round(matmul_gflops(device, 8192 if device != "cpu" else 2048), 1)}
+    if device != "cpu":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
-def build(case: str):
-    """(model, task) for a case."""
+def build(case: str, device: str = "cpu", dtype: str = "float32"):
+    """(model, task) for a case, on ``device``, in ``dtype``."""
     from acdc_engine import TaskData
     from acdc_engine.models import load_model
     from acdc_engine.tasks import make_induction
 
     spec = CASES[case]
     if "model" in spec:
-        model = load_model(spec["model"])
+        model = load_model(spec["model"], device=device, dtype=dtype)
         return model, make_induction(model.cfg.d_vocab)
-    model = load_model("random", config=spec["config"])
+    model = load_model("random", device=device, dtype=dtype, config=spec["config"])
     n_prompts, n_pos = spec["prompts"]
     g = torch.Generator().manual_seed(0)
     clean = torch.randint(0, model.cfg.d_vocab, (n_prompts, n_pos), generator=g)
@@ -101,15 +123,21 @@ def flops_of(fn) -> int:
     return counter.get_total_flops()
 
 
-def run_one(case: str, method: str, decisions_out: Path) -> dict:
+def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fast_candidates: int | None = None) -> dict:
+    """One (case, method) measurement as a JSON-able dict; the tested candidates' decisions go to
+    ``decisions_out``. ``fast_candidates`` overrides the case's prefix for the fast engine."""
     from acdc_engine.graph import build_graph
     from acdc_engine.methods.acdc import run_acdc, visiting_order
     from acdc_engine.metrics import kl_divergence
     from acdc_engine.patching import EdgePatcher
 
-    spec = CASES[case]
-    model, task = build(case)
+    spec = dict(CASES[case])
+    if fast_candidates is not None:
+        spec["fast_candidates"] = fast_candidates
+    model, task = build(case, device)
     graph = build_graph(model.cfg)
+    if device != "cpu":
+        torch.cuda.reset_peak_memory_stats()
     n_candidates = len(visiting_order(graph))
     with torch.no_grad():
         forward_flops = flops_of(lambda: model(task.clean))
@@ -148,6 +176,7 @@ def run_one(case: str, method: str, decisions_out: Path) -> dict:
         batch_size = patcher.auto_batch_size()
         result = run_acdc(graph, evaluate, spec["threshold"], batch_size=batch_size, progress=False,
                           stop_after=spec["fast_candidates"])
+        synchronize(device)
         seconds = time.perf_counter() - start
         total_flops = 0
         for (start_layer, n_circuits), count in shapes.items():
@@ -173,6 +202,7 @@ def run_one(case: str, method: str, decisions_out: Path) -> dict:
         patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
         metric = kl_divergence(patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask()))
         scores = eap.eap_scores(patcher, metric) if method == "eap" else eap.eap_ig_scores(patcher, metric)
+        synchronize(device)
         seconds = time.perf_counter() - start
         decisions = {}
         passes = 1 if method == "eap" else 5
@@ -180,6 +210,8 @@ def run_one(case: str, method: str, decisions_out: Path) -> dict:
                     nonzero_scores=int((scores[graph.edge_exists] != 0).sum()))
     line["decisions_per_second"] = float(f"{line['edges_tested'] / line['seconds']:.3g}")
     line["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if device != "cpu":
+        line["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
     decisions_out.write_text(json.dumps(decisions))
     return line
 
@@ -222,9 +254,12 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--pass-costs", action="store_true", help="only the fast engine's per-layer pass costs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for every measurement, the matmul rate included (default 1)")
     parser.add_argument("--one", nargs=3, metavar=("CASE", "METHOD", "DECISIONS_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
     if args.one:
         case, method, out = args.one
         print(json.dumps(run_one(case, method, Path(out))), flush=True)
@@ -242,7 +277,7 @@ def main() -> None:
             naive_decisions = None
             for method in args.methods:
                 out = Path(tmp) / f"{case}-{method}.json"
-                child = subprocess.run([sys.executable, __file__, "--one", case, method, str(out)],
+                child = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--one", case, method, str(out)],
                                        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
                 if child.returncode != 0:
                     print(json.dumps({"case": case, "method": method, "error": child.stderr.strip()[-800:]}), flush=True)

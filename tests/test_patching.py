@@ -60,6 +60,20 @@ def test_random_edge_subsets_match_naive_reference(attn_only, ablation):
         torch.testing.assert_close(patcher.logits(edges, heads), expected, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
+def test_random_edge_subsets_at_some_positions_match_naive_reference(attn_only):
+    # with logits at some positions only, the top layer is computed at those positions
+    model = small_model(attn_only, seed=5)
+    task = random_task(seed=1, positions=[2, 5])
+    graph = build_graph(model.cfg)
+    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        edges, heads = random_masks(graph, generator)
+        expected = naive_patched_logits(model, task.clean, task.corrupted, *removed_names(graph, edges, heads))
+        torch.testing.assert_close(patcher.logits(edges, heads), expected[:, task.positions], atol=1e-10, rtol=0)
+
+
 def test_circuits_stacked_on_the_batch_axis_match_one_at_a_time():
     model = small_model(attn_only=False, seed=2)
     task = random_task()
@@ -86,6 +100,36 @@ def assert_batch_invariant(model, task, start_layers, sizes=(2, 3, 8)):
 def test_float32_logits_of_a_circuit_are_bit_identical_alone_and_in_any_batch(attn_only):
     model = small_model(attn_only=attn_only, seed=3, dtype=torch.float32)
     assert_batch_invariant(model, random_task(n_prompts=8, n_pos=9, seed=3), start_layers=(0, 1))
+
+
+@pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
+def test_float32_logits_at_some_positions_are_bit_identical_alone_and_in_any_batch(attn_only):
+    model = small_model(attn_only=attn_only, seed=3, dtype=torch.float32)
+    task = random_task(n_prompts=8, n_pos=9, seed=3, positions=[4, 8])
+    graph = build_graph(model.cfg)
+    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    generator = torch.Generator().manual_seed(0)
+    for start_layer in (0, 1):
+        for n_circuits in (2, 3, 8):
+            edges, heads = speculative_batch(graph, generator, n_circuits, start_layer)
+            batched = patcher.logits(edges, heads, start_layer)
+            for c in range(n_circuits):
+                assert torch.equal(batched[c], patcher.logits(edges[c], heads[c], start_layer)), (start_layer, n_circuits, c)
+
+
+def test_a_pass_after_other_passes_gives_the_bits_of_a_fresh_patcher():
+    # start-layer heads computed alike in every circuit of a pass are kept for the next passes
+    model = small_model(attn_only=False, seed=3, dtype=torch.float32)
+    task = random_task(n_prompts=8, n_pos=9, seed=3, positions=[4, 8])
+    graph = build_graph(model.cfg)
+    used = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    generator = torch.Generator().manual_seed(1)
+    for start_layer in (1, 0, 1):
+        edges, heads = speculative_batch(graph, generator, 3, start_layer)
+        used.logits(edges, heads, start_layer)
+        for c in range(3):
+            fresh = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, self_check=False)
+            assert torch.equal(used.logits(edges[c], heads[c], start_layer), fresh.logits(edges[c], heads[c], start_layer))
 
 
 def test_wide_mlp_logits_are_bit_identical_alone_and_in_a_batch():

@@ -3,6 +3,12 @@
 Weights in TransformerLens layout: ``W_Q`` [n_heads, d_model, d_head], ``W_K`` and ``W_V``
 [n_key_value_heads, d_model, d_head], their biases [heads, d_head], ``W_O`` [n_heads, d_head,
 d_model], ``b_O`` [d_model]. Query head h reads key/value head ``h // n_groups``.
+
+The products are batched matrix products (``torch.bmm``) over contiguous operands whose per-matrix
+shape never depends on how many receivers, heads or circuits are computed together: one matrix per
+receiver (q/k/v: its input rows times its projection) and per head instance and prompt (scores,
+pattern times values), one per head instance (times ``W_O``). BLAS computes each matrix of a batch
+alone, so a value's float bits do not depend on its batch.
 """
 
 from __future__ import annotations
@@ -20,18 +26,6 @@ from acdc_engine.architecture.rotary import apply_rotary
 
 def _weight(*shape: int) -> nn.Parameter:
     return nn.Parameter(torch.zeros(*shape), requires_grad=False)
-
-
-def head_slice(x: Tensor, head: int) -> Tensor:
-    """x[:, :, head] [b, pos, d] of x [b, pos, H, d], contiguous."""
-    return x[:, :, head].contiguous()
-
-
-def per_head(product: Callable[[int], Tensor], n_heads: int, dim: int) -> Tensor:
-    """``product(i)`` for each head i, stacked on ``dim``: each head's products run alone, on
-    contiguous slices, so a head's values do not depend on how many heads (or circuits) are
-    computed beside it (one batched product over heads sums differently per head count on some CPUs)."""
-    return torch.stack([product(i) for i in range(n_heads)], dim)
 
 
 class Attention(nn.Module):
@@ -57,26 +51,47 @@ class Attention(nn.Module):
         self.hook_v = HookPoint()
         self.hook_result = HookPoint()
         self.hook_pattern = HookPoint()  # [batch, H', query pos, key pos], for the heads computed
+        self._hidden: dict[tuple[int, str], Tensor] = {}
+        self._stacked: tuple | None = None  # ``stacked_weights``' cache
 
     def receiver_weights(self, receivers: Tensor) -> tuple[Tensor, Tensor]:
         """(W [R, d_model, d_head], b [R, d_head]): the projections of ``receivers`` [R] (q rows
         read W_Q[h], k and v rows their key/value head's W_K / W_V)."""
-        n_heads, n_kv = self.cfg.n_heads, self.cfg.n_key_value_heads
-        kind, head = receivers // n_heads, receivers % n_heads
-        row = torch.where(kind == 0, head, n_heads + (kind - 1) * n_kv + head // self.cfg.n_groups)
-        weights = torch.cat([self.W_Q, self.W_K, self.W_V])[row]
-        biases = torch.cat([self.b_Q, self.b_K, self.b_V])[row]
-        return weights, biases
+        weights, biases, row_of = self.stacked_weights()
+        row = row_of.index_select(0, receivers)
+        return weights.index_select(0, row), biases.index_select(0, row)
+
+    def stacked_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(W_Q, W_K, W_V stacked [n_heads + 2 n_kv, d_model, d_head], their biases, the row of each
+        receiver [3 n_heads]), made again only when a weight has changed (moved or written)."""
+        params = (self.W_Q, self.W_K, self.W_V, self.b_Q, self.b_K, self.b_V)
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if self._stacked is None or self._stacked[0] != key:
+            n_heads, n_kv = self.cfg.n_heads, self.cfg.n_key_value_heads
+            receivers = torch.arange(3 * n_heads, device=self.W_Q.device)
+            kind, head = receivers // n_heads, receivers % n_heads
+            row_of = torch.where(kind == 0, head, n_heads + (kind - 1) * n_kv + head // self.cfg.n_groups)
+            stacked = (torch.cat([self.W_Q, self.W_K, self.W_V]), torch.cat([self.b_Q, self.b_K, self.b_V]), row_of)
+            self._stacked = (key, stacked)
+        return self._stacked[1]
 
     def qkv(self, x: Tensor, receivers: Tensor) -> Tensor:
-        """Receivers' q/k/v from their normed inputs x [..., R, d_model] -> [..., R, d_head].
+        """Receivers' q/k/v from their normed inputs x [..., R, d_model] -> [..., R, d_head]
+        (``qkv_rows`` on receiver-major rows)."""
+        rows = x.movedim(-2, 0)
+        out = self.qkv_rows(rows.reshape(rows.shape[0], -1, rows.shape[-1]), receivers)
+        return out.view(*rows.shape[:-1], -1).movedim(0, -2)
+
+    def qkv_rows(self, x: Tensor, receivers: Tensor) -> Tensor:
+        """Receivers' q/k/v from their normed inputs, receiver-major: x [R, M, d_model] (row block r
+        is receiver ``receivers[r]``'s input at M token positions) -> [R, M, d_head].
 
         With ``qk_norm="head"`` q and k rows are RMS-normed over d_head. With ``qk_norm="full"``
         a q receiver's value is head h's slice of the norm of the full q projection (all query
         heads) of that receiver's own input; a k receiver's likewise over all key/value heads.
         """
         weights, biases = self.receiver_weights(receivers)
-        out = torch.einsum("...rm,rmd->...rd", x, weights) + biases
+        out = torch.bmm(x, weights) + biases[:, None, :]
         if self.cfg.qk_norm is None:
             return out
         kind = receivers // self.cfg.n_heads
@@ -89,41 +104,82 @@ class Attention(nn.Module):
             if not len(rows):
                 continue
             if self.cfg.qk_norm == "head":
-                normed = norm(out.index_select(-2, rows))
+                normed = norm(out.index_select(0, rows))
             else:
-                inputs = x.index_select(-2, rows)
-                full = torch.einsum("...rm,hmd->...rhd", inputs, W) + b
-                full = norm(full.flatten(-2)).unflatten(-1, (W.shape[0], W.shape[2]))
-                normed = full[..., torch.arange(len(rows), device=rows.device), heads_of[rows], :]
-            out = out.index_copy(-2, rows, normed)
+                inputs = x.index_select(0, rows)  # [R', M, d_model]
+                n_out, d_head = W.shape[0], W.shape[2]
+                full_w = W.permute(1, 0, 2).reshape(W.shape[1], n_out * d_head)
+                full = torch.bmm(inputs, full_w.expand(len(rows), -1, -1)) + b.flatten()
+                full = norm(full).unflatten(-1, (n_out, d_head))
+                normed = full[torch.arange(len(rows), device=rows.device), :, heads_of[rows], :]
+            out = out.index_copy(0, rows, normed)
         return out
 
     def heads(
         self, q: Tensor, k: Tensor, v: Tensor, heads: Tensor, cos: Tensor | None = None, sin: Tensor | None = None
     ) -> Tensor:
         """Per-head results z_h @ W_O[h], [..., pos, H', d_model], of the query heads ``heads``
-        [H'] from their q, k, v [..., pos, H', d_head] (k and v given per query head).
+        [H'] from their q, k, v [..., pos, H', d_head] (k and v given per query head); ``results``
+        on head-major copies, with ``hook_pattern`` [batch, H', query pos, key pos]."""
+        lead, n_pos = q.shape[:-3], q.shape[-3]
 
-        Rotary by the tables cos, sin [>= pos, rotary_dim] (positions 0..pos-1) on q and k, scores / attn_scale, soft-cap, causal mask with
-        the layer's sliding window, softmax in the compute dtype (see ``ArchitectureConfig.upcast``)
-        cast back to q's dtype.
+        def head_major(t: Tensor) -> Tensor:  # [..., pos, H', d] -> [H', batch, pos, d]
+            return t.reshape(-1, n_pos, *t.shape[-2:]).permute(2, 0, 1, 3).contiguous()
+
+        def hook(pattern: Tensor) -> Tensor:  # the hook sees [batch, H', q, k]
+            return self.hook_pattern(pattern.transpose(0, 1)).transpose(0, 1)
+
+        result = self.results(head_major(q), head_major(k), head_major(v), heads, cos, sin, hook)
+        return result.permute(1, 2, 0, 3).reshape(*lead, n_pos, len(heads), -1)
+
+    def results(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        heads: Tensor,
+        cos: Tensor | None = None,
+        sin: Tensor | None = None,
+        pattern_hook: Callable[[Tensor], Tensor] | None = None,
+        query_positions: Tensor | None = None,
+    ) -> Tensor:
+        """Results z_i @ W_O[heads[i]] [I, b, q, d_model] of I head instances from their q [I, b,
+        q, d_head], k, v [I, b, pos, d_head] (instance i is query head ``heads[i]`` over b prompts;
+        k and v given per instance). The queries are at positions 0..pos-1 (q = pos), or at
+        ``query_positions`` [q].
+
+        Rotary by the tables cos, sin [>= pos, rotary_dim] on q and k, scores / attn_scale,
+        soft-cap, causal mask with the layer's sliding window, softmax in the compute dtype (see
+        ``ArchitectureConfig.upcast``) cast back to q's dtype, ``pattern_hook`` on the pattern
+        [I, b, q, pos].
         """
         cfg = self.cfg
-        lead = q.shape[:-3]
-        q, k, v = (t.reshape(-1, *t.shape[-3:]) for t in (q, k, v))
+        n_instances, n_prompts, n_pos = k.shape[:3]
+        n_queries = q.shape[2]
+        q, k, v = (t.reshape(n_instances * n_prompts, t.shape[2], -1) for t in (q, k, v))
         if cos is not None:
-            q = apply_rotary(q, cos, sin, cfg.rotary_layout)
-            k = apply_rotary(k, cos, sin, cfg.rotary_layout)
-        scores = per_head(lambda i: torch.bmm(head_slice(q, i), head_slice(k, i).transpose(1, 2)), q.shape[2], 1)
-        scores = scores / cfg.attn_scale  # [b, H', q, k]
+            q_cos, q_sin = (cos, sin) if query_positions is None else (cos[query_positions], sin[query_positions])
+            q = apply_rotary(q[:, :, None], q_cos, q_sin, cfg.rotary_layout)[:, :, 0]
+            k = apply_rotary(k[:, :, None], cos, sin, cfg.rotary_layout)[:, :, 0]
+        scores = torch.bmm(q.contiguous(), k.contiguous().transpose(1, 2))
+        scores = scores / cfg.attn_scale  # [I * b, q, pos]
         if cfg.attn_softcap is not None:
             scores = torch.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
-        scores = scores.masked_fill(~self.visible(q.shape[1], q.device), torch.finfo(scores.dtype).min)
-        pattern = self.hook_pattern(torch.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype, cfg.upcast)).to(q.dtype))
-        z = per_head(lambda i: torch.bmm(pattern[:, i].contiguous(), head_slice(v, i)), q.shape[2], 2)  # [b, q, H', d_head]
-        w_o = self.W_O[heads]
-        result = per_head(lambda i: torch.matmul(head_slice(z, i), w_o[i]), q.shape[2], 2)  # [b, q, H', d_model]
-        return result.reshape(*lead, *result.shape[1:])
+        hidden = self.hidden(n_pos, q.device)
+        scores = scores.masked_fill_(hidden if query_positions is None else hidden[query_positions], torch.finfo(scores.dtype).min)
+        pattern = torch.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype, cfg.upcast)).to(q.dtype)
+        if pattern_hook is not None:
+            pattern = pattern_hook(pattern.view(n_instances, n_prompts, n_queries, n_pos)).reshape(-1, n_queries, n_pos)
+        z = torch.bmm(pattern.contiguous(), v.contiguous())  # [I * b, q, d_head]
+        result = torch.bmm(z.view(n_instances, n_prompts * n_queries, -1), self.W_O.index_select(0, heads))
+        return result.view(n_instances, n_prompts, n_queries, -1)
+
+    def hidden(self, n_pos: int, device: torch.device | str) -> Tensor:
+        """``~visible``, kept per (n_pos, device): the masked-out score positions."""
+        key = (n_pos, str(device))
+        if key not in self._hidden:
+            self._hidden[key] = ~self.visible(n_pos, device)
+        return self._hidden[key]
 
     def visible(self, n_pos: int, device: torch.device | str) -> Tensor:
         """[n_pos, n_pos] bool: key j is visible to query i iff j <= i (and i - window < j);

@@ -144,18 +144,70 @@ class ModelSpec(HookedRootModule):
         normed = x if block.ln1 is None else block.ln1(x)
         return block.attn.qkv(normed, receivers)
 
+    def qkv_rows(self, layer: int, x: Tensor, receivers: Tensor) -> Tensor:
+        """``qkv`` on receiver-major rows: x [R, M, d_model] (receiver ``receivers[r]``'s input at M
+        token positions) -> [R, M, d_head]."""
+        block = self.blocks[layer]
+        normed = x if block.ln1 is None else block.ln1(x)
+        return block.attn.qkv_rows(normed, receivers)
+
+    def qkv_pairs(
+        self, layer: int, x: Tensor, receivers: list[int], input_of: list[int]
+    ) -> tuple[Tensor, list[int]]:
+        """``qkv_rows`` of receiver/input pairs: x [U, M, d_model] distinct inputs, pair p is
+        receiver ``receivers[p]`` reading ``x[input_of[p]]``. Each input is normed once and each
+        pair projected as one matrix of a batch (an input read by several receivers is broadcast
+        to them, not copied). Returns (q/k/v [Q, M, d_head] in an order of its own, row of each pair).
+        """
+        block = self.blocks[layer]
+        normed = x if block.ln1 is None else block.ln1(x)
+        def index(values: list[int]) -> Tensor:  # copied to the device without waiting for its queue
+            return torch.tensor(values).to(x.device, non_blocking=True)
+
+        readers: dict[int, list[int]] = {}
+        for pair, u in enumerate(input_of):
+            readers.setdefault(u, []).append(pair)
+        alone = [pairs[0] for pairs in readers.values() if len(pairs) == 1]
+        order, parts = list(alone), []
+        if alone:
+            inputs = normed if len(alone) == len(normed) else normed.index_select(0, index([input_of[p] for p in alone]))
+            parts.append(block.attn.qkv_rows(inputs, index([receivers[p] for p in alone])))
+        for u, pairs in readers.items():
+            if len(pairs) > 1:
+                order += pairs
+                parts.append(block.attn.qkv_rows(normed[u].expand(len(pairs), -1, -1), index([receivers[p] for p in pairs])))
+        row = [0] * len(order)
+        for position, pair in enumerate(order):
+            row[pair] = position
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)), row
+
     def heads(self, layer: int, q: Tensor, k: Tensor, v: Tensor, heads: Tensor) -> Tensor:
         """Per-head results r_h = z_h @ W_O[h] [batch, pos, H', d_model] of query heads ``heads``
         [H'] from q, k, v [batch, pos, H', d_head], before any post-attention norm."""
+        return self.blocks[layer].attn.heads(q, k, v, heads, *self.rotary_tables(layer, q.shape[-3]))
+
+    def head_results(
+        self, layer: int, q: Tensor, k: Tensor, v: Tensor, heads: Tensor, query_positions: Tensor | None = None
+    ) -> Tensor:
+        """``heads`` for head instances: q, k, v [I, b, pos, d_head] (instance i is query head
+        ``heads[i]``) -> results [I, b, pos, d_model], before any post-attention norm. With
+        ``query_positions`` [P], q [I, b, P, d_head] holds the queries at those positions only, and
+        the results are theirs [I, b, P, d_model]."""
+        cos, sin = self.rotary_tables(layer, k.shape[-2])
+        return self.blocks[layer].attn.results(q, k, v, heads, cos, sin, query_positions=query_positions)
+
+    def rotary_tables(self, layer: int, n_pos: int) -> tuple[Tensor, Tensor] | tuple[None, None]:
+        """(cos, sin) [positions, rotary_dim] of ``layer`` ((None, None) without rotary); AcdcError
+        when ``n_pos`` exceeds the tables."""
         if not self.rotary_table_of_layer:
-            return self.blocks[layer].attn.heads(q, k, v, heads)
+            return None, None
         table = self.rotary_table_of_layer[layer]
-        if q.shape[-3] > self.rotary_cos.shape[1]:
+        if n_pos > self.rotary_cos.shape[1]:
             raise AcdcError(
-                f"model {self.cfg.model_name}: prompts of {q.shape[-3]} positions are longer than its "
+                f"model {self.cfg.model_name}: prompts of {n_pos} positions are longer than its "
                 f"{self.rotary_cos.shape[1]} rotary positions"
             )
-        return self.blocks[layer].attn.heads(q, k, v, heads, self.rotary_cos[table], self.rotary_sin[table])
+        return self.rotary_cos[table], self.rotary_sin[table]
 
     def attention_out(self, layer: int, results: Tensor) -> Tensor:
         """Each head's contribution to the residual stream from all heads' results
@@ -184,6 +236,12 @@ class ModelSpec(HookedRootModule):
         """Final residual [..., d_model] -> logits [..., d_vocab_out]: final norm, W_U, b_U, soft-cap."""
         return self.unembedding(x if self.ln_final is None else self.ln_final(x))
 
+    def unembed_each(self, x: Tensor) -> Tensor:
+        """``unembed`` of each x[u] of x [U, ..., d_model] -> [U, ..., d_vocab_out], with products whose
+        shapes do not depend on U (``Unembed.each``)."""
+        normed = x if self.ln_final is None else self.ln_final(x)
+        return self.unembedding.each(normed.reshape(len(x), -1, x.shape[-1])).view(*x.shape[:-1], -1)
+
     # ---- whole passes ----
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -197,10 +255,20 @@ class ModelSpec(HookedRootModule):
         all_heads = torch.arange(n_heads, device=resid.device)
         for layer, block in enumerate(self.blocks):
             resid = block.hook_resid_pre(resid)
-            per_head = resid.unsqueeze(-2).expand(*resid.shape[:-1], n_heads, cfg.d_model)
-            q = block.attn.hook_q(self.qkv(layer, block.hook_q_input(per_head), all_heads))
-            k = block.attn.hook_k(self.qkv(layer, block.hook_k_input(per_head), all_heads + n_heads))
-            v = block.attn.hook_v(self.qkv(layer, block.hook_v_input(per_head), all_heads + 2 * n_heads))
+            input_hooks = (block.hook_q_input, block.hook_k_input, block.hook_v_input)
+            if any(hook._forward_hooks or hook._forward_pre_hooks for hook in input_hooks):
+                per_head = resid.unsqueeze(-2).expand(*resid.shape[:-1], n_heads, cfg.d_model)
+                q, k, v = (
+                    self.qkv(layer, hook(per_head), all_heads + kind * n_heads) for kind, hook in enumerate(input_hooks)
+                )
+            else:  # the same values: each head's copy of the input is normed alike, so norm it once
+                normed = resid if block.ln1 is None else block.ln1(resid)
+                rows = normed.reshape(1, -1, cfg.d_model).expand(n_heads, -1, -1)
+                q, k, v = (
+                    block.attn.qkv_rows(rows, all_heads + kind * n_heads).view(n_heads, *resid.shape[:-1], -1).movedim(0, -2)
+                    for kind in range(3)
+                )
+            q, k, v = block.attn.hook_q(q), block.attn.hook_k(k), block.attn.hook_v(v)
             results = self.heads(layer, q, k, v, all_heads)
             attn_out = block.attn.hook_result(self.attention_out(layer, results)).sum(-2) + self.attention_bias(layer)
             if block.mlp is None:

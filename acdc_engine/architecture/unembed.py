@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+VOCAB_CHUNK = 1024
+"""Columns of ``W_U`` per product in ``Unembed.each``."""
+
 
 class Unembed(nn.Module):
     def __init__(self, d_model: int, d_vocab: int, softcap: float | None = None) -> None:
@@ -15,7 +18,22 @@ class Unembed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Normed residual [..., d_model] -> logits [..., d_vocab] (``cap * tanh(l / cap)`` when capped)."""
-        logits = x @ self.W_U + self.b_U
+        return self.capped(x @ self.W_U + self.b_U)
+
+    def each(self, x: Tensor) -> Tensor:
+        """``forward`` of each block x[u] of x [U, M, d_model] -> [U, M, d_vocab]: one matrix product
+        per block and chunk of ``VOCAB_CHUNK`` columns of W_U, batched over the blocks, so a block's
+        products have the same shapes whatever U is, and each chunk of W_U is read from memory once
+        for all blocks (it stays in cache)."""
+        d_vocab = self.W_U.shape[1]
+        logits = x.new_empty(*x.shape[:-1], d_vocab)
+        for start in range(0, d_vocab, VOCAB_CHUNK):
+            chunk = self.W_U[:, start : start + VOCAB_CHUNK]
+            logits[..., start : start + VOCAB_CHUNK] = torch.bmm(x, chunk.expand(len(x), *chunk.shape))
+        return self.capped(logits + self.b_U)
+
+    def capped(self, logits: Tensor) -> Tensor:
+        """``cap * tanh(logits / cap)`` with a soft-cap, else the logits."""
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits

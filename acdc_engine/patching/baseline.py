@@ -175,13 +175,18 @@ class Baseline:
         (``corrupted_run``: the corrupted prompts' run it is made from; with
         ``permute_corrupted_positions``, run with the positions of its positional embedding
         permuted, ``permuted_position_inputs``).
-    clean_minus_ablated: out_u - out_u* for every sender [n_prompts, pos, S, d_model].
+    sender_diff: out_u - out_u* for every sender, sender-major [n_senders, n_prompts, pos, d_model].
+    ablated_out: out_u*, sender-major [n_senders, n_prompts, pos, d_model].
     senders_before[t]: how many senders write before read point t (senders are numbered in forward
         order, so they form a prefix).
-    ablated_input[t]: A_t, the input of a receiver reading at t with every incoming edge removed.
-    ablated_input_qkv[layer]: q/k/v from A_t [n_prompts, pos, 3, n_heads, d_head], computed by
-        ``ModelSpec.qkv`` as a patched pass computes a receiver's q/k/v.
+    ablated_input[t]: A_t [n_prompts, pos, d_model], the input of a receiver reading at t with every
+        incoming edge removed.
+    qkv_table[layer]: [6 * n_heads, n_prompts * pos * d_head], receiver-major (row r is receiver r of
+        ``ModelSpec.qkv``'s numbering): rows 0 .. 3H-1 the ablated q/k/v (what a removed head input
+        carries), rows 3H .. 6H-1 the q/k/v of A_t, computed by ``ModelSpec.qkv_rows`` as a patched
+        pass computes a receiver's q/k/v.
     ablated_input_mlp_out[layer]: the MLP's output on A_t (empty list without MLPs).
+    ``at_positions`` gives the rows a pass reads at the logits' positions only.
     """
 
     def __init__(
@@ -208,19 +213,53 @@ class Baseline:
         else:
             self.corrupted_run = record_run(spec, graph, groups, corrupted)
         self.ablated = ablate(self.corrupted_run, ablation)
-        self.clean_minus_ablated = self.clean_run.sender_out - self.ablated.sender_out
+        self.ablated_out = self.ablated.sender_out.permute(2, 0, 1, 3).contiguous()
+        self.sender_diff = (self.clean_run.sender_out.permute(2, 0, 1, 3) - self.ablated_out).contiguous()
         self.ablated_input = {
-            read: resid - self.clean_minus_ablated[:, :, : self.senders_before[read]].sum(2)
+            read: resid - self.sender_diff[: self.senders_before[read]].sum(0)
             for read, resid in self.clean_run.resid.items()
         }
-        every_qkv = torch.arange(3 * shape.n_heads, device=clean.device)
-        self.ablated_input_qkv = [
-            spec.qkv(layer, self.ablated_input[shape.attention_reads(layer)][:, :, None, :].expand(-1, -1, 3 * shape.n_heads, -1), every_qkv)
-            .unflatten(2, (3, shape.n_heads))
-            for layer in range(shape.n_layers)
-        ]
+        n_qkv = 3 * shape.n_heads
+        every_qkv = torch.arange(n_qkv, device=clean.device)
+        self.qkv_table = []
+        for layer in range(shape.n_layers):
+            ablated_input = self.ablated_input[shape.attention_reads(layer)].flatten(0, 1)
+            from_input = spec.qkv_rows(layer, ablated_input[None].expand(n_qkv, -1, -1), every_qkv)
+            ablated_qkv = self.ablated.qkv[layer].permute(2, 3, 0, 1, 4).reshape(n_qkv, -1)
+            self.qkv_table.append(torch.cat([ablated_qkv, from_input.flatten(1)]))
         self.ablated_input_mlp_out = (
             [spec.mlp(layer, self.ablated_input[shape.mlp_reads(layer)]) for layer in range(shape.n_layers)]
             if shape.has_mlp
             else []
         )
+        self.n_heads = shape.n_heads
+        self._at_positions: PositionRows | None = None
+
+    def at_positions(self, positions: Tensor) -> PositionRows:
+        """The baseline's rows at ``positions`` [P] (made once; a patcher has one set of positions)."""
+        if self._at_positions is None or not torch.equal(self._at_positions.positions, positions):
+            self._at_positions = PositionRows(self, positions)
+        return self._at_positions
+
+
+class PositionRows:
+    """A ``Baseline``'s rows at positions [P] only (the logits' positions): ``sender_diff``,
+    ``ablated_out`` [n_senders, n_prompts, P, d_model], ``ablated_input`` {read point: [n_prompts,
+    P, d_model]}, ``ablated_input_mlp_out`` (per layer), and ``qkv_table`` per layer split into its
+    q rows at P (``q_table`` [2 * n_heads, n_prompts * P * d_head]: ablated, then all-removed input)
+    and its k and v rows at every position (``kv_table`` [4 * n_heads, n_prompts * pos * d_head]).
+    """
+
+    def __init__(self, baseline: Baseline, positions: Tensor) -> None:
+        self.positions = positions
+        self.sender_diff = baseline.sender_diff[:, :, positions].contiguous()
+        self.ablated_out = baseline.ablated_out[:, :, positions].contiguous()
+        self.ablated_input = {read: x[:, positions].contiguous() for read, x in baseline.ablated_input.items()}
+        self.ablated_input_mlp_out = [x[:, positions].contiguous() for x in baseline.ablated_input_mlp_out]
+        n_heads = baseline.n_heads
+        n_prompts, n_pos = baseline.sender_diff.shape[1:3]
+        self.q_table, self.kv_table = [], []
+        for table in baseline.qkv_table:
+            rows = table.view(2, 3, n_heads, n_prompts, n_pos, -1)  # (ablated, all-removed), kind, head
+            self.q_table.append(rows[:, 0, :, :, positions].reshape(2 * n_heads, -1))
+            self.kv_table.append(rows[:, 1:].reshape(4 * n_heads, -1))

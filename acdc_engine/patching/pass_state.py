@@ -9,15 +9,24 @@ u's output in this pass and out_u* what a removed edge carries. Senders written 
 start layer take their clean outputs (the *fixed* senders); the others are recorded as the pass
 computes them, once for the batch when they are the same in every circuit, else per circuit.
 
-Every receiver's input is summed in one order, (fixed senders' rows + A_v) + this pass's senders'
-rows, whichever path computes it, so a circuit's input does not depend on the batch it is in.
+Sender differences are held sender-major (one row of n_prompts * pos * d_model values per sender),
+so the masked sums of a group of receivers are one matrix product: mask rows [R, senders] times
+sender rows. Every receiver's input is summed in one order, (fixed senders' product + A_v) + this
+pass's senders' product, with the same product shapes (one row per input, all the fixed senders,
+then all this pass's senders before the read point) whichever path computes it, so a circuit's
+input does not depend on the batch it is in. Receivers with the same mask row over the same sender
+rows have the same input: it is computed once.
+
+The masks are analysed on the CPU as numpy arrays (they are small, and branching on them needs
+their values); only the mask rows a product needs go to the device.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,19 +35,91 @@ from acdc_engine.patching.baseline import Baseline
 
 @dataclass
 class ReceiverInputs:
-    """The inputs of a group of R receivers for a batch of C circuits.
+    """The inputs of a group of R receivers for a batch of C circuits (index arrays are numpy).
 
-    varies [R]: the receiver's input differs between circuits; those inputs are ``per_circuit``
-        [C, n_prompts, pos, R_varies, d_model].
-    active [R]: the same in every circuit and not the all-removed input; computed once in
-        ``shared`` [n_prompts, pos, R_active, d_model]. The remaining receivers keep no edge: their
-        input is the all-removed input, whose downstream values are precomputed (``Baseline``).
+    varies [R] bool: the receiver's input differs between circuits.
+    active [R] bool: the same in every circuit and not the all-removed input. The remaining
+        receivers keep no edge: their input is the all-removed input, whose downstream values are
+        precomputed (``Baseline``).
+    The *slots* are the active receivers (in receiver order), then each circuit's varying receivers
+    (circuit-major): Ra + C * Rv of them. Slots with the same mask row over the same sender rows
+    have the same input, computed once as one *value*; slots of the same receiver and value are
+    one *pair* (their q/k/v are the same).
+    values [U, n_prompts, P, d_model] or None: the distinct inputs.
+    pair_receiver, pair_value [Q]: each pair's receiver (its position in the group) and value.
+    slot_pair [Ra + C * Rv]: the pair of each slot.
     """
 
-    varies: Tensor
-    active: Tensor
-    shared: Tensor | None
-    per_circuit: Tensor | None
+    varies: np.ndarray
+    active: np.ndarray
+    values: Tensor | None = None
+    pair_receiver: np.ndarray | None = None
+    pair_value: list[int] | None = None
+    slot_pair: np.ndarray | None = None
+
+    @property
+    def n_active(self) -> int:
+        return int(self.active.sum())
+
+    @property
+    def n_varies(self) -> int:
+        return int(self.varies.sum())
+
+    def per_slot(self, per_value: Tensor) -> Tensor:
+        """Rows [U, ...], one per value, as rows [slots, ...] (for groups of one receiver, whose
+        pairs are its values)."""
+        if len(self.slot_pair) == len(per_value):  # every slot has its own value
+            return per_value
+        return per_value.index_select(0, on_device(self.slot_pair, per_value.device))
+
+
+def distinct(keys: list) -> tuple[list[int], list[int]]:
+    """(first, inverse): the index of each distinct key's first occurrence, in order, and for
+    every key the position of its key in ``first``."""
+    first: list[int] = []
+    seen: dict = {}
+    inverse = []
+    for i, key in enumerate(keys):
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(i)
+        inverse.append(seen[key])
+    return first, inverse
+
+
+class SenderRows:
+    """One pass's sender rows (out_u - out_u*) at one set of positions: the fixed senders' (the
+    baseline's) and this pass's, recorded as they are computed. ``shared`` [S_new, n_prompts, P,
+    d_model] holds those equal in every circuit (zero where one varies); ``circuit`` [C, S_new, ...],
+    made at the first varying sender, holds every sender per circuit.
+
+    ``rows`` is a ``Baseline`` or its ``PositionRows``: its ``sender_diff``, ``ablated_out`` and
+    ``ablated_input`` are read.
+    """
+
+    def __init__(self, rows: Any, n_fixed: int, n_circuits: int, buffer: Tensor) -> None:
+        self.rows = rows
+        self.n_circuits = n_circuits
+        self.fixed = rows.sender_diff[:n_fixed]
+        # ``buffer`` is kept between passes: every slot a pass reads it writes first (a varying
+        # sender's shared row as zeros), so stale rows are never read
+        self.shared = buffer[: rows.sender_diff.shape[0] - n_fixed]
+        self.circuit: Tensor | None = None
+        self.n_written = 0  # slots [0, n_written) of ``shared`` may hold recorded senders
+
+    def record_shared(self, slots: Tensor, last_slot: int, diff: Tensor) -> None:
+        self.shared.index_copy_(0, slots, diff)
+        if self.circuit is not None:
+            self.circuit.index_copy_(1, slots, diff.expand(self.n_circuits, *diff.shape))
+        self.n_written = max(self.n_written, last_slot + 1)
+
+    def record_circuits(self, slots: Tensor, last_slot: int, diff: Tensor) -> None:
+        if self.circuit is None:
+            self.circuit = self.shared.new_empty((self.n_circuits, *self.shared.shape))
+            self.circuit[:, : self.n_written] = self.shared[: self.n_written]
+        self.circuit.index_copy_(1, slots, diff)
+        self.shared.index_fill_(0, slots, 0)
+        self.n_written = max(self.n_written, last_slot + 1)
 
 
 class PassState:
@@ -46,85 +127,186 @@ class PassState:
 
     Args:
         baseline: the patcher's precomputed runs.
-        kept: edge masks [C, n_senders, n_receivers] in the pass's dtype (1 = in the circuit).
-        n_fixed: how many senders (a prefix) take their clean outputs: those written before the
-            start layer.
+        kept: edge masks [C, n_senders, n_receivers], a numpy bool array (True = in the circuit).
+        start_layer: the layer the pass starts at; the senders written before it (a prefix,
+            ``n_fixed`` of them) take their clean outputs.
+        dtype: the pass's float dtype (the masks' in the products).
+        head_cache: {(layer, head): (key, out - out*)}, kept by the patcher between passes: the
+            outputs of start-layer heads computed alike in every circuit, by ``head_key``.
+        scratch: buffers kept by the patcher between passes (``buffer``, ``scratch_table``).
+        positions: the logits' positions [P] on the device, or None when they are every position.
+            Then the top layer is computed at them only (its queries, MLP and outputs: only the
+            logits read them), and every sender's row is also kept at them (``at_positions``).
     """
 
-    def __init__(self, baseline: Baseline, kept: Tensor, n_fixed: int) -> None:
+    def __init__(
+        self,
+        baseline: Baseline,
+        kept: np.ndarray,
+        start_layer: int,
+        n_fixed: int,
+        dtype: torch.dtype,
+        head_cache: dict,
+        scratch: dict,
+        positions: Tensor | None,
+    ) -> None:
         self.baseline = baseline
+        self.start_layer = start_layer
+        self.head_cache = head_cache
+        self.scratch = scratch
         self.kept = kept
         self.n_circuits = kept.shape[0]
         self.n_fixed = n_fixed
-        clean = baseline.clean_minus_ablated
-        n_prompts, n_pos, n_senders, d_model = clean.shape
-        self.fixed_diff = clean[:, :, :n_fixed]
-        # this pass's senders: ``shared_diff`` holds those equal in every circuit (zero where one
-        # varies); ``circuit_diff`` (made at the first varying sender) holds every sender per circuit
-        self.shared_diff = torch.zeros(n_prompts, n_pos, n_senders - n_fixed, d_model, dtype=clean.dtype, device=clean.device)
-        self.circuit_diff: Tensor | None = None
-        self.varying = torch.zeros(n_senders, dtype=torch.bool, device=clean.device)
-
-    def inputs(self, receivers: Tensor, read_at: int, positions: Tensor | None = None) -> ReceiverInputs:
-        """The inputs of ``receivers`` (indices [R]) reading at ``read_at``, at ``positions`` (default all)."""
-        n_before = self.baseline.senders_before[read_at]
-        n_fixed = self.n_fixed
-        at = slice(None) if positions is None else positions
-        column = self.kept[:, :n_before, receivers]  # [C, s, R]
-        varies = (column != column[:1]).any(0).any(0) | column[:, self.varying[:n_before]].any(0).any(0)
-        active = column[0].any(0) & ~varies
-        base = self.baseline.ablated_input[read_at][:, at, None, :]
-        fixed, new = slice(0, n_fixed), slice(n_fixed, n_before)
-        shared = None
-        if active.any():
-            mask = column[0][:, active].T  # [Ra, s]
-            shared = masked_sum(mask[:, fixed], self.fixed_diff[:, at])
-            shared += base
-            if n_before > n_fixed:
-                shared += masked_sum(mask[:, new], self.shared_diff[:, at, : n_before - n_fixed])
-        per_circuit = None
-        if varies.any():
-            mask = column[:, :, varies].transpose(1, 2)  # [C, Rv, s]
-            n_varies = mask.shape[1]
-            rows = masked_sum(mask[:, :, fixed].reshape(self.n_circuits * n_varies, -1), self.fixed_diff[:, at])
-            per_circuit = rows.unflatten(2, (self.n_circuits, n_varies)).permute(2, 0, 1, 3, 4) + base
-            if n_before > n_fixed:
-                if self.circuit_diff is None:
-                    diffs = self.shared_diff[None, :, at, : n_before - n_fixed].expand(self.n_circuits, -1, -1, -1, -1)
-                else:
-                    diffs = self.circuit_diff[:, :, at, : n_before - n_fixed]
-                per_circuit += torch.stack([masked_sum(mask[c, :, new], diffs[c]) for c in range(self.n_circuits)])
-        return ReceiverInputs(varies, active, shared, per_circuit)
-
-    def record(self, senders: Tensor, outputs: Tensor, per_circuit: bool) -> None:
-        """Record senders' outputs: [n_prompts, pos, s, d_model] (the same in every circuit) or, with
-        ``per_circuit``, [C, n_prompts, pos, s, d_model]."""
-        diff = outputs - self.baseline.ablated.sender_out[:, :, senders]
-        slots = senders - self.n_fixed
-        if per_circuit:
-            self.varying[senders] = True
-            if self.circuit_diff is None:
-                self.circuit_diff = self.shared_diff[None].repeat(self.n_circuits, 1, 1, 1, 1)
-            self.circuit_diff[:, :, :, slots] = diff
+        self.dtype = dtype
+        self.numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype if dtype in (torch.float32, torch.float64) else None
+        self.device = baseline.sender_diff.device
+        self.positions = positions
+        self.full = SenderRows(baseline, n_fixed, self.n_circuits, self.buffer("shared", baseline.sender_diff))
+        if positions is None:
+            self.at_positions = self.full
         else:
-            self.shared_diff[:, :, slots] = diff
-            if self.circuit_diff is not None:
-                self.circuit_diff[:, :, :, slots] = diff[None]
+            rows = baseline.at_positions(positions)
+            self.at_positions = SenderRows(rows, n_fixed, self.n_circuits, self.buffer("shared at positions", rows.sender_diff))
+        self.varying = np.zeros(baseline.sender_diff.shape[0], dtype=bool)
+        self.any_varying = False
+
+    @property
+    def row_shape(self) -> torch.Size:
+        """[n_prompts, pos, d_model] of a full row."""
+        return self.baseline.sender_diff.shape[1:]
+
+    def receiver_varies(self, receivers: np.ndarray, read_at: int) -> np.ndarray:
+        """[R] bool: whether each of ``receivers`` gets a different input in some circuit (its
+        mask column differs between circuits, or it keeps an edge from a sender that does)."""
+        column = self.kept[:, : self.baseline.senders_before[read_at], receivers]  # [C, s, R]
+        varies = (column != column[0]).any((0, 1))
+        if self.any_varying:
+            varies |= column[:, self.varying[: column.shape[1]]].any((0, 1))
+        return varies
+
+    def head_key(self, receivers: np.ndarray, read_at: int, kept_inputs: np.ndarray) -> bytes:
+        """What a start-layer head's output depends on: its receivers' (indices [3]) mask columns in
+        the first circuit and its kept inputs [3]."""
+        return self.kept[0, : self.baseline.senders_before[read_at], receivers].tobytes() + kept_inputs.tobytes()
+
+    def buffer(self, key: str, like: Tensor) -> Tensor:
+        """An uninitialised tensor shaped like ``like``, kept between passes under ``key``."""
+        buffer = self.scratch.get(key)
+        if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = self.scratch[key] = torch.empty_like(like)
+        return buffer
+
+    def scratch_table(self, key: tuple, base: Tensor, extra: Tensor) -> Tensor:
+        """``torch.cat([base, extra])``, built in a buffer kept between passes (under ``key`` in
+        ``scratch``) that holds ``base`` already: only ``extra`` is copied."""
+        buffer = self.scratch.get(key)
+        n_base, n_rows = len(base), len(base) + len(extra)
+        if buffer is None or len(buffer) < n_rows or buffer.dtype != base.dtype or buffer.device != base.device:
+            buffer = base.new_empty((max(n_rows, 2 * n_base), base.shape[1]))
+            buffer[:n_base] = base
+            self.scratch[key] = buffer
+        buffer[n_base:n_rows] = extra
+        return buffer[:n_rows]
+
+    def device_mask(self, mask: np.ndarray) -> Tensor:
+        """A bool mask as the pass's float dtype on its device."""
+        if self.numpy_dtype is None:
+            return on_device(mask, self.device).to(self.dtype)
+        return on_device(mask.astype(self.numpy_dtype), self.device)
+
+    def inputs(self, receivers: np.ndarray, read_at: int, at_positions: bool = False) -> ReceiverInputs:
+        """The inputs of ``receivers`` (indices [R]) reading at ``read_at``, at every position or
+        (``at_positions``) at the logits' positions."""
+        n_before = self.baseline.senders_before[read_at]
+        n_fixed, n_circuits = self.n_fixed, self.n_circuits
+        n_new = n_before - n_fixed
+        column = self.kept[:, :n_before, receivers]  # [C, s, R]
+        first = column[0]
+        varies = self.receiver_varies(receivers, read_at)
+        active = first.any(0) & ~varies
+        n_active, n_varies = int(active.sum()), int(varies.sum())
+        if not n_active + n_varies:
+            return ReceiverInputs(varies, active)
+        mask = np.concatenate([first[:, active].T, column[:, :, varies].transpose(0, 2, 1).reshape(n_circuits * n_varies, n_before)])
+        slot_receiver = np.concatenate([active.nonzero()[0], np.tile(varies.nonzero()[0], n_circuits)])
+        # slots whose rows read only shared sender rows: one value per distinct mask row (the
+        # others read their circuit's sender rows: a value each)
+        sender_rows = self.at_positions if at_positions else self.full
+        per_circuit = sender_rows.circuit is not None and n_varies > 0 and n_new > 0
+        n_shared_slots = n_active if per_circuit else len(mask)
+        firsts, slot_value = distinct([row.tobytes() for row in mask[:n_shared_slots]])
+        n_distinct = len(firsts)
+        slot_value += range(n_distinct, n_distinct + len(mask) - n_shared_slots)
+        if n_distinct < n_shared_slots:
+            mask = np.concatenate([mask[firsts], mask[n_shared_slots:]])
+        pair_slots, slot_pair = distinct(list(zip(slot_receiver.tolist(), slot_value)))
+        device_mask = self.device_mask(mask)
+        base = sender_rows.rows.ablated_input[read_at]
+        rows = mask_rows(device_mask[:, :n_fixed], sender_rows.fixed.reshape(n_fixed, -1))
+        rows += base.reshape(-1)
+        if n_new:
+            new_mask = device_mask[:, n_fixed:]
+            shared = sender_rows.shared[:n_new].reshape(n_new, -1)
+            if not per_circuit:
+                rows += mask_rows(new_mask, shared)
+            else:
+                if n_distinct:
+                    rows[:n_distinct] += mask_rows(new_mask[:n_distinct], shared)
+                per_circuit_mask = new_mask[n_distinct:].view(n_circuits, n_varies, n_new)
+                per_circuit_rows = mask_rows(per_circuit_mask, sender_rows.circuit[:, :n_new].reshape(n_circuits, n_new, -1))
+                rows[n_distinct:] += per_circuit_rows.flatten(0, 1)
+        return ReceiverInputs(
+            varies, active, rows.view(-1, *base.shape), slot_receiver[pair_slots], [slot_value[i] for i in pair_slots], np.array(slot_pair)
+        )
+
+    def record_shared(self, senders: np.ndarray, outputs: Tensor, as_diff: bool = False, at_positions: bool = False) -> Tensor:
+        """Record senders (indices [k]) whose outputs [k, n_prompts, pos, d_model] are the same
+        in every circuit; ``as_diff``: given as out - out*; ``at_positions``: computed at the
+        logits' positions only ([k, n_prompts, P, d_model]). Returns out - out*."""
+        index = on_device(senders, self.device)
+        sender_rows = self.at_positions if at_positions else self.full
+        diff = outputs if as_diff else outputs - sender_rows.rows.ablated_out.index_select(0, index)
+        slots, last = index - self.n_fixed, int(senders.max()) - self.n_fixed
+        sender_rows.record_shared(slots, last, diff)
+        if not at_positions and self.at_positions is not self.full:
+            self.at_positions.record_shared(slots, last, diff[:, :, self.positions])
+        return diff
+
+    def record_circuits(self, senders: np.ndarray, outputs: Tensor, at_positions: bool = False) -> None:
+        """Record senders (indices [k]) with outputs per circuit [C, k, n_prompts, pos, d_model]
+        (pos: P with ``at_positions``, as ``record_shared``)."""
+        index = on_device(senders, self.device)
+        sender_rows = self.at_positions if at_positions else self.full
+        diff = outputs - sender_rows.rows.ablated_out.index_select(0, index)
+        slots, last = index - self.n_fixed, int(senders.max()) - self.n_fixed
+        sender_rows.record_circuits(slots, last, diff)
+        if not at_positions and self.at_positions is not self.full:
+            self.at_positions.record_circuits(slots, last, diff[:, :, :, self.positions])
+        self.varying[senders] = True
+        self.any_varying = True
+
+
+def on_device(array: np.ndarray, device: torch.device) -> Tensor:
+    """A small CPU array as a tensor on ``device``, copied without waiting for the device's queue."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
 
 
 def each_circuit(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """fn applied to each circuit's slice x[c], stacked: the matrix products inside see the shapes
-    a lone circuit gives them (BLAS may sum a row differently when it has more rows to share out
-    between threads), so a circuit's values do not depend on its batch."""
+    """fn applied to each slice x[c], stacked: the matrix products inside see the shapes a lone
+    circuit gives them, so a circuit's values do not depend on its batch."""
     return torch.stack([fn(x_c) for x_c in x.unbind(0)])
 
 
-def masked_sum(mask: Tensor, diff: Tensor) -> Tensor:
-    """sum_s mask[r, s] * diff[..., s, :] -> [..., R, d], by one kind of BLAS call whatever R is.
+def mask_rows(mask: Tensor, rows: Tensor) -> Tensor:
+    """sum_s mask[..., r, s] * rows[..., s, :] -> [..., R, N]: mask [R, s] times rows [s, N] (one
+    matrix product), or per circuit, mask [C, R, s] times rows [C, s, N] (a batch of them).
 
-    mask [R, s], diff [..., s, d]. BLAS sums a row the same way for any number of rows but one (a
-    single row takes a matrix-vector kernel), so a lone row is computed beside a zero row.
+    BLAS sums a row the same way for any number of rows but one (a single row takes a
+    matrix-vector kernel), and each matrix of a batch as it would alone; so a lone row is
+    computed beside a zero row. (A product accumulated into its output, ``addmm_``, is not:
+    small and large row counts take kernels that add the output in at different points.)
     """
-    if mask.shape[0] == 1:
-        return torch.matmul(torch.cat([mask, torch.zeros_like(mask)]), diff)[..., :1, :]
-    return torch.matmul(mask, diff)
+    if mask.shape[-2] == 1:
+        padded = torch.cat([mask, torch.zeros_like(mask)], dim=-2)
+        return (torch.mm(padded, rows) if mask.dim() == 2 else torch.bmm(padded, rows))[..., :1, :]
+    return torch.mm(mask, rows) if mask.dim() == 2 else torch.bmm(mask, rows)

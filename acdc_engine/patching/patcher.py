@@ -80,6 +80,13 @@ class EdgePatcher:
         n_pos = clean.shape[1]
         self.positions = (torch.arange(n_pos) if positions is None else positions).to(self.device)
         self.groups = ReceiverGroups.of(graph, self.device)
+        cpu_groups = ReceiverGroups.of(graph, torch.device("cpu"))
+        self._cpu_groups = ReceiverGroups([x.numpy() for x in cpu_groups.qkv], [None if x is None else x.numpy() for x in cpu_groups.mlp], cpu_groups.logits.numpy())
+        self._receiver_layer = torch.tensor(graph.receiver_layer)
+        self._head_cache: dict = {}  # start-layer heads' outputs between passes (``PassState``)
+        self._scratch: dict = {}  # buffers reused between passes (``PassState``)
+        every_position = torch.equal(self.positions.cpu(), torch.arange(n_pos))
+        self._pass_positions = None if every_position else self.positions
         with torch.no_grad():
             self.baseline = Baseline(spec, graph, self.groups, self.clean, self.corrupted, ablation, permute_corrupted_positions)
         self.permute_corrupted_positions = permute_corrupted_positions
@@ -109,17 +116,18 @@ class EdgePatcher:
         squeeze = edge_mask.dim() == 2
         if squeeze:
             edge_mask, head_input_mask = edge_mask[None], head_input_mask[None]
-        edge_mask, head_input_mask = edge_mask.to(self.device), head_input_mask.to(self.device)
+        edge_mask, head_input_mask = edge_mask.cpu().bool(), head_input_mask.cpu().bool()
         if start_layer > 0:
-            below = torch.tensor(self.graph.receiver_layer, device=self.device) < self.graph.shape.attention_reads(start_layer)
-            intact = edge_mask[:, :, below] | ~self.graph.edge_exists[:, below].to(self.device)
+            below = self._receiver_layer < self.graph.shape.attention_reads(start_layer)
+            intact = edge_mask[:, :, below] | ~self.graph.edge_exists[:, below]
             if not (intact.all() and head_input_mask[:, :start_layer].all()):
                 raise ValueError(f"cannot resume at layer {start_layer}: a receiver below it is patched")
         logits = self._patched_forward(edge_mask, head_input_mask, start_layer)
         return logits[0] if squeeze else logits
 
     def _patched_forward(self, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int) -> Tensor:
-        """Logits [C, n_prompts, P, d_vocab] of C circuits, resuming at ``start_layer``.
+        """Logits [C, n_prompts, P, d_vocab] of C circuits (masks bool on the CPU), resuming at
+        ``start_layer``.
 
         A receiver whose mask column is the same in every circuit and that keeps no edge from a
         sender that differs between circuits gets the same input in every circuit: it, and a head
@@ -127,14 +135,15 @@ class EdgePatcher:
         circuit. Either way a circuit's values are the same float bits as when it is evaluated
         alone (tests check this bit for bit).
         """
-        spec, graph, groups = self.spec, self.graph, self.groups
+        spec, graph, groups = self.spec, self.graph, self._cpu_groups
         n_fixed = self.baseline.senders_before[graph.shape.attention_reads(start_layer)]
-        state = PassState(self.baseline, edge_mask.to(self.dtype), n_fixed)
+        state = PassState(self.baseline, edge_mask.numpy(), start_layer, n_fixed, self.dtype, self._head_cache, self._scratch, self._pass_positions)
+        keep = head_input_mask.permute(0, 1, 3, 2).numpy()  # [C, layer, 3, h]
         for layer in range(start_layer, graph.shape.n_layers):
-            attention_layer(spec, graph, groups, state, layer, head_input_mask)
+            attention_layer(spec, graph, groups, state, layer, keep[:, layer])
             if graph.shape.has_mlp:
                 mlp_layer(spec, graph, groups, state, layer)
-        return logits_at(spec, graph, groups, state, self.positions)
+        return logits_at(spec, graph, groups, state)
 
     def bytes_per_circuit(self) -> int:
         """A generous estimate of the memory one more circuit in a batch takes, in bytes."""

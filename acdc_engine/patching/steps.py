@@ -2,81 +2,171 @@
 
 Each step reads its receivers' inputs from the ``PassState``, computes its senders' outputs with the
 model's own components (``ModelSpec``) and records them. Work that is the same in every circuit of
-the batch is done once; the rest per circuit, with the q/k/v and MLP products called once per circuit
-(``each_circuit``) so that a circuit's values are the same float bits alone and in a batch.
+the batch is done once; the rest per circuit. A layer's heads run as one batch of *head instances*
+(each shared head once, each varying head once per circuit), their q/k/v gathered by one index
+from a table of rows (ablated, all-removed input's, computed); the products inside are batched
+over matrices whose shapes do not depend on the batch (``acdc_engine.architecture.attention``), and
+the MLP and unembedding products run once per distinct input (``each_circuit``), so a circuit's
+values are the same float bits alone and in a batch (the unembedding likewise, ``ModelSpec.unembed_each``).
+
+Only the logits read the top layer's outputs, so with logits at some positions only, the top
+layer's queries, MLP and outputs are computed at those positions (``PassState.positions``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from acdc_engine.graph import Graph, mlp_name
-from acdc_engine.patching.baseline import ReceiverGroups, attention_contributions, first_head_sender
-from acdc_engine.patching.pass_state import PassState, each_circuit
+from acdc_engine.patching.baseline import ReceiverGroups, first_head_sender
+from acdc_engine.patching.pass_state import PassState, each_circuit, on_device
 
 if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec
 
 
-def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: PassState, layer: int, head_input_mask: Tensor) -> None:
-    """Layer ``layer``'s heads for every circuit; ``head_input_mask`` [C, n_layers, n_heads, 3]."""
-    baseline = state.baseline
+def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: PassState, layer: int, keep: np.ndarray) -> None:
+    """Layer ``layer``'s heads for every circuit; ``keep`` [C, 3, n_heads] (bool): the head inputs
+    kept (q, k, v)."""
     n_heads = graph.shape.n_heads
     n_circuits = state.n_circuits
-    inputs = state.inputs(groups.qkv[layer], graph.shape.attention_reads(layer))
-    keep = head_input_mask[:, layer].permute(0, 2, 1)  # [C, 3, h]
-    head_varies = (inputs.varies.view(3, n_heads) | (keep != keep[:1]).any(0)).any(0)  # [h]
+    read_at = graph.shape.attention_reads(layer)
+    receivers = groups.qkv[layer]
+    head_varies = (state.receiver_varies(receivers, read_at).reshape(3, n_heads) | (keep != keep[0]).any(0)).any(0)  # [H]
     if spec.cfg.post_norms and head_varies.any():
         head_varies[:] = True  # the post-attention norm's scale couples the layer's heads
-    # q/k/v from the receivers' inputs, before head inputs are cut: receivers with no kept edge have
-    # the all-removed input's, those the same in every circuit are computed once
-    qkv_from_inputs = baseline.ablated_input_qkv[layer].clone()
-    if inputs.shared is not None:
-        receivers = inputs.active.nonzero().flatten()
-        qkv_from_inputs[:, :, receivers // n_heads, receivers % n_heads] = spec.qkv(layer, inputs.shared, receivers)
     first = first_head_sender(graph, layer)
-    shared_heads = (~head_varies).nonzero().flatten()
-    if len(shared_heads):
-        qkv = torch.where(keep[0, None, None, :, :, None], qkv_from_inputs, baseline.ablated.qkv[layer])
-        state.record(first + shared_heads, attention_contributions(spec, layer, qkv[:, :, :, shared_heads], shared_heads), False)
-    varying_heads = head_varies.nonzero().flatten()
-    if len(varying_heads):
-        # q/k/v of the varying heads in every circuit: shared receivers broadcast, varying ones computed
-        qkv = qkv_from_inputs[None].repeat(n_circuits, 1, 1, 1, 1, 1)
-        if inputs.per_circuit is not None:
-            receivers = inputs.varies.nonzero().flatten()
-            computed = each_circuit(lambda x: spec.qkv(layer, x, receivers), inputs.per_circuit)  # [C, n, pos, Rv, d_head]
-            qkv[:, :, :, receivers // n_heads, receivers % n_heads] = computed
-        qkv = qkv[:, :, :, :, varying_heads]  # [C, n, pos, 3, hv, d_head]
-        ablated = baseline.ablated.qkv[layer][None, :, :, :, varying_heads]
-        qkv = torch.where(keep[:, None, None, :, varying_heads, None], qkv, ablated)
-        out = attention_contributions(spec, layer, qkv.flatten(0, 1), varying_heads)
-        state.record(first + varying_heads, out.unflatten(0, (n_circuits, -1)), True)
+    at_positions = is_top_at_positions(graph, state, layer)
+    # a shared head of the start layer reads only fixed senders: its output is a function of its
+    # receivers' mask columns and kept inputs, so it is kept between passes (``PassState.head_cache``)
+    cached, keys = {}, {}
+    if layer == state.start_layer and not spec.cfg.post_norms:
+        for head in (~head_varies).nonzero()[0].tolist():
+            key = state.head_key(receivers[head::n_heads], read_at, keep[0, :, head])
+            hit = state.head_cache.get((layer, head))
+            if hit is not None and hit[0] == key:
+                cached[head] = hit[1]
+            else:
+                keys[head] = key
+    if cached:
+        diffs = torch.stack(list(cached.values()))
+        state.record_shared(first + np.array(list(cached)), diffs, as_diff=True, at_positions=at_positions)
+    computed_heads = np.array([h for h in range(n_heads) if h not in cached], dtype=np.int64)
+    if not len(computed_heads):
+        return
+    shared_heads = computed_heads[~head_varies[computed_heads]]
+    varying_heads = head_varies.nonzero()[0]
+    # q, k, v of every head instance (each shared head once, each varying head once per circuit)
+    qkv: list[Tensor] = []
+    for kinds in ((0,), (1, 2)) if at_positions else ((0, 1, 2),):
+        source = qkv_sources(spec, state, layer, read_at, receivers, kinds, computed_heads, keep, at_positions)
+        index = np.concatenate([source.rows[:, 0][:, shared_heads], source.rows[:, :, varying_heads].reshape(len(kinds), -1)], axis=1)
+        gathered = source.table.index_select(0, on_device(index.ravel(), state.device))  # [kinds * I, ...]
+        qkv += gathered.view(len(kinds), -1, *source.value_shape).unbind(0)
+    instance_heads = on_device(np.concatenate([shared_heads, np.tile(varying_heads, n_circuits)]), state.device)
+    query_positions = state.positions if at_positions else None
+    results = spec.head_results(layer, qkv[0], qkv[1], qkv[2], instance_heads, query_positions)  # [I, n, pos, d_model]
+    if spec.cfg.post_norms:  # every head shared, or every head varying
+        per_layer = results.view(-1, n_heads, *results.shape[1:])
+        results = spec.attention_out(layer, per_layer.movedim(1, -2)).movedim(-2, 1).reshape(results.shape)
+    n_shared, n_varying = len(shared_heads), len(varying_heads)
+    if n_shared:
+        diffs = state.record_shared(first + shared_heads, results[:n_shared], at_positions=at_positions)
+        for i, head in enumerate(shared_heads.tolist()):
+            if head in keys:
+                state.head_cache[(layer, head)] = (keys[head], diffs[i])
+    if n_varying:
+        per_circuit = results[n_shared:].view(n_circuits, n_varying, *results.shape[1:])
+        state.record_circuits(first + varying_heads, per_circuit, at_positions=at_positions)
+
+
+def is_top_at_positions(graph: Graph, state: PassState, layer: int) -> bool:
+    """Whether ``layer`` is computed at the logits' positions only."""
+    return state.positions is not None and layer == graph.shape.n_layers - 1
+
+
+@dataclass
+class QkvSources:
+    """Where a group of q/k/v kinds of a layer's heads is read from: ``table`` [rows, n_prompts *
+    pos * d_head] (the ablated values, the all-removed input's, then those computed in this
+    pass), ``rows`` [kinds, C, n_heads] (numpy) the table row of each kind, circuit and head,
+    and ``value_shape`` (n_prompts, pos, d_head) of a row."""
+
+    table: Tensor
+    rows: np.ndarray
+    value_shape: tuple[int, int, int]
+
+
+def qkv_sources(
+    spec: ModelSpec,
+    state: PassState,
+    layer: int,
+    read_at: int,
+    receivers: np.ndarray,
+    kinds: tuple[int, ...],
+    heads: np.ndarray,
+    keep: np.ndarray,
+    top_at_positions: bool,
+) -> QkvSources:
+    """The q/k/v ``kinds`` (0, 1, 2 = q, k, v) of ``heads`` of ``layer`` (``receivers``: the
+    layer's receiver indices, reading at ``read_at``); with ``top_at_positions`` the q rows are
+    at the logits' positions, the k and v rows at every position."""
+    n_heads = keep.shape[2]
+    n_kinds = len(kinds)
+    n_group = n_kinds * n_heads  # the group's receivers, kind-major, as its table numbers them
+    n_prompts, n_pos = state.row_shape[:2]
+    at_positions = top_at_positions and kinds == (0,)
+    if top_at_positions:
+        rows_at = state.at_positions.rows
+        base_table = rows_at.q_table[layer] if at_positions else rows_at.kv_table[layer]
+        n_pos = len(state.positions) if at_positions else n_pos
+    else:
+        base_table = state.baseline.qkv_table[layer]
+    table = base_table
+    in_group = np.concatenate([heads + j * n_heads for j in range(n_kinds)])
+    in_layer = np.concatenate([heads + kind * n_heads for kind in kinds])  # as ``ModelSpec.qkv`` numbers them
+    inputs = state.inputs(receivers[in_layer], read_at, at_positions)
+    n_circuits = state.n_circuits
+    every = np.arange(n_group)
+    from_input = np.tile(n_group + every, (n_circuits, 1))  # [C, group]: the all-removed input's rows
+    if inputs.values is not None:
+        computed, pair_row = spec.qkv_pairs(layer, inputs.values.flatten(1, 2), in_layer[inputs.pair_receiver].tolist(), inputs.pair_value)
+        table = state.scratch_table((layer, kinds), base_table, computed.flatten(1))  # computed: [pairs, n * pos, d_head]
+        # slots (``ReceiverInputs``): the active receivers, then the varying ones circuit by circuit
+        slot_row = 2 * n_group + np.array(pair_row)[inputs.slot_pair]
+        n_active, n_varies = inputs.n_active, inputs.n_varies
+        from_input[:, in_group[inputs.active]] = slot_row[:n_active]
+        from_input[:, in_group[inputs.varies]] = slot_row[n_active:].reshape(n_circuits, n_varies)
+    kept = keep[:, list(kinds)].reshape(n_circuits, n_group)
+    rows = np.where(kept, from_input, every).reshape(n_circuits, n_kinds, n_heads).transpose(1, 0, 2)
+    return QkvSources(table, rows, (n_prompts, n_pos, table.shape[1] // (n_prompts * n_pos)))
 
 
 def mlp_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: PassState, layer: int) -> None:
     """Layer ``layer``'s MLP for every circuit."""
-    inputs = state.inputs(groups.mlp[layer], graph.shape.mlp_reads(layer))
-    sender = torch.tensor([graph.sender_index[mlp_name(layer)]], device=state.kept.device)
-    if inputs.per_circuit is not None:
-        state.record(sender, each_circuit(lambda x: spec.mlp(layer, x), inputs.per_circuit), True)
-    elif inputs.shared is not None:
-        state.record(sender, spec.mlp(layer, inputs.shared), False)
+    at_positions = is_top_at_positions(graph, state, layer)
+    inputs = state.inputs(groups.mlp[layer], graph.shape.mlp_reads(layer), at_positions)
+    sender = np.array([graph.sender_index[mlp_name(layer)]])
+    if inputs.n_varies:
+        outputs = inputs.per_slot(each_circuit(lambda x: spec.mlp(layer, x), inputs.values))
+        state.record_circuits(sender, outputs[:, None], at_positions=at_positions)
+    elif inputs.n_active:
+        state.record_shared(sender, spec.mlp(layer, inputs.values[0])[None], at_positions=at_positions)
     else:
-        state.record(sender, state.baseline.ablated_input_mlp_out[layer][:, :, None], False)
+        rows = state.at_positions.rows if at_positions else state.baseline
+        state.record_shared(sender, rows.ablated_input_mlp_out[layer][None], at_positions=at_positions)
 
 
-def logits_at(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: PassState, positions: Tensor) -> Tensor:
-    """Logits [C, n_prompts, P, d_vocab] at ``positions``."""
+def logits_at(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: PassState) -> Tensor:
+    """Logits [C, n_prompts, P, d_vocab] at the logits' positions."""
     read_at = graph.shape.logits_read
-    inputs = state.inputs(groups.logits, read_at, positions)
-    if inputs.per_circuit is not None:
-        return spec.unembed(inputs.per_circuit[:, :, :, 0])  # batched: it reads W_U once
-    if inputs.shared is None:
-        final = state.baseline.ablated_input[read_at][None, :, positions]
-    else:
-        final = inputs.shared[None, :, :, 0]
-    return spec.unembed(final).expand(state.n_circuits, -1, -1, -1)
+    inputs = state.inputs(groups.logits, read_at, at_positions=True)
+    if inputs.n_varies:
+        return inputs.per_slot(spec.unembed_each(inputs.values))
+    final = inputs.values if inputs.n_active else state.at_positions.rows.ablated_input[read_at][None]
+    return spec.unembed_each(final).expand(state.n_circuits, -1, -1, -1)
