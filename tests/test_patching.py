@@ -117,14 +117,15 @@ def test_float32_logits_at_some_positions_are_bit_identical_alone_and_in_any_bat
                 assert torch.equal(batched[c], patcher.logits(edges[c], heads[c], start_layer)), (start_layer, n_circuits, c)
 
 
-def test_a_pass_after_other_passes_gives_the_bits_of_a_fresh_patcher():
-    # start-layer heads computed alike in every circuit of a pass are kept for the next passes
+@pytest.mark.parametrize("positions", [None, [4, 8]], ids=["every_position", "some_positions"])
+def test_a_pass_after_other_passes_gives_the_bits_of_a_fresh_patcher(positions):
+    # outputs computed alike in every circuit of a pass are kept for later passes
     model = small_model(attn_only=False, seed=3, dtype=torch.float32)
-    task = random_task(n_prompts=8, n_pos=9, seed=3, positions=[4, 8])
+    task = random_task(n_prompts=8, n_pos=9, seed=3, positions=positions or list(range(9)))
     graph = build_graph(model.cfg)
     used = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
     generator = torch.Generator().manual_seed(1)
-    for start_layer in (1, 0, 1):
+    for start_layer in (1, 0, 0, 1, 0):
         edges, heads = speculative_batch(graph, generator, 3, start_layer)
         used.logits(edges, heads, start_layer)
         for c in range(3):

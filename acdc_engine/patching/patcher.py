@@ -18,7 +18,7 @@ from torch import Tensor
 from acdc_engine.errors import AcdcError
 from acdc_engine.graph import Graph
 from acdc_engine.patching.baseline import ABLATIONS, Activations, Baseline, Leaves, ReceiverGroups, record_run
-from acdc_engine.patching.pass_state import PassState
+from acdc_engine.patching.pass_state import PassCache, PassState
 from acdc_engine.patching.self_check import SelfCheck, check_against_model
 from acdc_engine.patching.steps import attention_layer, logits_at, mlp_layer
 
@@ -83,8 +83,7 @@ class EdgePatcher:
         cpu_groups = ReceiverGroups.of(graph, torch.device("cpu"))
         self._cpu_groups = ReceiverGroups([x.numpy() for x in cpu_groups.qkv], [None if x is None else x.numpy() for x in cpu_groups.mlp], cpu_groups.logits.numpy())
         self._receiver_layer = torch.tensor(graph.receiver_layer)
-        self._head_cache: dict = {}  # start-layer heads' outputs between passes (``PassState``)
-        self._scratch: dict = {}  # buffers reused between passes (``PassState``)
+        self._cache = PassCache()  # kept between passes
         every_position = torch.equal(self.positions.cpu(), torch.arange(n_pos))
         self._pass_positions = None if every_position else self.positions
         with torch.no_grad():
@@ -137,7 +136,7 @@ class EdgePatcher:
         """
         spec, graph, groups = self.spec, self.graph, self._cpu_groups
         n_fixed = self.baseline.senders_before[graph.shape.attention_reads(start_layer)]
-        state = PassState(self.baseline, edge_mask.numpy(), start_layer, n_fixed, self.dtype, self._head_cache, self._scratch, self._pass_positions)
+        state = PassState(self.baseline, edge_mask.numpy(), start_layer, n_fixed, self.dtype, self._cache, self._pass_positions)
         keep = head_input_mask.permute(0, 1, 3, 2).numpy()  # [C, layer, 3, h]
         for layer in range(start_layer, graph.shape.n_layers):
             attention_layer(spec, graph, groups, state, layer, keep[:, layer])
