@@ -1,7 +1,8 @@
 """``EdgePatcher``: run a model with any set of edges patched, many circuits at once.
 
 The forward pass is our own, over the model's architecture-neutral description (``ModelSpec``,
-``acdc_engine.architecture``): no hook per edge, one product per receiver group and layer.
+``acdc_engine.architecture``): no hook per edge, one product per receiver group and layer, each
+distinct receiver input computed once.
 Circuits are stacked on a leading axis C, so one call evaluates C circuits side by side. The pass
 reads top to bottom in ``_patched_forward``: the precomputed ``Baseline``, then one step per layer
 (``steps``), then the logits.
@@ -80,8 +81,7 @@ class EdgePatcher:
         n_pos = clean.shape[1]
         self.positions = (torch.arange(n_pos) if positions is None else positions).to(self.device)
         self.groups = ReceiverGroups.of(graph, self.device)
-        cpu_groups = ReceiverGroups.of(graph, torch.device("cpu"))
-        self._cpu_groups = ReceiverGroups([x.numpy() for x in cpu_groups.qkv], [None if x is None else x.numpy() for x in cpu_groups.mlp], cpu_groups.logits.numpy())
+        self._cpu_groups = self.groups.as_numpy()
         self._receiver_layer = torch.tensor(graph.receiver_layer)
         self._cache = PassCache()  # kept between passes
         every_position = torch.equal(self.positions.cpu(), torch.arange(n_pos))
@@ -130,7 +130,8 @@ class EdgePatcher:
 
         A receiver whose mask column is the same in every circuit and that keeps no edge from a
         sender that differs between circuits gets the same input in every circuit: it, and a head
-        or MLP all of whose receivers are like it, is computed once for the batch; the rest per
+        or MLP all of whose receivers are like it, is computed once for the batch (or taken from
+        an earlier pass that computed it from the same values, ``PassCache``); the rest per
         circuit. Either way a circuit's values are the same float bits as when it is evaluated
         alone (tests check this bit for bit).
         """
