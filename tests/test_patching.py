@@ -5,7 +5,7 @@ import torch
 from naive_reference import naive_patched_logits
 
 from acdc_engine import AcdcError, build_graph
-from acdc_engine.patching import EdgePatcher
+from acdc_engine.patching import EdgePatcher, pass_state
 from factories import random_task, small_model, speculative_batch
 
 
@@ -60,8 +60,14 @@ def test_random_edge_subsets_match_naive_reference(attn_only, ablation):
         torch.testing.assert_close(patcher.logits(edges, heads), expected, atol=1e-10, rtol=0)
 
 
+@pytest.fixture(params=[False, True], ids=["queries_taken_at_positions", "queries_computed_at_positions"])
+def split_queries(request, monkeypatch):
+    """Both ways the top layer's queries reach the logits' positions (``PassState.split_queries``)."""
+    monkeypatch.setattr(pass_state, "SPLIT_QUERIES_FROM", 0 if request.param else float("inf"))
+
+
 @pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
-def test_random_edge_subsets_at_some_positions_match_naive_reference(attn_only):
+def test_random_edge_subsets_at_some_positions_match_naive_reference(attn_only, split_queries):
     # with logits at some positions only, the top layer is computed at those positions
     model = small_model(attn_only, seed=5)
     task = random_task(seed=1, positions=[2, 5])
@@ -103,7 +109,7 @@ def test_float32_logits_of_a_circuit_are_bit_identical_alone_and_in_any_batch(at
 
 
 @pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
-def test_float32_logits_at_some_positions_are_bit_identical_alone_and_in_any_batch(attn_only):
+def test_float32_logits_at_some_positions_are_bit_identical_alone_and_in_any_batch(attn_only, split_queries):
     model = small_model(attn_only=attn_only, seed=3, dtype=torch.float32)
     task = random_task(n_prompts=8, n_pos=9, seed=3, positions=[4, 8])
     graph = build_graph(model.cfg)

@@ -33,6 +33,12 @@ from torch import Tensor
 from acdc_engine.patching.baseline import Baseline
 
 
+SPLIT_QUERIES_FROM = 2**17
+"""Values (n_prompts x positions not read x d_model) from which the top layer's q receivers are
+worth computing at the logits' positions only, in products of their own (below, the extra
+products cost more than the rows they save)."""
+
+
 @dataclass
 class ReceiverInputs:
     """The inputs of a group of R receivers for a batch of C circuits (index arrays are numpy).
@@ -161,7 +167,8 @@ class PassState:
             taken from it when everything they are computed from is as it was (``sender_key``).
         positions: the logits' positions [P] on the device, or None when they are every position.
             Then the top layer is computed at them only (its queries, MLP and outputs: only the
-            logits read them), and every sender's row is also kept at them (``at_positions``).
+            logits read them), and every sender's row is also kept at them (``at_positions``);
+            ``split_queries``: its q receivers' inputs too.
     """
 
     def __init__(
@@ -192,6 +199,8 @@ class PassState:
         else:
             rows = baseline.at_positions(positions)
             self.at_positions = SenderRows(rows, n_fixed, self.n_circuits, self.buffer("shared at positions", rows.sender_diff))
+        n_prompts, n_pos, d_model = self.row_shape
+        self.split_queries = positions is not None and n_prompts * (n_pos - len(positions)) * d_model >= SPLIT_QUERIES_FROM
         self.varying = np.zeros(baseline.sender_diff.shape[0], dtype=bool)
         self.any_varying = False
 

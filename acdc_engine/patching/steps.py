@@ -63,12 +63,17 @@ def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state
     shared_heads = computed_heads[~head_varies[computed_heads]]
     varying_heads = head_varies.nonzero()[0]
     # q, k, v of every head instance (each shared head once, each varying head once per circuit)
+    # (with queries at the logits' positions, the q rows are computed there only where that saves
+    # enough, ``PassState.split_queries``; else at every position and then taken there)
+    split = at_positions and state.split_queries
     qkv: list[Tensor] = []
-    for kinds in ((0,), (1, 2)) if at_positions else ((0, 1, 2),):
-        source = qkv_sources(spec, state, layer, read_at, receivers, kinds, computed_heads, keep, at_positions)
+    for kinds in ((0,), (1, 2)) if split else ((0, 1, 2),):
+        source = qkv_sources(spec, state, layer, read_at, receivers, kinds, computed_heads, keep, split)
         index = np.concatenate([source.rows[:, 0][:, shared_heads], source.rows[:, :, varying_heads].reshape(len(kinds), -1)], axis=1)
         gathered = source.table.index_select(0, on_device(index.ravel(), state.device))  # [kinds * I, ...]
         qkv += gathered.view(len(kinds), -1, *source.value_shape).unbind(0)
+    if at_positions and not split:
+        qkv[0] = qkv[0][:, :, state.positions]
     instance_heads = on_device(np.concatenate([shared_heads, np.tile(varying_heads, n_circuits)]), state.device)
     query_positions = state.positions if at_positions else None
     results = spec.head_results(layer, qkv[0], qkv[1], qkv[2], instance_heads, query_positions)  # [I, n, pos, d_model]
