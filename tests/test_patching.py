@@ -139,6 +139,29 @@ def test_a_pass_after_other_passes_gives_the_bits_of_a_fresh_patcher(positions):
             assert torch.equal(used.logits(edges[c], heads[c], start_layer), fresh.logits(edges[c], heads[c], start_layer))
 
 
+@pytest.fixture
+def two_torch_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_float32_logits_of_a_four_layer_model_are_bit_identical_alone_and_in_any_batch_with_two_threads(two_torch_threads):
+    # small matrices (6 prompts, logits at one position), where BLAS with 2 threads sums a batch
+    # of one matrix unlike a larger batch
+    model = small_model(attn_only=False, seed=4, n_layers=4, n_heads=4, dtype=torch.float32)
+    task = random_task(seed=4)
+    graph = build_graph(model.cfg)
+    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    generator = torch.Generator().manual_seed(0)
+    for start_layer in range(4):
+        edges, heads = speculative_batch(graph, generator, 3, start_layer)
+        batched = patcher.logits(edges, heads, start_layer)
+        for c in range(3):
+            assert torch.equal(batched[c], patcher.logits(edges[c], heads[c], start_layer)), (start_layer, c)
+
+
 def test_wide_mlp_logits_are_bit_identical_alone_and_in_a_batch():
     # at GPT-2's widths, a batched MLP product with 2 threads sums rows differently than a lone one
     model = small_model(attn_only=False, seed=5, n_layers=1, n_heads=12, d_model=768, d_head=64, d_mlp=3072,

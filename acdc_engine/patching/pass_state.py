@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from acdc_engine.architecture.attention import batch_matmul
 from acdc_engine.patching.baseline import Baseline
 
 
@@ -351,5 +352,5 @@ def mask_rows(mask: Tensor, rows: Tensor) -> Tensor:
     """
     if mask.shape[-2] == 1:
         padded = torch.cat([mask, torch.zeros_like(mask)], dim=-2)
-        return (torch.mm(padded, rows) if mask.dim() == 2 else torch.bmm(padded, rows))[..., :1, :]
-    return torch.mm(mask, rows) if mask.dim() == 2 else torch.bmm(mask, rows)
+        return (torch.mm(padded, rows) if mask.dim() == 2 else batch_matmul(padded, rows))[..., :1, :]
+    return torch.mm(mask, rows) if mask.dim() == 2 else batch_matmul(mask, rows)
