@@ -66,7 +66,7 @@ class ReceiverGroups:
         ]
         return cls(qkv, mlp, torch.tensor([index["logits"]], device=device))
 
-    def as_numpy(self) -> "ReceiverGroups":
+    def as_numpy(self) -> ReceiverGroups:
         """The same indices as numpy arrays (for the pass's analysis of masks on the CPU)."""
         return ReceiverGroups(
             [x.cpu().numpy() for x in self.qkv], [None if x is None else x.cpu().numpy() for x in self.mlp], self.logits.cpu().numpy()

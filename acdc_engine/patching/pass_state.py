@@ -33,7 +33,6 @@ from torch import Tensor
 from acdc_engine.architecture.attention import batch_matmul
 from acdc_engine.patching.baseline import Baseline
 
-
 SPLIT_QUERIES_FROM = 2**17
 """Values (n_prompts x positions not read x d_model) from which the top layer's q receivers are
 worth computing at the logits' positions only, in products of their own (below, the extra
