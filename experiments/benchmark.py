@@ -7,7 +7,8 @@
 
 The first line describes the machine (cores, torch, measured float32 matmul GFLOP/s). Then one line
 per (case, method) with: case, method, edges, edges_tested, forward_equivalents (matmul FLOPs spent,
-in units of one plain forward pass of the model over the case's prompts), seconds, peak_rss_mb,
+in units of one plain forward pass of the model over the case's prompts; for the fast engine those
+of the whole timed run, set-up included, counted in a second identical run), seconds, peak_rss_mb,
 identical_to_naive (the fast engine's decisions equal the naive reference's on every candidate both
 tested), decisions_per_second, and for the fast engine achieved_gflops and matmul_fraction. Where a
 full naive run would take too long, it runs a stated prefix of the visiting order (``prefix_tests``)
@@ -163,26 +164,19 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
                         note=f"naive ran the first {tested} of {n_candidates} candidates; extrapolated linearly")
 
     elif method == "fast":
+        def fast_run():
+            patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+            metric = kl_divergence(patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask()))
+            batch_size = patcher.auto_batch_size()
+            result = run_acdc(graph, lambda e, h, s=0: metric(patcher.logits(e, h, s)).double(), spec["threshold"],
+                              batch_size=batch_size, progress=False, stop_after=spec["fast_candidates"])
+            return result, batch_size
+
         start = time.perf_counter()
-        patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
-        full_logits = patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask())
-        metric = kl_divergence(full_logits)
-        shapes: dict[tuple[int, int], int] = {}
-
-        def evaluate(edges, heads, start_layer=0):
-            shapes[(start_layer, edges.shape[0])] = shapes.get((start_layer, edges.shape[0]), 0) + 1
-            return metric(patcher.logits(edges, heads, start_layer)).double()
-
-        batch_size = patcher.auto_batch_size()
-        result = run_acdc(graph, evaluate, spec["threshold"], batch_size=batch_size, progress=False,
-                          stop_after=spec["fast_candidates"])
+        result, batch_size = fast_run()
         synchronize(device)
         seconds = time.perf_counter() - start
-        total_flops = 0
-        for (start_layer, n_circuits), count in shapes.items():
-            edges = graph.full_edge_mask()[None].expand(n_circuits, -1, -1)
-            heads = graph.full_head_input_mask()[None].expand(n_circuits, -1, -1, -1)
-            total_flops += count * flops_of(lambda: patcher.logits(edges, heads, start_layer))
+        total_flops = flops_of(fast_run)  # the same run again (it is deterministic), counting its products
         decisions = {}
         for name, index, kept, scores in [(e, graph.parse_edge(e), result.edge_kept, result.edge_scores) for e in graph.edge_names()] + \
                 [(h, graph.parse_head_input(h), result.head_input_kept, result.head_input_scores) for h in graph.head_input_names()]:
@@ -217,10 +211,14 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
 
 
 def pass_costs(case: str) -> list[dict]:
-    """Seconds per candidate of one resumed pass at the top, middle and first layer, for 1 and 8
-    circuits that differ in one receiver there, on a circuit with 10% of the edges above that layer
-    kept (random): where a prefix run covers only the top layers, this bounds the rest."""
+    """Seconds per candidate of one resumed pass at the logits, the top, middle and first layer, for
+    1 and 8 circuits that differ in one receiver there, on a circuit with 10% of the edges above
+    that layer kept (random; the pass before it, on another such circuit, fills the engine's cache
+    as ACDC's previous pass would). Then a projection of a whole exact ACDC run: every candidate
+    of the visiting order at the per-candidate cost of 8-circuit passes at its start layer
+    (interpolated linearly between the layers measured)."""
     from acdc_engine.graph import build_graph
+    from acdc_engine.methods.acdc import visiting_segments
     from acdc_engine.nodes import head_receiver_name
     from acdc_engine.patching import EdgePatcher
 
@@ -228,23 +226,42 @@ def pass_costs(case: str) -> list[dict]:
     graph = build_graph(model.cfg)
     patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
     generator = torch.Generator().manual_seed(0)
-    lines = []
-    for layer in sorted({graph.shape.n_layers - 1, graph.shape.n_layers // 2, 0}, reverse=True):
+    n_layers = graph.shape.n_layers
+
+    def circuits(layer: int, n_circuits: int) -> tuple[torch.Tensor, torch.Tensor]:
+        edges = (torch.rand(graph.edge_exists.shape, generator=generator) < 0.1) & graph.edge_exists
+        intact = torch.tensor(graph.receiver_layer) < graph.shape.attention_reads(layer)
+        edges[:, intact] = graph.edge_exists[:, intact]
+        edges = edges[None].repeat(n_circuits, 1, 1)
+        heads = graph.full_head_input_mask()[None].repeat(n_circuits, 1, 1, 1)
+        receiver = graph.receiver_index["logits" if layer == n_layers else head_receiver_name(layer, 0, "v")]
+        for c in range(n_circuits):
+            edges[c, : c + 1, receiver] = False
+        return edges, heads
+
+    lines, per_candidate = [], {}
+    for layer in sorted({n_layers, n_layers - 1, n_layers // 2, 0}, reverse=True):
         for n_circuits in (1, 8):
-            edges = (torch.rand(graph.edge_exists.shape, generator=generator) < 0.1) & graph.edge_exists
-            intact = torch.tensor(graph.receiver_layer) <= 2 * layer
-            edges[:, intact] = graph.edge_exists[:, intact]
-            edges = edges[None].repeat(n_circuits, 1, 1)
-            heads = graph.full_head_input_mask()[None].repeat(n_circuits, 1, 1, 1)
-            receiver = graph.receiver_index[head_receiver_name(layer, 0, "v")]
-            for c in range(n_circuits):
-                edges[c, : c + 1, receiver] = False
-            patcher.logits(edges, heads, layer)
+            patcher.logits(*circuits(layer, n_circuits), layer)
+            edges, heads = circuits(layer, n_circuits)
             start = time.perf_counter()
             patcher.logits(edges, heads, layer)
-            seconds = time.perf_counter() - start
+            seconds = (time.perf_counter() - start) / n_circuits
+            per_candidate[layer, n_circuits] = seconds
             lines.append({"case": case, "method": "fast-pass-cost", "start_layer": layer, "circuits": n_circuits,
-                          "seconds_per_candidate": round(seconds / n_circuits, 3)})
+                          "seconds_per_candidate": float(f"{seconds:.3g}")})
+    measured = sorted(layer for layer, n in per_candidate if n == 8)
+    projected, candidates = 0.0, 0
+    for segment in visiting_segments(graph):
+        lower = max(m for m in measured if m <= segment.start_layer)
+        upper = min(m for m in measured if m >= segment.start_layer)
+        weight = 0.0 if upper == lower else (segment.start_layer - lower) / (upper - lower)
+        cost = (1 - weight) * per_candidate[lower, 8] + weight * per_candidate[upper, 8]
+        projected += cost * len(segment.candidates)
+        candidates += len(segment.candidates)
+    lines.append({"case": case, "method": "fast-projection", "candidates": candidates,
+                  "projected_seconds": float(f"{projected:.3g}"),
+                  "note": "every candidate tested in 8-circuit passes at the per-candidate costs above"})
     return lines
 
 

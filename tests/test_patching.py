@@ -5,7 +5,7 @@ import torch
 from naive_reference import naive_patched_logits
 
 from acdc_engine import AcdcError, build_graph
-from acdc_engine.patching import EdgePatcher
+from acdc_engine.patching import EdgePatcher, pass_state
 from factories import random_task, small_model, speculative_batch
 
 
@@ -60,8 +60,14 @@ def test_random_edge_subsets_match_naive_reference(attn_only, ablation):
         torch.testing.assert_close(patcher.logits(edges, heads), expected, atol=1e-10, rtol=0)
 
 
+@pytest.fixture(params=[False, True], ids=["queries_taken_at_positions", "queries_computed_at_positions"])
+def split_queries(request, monkeypatch):
+    """Both ways the top layer's queries reach the logits' positions (``PassState.split_queries``)."""
+    monkeypatch.setattr(pass_state, "SPLIT_QUERIES_FROM", 0 if request.param else float("inf"))
+
+
 @pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
-def test_random_edge_subsets_at_some_positions_match_naive_reference(attn_only):
+def test_random_edge_subsets_at_some_positions_match_naive_reference(attn_only, split_queries):
     # with logits at some positions only, the top layer is computed at those positions
     model = small_model(attn_only, seed=5)
     task = random_task(seed=1, positions=[2, 5])
@@ -103,7 +109,7 @@ def test_float32_logits_of_a_circuit_are_bit_identical_alone_and_in_any_batch(at
 
 
 @pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
-def test_float32_logits_at_some_positions_are_bit_identical_alone_and_in_any_batch(attn_only):
+def test_float32_logits_at_some_positions_are_bit_identical_alone_and_in_any_batch(attn_only, split_queries):
     model = small_model(attn_only=attn_only, seed=3, dtype=torch.float32)
     task = random_task(n_prompts=8, n_pos=9, seed=3, positions=[4, 8])
     graph = build_graph(model.cfg)
@@ -117,19 +123,43 @@ def test_float32_logits_at_some_positions_are_bit_identical_alone_and_in_any_bat
                 assert torch.equal(batched[c], patcher.logits(edges[c], heads[c], start_layer)), (start_layer, n_circuits, c)
 
 
-def test_a_pass_after_other_passes_gives_the_bits_of_a_fresh_patcher():
-    # start-layer heads computed alike in every circuit of a pass are kept for the next passes
+@pytest.mark.parametrize("positions", [None, [4, 8]], ids=["every_position", "some_positions"])
+def test_a_pass_after_other_passes_gives_the_bits_of_a_fresh_patcher(positions):
+    # outputs computed alike in every circuit of a pass are kept for later passes
     model = small_model(attn_only=False, seed=3, dtype=torch.float32)
-    task = random_task(n_prompts=8, n_pos=9, seed=3, positions=[4, 8])
+    task = random_task(n_prompts=8, n_pos=9, seed=3, positions=positions or list(range(9)))
     graph = build_graph(model.cfg)
     used = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
     generator = torch.Generator().manual_seed(1)
-    for start_layer in (1, 0, 1):
+    for start_layer in (1, 0, 0, 1, 0):
         edges, heads = speculative_batch(graph, generator, 3, start_layer)
         used.logits(edges, heads, start_layer)
         for c in range(3):
             fresh = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, self_check=False)
             assert torch.equal(used.logits(edges[c], heads[c], start_layer), fresh.logits(edges[c], heads[c], start_layer))
+
+
+@pytest.fixture
+def two_torch_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_float32_logits_of_a_four_layer_model_are_bit_identical_alone_and_in_any_batch_with_two_threads(two_torch_threads):
+    # small matrices (6 prompts, logits at one position), where BLAS with 2 threads sums a batch
+    # of one matrix unlike a larger batch
+    model = small_model(attn_only=False, seed=4, n_layers=4, n_heads=4, dtype=torch.float32)
+    task = random_task(seed=4)
+    graph = build_graph(model.cfg)
+    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    generator = torch.Generator().manual_seed(0)
+    for start_layer in range(4):
+        edges, heads = speculative_batch(graph, generator, 3, start_layer)
+        batched = patcher.logits(edges, heads, start_layer)
+        for c in range(3):
+            assert torch.equal(batched[c], patcher.logits(edges[c], heads[c], start_layer)), (start_layer, c)
 
 
 def test_wide_mlp_logits_are_bit_identical_alone_and_in_a_batch():

@@ -4,11 +4,11 @@ Weights in TransformerLens layout: ``W_Q`` [n_heads, d_model, d_head], ``W_K`` a
 [n_key_value_heads, d_model, d_head], their biases [heads, d_head], ``W_O`` [n_heads, d_head,
 d_model], ``b_O`` [d_model]. Query head h reads key/value head ``h // n_groups``.
 
-The products are batched matrix products (``torch.bmm``) over contiguous operands whose per-matrix
-shape never depends on how many receivers, heads or circuits are computed together: one matrix per
-receiver (q/k/v: its input rows times its projection) and per head instance and prompt (scores,
-pattern times values), one per head instance (times ``W_O``). BLAS computes each matrix of a batch
-alone, so a value's float bits do not depend on its batch.
+The products are batched matrix products (``batch_matmul``) over contiguous operands whose
+per-matrix shape never depends on how many receivers, heads or circuits are computed together: one
+matrix per receiver (q/k/v: its input rows times its projection) and per head instance and prompt
+(scores, pattern times values), one per head instance (times ``W_O``). BLAS computes each matrix of
+a batch of two or more alike, so a value's float bits do not depend on its batch.
 """
 
 from __future__ import annotations
@@ -22,6 +22,15 @@ from transformer_lens.hook_points import HookPoint
 from acdc_engine.architecture.config import ArchitectureConfig
 from acdc_engine.architecture.norm import Norm, compute_dtype
 from acdc_engine.architecture.rotary import apply_rotary
+
+
+def batch_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.bmm(a, b)``, a lone matrix computed beside a copy of itself: with more than one
+    thread BLAS sums a batch of one matrix differently from the same matrix in a batch of two or
+    more (measured on an AMD EPYC, small matrices, 2 threads), and every batch of two or more alike."""
+    if a.shape[0] == 1:
+        return torch.bmm(torch.cat([a, a]), b.expand(2, *b.shape[1:]))[:1]
+    return torch.bmm(a, b)
 
 
 def _weight(*shape: int) -> nn.Parameter:
@@ -91,7 +100,7 @@ class Attention(nn.Module):
         heads) of that receiver's own input; a k receiver's likewise over all key/value heads.
         """
         weights, biases = self.receiver_weights(receivers)
-        out = torch.bmm(x, weights) + biases[:, None, :]
+        out = batch_matmul(x, weights) + biases[:, None, :]
         if self.cfg.qk_norm is None:
             return out
         kind = receivers // self.cfg.n_heads
@@ -109,7 +118,7 @@ class Attention(nn.Module):
                 inputs = x.index_select(0, rows)  # [R', M, d_model]
                 n_out, d_head = W.shape[0], W.shape[2]
                 full_w = W.permute(1, 0, 2).reshape(W.shape[1], n_out * d_head)
-                full = torch.bmm(inputs, full_w.expand(len(rows), -1, -1)) + b.flatten()
+                full = batch_matmul(inputs, full_w.expand(len(rows), -1, -1)) + b.flatten()
                 full = norm(full).unflatten(-1, (n_out, d_head))
                 normed = full[torch.arange(len(rows), device=rows.device), :, heads_of[rows], :]
             out = out.index_copy(0, rows, normed)
@@ -161,7 +170,7 @@ class Attention(nn.Module):
             q_cos, q_sin = (cos, sin) if query_positions is None else (cos[query_positions], sin[query_positions])
             q = apply_rotary(q[:, :, None], q_cos, q_sin, cfg.rotary_layout)[:, :, 0]
             k = apply_rotary(k[:, :, None], cos, sin, cfg.rotary_layout)[:, :, 0]
-        scores = torch.bmm(q.contiguous(), k.contiguous().transpose(1, 2))
+        scores = batch_matmul(q.contiguous(), k.contiguous().transpose(1, 2))
         scores = scores / cfg.attn_scale  # [I * b, q, pos]
         if cfg.attn_softcap is not None:
             scores = torch.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
@@ -170,8 +179,8 @@ class Attention(nn.Module):
         pattern = torch.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype, cfg.upcast)).to(q.dtype)
         if pattern_hook is not None:
             pattern = pattern_hook(pattern.view(n_instances, n_prompts, n_queries, n_pos)).reshape(-1, n_queries, n_pos)
-        z = torch.bmm(pattern.contiguous(), v.contiguous())  # [I * b, q, d_head]
-        result = torch.bmm(z.view(n_instances, n_prompts * n_queries, -1), self.W_O.index_select(0, heads))
+        z = batch_matmul(pattern.contiguous(), v.contiguous())  # [I * b, q, d_head]
+        result = batch_matmul(z.view(n_instances, n_prompts * n_queries, -1), self.W_O.index_select(0, heads))
         return result.view(n_instances, n_prompts, n_queries, -1)
 
     def hidden(self, n_pos: int, device: torch.device | str) -> Tensor:

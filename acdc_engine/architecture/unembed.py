@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from acdc_engine.architecture.attention import batch_matmul
+
 VOCAB_CHUNK = 1024
 """Columns of ``W_U`` per product in ``Unembed.each``."""
 
@@ -22,14 +24,14 @@ class Unembed(nn.Module):
 
     def each(self, x: Tensor) -> Tensor:
         """``forward`` of each block x[u] of x [U, M, d_model] -> [U, M, d_vocab]: one matrix product
-        per block and chunk of ``VOCAB_CHUNK`` columns of W_U, batched over the blocks, so a block's
+        per block and chunk of ``VOCAB_CHUNK`` columns of W_U, batched over the blocks (``batch_matmul``), so a block's
         products have the same shapes whatever U is, and each chunk of W_U is read from memory once
         for all blocks (it stays in cache)."""
         d_vocab = self.W_U.shape[1]
         logits = x.new_empty(*x.shape[:-1], d_vocab)
         for start in range(0, d_vocab, VOCAB_CHUNK):
             chunk = self.W_U[:, start : start + VOCAB_CHUNK]
-            logits[..., start : start + VOCAB_CHUNK] = torch.bmm(x, chunk.expand(len(x), *chunk.shape))
+            logits[..., start : start + VOCAB_CHUNK] = batch_matmul(x, chunk.expand(len(x), *chunk.shape))
         return self.capped(logits + self.b_U)
 
     def capped(self, logits: Tensor) -> Tensor:

@@ -51,6 +51,7 @@ class ReceiverGroups:
     qkv: list[Tensor]  # per layer, [3 * n_heads]
     mlp: list[Tensor | None]  # per layer, [1] (None without MLPs)
     logits: Tensor  # [1]
+    # (tensors on a device, or numpy arrays: ``as_numpy``)
 
     @classmethod
     def of(cls, graph: Graph, device: torch.device) -> "ReceiverGroups":
@@ -64,6 +65,12 @@ class ReceiverGroups:
             for layer in range(shape.n_layers)
         ]
         return cls(qkv, mlp, torch.tensor([index["logits"]], device=device))
+
+    def as_numpy(self) -> ReceiverGroups:
+        """The same indices as numpy arrays (for the pass's analysis of masks on the CPU)."""
+        return ReceiverGroups(
+            [x.cpu().numpy() for x in self.qkv], [None if x is None else x.cpu().numpy() for x in self.mlp], self.logits.cpu().numpy()
+        )
 
 
 def first_head_sender(graph: Graph, layer: int) -> int:

@@ -30,7 +30,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from acdc_engine.architecture.attention import batch_matmul
 from acdc_engine.patching.baseline import Baseline
+
+SPLIT_QUERIES_FROM = 2**17
+"""Values (n_prompts x positions not read x d_model) from which the top layer's q receivers are
+worth computing at the logits' positions only, in products of their own (below, the extra
+products cost more than the rows they save)."""
 
 
 @dataclass
@@ -122,6 +128,32 @@ class SenderRows:
         self.n_written = max(self.n_written, last_slot + 1)
 
 
+class PassCache:
+    """What a patcher keeps between passes.
+
+    outputs: {(layer, sender): (key, id, out - out*)}: the last output of each sender computed
+        alike in every circuit of a pass, under the key of everything it was computed from
+        (``PassState.sender_key``); ``id`` names that output in the keys of the senders that read it.
+    scratch: buffers reused between passes (``PassState.buffer``, ``PassState.scratch_table``).
+    """
+
+    def __init__(self) -> None:
+        self.outputs: dict[tuple[int, int], tuple[tuple, int, Tensor]] = {}
+        self.scratch: dict = {}
+        self.next_id = 0
+
+    def lookup(self, place: tuple[int, int], key: tuple) -> tuple[int, Tensor] | None:
+        """(id, out - out*) of the output at ``place`` computed from ``key``, if it is the one kept."""
+        kept = self.outputs.get(place)
+        return (kept[1], kept[2]) if kept is not None and kept[0] == key else None
+
+    def store(self, place: tuple[int, int], key: tuple, diff: Tensor) -> int:
+        """Keep ``diff``, computed from ``key``, for ``place``; returns its new id."""
+        self.next_id += 1
+        self.outputs[place] = (key, self.next_id, diff)
+        return self.next_id
+
+
 class PassState:
     """Senders' outputs of one patched pass (as out_u - out_u*), and receivers' inputs from them.
 
@@ -131,12 +163,12 @@ class PassState:
         start_layer: the layer the pass starts at; the senders written before it (a prefix,
             ``n_fixed`` of them) take their clean outputs.
         dtype: the pass's float dtype (the masks' in the products).
-        head_cache: {(layer, head): (key, out - out*)}, kept by the patcher between passes: the
-            outputs of start-layer heads computed alike in every circuit, by ``head_key``.
-        scratch: buffers kept by the patcher between passes (``buffer``, ``scratch_table``).
+        cache: the patcher's ``PassCache``: outputs of senders computed alike in every circuit are
+            taken from it when everything they are computed from is as it was (``sender_key``).
         positions: the logits' positions [P] on the device, or None when they are every position.
             Then the top layer is computed at them only (its queries, MLP and outputs: only the
-            logits read them), and every sender's row is also kept at them (``at_positions``).
+            logits read them), and every sender's row is also kept at them (``at_positions``);
+            ``split_queries``: its q receivers' inputs too.
     """
 
     def __init__(
@@ -146,14 +178,14 @@ class PassState:
         start_layer: int,
         n_fixed: int,
         dtype: torch.dtype,
-        head_cache: dict,
-        scratch: dict,
+        cache: PassCache,
         positions: Tensor | None,
     ) -> None:
         self.baseline = baseline
         self.start_layer = start_layer
-        self.head_cache = head_cache
-        self.scratch = scratch
+        self.cache = cache
+        self.scratch = cache.scratch
+        self.sender_ids: dict[int, int] = {}  # this pass's shared senders: the id of their output
         self.kept = kept
         self.n_circuits = kept.shape[0]
         self.n_fixed = n_fixed
@@ -167,6 +199,8 @@ class PassState:
         else:
             rows = baseline.at_positions(positions)
             self.at_positions = SenderRows(rows, n_fixed, self.n_circuits, self.buffer("shared at positions", rows.sender_diff))
+        n_prompts, n_pos, d_model = self.row_shape
+        self.split_queries = positions is not None and n_prompts * (n_pos - len(positions)) * d_model >= SPLIT_QUERIES_FROM
         self.varying = np.zeros(baseline.sender_diff.shape[0], dtype=bool)
         self.any_varying = False
 
@@ -184,10 +218,19 @@ class PassState:
             varies |= column[:, self.varying[: column.shape[1]]].any((0, 1))
         return varies
 
-    def head_key(self, receivers: np.ndarray, read_at: int, kept_inputs: np.ndarray) -> bytes:
-        """What a start-layer head's output depends on: its receivers' (indices [3]) mask columns in
-        the first circuit and its kept inputs [3]."""
-        return self.kept[0, : self.baseline.senders_before[read_at], receivers].tobytes() + kept_inputs.tobytes()
+    def sender_key(self, receivers: np.ndarray, read_at: int, kept_inputs: np.ndarray) -> tuple | None:
+        """What the output of a sender computed alike in every circuit depends on: the start layer
+        (which senders are clean), its receivers' (indices) mask columns, the ids of this pass's
+        senders they keep (``sender_ids``), and its kept head inputs; None if one of those senders
+        has no id (it was not computed alike in every circuit)."""
+        column = self.kept[0][: self.baseline.senders_before[read_at], receivers]  # [s, R]
+        read = column[self.n_fixed :].any(1).nonzero()[0] + self.n_fixed
+        ids = []
+        for sender in read.tolist():
+            if sender not in self.sender_ids:
+                return None
+            ids.append(self.sender_ids[sender])
+        return (self.start_layer, column.tobytes(), kept_inputs.tobytes(), tuple(ids))
 
     def buffer(self, key: str, like: Tensor) -> Tensor:
         """An uninitialised tensor shaped like ``like``, kept between passes under ``key``."""
@@ -308,5 +351,5 @@ def mask_rows(mask: Tensor, rows: Tensor) -> Tensor:
     """
     if mask.shape[-2] == 1:
         padded = torch.cat([mask, torch.zeros_like(mask)], dim=-2)
-        return (torch.mm(padded, rows) if mask.dim() == 2 else torch.bmm(padded, rows))[..., :1, :]
-    return torch.mm(mask, rows) if mask.dim() == 2 else torch.bmm(mask, rows)
+        return (torch.mm(padded, rows) if mask.dim() == 2 else batch_matmul(padded, rows))[..., :1, :]
+    return torch.mm(mask, rows) if mask.dim() == 2 else batch_matmul(mask, rows)

@@ -1,7 +1,8 @@
 """``EdgePatcher``: run a model with any set of edges patched, many circuits at once.
 
 The forward pass is our own, over the model's architecture-neutral description (``ModelSpec``,
-``acdc_engine.architecture``): no hook per edge, one product per receiver group and layer.
+``acdc_engine.architecture``): no hook per edge, one product per receiver group and layer, each
+distinct receiver input computed once.
 Circuits are stacked on a leading axis C, so one call evaluates C circuits side by side. The pass
 reads top to bottom in ``_patched_forward``: the precomputed ``Baseline``, then one step per layer
 (``steps``), then the logits.
@@ -18,7 +19,7 @@ from torch import Tensor
 from acdc_engine.errors import AcdcError
 from acdc_engine.graph import Graph
 from acdc_engine.patching.baseline import ABLATIONS, Activations, Baseline, Leaves, ReceiverGroups, record_run
-from acdc_engine.patching.pass_state import PassState
+from acdc_engine.patching.pass_state import PassCache, PassState
 from acdc_engine.patching.self_check import SelfCheck, check_against_model
 from acdc_engine.patching.steps import attention_layer, logits_at, mlp_layer
 
@@ -80,11 +81,9 @@ class EdgePatcher:
         n_pos = clean.shape[1]
         self.positions = (torch.arange(n_pos) if positions is None else positions).to(self.device)
         self.groups = ReceiverGroups.of(graph, self.device)
-        cpu_groups = ReceiverGroups.of(graph, torch.device("cpu"))
-        self._cpu_groups = ReceiverGroups([x.numpy() for x in cpu_groups.qkv], [None if x is None else x.numpy() for x in cpu_groups.mlp], cpu_groups.logits.numpy())
+        self._cpu_groups = self.groups.as_numpy()
         self._receiver_layer = torch.tensor(graph.receiver_layer)
-        self._head_cache: dict = {}  # start-layer heads' outputs between passes (``PassState``)
-        self._scratch: dict = {}  # buffers reused between passes (``PassState``)
+        self._cache = PassCache()  # kept between passes
         every_position = torch.equal(self.positions.cpu(), torch.arange(n_pos))
         self._pass_positions = None if every_position else self.positions
         with torch.no_grad():
@@ -131,13 +130,14 @@ class EdgePatcher:
 
         A receiver whose mask column is the same in every circuit and that keeps no edge from a
         sender that differs between circuits gets the same input in every circuit: it, and a head
-        or MLP all of whose receivers are like it, is computed once for the batch; the rest per
+        or MLP all of whose receivers are like it, is computed once for the batch (or taken from
+        an earlier pass that computed it from the same values, ``PassCache``); the rest per
         circuit. Either way a circuit's values are the same float bits as when it is evaluated
         alone (tests check this bit for bit).
         """
         spec, graph, groups = self.spec, self.graph, self._cpu_groups
         n_fixed = self.baseline.senders_before[graph.shape.attention_reads(start_layer)]
-        state = PassState(self.baseline, edge_mask.numpy(), start_layer, n_fixed, self.dtype, self._head_cache, self._scratch, self._pass_positions)
+        state = PassState(self.baseline, edge_mask.numpy(), start_layer, n_fixed, self.dtype, self._cache, self._pass_positions)
         keep = head_input_mask.permute(0, 1, 3, 2).numpy()  # [C, layer, 3, h]
         for layer in range(start_layer, graph.shape.n_layers):
             attention_layer(spec, graph, groups, state, layer, keep[:, layer])

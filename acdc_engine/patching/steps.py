@@ -42,32 +42,38 @@ def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state
         head_varies[:] = True  # the post-attention norm's scale couples the layer's heads
     first = first_head_sender(graph, layer)
     at_positions = is_top_at_positions(graph, state, layer)
-    # a shared head of the start layer reads only fixed senders: its output is a function of its
-    # receivers' mask columns and kept inputs, so it is kept between passes (``PassState.head_cache``)
+    # a head computed alike in every circuit is taken from the patcher's cache when everything it
+    # reads is as it was (``PassState.sender_key``)
     cached, keys = {}, {}
-    if layer == state.start_layer and not spec.cfg.post_norms:
+    if not spec.cfg.post_norms:
         for head in (~head_varies).nonzero()[0].tolist():
-            key = state.head_key(receivers[head::n_heads], read_at, keep[0, :, head])
-            hit = state.head_cache.get((layer, head))
-            if hit is not None and hit[0] == key:
-                cached[head] = hit[1]
-            else:
+            key = state.sender_key(receivers[head::n_heads], read_at, keep[0, :, head])
+            hit = None if key is None else state.cache.lookup((layer, first + head), key)
+            if hit is not None:
+                cached[head] = hit
+            elif key is not None:
                 keys[head] = key
     if cached:
-        diffs = torch.stack(list(cached.values()))
+        diffs = torch.stack([diff for _, diff in cached.values()])
         state.record_shared(first + np.array(list(cached)), diffs, as_diff=True, at_positions=at_positions)
+        state.sender_ids.update({first + head: sender_id for head, (sender_id, _) in cached.items()})
     computed_heads = np.array([h for h in range(n_heads) if h not in cached], dtype=np.int64)
     if not len(computed_heads):
         return
     shared_heads = computed_heads[~head_varies[computed_heads]]
     varying_heads = head_varies.nonzero()[0]
     # q, k, v of every head instance (each shared head once, each varying head once per circuit)
+    # (with queries at the logits' positions, the q rows are computed there only where that saves
+    # enough, ``PassState.split_queries``; else at every position and then taken there)
+    split = at_positions and state.split_queries
     qkv: list[Tensor] = []
-    for kinds in ((0,), (1, 2)) if at_positions else ((0, 1, 2),):
-        source = qkv_sources(spec, state, layer, read_at, receivers, kinds, computed_heads, keep, at_positions)
+    for kinds in ((0,), (1, 2)) if split else ((0, 1, 2),):
+        source = qkv_sources(spec, state, layer, read_at, receivers, kinds, computed_heads, keep, split)
         index = np.concatenate([source.rows[:, 0][:, shared_heads], source.rows[:, :, varying_heads].reshape(len(kinds), -1)], axis=1)
         gathered = source.table.index_select(0, on_device(index.ravel(), state.device))  # [kinds * I, ...]
         qkv += gathered.view(len(kinds), -1, *source.value_shape).unbind(0)
+    if at_positions and not split:
+        qkv[0] = qkv[0][:, :, state.positions]
     instance_heads = on_device(np.concatenate([shared_heads, np.tile(varying_heads, n_circuits)]), state.device)
     query_positions = state.positions if at_positions else None
     results = spec.head_results(layer, qkv[0], qkv[1], qkv[2], instance_heads, query_positions)  # [I, n, pos, d_model]
@@ -79,7 +85,7 @@ def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state
         diffs = state.record_shared(first + shared_heads, results[:n_shared], at_positions=at_positions)
         for i, head in enumerate(shared_heads.tolist()):
             if head in keys:
-                state.head_cache[(layer, head)] = (keys[head], diffs[i])
+                state.sender_ids[first + head] = state.cache.store((layer, first + head), keys[head], diffs[i])
     if n_varying:
         per_circuit = results[n_shared:].view(n_circuits, n_varying, *results.shape[1:])
         state.record_circuits(first + varying_heads, per_circuit, at_positions=at_positions)
@@ -155,11 +161,20 @@ def mlp_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: Pass
     if inputs.n_varies:
         outputs = inputs.per_slot(each_circuit(lambda x: spec.mlp(layer, x), inputs.values))
         state.record_circuits(sender, outputs[:, None], at_positions=at_positions)
-    elif inputs.n_active:
-        state.record_shared(sender, spec.mlp(layer, inputs.values[0])[None], at_positions=at_positions)
+        return
+    key = state.sender_key(groups.mlp[layer], graph.shape.mlp_reads(layer), np.zeros(0, dtype=bool))
+    hit = None if key is None else state.cache.lookup((layer, int(sender[0])), key)
+    if hit is not None:
+        state.record_shared(sender, hit[1][None], as_diff=True, at_positions=at_positions)
+        state.sender_ids[int(sender[0])] = hit[0]
+        return
+    if inputs.n_active:
+        outputs = spec.mlp(layer, inputs.values[0])
     else:
-        rows = state.at_positions.rows if at_positions else state.baseline
-        state.record_shared(sender, rows.ablated_input_mlp_out[layer][None], at_positions=at_positions)
+        outputs = (state.at_positions.rows if at_positions else state.baseline).ablated_input_mlp_out[layer]
+    diff = state.record_shared(sender, outputs[None], at_positions=at_positions)
+    if key is not None:
+        state.sender_ids[int(sender[0])] = state.cache.store((layer, int(sender[0])), key, diff[0])
 
 
 def logits_at(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: PassState) -> Tensor:
