@@ -8,7 +8,7 @@ from factories import random_task, small_model
 from naive_reference import naive_acdc, naive_kl
 
 from acdc_engine import AcdcError, build_graph, discover
-from acdc_engine.methods.acdc import visiting_order
+from acdc_engine.methods.acdc import run_acdc, visiting_order
 
 
 def engine_and_naive(model, task, threshold, ablation="resample", batch_size=1):
@@ -93,6 +93,33 @@ def test_speculative_batches_need_fewer_forward_passes_for_the_same_circuit():
     batched = discover(model, task, threshold=0.005, batch_size=16, progress=False)
     assert decisions(batched) == decisions(sequential)
     assert batched.run["forward_passes"] < sequential.run["forward_passes"]
+
+
+def additive_metric(graph, seed):
+    """evaluate(circuit) = the summed weights of the edges and head inputs it lacks: a removal's
+    score is its own weight, so a candidate is kept exactly when its weight reaches the threshold."""
+    g = torch.Generator().manual_seed(seed)
+    edge_weight = torch.rand(graph.edge_exists.shape, generator=g, dtype=torch.float64)
+    head_weight = torch.rand((graph.shape.n_layers, graph.shape.n_heads, 3), generator=g, dtype=torch.float64)
+
+    def evaluate(edge_masks, head_masks, start_layer=0):
+        lacking_edges = (~edge_masks & graph.edge_exists).double()
+        return (lacking_edges * edge_weight).sum((1, 2)) + ((~head_masks).double() * head_weight).sum((1, 2, 3))
+
+    return evaluate
+
+
+def test_speculation_decides_past_kept_candidates_within_one_pass():
+    graph = build_graph(small_model(attn_only=True, n_heads=4).cfg)
+    evaluate = additive_metric(graph, seed=0)
+    sequential = run_acdc(graph, evaluate, 0.3, batch_size=1, progress=False)
+    batched = run_acdc(graph, evaluate, 0.3, batch_size=16, progress=False)
+    assert torch.equal(batched.edge_kept, sequential.edge_kept)
+    assert torch.equal(batched.head_input_kept, sequential.head_input_kept)
+    assert torch.equal(batched.edge_scores.nan_to_num(-1), sequential.edge_scores.nan_to_num(-1))
+    kept_tested = int((batched.edge_kept & ~batched.edge_scores.isnan()).sum())
+    # a pass that stopped at every kept candidate would need more than one pass per kept candidate
+    assert kept_tested > 10 and batched.forward_passes < kept_tested
 
 
 def test_a_huge_threshold_removes_everything():

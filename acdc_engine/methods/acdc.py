@@ -21,6 +21,7 @@ incoming edges of a head receiver whose head input was removed.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -224,12 +225,13 @@ def run_acdc(
 ) -> AcdcResult:
     """Exact ACDC on ``graph``; ``evaluate`` scores circuits (lower is better), see ``Evaluate``.
 
-    ``batch_size`` > 1 evaluates candidates speculatively: batch element i holds the circuit with the
-    next candidates 1..i all removed. Walking the results in order, every removal that stays is
-    exactly the sequential algorithm's; at the first candidate that is kept, the later elements
-    (computed on a wrong assumption) are discarded and the walk resumes after it. The window adapts
-    (at most ``batch_size``): it doubles after a batch whose removals all stay and shrinks to the
-    run of removals seen before a kept candidate. Any window gives the same circuit.
+    ``batch_size`` > 1 evaluates candidates speculatively: a batch holds a tree of guesses, each
+    circuit the one that decides a candidate if the guessed decisions (kept or removed) of the
+    candidates before it come true; the most likely guesses go in first (``_speculate``). Walking
+    from the root, each decision picks the branch the sequential algorithm takes, so every decision
+    is exactly its; the walk stops where the branch taken is not in the batch, and the circuits
+    off the path (computed on wrong guesses) are discarded. The window (circuits per batch, at most
+    ``batch_size``) adapts to how far batches get (``_decide``). Any window gives the same circuit.
     ``stop_after`` visits only that many candidates of the order (benchmarks time a prefix); the
     rest stay in the circuit untested.
     Near-ties are decided on lone evaluations. The engine's patched pass gives a circuit the same
@@ -322,33 +324,81 @@ def _resumed(graph: Graph, saved: AcdcState, batch_size: int, limit: int) -> Acd
 
 @dataclass
 class _Batch:
-    """One speculative batch over candidates ``start`` .. ``end - 1`` of a segment.
+    """One speculative batch over a segment from candidate ``start``: a tree of guesses.
 
-    tested: the indices of the candidates it tests (the others are moot); circuits[n]: the edge and
-    head input masks with every candidate up to ``tested[n]`` removed; removed_all: the masks with
-    every candidate of the batch removed (moot ones after the last tested included).
+    tested: the segment indices of the candidates from ``start`` on that are tested (not moot), as
+    far as the tree can reach; nodes maps guessed decisions d (True = kept) on tested[0..n-1] to
+    the index of its circuit: circuits[i] has those decisions taken, every moot candidate before
+    tested[n] removed, and tested[n] removed (the circuit that decides tested[n] when the guesses
+    are right). complete: ``tested`` holds every tested candidate left in the segment.
+    removed_all: every candidate of the segment from ``start`` removed (used when all are moot).
     """
 
     start: int
-    end: int
     tested: list[int]
+    complete: bool
+    nodes: dict[tuple[bool, ...], int]
     circuits: list[tuple[Tensor, Tensor]]
     removed_all: tuple[Tensor, Tensor]
 
 
+MIN_CHANCE = 0.3
+"""A speculative circuit enters a batch only when the chance that its guesses all come true is at
+least this (besides the window): on small models a pass costs about as much per circuit as it
+saves, so unlikely guesses cost more than they save (measured on the benchmark's small cases)."""
+
+MIN_WINDOW = 4
+"""The fewest circuits a batch may hold after a batch that stopped short (when ``batch_size``
+allows): below it the fixed cost of a pass dominates on every benchmark case."""
+
+
+def keep_rate(state: AcdcState) -> float:
+    """The fraction of tested candidates kept so far, with one kept and one removed added (so it
+    lies strictly between 0 and 1): the chance the next tested candidate is kept, as the
+    speculation guesses it."""
+    tested = ~state.edge_scores.isnan()
+    tested_heads = ~state.head_input_scores.isnan()
+    kept = int((tested & state.edge_kept).sum()) + int((tested_heads & state.head_input_kept).sum())
+    return (kept + 1) / (int(tested.sum()) + int(tested_heads.sum()) + 2)
+
+
 def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], start: int) -> _Batch:
-    """The next batch: the circuits with candidates ``start``.. removed one after another, one circuit
-    per candidate to test, until the window is full or the segment ends."""
+    """The next batch: the ``state.window`` most likely circuits to be needed next (best first:
+    a circuit's chance is the product of its guessed decisions' chances under ``keep_rate``), so
+    that one pass decides as many candidates as the guesses allow. With every guess "removed" this
+    is the chain of circuits with candidates ``start``.. removed one after another."""
     edges, heads = state.edge_kept.clone(), state.head_input_kept.clone()
-    tested, circuits = [], []
-    j = start
-    while j < len(candidates) and len(tested) < state.window:
-        _set_mask(candidates[j], False, edges, heads)
+    tested, complete = [], True
+    for j in range(start, len(candidates)):
         if not moot[j]:
+            if len(tested) == state.window:
+                complete = False
+                break
             tested.append(j)
-            circuits.append((edges.clone(), heads.clone()))
-        j += 1
-    return _Batch(start, j, tested, circuits, (edges, heads))
+    for j in range(start, len(candidates)):
+        _set_mask(candidates[j], False, edges, heads)
+    if not tested:
+        return _Batch(start, [], True, {}, [], (edges, heads))
+    p_keep = keep_rate(state)
+    nodes: dict[tuple[bool, ...], int] = {}
+    circuits: list[tuple[Tensor, Tensor]] = []
+    frontier = [(-1.0, 0, (), (state.edge_kept, state.head_input_kept), start)]  # (-chance, order, guesses, circuit before, next j)
+    order = 1
+    while frontier and len(circuits) < state.window and -frontier[0][0] >= MIN_CHANCE:
+        negative_chance, _, guesses, (before_edges, before_heads), j = heapq.heappop(frontier)
+        e, h = before_edges.clone(), before_heads.clone()
+        k = tested[len(guesses)]
+        for m in range(j, k + 1):  # moot ones on the way, then the candidate itself
+            _set_mask(candidates[m], False, e, h)
+        nodes[guesses] = len(circuits)
+        circuits.append((e, h))
+        if len(guesses) + 1 < len(tested):
+            kept_e, kept_h = e.clone(), h.clone()
+            _set_mask(candidates[k], True, kept_e, kept_h)
+            for guess, chance, circuit in ((False, 1 - p_keep, (e, h)), (True, p_keep, (kept_e, kept_h))):
+                heapq.heappush(frontier, (negative_chance * chance, order, guesses + (guess,), circuit, k + 1))
+                order += 1
+    return _Batch(start, tested, complete, nodes, circuits, (edges, heads))
 
 
 class _NonFiniteMetric(Exception):
@@ -365,39 +415,50 @@ def _decide(
     """Measure the batch and take the sequential algorithm's decisions from it, updating ``state``;
     returns the segment index of the next candidate to visit.
 
-    A removal stays when it raises the metric by less than ``threshold``; at the first candidate that
-    is kept, the rest of the batch (which assumed its removal) is discarded and the window shrinks
-    to the removals seen before it; a batch whose removals all stay doubles the window.
+    From the root, each circuit whose guesses all came true decides its candidate: a removal stays
+    when it raises the metric by less than ``threshold``. The walk stops at the first decision
+    whose circuit is not in the batch. The window doubles after a batch that reached the end of
+    the segment, else becomes the number of decisions the batch gave less one, at least
+    ``MIN_WINDOW`` (at most ``batch_size`` either way).
     """
     if not batch.tested:  # only moot candidates: removed untested
         state.edge_kept, state.head_input_kept = batch.removed_all
-        return batch.end
+        return len(candidates)
     edge_masks = torch.stack([edges for edges, _ in batch.circuits])
     head_masks = torch.stack([heads for _, heads in batch.circuits])
     values = state.measure(evaluate, edge_masks, head_masks, start_layer)
-    for n, (k, m) in enumerate(zip(batch.tested, values)):
-        candidate, (edges, heads) = candidates[k], batch.circuits[n]
-        batched = len(values) > 1
+    batched = len(values) > 1
+    guesses: tuple[bool, ...] = ()
+    resume_at = batch.start
+    while guesses in batch.nodes:
+        k = batch.tested[len(guesses)]
+        candidate, (edges, heads) = candidates[k], batch.circuits[batch.nodes[guesses]]
+        m, lone = values[batch.nodes[guesses]], not batched
         if math.isfinite(m) and (batched or state.cur_source) and abs(m - state.cur - threshold) <= near_tie_margin(m, state.cur):
-            m, batched = state.measure_alone(evaluate, edges, heads, start_layer), False
+            m, lone = state.measure_alone(evaluate, edges, heads, start_layer), True
             if state.cur_source is not None:
                 state.cur, state.cur_source = state.measure_alone(evaluate, *state.cur_source), None
         if not math.isfinite(m):
-            raise _NonFiniteMetric(m, candidate, batch.tested[n - 1] + 1 if n else batch.start)
+            raise _NonFiniteMetric(m, candidate, resume_at)
         score = m - state.cur
         state.candidates_tested += 1
         state.record_score(candidate, score)
-        state.edge_kept, state.head_input_kept = edges, heads
-        if score < threshold:
-            state.cur = m
-            state.cur_source = (edges, heads, start_layer) if batched else None
-        else:  # kept: later speculative results assumed its removal
+        state.edge_kept, state.head_input_kept = edges.clone(), heads.clone()
+        kept = score >= threshold
+        if kept:  # restored; the circuit and cur stay those before it
             state.set(candidate, True)
-            state.window = max(1, n)
-            return k + 1
-    state.edge_kept, state.head_input_kept = batch.removed_all  # includes trailing moot removals
-    state.window = min(state.batch_size, 2 * state.window)
-    return batch.end
+        else:
+            state.cur = m
+            state.cur_source = None if lone else (edges, heads, start_layer)
+        guesses += (kept,)
+        resume_at = k + 1
+    if batch.complete and len(guesses) == len(batch.tested):  # the rest of the segment is moot
+        for j in range(resume_at, len(candidates)):
+            state.set(candidates[j], False)
+        state.window = min(state.batch_size, 2 * state.window)
+        return len(candidates)
+    state.window = min(state.batch_size, max(MIN_WINDOW, len(guesses) - 1))
+    return resume_at
 
 
 def _is_skipped(candidate: Candidate, skip: Tensor | None) -> bool:
