@@ -331,7 +331,6 @@ class _Batch:
     the index of its circuit: circuits[i] has those decisions taken, every moot candidate before
     tested[n] removed, and tested[n] removed (the circuit that decides tested[n] when the guesses
     are right). complete: ``tested`` holds every tested candidate left in the segment.
-    removed_all: every candidate of the segment from ``start`` removed (used when all are moot).
     """
 
     start: int
@@ -339,7 +338,6 @@ class _Batch:
     complete: bool
     nodes: dict[tuple[bool, ...], int]
     circuits: list[tuple[Tensor, Tensor]]
-    removed_all: tuple[Tensor, Tensor]
 
 
 MIN_CHANCE = 0.3
@@ -367,7 +365,6 @@ def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], 
     a circuit's chance is the product of its guessed decisions' chances under ``keep_rate``), so
     that one pass decides as many candidates as the guesses allow. With every guess "removed" this
     is the chain of circuits with candidates ``start``.. removed one after another."""
-    edges, heads = state.edge_kept.clone(), state.head_input_kept.clone()
     tested, complete = [], True
     for j in range(start, len(candidates)):
         if not moot[j]:
@@ -375,30 +372,29 @@ def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], 
                 complete = False
                 break
             tested.append(j)
-    for j in range(start, len(candidates)):
-        _set_mask(candidates[j], False, edges, heads)
     if not tested:
-        return _Batch(start, [], True, {}, [], (edges, heads))
+        return _Batch(start, [], True, {}, [])
     p_keep = keep_rate(state)
     nodes: dict[tuple[bool, ...], int] = {}
     circuits: list[tuple[Tensor, Tensor]] = []
-    frontier = [(-1.0, 0, (), (state.edge_kept, state.head_input_kept), start)]  # (-chance, order, guesses, circuit before, next j)
+    # (-chance, order, guesses, the parent's circuit (the state's for the root)), likeliest first
+    frontier = [(-1.0, 0, (), (state.edge_kept, state.head_input_kept))]
     order = 1
     while frontier and len(circuits) < state.window and -frontier[0][0] >= MIN_CHANCE:
-        negative_chance, _, guesses, (before_edges, before_heads), j = heapq.heappop(frontier)
-        e, h = before_edges.clone(), before_heads.clone()
-        k = tested[len(guesses)]
-        for m in range(j, k + 1):  # moot ones on the way, then the candidate itself
+        negative_chance, _, guesses, (parent_edges, parent_heads) = heapq.heappop(frontier)
+        e, h = parent_edges.clone(), parent_heads.clone()
+        n = len(guesses)
+        if n and guesses[-1]:  # the parent's candidate guessed kept
+            _set_mask(candidates[tested[n - 1]], True, e, h)
+        for m in range(tested[n - 1] + 1 if n else start, tested[n] + 1):  # moot ones on the way, then the candidate
             _set_mask(candidates[m], False, e, h)
         nodes[guesses] = len(circuits)
         circuits.append((e, h))
-        if len(guesses) + 1 < len(tested):
-            kept_e, kept_h = e.clone(), h.clone()
-            _set_mask(candidates[k], True, kept_e, kept_h)
-            for guess, chance, circuit in ((False, 1 - p_keep, (e, h)), (True, p_keep, (kept_e, kept_h))):
-                heapq.heappush(frontier, (negative_chance * chance, order, guesses + (guess,), circuit, k + 1))
+        if n + 1 < len(tested):
+            for guess, chance in ((False, 1 - p_keep), (True, p_keep)):
+                heapq.heappush(frontier, (negative_chance * chance, order, guesses + (guess,), (e, h)))
                 order += 1
-    return _Batch(start, tested, complete, nodes, circuits, (edges, heads))
+    return _Batch(start, tested, complete, nodes, circuits)
 
 
 class _NonFiniteMetric(Exception):
@@ -422,7 +418,7 @@ def _decide(
     ``MIN_WINDOW`` (at most ``batch_size`` either way).
     """
     if not batch.tested:  # only moot candidates: removed untested
-        state.edge_kept, state.head_input_kept = batch.removed_all
+        _remove_rest(state, candidates, batch.start)
         return len(candidates)
     edge_masks = torch.stack([edges for edges, _ in batch.circuits])
     head_masks = torch.stack([heads for _, heads in batch.circuits])
@@ -453,12 +449,17 @@ def _decide(
         guesses += (kept,)
         resume_at = k + 1
     if batch.complete and len(guesses) == len(batch.tested):  # the rest of the segment is moot
-        for j in range(resume_at, len(candidates)):
-            state.set(candidates[j], False)
+        _remove_rest(state, candidates, resume_at)
         state.window = min(state.batch_size, 2 * state.window)
         return len(candidates)
     state.window = min(state.batch_size, max(MIN_WINDOW, len(guesses) - 1))
     return resume_at
+
+
+def _remove_rest(state: AcdcState, candidates: list[Candidate], start: int) -> None:
+    """Remove candidates ``start``.. of the segment (all moot) from the current circuit, untested."""
+    for candidate in candidates[start:]:
+        state.set(candidate, False)
 
 
 def _is_skipped(candidate: Candidate, skip: Tensor | None) -> bool:
