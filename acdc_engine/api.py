@@ -2,9 +2,9 @@
 
 ``discover`` is the same six steps for every method: check the method's parameters (its registry
 entry, ``acdc_engine.methods``), resolve the model and the task, set up checkpointing (methods that
-checkpoint), build the measurement (graph, patcher, metric: ``acdc_engine.measurement``), run the
+checkpoint), build the measurement (graph, patcher, metric: ``acdc_engine.measure.measurement``), run the
 method, then prune its decisions to input-to-logits paths and measure the emitted circuit. The
-Hydra command line (``acdc_engine.cli``) is a thin layer over this function.
+Hydra command line (``acdc_engine.commands.discover``) is a thin layer over this function.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from typing import Any, Mapping
 
 import torch
 
-from acdc_engine.checkpoint import Checkpoint, Checkpointer, Fingerprint, fingerprint, resume_state
-from acdc_engine.circuit import Circuit
-from acdc_engine.errors import AcdcError
-from acdc_engine.measurement import Measurement, resolve_task
+from acdc_engine.methods.checkpoint import Checkpoint, Checkpointer, Fingerprint, fingerprint, resume_state
+from acdc_engine.core.circuit import Circuit
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.measure.measurement import Measurement, resolve_task
 from acdc_engine.methods import MethodInput, method_spec
-from acdc_engine.metric_cache import MetricCache
-from acdc_engine.pruning import on_input_to_logits_paths
+from acdc_engine.measure.metric_cache import MetricCache
+from acdc_engine.core.pruning import on_input_to_logits_paths
 from acdc_engine.tasks import TaskData
-from acdc_engine.argument_checks import check_discover_arguments, check_task_fits
+from acdc_engine.methods.arguments import check_discover_arguments, check_task_fits
 
 OWN_PASSES = 5  # besides a method's own: the clean and corrupted runs, full logits, circuit, empty
 
@@ -101,7 +101,7 @@ def discover(
         method: "acdc" (exact ACDC), "acdc-eap" (ACDC that skips edges EAP-IG rates negligible),
             "eap" (edge attribution patching) or "eap-ig" (EAP with integrated gradients); see
             ``acdc_engine.methods``.
-        metric: "kl", "logit_diff", "prob_diff", "nll", ... (``acdc_engine.metrics``); lower is
+        metric: "kl", "logit_diff", "prob_diff", "nll", ... (``acdc_engine.measure.metrics``); lower is
             better. None: the task's default (kl for induction).
         ablation: what a removed edge carries: "resample" (the corrupted run), "zero" or "mean".
         split_input: token and positional embeddings as two senders instead of ``input``.
@@ -116,7 +116,7 @@ def discover(
         progress: show a progress bar (ACDC).
         metric_cache: a ``MetricCache`` shared by runs of one setting (e.g. a threshold sweep):
             circuits it has seen are not evaluated again; the circuit is the same as without it.
-        checkpoint: a file (``acdc_engine.checkpoint``) where a method that checkpoints (acdc,
+        checkpoint: a file (``acdc_engine.methods.checkpoint``) where a method that checkpoints (acdc,
             acdc-eap) saves its state every ``checkpoint_every`` candidates or
             ``checkpoint_seconds`` seconds (None: not by that trigger), at the end, and before
             stopping on a non-finite metric. If the file exists, the run resumes from it and gives

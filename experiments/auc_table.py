@@ -25,9 +25,9 @@ from pathlib import Path
 
 from cases import load_case, machine_line, parse_case
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 from acdc_engine.evaluation.method_comparison import COMPARED_METHODS, LABELS, compare_methods
-from acdc_engine.evaluation.tables import markdown_table
+from acdc_engine.formats.tables import markdown_table
 
 DEFAULT_CASES = (
     "tracr-reverse:tracr-reverse:tracr-reverse",

@@ -23,8 +23,8 @@ from factories import random_task, small_model, speculative_batch  # noqa: E402 
 
 from cases import machine_line  # noqa: E402
 
-from acdc_engine.graph import build_graph  # noqa: E402
-from acdc_engine.metrics import make_metric  # noqa: E402
+from acdc_engine.core.graph import build_graph  # noqa: E402
+from acdc_engine.measure.metrics import make_metric  # noqa: E402
 from acdc_engine.patching import EdgePatcher  # noqa: E402
 
 

@@ -147,9 +147,9 @@ def warm_best_seconds(run, first_seconds: float, device: str) -> dict:
 def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fast_candidates: int | None = None) -> dict:
     """One (case, method) measurement as a JSON-able dict; the tested candidates' decisions go to
     ``decisions_out``. ``fast_candidates`` overrides the case's prefix for the fast engine."""
-    from acdc_engine.graph import build_graph
+    from acdc_engine.core.graph import build_graph
     from acdc_engine.methods.acdc import run_acdc, visiting_order
-    from acdc_engine.metrics import kl_divergence
+    from acdc_engine.measure.metrics import kl_divergence
     from acdc_engine.patching import EdgePatcher
 
     spec = dict(CASES[case])
@@ -242,9 +242,9 @@ def pass_costs(case: str) -> list[dict]:
     as ACDC's previous pass would). Then a projection of a whole exact ACDC run: every candidate
     of the visiting order at the per-candidate cost of 8-circuit passes at its start layer
     (interpolated linearly between the layers measured)."""
-    from acdc_engine.graph import build_graph
+    from acdc_engine.core.graph import build_graph
     from acdc_engine.methods.acdc import visiting_segments
-    from acdc_engine.nodes import head_receiver_name
+    from acdc_engine.core.nodes import head_receiver_name
     from acdc_engine.patching import EdgePatcher
 
     model, task = build(case)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 
 
 @dataclass
@@ -34,7 +34,7 @@ def parse_case(spec: str, truth_required: bool) -> Case:
 
 def load_case(case: Case, device: str = "cpu") -> tuple[Any, Any, Any]:
     """(model, task data, truth circuit or None); AcdcError saying why the case cannot run."""
-    from acdc_engine.compare import load_circuit_or_reference
+    from acdc_engine.evaluation.overlap import load_circuit_or_reference
     from acdc_engine.models import load_model
     from acdc_engine.tasks import TASKS, make_task
 

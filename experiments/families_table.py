@@ -32,6 +32,7 @@ from naive_reference import naive_kl_acdc_kept_edges  # noqa: E402
 from acdc_engine import discover  # noqa: E402
 from acdc_engine.models import load_model  # noqa: E402
 from acdc_engine.tasks import make_task  # noqa: E402
+from acdc_engine.formats.circuit_file import circuit_to_dict
 
 THRESHOLD = 0.02
 N_RECORDS = 4
@@ -58,7 +59,7 @@ def write_records(path: Path) -> None:
 
 def run_command(folder: Path, records: Path, out: Path) -> dict:
     command = [
-        sys.executable, "-m", "acdc_engine.cli", "model=local", f"model.path={folder}", "task=jsonl",
+        sys.executable, "-m", "acdc_engine.commands.discover", "model=local", f"model.path={folder}", "task=jsonl",
         f"task.path={records}", f"method.threshold={THRESHOLD}", "progress=false", f"hydra.run.dir={out}",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # tiny models: threads only add overhead
@@ -72,7 +73,7 @@ def identical_to_naive(folder: Path, records: Path) -> bool:
     model = load_model("local", path=str(folder), dtype="float64")
     task = make_task("jsonl", model, path=str(records))
     circuit = discover(model, task, threshold=THRESHOLD, progress=False)
-    kept = {name for name, edge in circuit.to_dict()["edges"].items() if edge["kept"]}
+    kept = {name for name, edge in circuit_to_dict(circuit)["edges"].items() if edge["kept"]}
     return kept == naive_kl_acdc_kept_edges(model, task.clean, task.corrupted, task.positions.tolist(), THRESHOLD)
 
 

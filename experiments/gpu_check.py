@@ -109,9 +109,9 @@ def acdc_decisions(case: str, device: str, dtype: str, batch_size: int | None, s
     """{candidate index in the visiting order: (kept, score)} of exact ACDC on ``case``."""
     import benchmark
 
-    from acdc_engine.graph import build_graph
+    from acdc_engine.core.graph import build_graph
     from acdc_engine.methods.acdc import run_acdc, visiting_order
-    from acdc_engine.metrics import kl_divergence
+    from acdc_engine.measure.metrics import kl_divergence
     from acdc_engine.patching import EdgePatcher
 
     spec = benchmark.CASES[case]

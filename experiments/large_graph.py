@@ -21,8 +21,10 @@ from types import SimpleNamespace
 import torch
 
 from acdc_engine import build_graph
-from acdc_engine.circuit import Circuit, load_circuit
-from acdc_engine.pruning import on_input_to_logits_paths
+from acdc_engine.core.circuit import Circuit
+from acdc_engine.formats.reader import load_circuit
+from acdc_engine.core.pruning import on_input_to_logits_paths
+from acdc_engine.formats.circuit_file import save_circuit
 
 SHAPES = {  # name: (layers, query heads, parallel blocks)
     "gpt2": (12, 12, False),
@@ -52,7 +54,7 @@ def measure(name: str, n_layers: int, n_heads: int, parallel: bool) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "circuit.json"
         start = time.perf_counter()
-        circuit.save(path)
+        save_circuit(circuit, path)
         write_seconds = time.perf_counter() - start
         start = time.perf_counter()
         loaded = load_circuit(path)

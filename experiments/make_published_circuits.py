@@ -21,10 +21,11 @@ from typing import Callable
 
 import torch
 
-from acdc_engine.circuit import Circuit
-from acdc_engine.graph import GraphShape, build_graph
-from acdc_engine.nodes import LOGITS, QKV, head_name, head_receiver_name, mlp_name, parse_node
+from acdc_engine.core.circuit import Circuit
+from acdc_engine.core.graph import GraphShape, build_graph
+from acdc_engine.core.nodes import LOGITS, QKV, head_name, head_receiver_name, mlp_name, parse_node
 from acdc_engine.reference_circuits import FOLDER
+from acdc_engine.formats.circuit_file import save_circuit
 
 ACDC_REPOSITORY = "https://github.com/ArthurConmy/Automatic-Circuit-Discovery"
 Head = tuple[int, int]
@@ -237,7 +238,7 @@ def main() -> None:
     args = parser.parse_args()
     for name, make in CIRCUITS.items():
         circuit = make()
-        path = circuit.save(args.out / f"{name}.json")
+        path = save_circuit(circuit, args.out / f"{name}.json")
         kept = int(circuit.edge_kept.sum()) + int(circuit.head_input_kept.sum())
         print(f"{path}: {circuit.n_edges} edges in graph of {circuit.n_edges_total}, "
               f"{int(circuit.head_input_in_graph.sum())} head inputs; {kept} published edges and head inputs, "

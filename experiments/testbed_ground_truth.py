@@ -16,13 +16,14 @@ from acdc_engine.evaluation.testbed_truth import MECHANISMS, testbed_truth
 from acdc_engine.models import load_model
 from acdc_engine.reference_circuits import FOLDER as REFERENCE_FOLDER
 from acdc_engine.tasks import make_task
+from acdc_engine.formats.circuit_file import save_circuit
 
 
 def main() -> None:
     for name, mechanism in MECHANISMS.items():
         model = load_model(name)
         truth = testbed_truth(model, name, make_task(mechanism.task, model))
-        path = truth.save(REFERENCE_FOLDER / f"{name}.json")
+        path = save_circuit(truth, REFERENCE_FOLDER / f"{name}.json")
         m = truth.metric
         faithfulness = normalised_faithfulness(m["circuit"], m["full"], m["empty"])
         print(f"{name} ({mechanism.task}) -> {path.name}")

@@ -26,11 +26,11 @@ import torch
 from cases import load_case, machine_line, parse_case
 
 from acdc_engine import discover
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import CircuitEvaluator
 from acdc_engine.evaluation.method_comparison import default_thresholds, gradient_metric_for
 from acdc_engine.evaluation.sweep import acdc_threshold_sweep
-from acdc_engine.evaluation.tables import markdown_table
+from acdc_engine.formats.tables import markdown_table
 
 DEFAULT_CASES = (
     "toy-induction-2l:induction",

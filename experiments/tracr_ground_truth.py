@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from acdc_engine.circuit import Circuit
-from acdc_engine.graph import build_graph
-from acdc_engine.metrics import make_metric
+from acdc_engine.core.circuit import Circuit
+from acdc_engine.core.graph import build_graph
+from acdc_engine.measure.metrics import make_metric
 from acdc_engine.patching import EdgePatcher
 from acdc_engine.reference_circuits import FOLDER as REFERENCE_FOLDER
 from acdc_engine.tasks import make_task
@@ -33,6 +33,7 @@ from acdc_engine.tracr import PROGRAMS, structural_circuit
 from acdc_engine.tracr.ground_truth import describe_model
 from acdc_engine.tracr.cache import SHIPPED_DIR, cache_key, write_compiled
 from acdc_engine.tracr.compiler import compile_program
+from acdc_engine.formats.circuit_file import save_circuit
 
 REFERENCE_SOURCE = (
     "ArthurConmy/Automatic-Circuit-Discovery, acdc/tracr_task/utils.py, {function}(): the edges ACDC found "
@@ -129,13 +130,13 @@ def main() -> None:
         model = compiled.model()
         truth = structural_circuit(model, compiled.residual_labels)
         measure(model, name, truth)
-        truth.save(REFERENCE_FOLDER / f"{name}.json")
+        save_circuit(truth, REFERENCE_FOLDER / f"{name}.json")
         line = f"{name}: compiled in {time.perf_counter() - start:.1f} s, {compiled.provenance['check_against_tracr']}; "
         line += f"structural ground truth {truth.n_edges} / {truth.n_edges_total} edges, l2 {truth.metric}"
         if name in ACDC_PAPER:
             paper = paper_circuit(model, name)
             measure(model, name, paper)
-            paper.save(REFERENCE_FOLDER / f"{name}-acdc-paper.json")
+            save_circuit(paper, REFERENCE_FOLDER / f"{name}-acdc-paper.json")
             line += f"; ACDC paper {paper.n_edges} edges, l2 {paper.metric}"
         print(line)
 

@@ -9,6 +9,7 @@ from naive_reference import naive_acdc, naive_kl
 
 from acdc_engine import AcdcError, build_graph, discover
 from acdc_engine.methods.acdc import run_acdc, visiting_order
+from acdc_engine.formats.circuit_file import circuit_to_dict
 
 
 def engine_and_naive(model, task, threshold, ablation="resample", batch_size=1):
@@ -22,7 +23,7 @@ def engine_and_naive(model, task, threshold, ablation="resample", batch_size=1):
 
 
 def decisions(circuit):
-    data = circuit.to_dict()
+    data = circuit_to_dict(circuit)
     return (
         {name: e["kept"] for name, e in data["edges"].items()},
         {name: e["kept"] for name, e in data["head_inputs"].items()},
@@ -63,7 +64,7 @@ def test_circuit_is_identical_to_naive_reference_under_other_ablations(ablation,
 def test_scores_match_naive_reference(batch_size):
     model = small_model(attn_only=False, seed=1)
     circuit, reference = engine_and_naive(model, random_task(seed=1), 0.005, batch_size=batch_size)
-    data = circuit.to_dict()
+    data = circuit_to_dict(circuit)
     for name, entry in {**data["edges"], **data["head_inputs"]}.items():
         expected = reference["scores"][name]
         if expected is None:
@@ -151,9 +152,9 @@ def test_under_resample_the_emitted_circuit_scores_like_the_raw_result():
     task = random_task(seed=2)
     circuit = discover(model, task, threshold=0.005, progress=False)
     raw = discover(model, task, threshold=0.005, progress=False)  # same again: deterministic
-    assert raw.to_dict()["edges"] == circuit.to_dict()["edges"]
+    assert circuit_to_dict(raw)["edges"] == circuit_to_dict(circuit)["edges"]
     from acdc_engine.patching import EdgePatcher
-    from acdc_engine.metrics import kl_divergence
+    from acdc_engine.measure.metrics import kl_divergence
 
     patcher = EdgePatcher(model, circuit.graph, task.clean, task.corrupted, task.positions)
     metric = kl_divergence(patcher.logits(circuit.graph.full_edge_mask(), circuit.graph.full_head_input_mask()))

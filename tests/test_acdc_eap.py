@@ -6,10 +6,11 @@ import pytest
 from factories import random_task, small_model
 
 from acdc_engine import AcdcError, discover
-from acdc_engine.graph import build_graph
+from acdc_engine.core.graph import build_graph
 from acdc_engine.methods.acdc_eap import attribution_skips
-from acdc_engine.metrics import make_metric
+from acdc_engine.measure.metrics import make_metric
 from acdc_engine.patching import EdgePatcher
+from acdc_engine.formats.circuit_file import circuit_to_dict
 
 THRESHOLD = 0.002
 
@@ -24,8 +25,8 @@ def test_skip_below_zero_is_exact_acdc(model):
     exact = discover(model, task, threshold=THRESHOLD, progress=False)
     seeded = discover(model, task, method="acdc-eap", threshold=THRESHOLD, skip_below=0.0, progress=False)
     assert seeded.method["edges_skipped"] == 0
-    assert seeded.to_dict()["edges"] == exact.to_dict()["edges"]
-    assert seeded.to_dict()["head_inputs"] == exact.to_dict()["head_inputs"]
+    assert circuit_to_dict(seeded)["edges"] == circuit_to_dict(exact)["edges"]
+    assert circuit_to_dict(seeded)["head_inputs"] == circuit_to_dict(exact)["head_inputs"]
 
 
 def test_edges_below_the_bound_are_removed_untested_and_all_others_are_tested_as_acdc_tests_them(model):

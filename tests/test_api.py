@@ -6,6 +6,7 @@ from factories import random_task, small_model
 
 import acdc_engine
 from acdc_engine import AcdcError, Circuit, TaskData, discover
+from acdc_engine.formats.circuit_file import circuit_to_dict, circuit_to_json
 
 
 def test_discover_accepts_a_clean_corrupted_pair():
@@ -37,7 +38,7 @@ def test_summary_states_edges_and_metric_values(small_circuit):
 def test_circuit_json_parses_back_to_the_same_dict(small_circuit):
     import json
 
-    assert json.loads(small_circuit.to_json()) == small_circuit.to_dict()
+    assert json.loads(circuit_to_json(small_circuit)) == circuit_to_dict(small_circuit)
 
 
 def test_unknown_task_name_is_rejected():

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from acdc_engine.architecture import ModelSpec, as_model_spec, from_tl_weights, random_model
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 from acdc_engine.models import SHIPPED, WEIGHTS
-from acdc_engine.weights import load_weights
+from acdc_engine.formats.weights import load_weights
 
 SMALL = dict(n_layers=2, n_heads=4, d_model=32, d_head=8, d_mlp=48, d_vocab=20, n_ctx=16, act_fn="gelu", dtype="float64")
 

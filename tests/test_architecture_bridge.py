@@ -10,7 +10,7 @@ bridge_module = pytest.importorskip("transformer_lens.model_bridge")
 TransformerBridge = bridge_module.TransformerBridge
 
 from acdc_engine.architecture import as_model_spec, from_bridge  # noqa: E402
-from acdc_engine.errors import AcdcError  # noqa: E402
+from acdc_engine.core.errors import AcdcError  # noqa: E402
 
 # features each family's config must turn on (a subset of ArchitectureConfig.features())
 EXPECTED_FEATURES = {

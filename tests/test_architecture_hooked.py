@@ -11,7 +11,7 @@ except ImportError:
 from factories import hooked_small_model as small_model  # noqa: E402
 
 from acdc_engine.architecture import as_model_spec, from_hooked_transformer  # noqa: E402
-from acdc_engine.errors import AcdcError  # noqa: E402
+from acdc_engine.core.errors import AcdcError  # noqa: E402
 
 pytestmark = pytest.mark.tl3
 

@@ -22,7 +22,8 @@ from offline_tokenizers import (
 from omegaconf import OmegaConf
 
 from acdc_engine import AcdcError, TaskData, discover
-from acdc_engine.metrics import make_metric
+from acdc_engine.commands.discover import CONF_DIR
+from acdc_engine.measure.metrics import make_metric
 from acdc_engine.reference_circuits import reference_circuit
 from acdc_engine.tasks import TASKS
 from acdc_engine.tasks.docstring import make_docstring
@@ -275,10 +276,10 @@ def test_a_model_without_a_tokenizer_is_refused_with_the_reason(name):
 
 @pytest.mark.parametrize("name, make", [("ioi", make_ioi), ("greater-than", make_greater_than), ("docstring", make_docstring)])
 def test_task_yaml_composes_against_its_schema_with_the_python_defaults(name, make):
-    from acdc_engine.config import register_configs
+    from acdc_engine.commands.config_schema import register_configs
 
     register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         task = OmegaConf.to_container(compose("config", overrides=[f"task={name}"]).task)
     defaults = {k: p.default for k, p in inspect.signature(make).parameters.items() if k != "tokenizer"}
     assert task.pop("name") == name

@@ -10,7 +10,7 @@ import pytest
 
 def acdc_discover(tmp_path, *args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
-    command = [sys.executable, "-m", "acdc_engine.cli", *args, "progress=false"]
+    command = [sys.executable, "-m", "acdc_engine.commands.discover", *args, "progress=false"]
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from acdc_engine import AcdcError
-from acdc_engine.compare import (
+from acdc_engine.evaluation.overlap import (
     STATUS_COLOURS,
     compare_circuits,
     diff_dot,
@@ -15,10 +15,10 @@ from acdc_engine.compare import (
     overlap,
     role_of,
 )
-from acdc_engine.compare_cli import main as acdc_compare
-from acdc_engine.graph import GraphShape, build_graph
-from acdc_engine.circuit import circuit_from_dict
-from acdc_engine.io import save_circuit
+from acdc_engine.commands.compare import main as acdc_compare
+from acdc_engine.core.graph import GraphShape, build_graph
+from acdc_engine.formats.circuit_file import circuit_from_dict
+from acdc_engine.formats.circuit_file import save_circuit
 
 TWO_LAYERS = {"name": "toy-a", "n_layers": 2, "n_heads": 4, "attn_only": True}
 FOUR_LAYERS = {"name": "toy-b", "n_layers": 4, "n_heads": 2, "attn_only": True}

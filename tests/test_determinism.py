@@ -9,19 +9,20 @@ from factories import random_task, small_model
 from acdc_engine import build_graph, discover
 from acdc_engine.methods.acdc import run_acdc
 from acdc_engine.models import load_model
+from acdc_engine.formats.circuit_file import circuit_to_dict
 
 BATCH_SIZES = [1, 3, 8, 32]
 
 
 def without_timing(circuit) -> dict:
-    data = circuit.to_dict()
+    data = circuit_to_dict(circuit)
     data["run"] = {k: v for k, v in data["run"].items() if k != "seconds"}
     return data
 
 
 def without_timing_and_batching(circuit) -> dict:
     """The circuit file's content but for the run's time and how it batched its passes."""
-    data = circuit.to_dict()
+    data = circuit_to_dict(circuit)
     data["run"] = {k: v for k, v in data["run"].items() if k not in ("seconds", "batch_size", "forward_passes", "candidates_tested")}
     return data
 

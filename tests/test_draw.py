@@ -4,22 +4,23 @@ import re
 
 import pytest
 
-from acdc_engine import draw
-from acdc_engine.circuit import Circuit
+from acdc_engine.formats import drawing as draw
+from acdc_engine.core.circuit import Circuit
+from acdc_engine.formats.drawing import circuit_svg, circuit_to_dot
 
 
 def test_dot_draws_only_nodes_of_the_emitted_circuit(small_circuit):
-    source = small_circuit.to_dot()
+    source = circuit_to_dot(small_circuit)
     drawn = set(re.findall(r'^\s*"?([\w.]+)"? \[label=', source, flags=re.M))
     assert drawn - {"legend"} == set(small_circuit.nodes())
 
 
 def test_dot_draws_one_arrow_per_emitted_edge(small_circuit):
-    assert small_circuit.to_dot().count(" -> ") == small_circuit.n_edges
+    assert circuit_to_dot(small_circuit).count(" -> ") == small_circuit.n_edges
 
 
 def test_query_key_value_edges_have_distinct_colours(small_circuit):
-    source = small_circuit.to_dot()
+    source = circuit_to_dot(small_circuit)
     for qkv in "qkv":
         if any(name.endswith(f"<{qkv}>") for name in small_circuit.edges()):
             assert draw.EDGE_COLOURS[qkv] in source
@@ -27,14 +28,14 @@ def test_query_key_value_edges_have_distinct_colours(small_circuit):
 
 
 def test_input_is_at_the_bottom_and_logits_at_the_top(small_circuit):
-    source = small_circuit.to_dot()
+    source = circuit_to_dot(small_circuit)
     assert "rankdir=BT" in source
     assert re.search(r"rank=min\s+input", source)
     assert re.search(r"rank=max\s+logits", source)
 
 
 def test_edge_width_grows_with_effect_size(small_circuit):
-    widths = [float(w) for w in re.findall(r'penwidth="?([\d.]+)', small_circuit.to_dot())]
+    widths = [float(w) for w in re.findall(r'penwidth="?([\d.]+)', circuit_to_dot(small_circuit))]
     assert min(widths) >= 1.0 and max(widths) == pytest.approx(5.0)
 
 
@@ -55,7 +56,7 @@ def test_without_a_renderer_only_dot_is_written_with_one_warning(small_circuit, 
 
 def test_circuit_draws_inline_in_jupyter(small_circuit):
     assert isinstance(small_circuit, Circuit)
-    assert "<svg" in small_circuit._repr_svg_()
+    assert "<svg" in circuit_svg(small_circuit)
 
 
 def test_the_renderer_is_found_next_to_the_interpreter_without_an_activated_environment(monkeypatch, tmp_path):
@@ -71,7 +72,7 @@ def large_circuit(n_edges):
     """A circuit of about ``n_edges`` emitted edges on a GPT-2-shaped graph."""
     import torch
 
-    from acdc_engine.graph import GraphShape, build_graph
+    from acdc_engine.core.graph import GraphShape, build_graph
 
     graph = build_graph(GraphShape(12, 12, True))
     kept = graph.edge_exists & (torch.rand(graph.edge_exists.shape, generator=torch.Generator().manual_seed(0)) < n_edges / 16000)
@@ -81,13 +82,13 @@ def large_circuit(n_edges):
 def test_large_drawings_have_no_edge_labels_and_fewer_layout_passes():
     circuit = large_circuit(900)
     assert circuit.n_edges > draw.FAST_LAYOUT
-    source = circuit.to_dot()
+    source = circuit_to_dot(circuit)
     assert not re.search(r"label=[qkv]\b", source) and "mclimit=0.1" in source
 
 
 def test_small_drawings_keep_their_qkv_labels(small_circuit):
     assert small_circuit.n_edges <= draw.LABEL_LIMIT
-    assert re.search(r"label=[qkv]\b", small_circuit.to_dot())
+    assert re.search(r"label=[qkv]\b", circuit_to_dot(small_circuit))
 
 
 def test_above_the_png_limit_only_dot_and_svg_are_written_and_said_in_one_line(tmp_path):
@@ -105,4 +106,4 @@ def test_above_the_render_limit_only_the_dot_source_is_written(tmp_path):
     with pytest.warns(draw.DrawingNote, match="no SVG/PNG"):
         written = draw.write_drawings(circuit, tmp_path)
     assert [p.name for p in written] == ["circuit.dot"]
-    assert circuit._repr_svg_() is None
+    assert circuit_svg(circuit) is None

@@ -10,7 +10,7 @@ from factories import random_task, small_model
 from naive_eap import naive_edge_scores, naive_logit_diff, naive_metric_at_ablated_input
 
 from acdc_engine import AcdcError, build_graph
-from acdc_engine.circuit import on_input_to_logits_paths
+from acdc_engine.core.circuit import on_input_to_logits_paths
 from acdc_engine.methods.eap import (
     ZeroGradientWarning,
     eap_ig_scores,
@@ -20,7 +20,7 @@ from acdc_engine.methods.eap import (
     warn_if_negligible,
     select_edges,
 )
-from acdc_engine.metrics import make_metric
+from acdc_engine.measure.metrics import make_metric
 from acdc_engine.patching import EdgePatcher
 
 

@@ -11,10 +11,11 @@ from families import FAMILIES, build_family  # noqa: E402
 from naive_reference import naive_kl_acdc_kept_edges, naive_patched_logits  # noqa: E402
 
 from acdc_engine import discover  # noqa: E402
-from acdc_engine.graph import build_graph  # noqa: E402
+from acdc_engine.core.graph import build_graph  # noqa: E402
 from acdc_engine.models import load_model  # noqa: E402
 from acdc_engine.patching import EdgePatcher  # noqa: E402
 from acdc_engine.tasks import TaskData  # noqa: E402
+from acdc_engine.formats.circuit_file import circuit_to_dict
 
 N_PROMPTS, N_POS = 3, 10
 
@@ -62,7 +63,7 @@ def test_exact_acdc_equals_naive_acdc(family):
     _, model, task = family
     threshold = 0.02
     circuit = discover(model, task, threshold=threshold, progress=False, batch_size=4)
-    kept = {name for name, edge in circuit.to_dict()["edges"].items() if edge["kept"]}
+    kept = {name for name, edge in circuit_to_dict(circuit)["edges"].items() if edge["kept"]}
     assert kept == naive_kl_acdc_kept_edges(model, task.clean, task.corrupted, task.positions.tolist(), threshold)
 
 
@@ -72,7 +73,7 @@ def test_the_command_line_runs_the_familys_local_folder_with_a_jsonl_task(family
 
     from families import PROMPT_LENGTH, WORDS
 
-    from acdc_engine import cli
+    from acdc_engine.commands import discover as cli
 
     name, model, _ = family
     folder = model.folder

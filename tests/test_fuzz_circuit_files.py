@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from acdc_engine import AcdcError, load_circuit
-from acdc_engine.circuit import Circuit, on_input_to_logits_paths
-from acdc_engine.graph import GraphShape, build_graph
-from acdc_engine.io import KNOWN_FIELDS
+from acdc_engine.core.circuit import Circuit, on_input_to_logits_paths
+from acdc_engine.core.graph import GraphShape, build_graph
+from acdc_engine.formats.circuit_file import KNOWN_FIELDS
+from acdc_engine.formats.circuit_file import circuit_to_dict, save_circuit
 
 FUZZ = settings(
     derandomize=True, database=None, deadline=None, max_examples=300,
@@ -99,10 +100,10 @@ def load_or_reject(path):
 
 def assert_writes_back_exactly(circuit, scratch):
     """Whatever the loader accepted writes out and reads back to the same dict and the same bytes."""
-    first = circuit.save(scratch / "first.json")
+    first = save_circuit(circuit, scratch / "first.json")
     again = load_circuit(first)
-    assert again.to_dict() == circuit.to_dict()
-    assert again.save(scratch / "second.json").read_bytes() == first.read_bytes()
+    assert circuit_to_dict(again) == circuit_to_dict(circuit)
+    assert save_circuit(again, scratch / "second.json").read_bytes() == first.read_bytes()
 
 
 # --- valid files round-trip ------------------------------------------------------------------
@@ -117,7 +118,7 @@ def test_valid_circuit_round_trips_exactly(scratch, circuit):
 @FUZZ
 @given(circuit=circuits(), keep_nodes=st.booleans())
 def test_mib_style_file_loads_and_then_round_trips(scratch, circuit, keep_nodes):
-    data = circuit.to_dict()
+    data = circuit_to_dict(circuit)
     mib = {"model": data["model"], "edges": {name: {"in_graph": e["in_graph"]} for name, e in data["edges"].items()}}
     if keep_nodes:
         mib["nodes"] = data["nodes"]
@@ -192,7 +193,7 @@ odd_numbers = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-1e400"
 @st.composite
 def mutated_files(draw):
     """A valid circuit file after one to three mutations; returns its bytes."""
-    data = draw(circuits()).to_dict()
+    data = circuit_to_dict(draw(circuits()))
     for _ in range(draw(st.integers(1, 3))):
         all_paths = [p for p in paths(data) if p]
         if not all_paths:
@@ -244,7 +245,7 @@ def test_mutated_circuit_file_is_rejected_with_acdc_error_or_round_trips(scratch
 def files_with_one_field_replaced(draw):
     """A valid circuit file with one value, anywhere in it, replaced by a random JSON value or an
     odd number (NaN, 1e999, a 5000-digit integer); returns its bytes."""
-    data = draw(circuits()).to_dict()
+    data = circuit_to_dict(draw(circuits()))
     path = draw(st.sampled_from([p for p in paths(data) if p]))
     parent, key = parent_and_key(data, path)
     parent[key] = draw(json_values | odd_numbers.map(Raw))

@@ -3,7 +3,7 @@ compose API, as ``acdc-discover`` composes them, then through ``validate_config`
 
 Contract: composition fails only with Hydra's or OmegaConf's config errors, or with an error raised
 inside Hydra's own code (``acdc-discover`` reports every one of these in one line, see
-``acdc_engine.cli.main``); a composed config then passes validation or fails with AcdcError; and a
+``acdc_engine.commands.discover.main``); a composed config then passes validation or fails with AcdcError; and a
 config that passes is one the run can use: it resolves, and the API's own argument checks accept it.
 """
 
@@ -19,11 +19,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from acdc_engine import AcdcError
-from acdc_engine.cli import CONF_DIR, _config_error
-from acdc_engine.config import register_configs
+from acdc_engine.commands.discover import CONF_DIR, _config_error
+from acdc_engine.commands.config_schema import register_configs
 from acdc_engine.methods.acdc import check_threshold
 from acdc_engine.methods.eap import ig_alphas
-from acdc_engine.validation import validate_config
+from acdc_engine.commands.validation import validate_config
 
 FUZZ = settings(
     derandomize=True, database=None, deadline=None, max_examples=150,  # a Hydra compose takes ~0.15 s

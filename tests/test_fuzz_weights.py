@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save
 
 from acdc_engine import AcdcError
-from acdc_engine.weights import load_weights
+from acdc_engine.formats.weights import load_weights
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 STATE = {"embed.W_E": torch.arange(12.0).reshape(3, 4), "blocks.0.attn.b_O": torch.tensor([1, 2, 3], dtype=torch.int32)}

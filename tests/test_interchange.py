@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from acdc_engine import AcdcError, discover, load_circuit
-from acdc_engine.circuit import Circuit
-from acdc_engine.graph import GraphShape, build_graph
-from acdc_engine.interchange import circuit_from_eap_ig, circuit_to_eap_ig, circuit_to_eap_ig_pt
-from acdc_engine.interchange.convert_cli import main as acdc_convert
+from acdc_engine.core.circuit import Circuit
+from acdc_engine.core.graph import GraphShape, build_graph
+from acdc_engine.formats.eap_ig import circuit_from_eap_ig, circuit_to_eap_ig, circuit_to_eap_ig_pt
+from acdc_engine.commands.convert import main as acdc_convert
 from acdc_engine.reference_circuits import reference_circuit
 from factories import random_task, small_model
+from acdc_engine.formats.circuit_file import save_circuit
 
 # ----- EAP-IG's layout, from its index arithmetic -------------------------------------------------
 
@@ -309,7 +310,7 @@ def test_export_has_exactly_eap_ig_cfg_every_node_as_an_object_and_every_edge(ex
 
 def test_exported_edges_read_back_by_eap_ig_format_are_the_circuit(exportable):
     circuit, d_model = exportable
-    read = read_like_eap_ig(json.loads(json.dumps(circuit.to_eap_ig(d_model=d_model))))
+    read = read_like_eap_ig(json.loads(json.dumps(circuit_to_eap_ig(circuit, d_model=d_model))))
     assert {name for name, (in_graph, _) in read.items() if in_graph} == set(circuit.edges())
     pruned, nodes = prune({tuple(n.split("->")): g for n, (g, _) in read.items()}, [tuple(n.split("->")) for n in read])
     assert {f"{s}->{r}" for (s, r), g in pruned.items() if g} == set(circuit.edges())  # EAP-IG's prune keeps it
@@ -317,7 +318,7 @@ def test_exported_edges_read_back_by_eap_ig_format_are_the_circuit(exportable):
 
 
 def test_untested_edges_are_exported_with_score_zero_and_marked_untested(small_circuit):
-    data = small_circuit.to_eap_ig()
+    data = circuit_to_eap_ig(small_circuit)
     g = small_circuit.graph
     untested = [f"{s}->{r}" for s, r in g.edges() if small_circuit.edge_scores[g.sender_index[s], g.receiver_index[r]].isnan()]
     assert untested, "the fixture should have edges removed untested"
@@ -352,20 +353,20 @@ def test_exported_pt_has_eap_ig_matrices_by_forward_and_backward_index(small_cir
 def test_eap_ig_file_round_trips_through_this_engines_format(tmp_path):
     graph = eap_ig_graph(2, 3)
     (tmp_path / "g.json").write_text(to_json_text(graph))
-    load_circuit(tmp_path / "g.json").save(tmp_path / "ours.json")
-    read = read_like_eap_ig(load_circuit(tmp_path / "ours.json").to_eap_ig())
+    save_circuit(load_circuit(tmp_path / "g.json"), tmp_path / "ours.json")
+    read = read_like_eap_ig(circuit_to_eap_ig(load_circuit(tmp_path / "ours.json")))
     original = {f"{s}->{r}": (graph["in_graph"][(s, r)], score) for (s, r), score in zip(graph["edges"], graph["scores"])}
     assert read == original
 
 
 def test_split_input_circuits_have_no_eap_ig_form():
     with pytest.raises(AcdcError, match="split_input"):
-        reference_circuit("tracr-reverse").to_eap_ig()
+        circuit_to_eap_ig(reference_circuit("tracr-reverse"))
 
 
 def test_a_missing_d_model_is_named():
     with pytest.raises(AcdcError, match="d_model"):
-        reference_circuit("ioi").to_eap_ig()
+        circuit_to_eap_ig(reference_circuit("ioi"))
 
 
 # ----- acdc-convert, acdc-compare, acdc-evaluate --------------------------------------------------
@@ -386,7 +387,7 @@ def test_acdc_convert_errors_are_one_line(tmp_path, capsys):
 
 
 def test_acdc_compare_reads_eap_ig_json_and_pt_as_one_circuit(tmp_path, capsys):
-    from acdc_engine.compare_cli import main as acdc_compare
+    from acdc_engine.commands.compare import main as acdc_compare
 
     graph = eap_ig_graph(2, 3)
     (tmp_path / "g.json").write_text(to_json_text(graph))
@@ -399,7 +400,7 @@ def test_acdc_compare_reads_eap_ig_json_and_pt_as_one_circuit(tmp_path, capsys):
 
 
 def test_acdc_evaluate_takes_an_eap_ig_pt_truth(tmp_path, toy_induction_model):
-    from acdc_engine.compare import load_circuit_or_reference  # how acdc-evaluate reads truth=
+    from acdc_engine.evaluation.overlap import load_circuit_or_reference  # how acdc-evaluate reads truth=
     from acdc_engine.evaluation.method_comparison import compare_methods
 
     truth = tmp_path / "truth.pt"
@@ -414,4 +415,4 @@ def test_random_edge_sets_of_every_shape_survive_the_round_trip():
         g = torch.Generator().manual_seed(n_layers * 10 + n_heads)
         kept = graph.edge_exists & (torch.rand(graph.edge_exists.shape, generator=g) < 0.5)
         circuit = Circuit.unscored(graph, kept, graph.full_head_input_mask(), model={"n_layers": n_layers, "n_heads": n_heads, "attn_only": not has_mlp, "d_model": 8})
-        assert same_circuit(circuit_from_eap_ig(json.loads(json.dumps(circuit.to_eap_ig()))), circuit)
+        assert same_circuit(circuit_from_eap_ig(json.loads(json.dumps(circuit_to_eap_ig(circuit)))), circuit)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from acdc_engine import AcdcError, discover, load_circuit
-from acdc_engine.interchange.mib import (
+from acdc_engine.evaluation.mib import (
     SUBMISSION_FRACTIONS,
     acdc_fraction_search,
     edge_budget,
@@ -15,7 +15,7 @@ from acdc_engine.interchange.mib import (
     top_k_circuits,
     write_submission,
 )
-from acdc_engine.interchange.mib_cli import main as acdc_mib
+from acdc_engine.commands.mib import main as acdc_mib
 from acdc_engine.methods.eap import select_edges
 from factories import random_task, small_model
 from test_interchange import eap_ig_layout, read_like_eap_ig

@@ -10,8 +10,9 @@ import textwrap
 import pytest
 
 from acdc_engine import AcdcError, load_circuit
-from acdc_engine.atomic_files import _host_tag, atomic_write_bytes, remove_stale_temporaries
-from acdc_engine.circuit import circuit_from_dict
+from acdc_engine.formats.atomic_files import _host_tag, atomic_write_bytes, remove_stale_temporaries
+from acdc_engine.formats.circuit_file import circuit_from_dict
+from acdc_engine.formats.circuit_file import circuit_to_dict, save_circuit
 
 
 def test_circuit_has_both_kept_and_removed_edges(small_circuit):
@@ -19,7 +20,7 @@ def test_circuit_has_both_kept_and_removed_edges(small_circuit):
 
 
 def test_file_holds_the_design_fields(small_circuit, tmp_path):
-    data = json.loads(small_circuit.save(tmp_path / "c.json").read_text())
+    data = json.loads(save_circuit(small_circuit, tmp_path / "c.json").read_text())
     assert data["format"] == "acdc-engine/circuit" and data["version"] == 1
     assert set(data["metric"]) == {"name", "full", "circuit", "empty"}
     assert {"seed", "versions", "seconds", "forward_passes"} <= set(data["run"])
@@ -30,23 +31,23 @@ def test_file_holds_the_design_fields(small_circuit, tmp_path):
 
 
 def test_emitted_edges_are_a_subset_of_kept_edges(small_circuit):
-    data = small_circuit.to_dict()
+    data = circuit_to_dict(small_circuit)
     assert all(e["kept"] for e in data["edges"].values() if e["in_graph"])
 
 
 def test_save_then_load_round_trips_exactly(small_circuit, tmp_path):
-    path = small_circuit.save(tmp_path / "c.json")
-    assert load_circuit(path).to_dict() == small_circuit.to_dict()
+    path = save_circuit(small_circuit, tmp_path / "c.json")
+    assert circuit_to_dict(load_circuit(path)) == circuit_to_dict(small_circuit)
 
 
 def test_unknown_fields_are_kept(small_circuit, tmp_path):
-    data = small_circuit.to_dict()
+    data = circuit_to_dict(small_circuit)
     data["notes"] = {"by": "a researcher"}
-    assert circuit_from_dict(data).to_dict()["notes"] == {"by": "a researcher"}
+    assert circuit_to_dict(circuit_from_dict(data))["notes"] == {"by": "a researcher"}
 
 
 def test_mib_style_file_without_kept_scores_or_head_inputs_loads(small_circuit):
-    data = small_circuit.to_dict()
+    data = circuit_to_dict(small_circuit)
     mib = {"model": data["model"], "edges": {k: {"in_graph": v["in_graph"]} for k, v in data["edges"].items()}}
     loaded = circuit_from_dict(mib)
     assert loaded.edges() == small_circuit.edges()
@@ -82,25 +83,25 @@ DELETE = object()
 )
 def test_malformed_field_is_rejected_by_name(small_circuit, path, value, complaint):
     with pytest.raises(AcdcError, match=complaint):
-        circuit_from_dict(mutated(small_circuit.to_dict(), path, value))
+        circuit_from_dict(mutated(circuit_to_dict(small_circuit), path, value))
 
 
 def test_unknown_edge_name_is_rejected(small_circuit):
-    data = small_circuit.to_dict()
+    data = circuit_to_dict(small_circuit)
     data["edges"]["a7.h0->logits"] = {"in_graph": True}
     with pytest.raises(AcdcError, match="unknown sender 'a7.h0'"):
         circuit_from_dict(data)
 
 
 def test_missing_edges_are_rejected(small_circuit):
-    data = small_circuit.to_dict()
+    data = circuit_to_dict(small_circuit)
     del data["edges"]["input->logits"]
     with pytest.raises(AcdcError, match="missing.*input->logits"):
         circuit_from_dict(data)
 
 
 def test_nodes_that_contradict_the_edges_are_rejected(small_circuit):
-    data = small_circuit.to_dict()
+    data = circuit_to_dict(small_circuit)
     name = "logits"
     data["nodes"][name]["in_graph"] = not data["nodes"][name]["in_graph"]
     with pytest.raises(AcdcError, match=f"nodes\\['{name}'\\]"):
@@ -115,7 +116,7 @@ def test_invalid_json_is_rejected_with_its_line(tmp_path):
 
 
 def test_save_leaves_no_temporary_file_behind(small_circuit, tmp_path):
-    small_circuit.save(tmp_path / "c.json")
+    save_circuit(small_circuit, tmp_path / "c.json")
     assert [p.name for p in tmp_path.iterdir()] == ["c.json"]
 
 
@@ -124,7 +125,7 @@ def test_saved_files_get_the_usual_permissions(small_circuit, tmp_path):
 
     umask = os.umask(0)
     os.umask(umask)
-    mode = small_circuit.save(tmp_path / "c.json").stat().st_mode & 0o777
+    mode = save_circuit(small_circuit, tmp_path / "c.json").stat().st_mode & 0o777
     assert mode == 0o666 & ~umask
 
 
@@ -135,7 +136,7 @@ def killed_writer(folder):
     """The temporary file a process leaves when it dies (as if killed) inside atomic_write_bytes."""
     script = textwrap.dedent(f"""
         import os
-        from acdc_engine import atomic_files
+        from acdc_engine.formats import atomic_files
         os.fsync = lambda fd: os._exit(9)  # die after writing the temporary file, before the rename
         atomic_files.atomic_write_bytes({str(folder / "circuit.json")!r}, b"half")
     """)

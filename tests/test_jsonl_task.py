@@ -9,8 +9,8 @@ import torch
 from offline_tokenizers import TaskModel
 from tiny_hf import word_tokenizer
 
-from acdc_engine.errors import AcdcError
-from acdc_engine.metrics import make_metric
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.measure.metrics import make_metric
 from acdc_engine.tasks import make_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,8 +155,8 @@ def compose_task(*overrides):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from acdc_engine.cli import CONF_DIR
-    from acdc_engine.config import register_configs
+    from acdc_engine.commands.discover import CONF_DIR
+    from acdc_engine.commands.config_schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -12,8 +12,8 @@ import pytest
 import torch
 from tiny_hf import N_POSITIONS, WORDS, gpt2_model, save_gpt2_folder, word_tokenizer
 
-from acdc_engine.errors import AcdcError
-from acdc_engine.graph import build_graph
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.graph import build_graph
 from acdc_engine.models import load_model
 
 
@@ -171,8 +171,8 @@ def test_pretrained_model_configs_name_models_transformer_lens_knows(choice):
 
     from acdc_engine.models.hub import official_name
 
-    from acdc_engine.cli import CONF_DIR
-    from acdc_engine.config import register_configs
+    from acdc_engine.commands.discover import CONF_DIR
+    from acdc_engine.commands.config_schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -193,7 +193,7 @@ def test_command_line_runs_acdc_on_a_local_folder_with_a_jsonl_task(folder, loca
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
     command = [
-        sys.executable, "-m", "acdc_engine.cli", "model=local", f"model.path={folder}",
+        sys.executable, "-m", "acdc_engine.commands.discover", "model=local", f"model.path={folder}",
         "task=jsonl", f"task.path={data}", "method.threshold=0.01", "progress=false",
     ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -8,10 +8,13 @@ import pytest
 import torch
 from factories import random_task, small_model
 
-from acdc_engine import AcdcError, choices, discover, load_circuit
-from acdc_engine.cli import CONF_DIR
+from acdc_engine import AcdcError, discover, load_circuit
+from acdc_engine.core import choices
+from acdc_engine.commands.discover import CONF_DIR
 from acdc_engine.methods import METHODS, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.methods.eap import select_edges
+from acdc_engine.formats.circuit_file import circuit_to_dict
+from acdc_engine.formats.circuit_file import save_circuit
 
 
 @dataclasses.dataclass
@@ -61,7 +64,7 @@ def test_a_method_registered_with_one_entry_runs_through_discover_and_its_circui
     assert circuit.method == {"name": "random-ranking", "ablation": "resample", "top_n": 7, "seed": 0}
     assert circuit.run["forward_passes"] == 5  # the measurement's own: clean, corrupted, full, circuit, empty
     assert set(circuit.metric) == {"name", "full", "circuit", "empty"}
-    assert load_circuit(circuit.save(tmp_path / "c.json")).to_dict()["edges"] == circuit.to_dict()["edges"]
+    assert circuit_to_dict(load_circuit(save_circuit(circuit, tmp_path / "c.json")))["edges"] == circuit_to_dict(circuit)["edges"]
 
 
 def test_a_registered_methods_rules_are_checked_before_the_model_loads(monkeypatch):

@@ -19,11 +19,12 @@ import torch
 from factories import random_task, small_config, small_model
 
 from acdc_engine import AcdcError, build_graph, discover
-from acdc_engine.checkpoint import Checkpointer, checkpoint_bytes, fingerprint, load_checkpoint
-from acdc_engine.draw import write_drawings
-from acdc_engine.atomic_files import atomic_write_bytes
+from acdc_engine.methods.checkpoint import Checkpointer, checkpoint_bytes, fingerprint, load_checkpoint
+from acdc_engine.formats.drawing import write_drawings
+from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.methods.acdc import AcdcState, run_acdc, visiting_order, visiting_segments
 from acdc_engine.models import load_model
+from acdc_engine.formats.circuit_file import circuit_to_dict, save_circuit
 
 THRESHOLD = 0.005
 RUN = dict(threshold=THRESHOLD, batch_size=5, progress=False)
@@ -49,7 +50,7 @@ def uninterrupted_circuit():
 @pytest.fixture(scope="module")
 def uninterrupted(uninterrupted_circuit):
     """Its circuit file's contents."""
-    return uninterrupted_circuit.to_dict()
+    return circuit_to_dict(uninterrupted_circuit)
 
 
 def in_child_until_killed(body):
@@ -115,7 +116,7 @@ def test_run_killed_and_resumed_ends_with_the_uninterrupted_circuit(tmp_path, un
     assert load_checkpoint(checkpoint).state.visited > 0
     model, task = setting()
     resumed = discover(model, task, **RUN, checkpoint=checkpoint, checkpoint_every=1)
-    assert without_timing(resumed.to_dict()) == without_timing(uninterrupted)
+    assert without_timing(circuit_to_dict(resumed)) == without_timing(uninterrupted)
 
 
 def test_resumed_run_killed_again_and_resumed_ends_with_the_uninterrupted_circuit(tmp_path, uninterrupted):
@@ -127,7 +128,7 @@ def test_resumed_run_killed_again_and_resumed_ends_with_the_uninterrupted_circui
     assert second_stop.state.visited > first_stop and second_stop.seconds > 0
     model, task = setting()
     resumed = discover(model, task, **RUN, checkpoint=checkpoint)
-    assert without_timing(resumed.to_dict()) == without_timing(uninterrupted)
+    assert without_timing(circuit_to_dict(resumed)) == without_timing(uninterrupted)
     assert resumed.run["seconds"] >= round(second_stop.seconds, 3)  # the time spent before the kills counts
 
 
@@ -135,7 +136,7 @@ def test_resume_with_another_batch_size_makes_the_same_decisions(tmp_path, unint
     checkpoint = tmp_path / "checkpoint.safetensors"
     discover_killed_when(KILL_POINTS["mid-layer"], checkpoint)
     model, task = setting()
-    resumed = discover(model, task, **{**RUN, "batch_size": 1}, checkpoint=checkpoint).to_dict()
+    resumed = circuit_to_dict(discover(model, task, **{**RUN, "batch_size": 1}, checkpoint=checkpoint))
     assert resumed["nodes"] == uninterrupted["nodes"]
     for section in ("edges", "head_inputs"):
         for name, entry in resumed[section].items():
@@ -150,7 +151,7 @@ def test_resume_without_a_batch_size_keeps_the_checkpoints_batching(tmp_path, un
     discover_killed_when(KILL_POINTS["mid-layer"], checkpoint)
     model, task = setting()
     resumed = discover(model, task, **{**RUN, "batch_size": None}, checkpoint=checkpoint)
-    assert without_timing(resumed.to_dict()) == without_timing(uninterrupted)
+    assert without_timing(circuit_to_dict(resumed)) == without_timing(uninterrupted)
 
 
 @pytest.fixture
@@ -354,7 +355,7 @@ def kill_in_the_middle_of_writing():
 
 
 WRITERS = {
-    "circuit.json": lambda circuit, folder: circuit.save(folder / "circuit.json"),
+    "circuit.json": lambda circuit, folder: save_circuit(circuit, folder / "circuit.json"),
     "circuit.dot": lambda circuit, folder: write_drawings(circuit, folder),  # its first file
 }
 
@@ -385,8 +386,8 @@ def test_kill_while_writing_an_output_leaves_the_old_file_or_none(tmp_path, unin
 
 CLI_KILLED_AFTER_SAVES = """
 import os, signal, sys
-from acdc_engine.checkpoint import Checkpointer
-from acdc_engine.cli import main
+from acdc_engine.methods.checkpoint import Checkpointer
+from acdc_engine.commands.discover import main
 saves, original, limit = [], Checkpointer.save, int(sys.argv[1])
 def save_then_die(self, state):
     original(self, state)
@@ -410,7 +411,7 @@ def test_cli_run_killed_and_resumed_writes_the_uninterrupted_circuit_into_its_fo
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     (folder,) = [p.parent for p in (tmp_path / "outputs").rglob("checkpoint.safetensors")]
     assert not (folder / "circuit.json").exists()
-    resumed = cli("-m", "acdc_engine.cli", f"resume={folder}", *args)
+    resumed = cli("-m", "acdc_engine.commands.discover", f"resume={folder}", *args)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {folder / 'checkpoint.safetensors'}" in resumed.stdout
     assert sorted(p.parent for p in (tmp_path / "outputs").rglob("circuit.json")) == [folder]
@@ -421,4 +422,4 @@ def test_cli_run_killed_and_resumed_writes_the_uninterrupted_circuit_into_its_fo
     task_params = {"n_prompts": 32, "half_length": 8, "bos_token": 0, "seed": 0}  # conf/task/induction.yaml
     uninterrupted = discover(model, "induction", threshold=0.05, batch_size=4, task_params=task_params, model_name="toy-induction-2l", progress=False)
     resumed_file = json.loads((folder / "circuit.json").read_text())
-    assert without_timing(resumed_file) == without_timing(uninterrupted.to_dict())
+    assert without_timing(resumed_file) == without_timing(circuit_to_dict(uninterrupted))

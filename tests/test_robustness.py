@@ -17,13 +17,16 @@ import torch
 from factories import random_task, small_model
 
 import acdc_engine
-from acdc_engine import api, argument_checks, validation
-from acdc_engine.errors import AcdcError
-from acdc_engine.evaluation import cli as evaluate_cli
-from acdc_engine.run_folder import save_outputs
-from acdc_engine.summary import main as acdc_summary
+from acdc_engine import api
+from acdc_engine.methods import arguments as argument_checks
+from acdc_engine.core import choices
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.commands import evaluate as evaluate_cli
+from acdc_engine.commands.run_folder import save_outputs
+from acdc_engine.commands.summary import main as acdc_summary
 from acdc_engine.tasks import TaskData, induction
 from test_run_folder import command
+from acdc_engine.formats.circuit_file import save_circuit
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +132,7 @@ def test_outputs_whose_name_is_taken_by_a_folder_are_saved_elsewhere_saying_wher
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     (tmp_path / "run" / "circuit.json").mkdir(parents=True)
-    saved = save_outputs(tmp_path / "run", lambda folder: [small_circuit.save(folder / "circuit.json")], "the circuit file")
+    saved = save_outputs(tmp_path / "run", lambda folder: [save_circuit(small_circuit, folder / "circuit.json")], "the circuit file")
     (rescued,) = saved.paths
     assert rescued.parent.parent == tmp_path / "tmp"
     assert f"cannot write the circuit file into {tmp_path / 'run'}" in saved.problem and str(rescued.parent) in saved.problem
@@ -188,7 +191,7 @@ def test_a_checkpoint_that_cannot_be_saved_warns_once_and_the_run_goes_on(model,
 
 @pytest.mark.parametrize("target", ["folder", "under a file"])
 def test_summary_csv_that_cannot_be_written_is_one_line(small_circuit, tmp_path, capsys, target):
-    small_circuit.save(tmp_path / "runs" / "0_x" / "circuit.json")
+    save_circuit(small_circuit, tmp_path / "runs" / "0_x" / "circuit.json")
     (tmp_path / "a-file").write_text("")
     csv = tmp_path / "runs" if target == "folder" else tmp_path / "a-file" / "runs.csv"
     assert acdc_summary([str(tmp_path / "runs"), "--csv", str(csv)]) == 2
@@ -200,8 +203,8 @@ def test_summary_csv_that_cannot_be_written_is_one_line(small_circuit, tmp_path,
 
 INTERRUPTED_AFTER_A_SAVE = """
 import sys, time
-from acdc_engine.checkpoint import Checkpointer
-from acdc_engine.cli import main
+from acdc_engine.methods.checkpoint import Checkpointer
+from acdc_engine.commands.discover import main
 save = Checkpointer.save
 def save_then_wait(self, state):
     save(self, state)
@@ -240,12 +243,12 @@ def test_ctrl_c_prints_one_line_with_the_checkpoint_and_the_command_that_resumes
 
 @pytest.mark.parametrize("given", [torch.float16, "float16"])
 def test_a_dtype_is_read_as_a_name_or_a_torch_dtype(given):
-    assert validation.dtype_name(given, ["float32", "float16"]) == "float16"
+    assert choices.dtype_name(given, ["float32", "float16"]) == "float16"
 
 
 def test_an_unknown_dtype_is_refused_listing_the_choices():
     with pytest.raises(AcdcError, match=r"unknown dtype torch.int8; choose one of float32, float16"):
-        validation.dtype_name(torch.int8, ["float32", "float16"])
+        choices.dtype_name(torch.int8, ["float32", "float16"])
 
 
 def test_the_offline_hub_message_quotes_the_librarys_error_whole_on_one_line(monkeypatch):

@@ -7,17 +7,17 @@ import torch
 from factories import random_task, small_model
 
 from acdc_engine import AcdcError, discover
-from acdc_engine.metric_cache import MetricCache
+from acdc_engine.measure.metric_cache import MetricCache
 from acdc_engine.evaluation.roc import node_mask, node_names, roc_auc, roc_from_circuits, roc_from_scores
 from acdc_engine.evaluation.sweep import acdc_threshold_sweep
-from acdc_engine.circuit import circuit_from_dict
+from acdc_engine.formats.circuit_file import circuit_from_dict
 
 ONE_LAYER = {"n_layers": 1, "n_heads": 2, "attn_only": True}  # edges: input->{a0.h0,a0.h1}<q,k,v>, 3 -> logits
 
 
 def hand_circuit(edges, model=ONE_LAYER):
     """A circuit file's content with exactly ``edges`` in the circuit."""
-    from acdc_engine.graph import GraphShape, build_graph
+    from acdc_engine.core.graph import GraphShape, build_graph
 
     shape = GraphShape(model["n_layers"], model["n_heads"], not model["attn_only"])
     names = build_graph(shape).edge_names()
@@ -154,12 +154,12 @@ def test_acdc_evaluate_writes_roc_and_faithfulness_files_against_a_truth_file(tm
     import subprocess
     import sys
 
-    from acdc_engine.io import save_circuit
+    from acdc_engine.formats.circuit_file import save_circuit
 
     induction = {"input->a0.h3<v>", "a0.h3->a1.h2<k>", "input->a1.h2<q>", "input->a1.h2<v>", "a1.h2->logits"}
     truth = save_circuit(hand_circuit(induction, {"n_layers": 2, "n_heads": 4, "attn_only": True}), tmp_path / "truth.json")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "acdc_engine.evaluation.cli", f"truth={truth}", "thresholds=[0.01,0.3]", "methods=[acdc,eap]"]
+    command = [sys.executable, "-m", "acdc_engine.commands.evaluate", f"truth={truth}", "thresholds=[0.01,0.3]", "methods=[acdc,eap]"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     (folder,) = {p.parent for p in (tmp_path / "outputs").rglob("roc.csv")}

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from acdc_engine import cli, run_folder
-from acdc_engine.config import register_configs
-from acdc_engine.errors import AcdcError
-from acdc_engine.run_folder import LOCK_NAME, run_folder_lock
+from acdc_engine.commands import discover as cli
+from acdc_engine.commands import run_folder
+from acdc_engine.commands.config_schema import register_configs
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.commands.run_folder import LOCK_NAME, run_folder_lock
 
 
 def command(monkeypatch, tmp_path, *args, main=cli.main, prog="acdc-discover"):

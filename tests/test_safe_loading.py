@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from acdc_engine import AcdcError
-from acdc_engine.weights import load_weights
+from acdc_engine.formats.weights import load_weights
 
 
 class MakesADirectory:
@@ -82,7 +82,7 @@ def test_file_that_is_not_names_mapped_to_tensors_is_rejected(tmp_path, content,
 
 
 def test_shipped_model_reads_its_weights_through_load_weights(monkeypatch):
-    import acdc_engine.weights
+    import acdc_engine.formats.weights
     from acdc_engine.models import load_model
 
     read = []
@@ -91,6 +91,6 @@ def test_shipped_model_reads_its_weights_through_load_weights(monkeypatch):
         read.append(path)
         return load_weights(path, device)
 
-    monkeypatch.setattr(acdc_engine.weights, "load_weights", recording_load_weights)
+    monkeypatch.setattr(acdc_engine.formats.weights, "load_weights", recording_load_weights)
     load_model("toy-induction-2l")
     assert [p.name for p in read] == ["toy-induction-2l.safetensors"]

@@ -6,6 +6,7 @@ from factories import random_task, small_model
 
 from acdc_engine import AcdcError, build_graph, discover
 from acdc_engine.patching import EdgePatcher
+from acdc_engine.formats.circuit_file import circuit_to_dict
 
 
 class Shifted(torch.nn.Module):
@@ -40,6 +41,6 @@ def test_a_mismatch_within_the_dtypes_tolerance_passes():
 @pytest.mark.parametrize("ablation", ["resample", "zero", "mean"])
 def test_the_measured_differences_are_recorded_in_the_circuit_file(ablation):
     circuit = discover(small_model(attn_only=True), random_task(), threshold=0.01, progress=False, ablation=ablation)
-    check = circuit.to_dict()["run"]["self_check"]
+    check = circuit_to_dict(circuit)["run"]["self_check"]
     assert check["dtype"] == "float64" and check["tolerance"] > 0
     assert check["max_abs_logit_diff_full"] <= 1e-12 and check["max_abs_logit_diff_empty"] <= 1e-12

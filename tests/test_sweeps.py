@@ -7,12 +7,13 @@ import sys
 
 import pytest
 
-from acdc_engine.summary import gather, main as acdc_summary, markdown
+from acdc_engine.commands.summary import gather, main as acdc_summary, markdown
+from acdc_engine.formats.circuit_file import save_circuit
 
 
 def test_joblib_launcher_runs_a_threshold_sweep_in_parallel_and_summary_gathers_it(tmp_path, capsys):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "acdc_engine.cli", "-m", "hydra/launcher=local",
+    command = [sys.executable, "-m", "acdc_engine.commands.discover", "-m", "hydra/launcher=local",
                "method.threshold=0.02,0.2", "progress=false"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -33,7 +34,7 @@ def multirun(tmp_path, small_circuit):
         circuit = copy.deepcopy(small_circuit)  # the fixture is shared by the session
         circuit.threshold = threshold
         circuit.run["seconds"] = 1.5
-        circuit.save(tmp_path / f"{job}_method.threshold={threshold}" / "circuit.json")
+        save_circuit(circuit, tmp_path / f"{job}_method.threshold={threshold}" / "circuit.json")
     (tmp_path / "2_method.threshold=0.4" / ".hydra").mkdir(parents=True)
     return tmp_path
 

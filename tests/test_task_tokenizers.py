@@ -12,7 +12,7 @@ from offline_tokenizers import (
     greater_than_corpus, ioi_corpus, word_start,
 )
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 from acdc_engine.tasks import make_task
 from acdc_engine.tasks.docstring import make_docstring
 from acdc_engine.tasks.greater_than import make_greater_than

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from acdc_engine import discover
-from acdc_engine.errors import AcdcError
-from acdc_engine.metrics import make_metric
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.measure.metrics import make_metric
 from acdc_engine.models import load_model
 from acdc_engine.patching import EdgePatcher
 from acdc_engine.reference_circuits import reference_circuit
@@ -336,7 +336,7 @@ def test_float64_gives_the_same_circuit_as_float32(name, acdc_runs):
 def test_acdc_discover_with_zero_ablation_finds_the_paper_circuit_of_tracr_reverse(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
     overrides = ["model=tracr-reverse", "task=tracr-reverse", "method.ablation=zero", "progress=false"]
-    command = [sys.executable, "-m", "acdc_engine.cli", *overrides]
+    command = [sys.executable, "-m", "acdc_engine.commands.discover", *overrides]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     (path,) = (tmp_path / "outputs").rglob("circuit.json")

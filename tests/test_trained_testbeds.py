@@ -7,7 +7,6 @@ patterns (never hard-coded head names), and against what the task forces any 2-l
 
 import inspect
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,12 +14,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from acdc_engine import AcdcError, discover
+from acdc_engine.commands.discover import CONF_DIR
 from acdc_engine.evaluation.testbed_truth import attention_patterns, offset_scores
 from acdc_engine.models import WEIGHTS, load_model
 from acdc_engine.tasks import make_induction
 from acdc_engine.tasks.predecessor import make_predecessor
 
-ROOT = Path(__file__).resolve().parents[1]
 TESTBEDS = ("toy-induction-mlp-2l", "toy-predecessor-2l")
 HALF = 8
 
@@ -58,10 +57,10 @@ def test_shipped_testbed_is_small_and_records_how_it_was_trained(name):
 
 @pytest.mark.parametrize("name, task", [("toy-induction-mlp-2l", "induction"), ("toy-predecessor-2l", "predecessor")])
 def test_model_and_task_yaml_compose_for_the_command_line(name, task):
-    from acdc_engine.config import register_configs
+    from acdc_engine.commands.config_schema import register_configs
 
     register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose("config", overrides=[f"model={name}", f"task={task}"])
     assert (cfg.model.name, cfg.task.name) == (name, task)
 
@@ -140,10 +139,10 @@ def test_predecessor_rejects_impossible_settings_naming_the_field(kwargs, field)
 
 
 def test_predecessor_yaml_composes_against_its_schema_with_the_python_defaults():
-    from acdc_engine.config import register_configs
+    from acdc_engine.commands.config_schema import register_configs
 
     register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         task = OmegaConf.to_container(compose("config", overrides=["task=predecessor"]).task)
     defaults = {k: p.default for k, p in inspect.signature(make_predecessor).parameters.items() if k != "d_vocab"}
     assert task.pop("name") == "predecessor"

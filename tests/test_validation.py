@@ -12,12 +12,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from acdc_engine import AcdcError, TaskData, load_circuit
-from acdc_engine.cli import CONF_DIR
-from acdc_engine.config import register_configs
-from acdc_engine.graph import GraphShape, build_graph
-from acdc_engine.circuit import circuit_from_dict
-from acdc_engine.io import edge_count
-from acdc_engine.validation import bounds, validate_config
+from acdc_engine.commands.discover import CONF_DIR
+from acdc_engine.commands.config_schema import register_configs
+from acdc_engine.core.graph import GraphShape, build_graph
+from acdc_engine.formats.circuit_file import circuit_from_dict
+from acdc_engine.formats.circuit_file import edge_count
+from acdc_engine.commands.validation import bounds, validate_config
+from acdc_engine.formats.circuit_file import circuit_to_dict, circuit_to_json
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_interpolation_that_fails_is_reported_by_its_key(composed):
 @pytest.fixture(scope="module")
 def composed_evaluate():
     """composed_evaluate(*overrides) -> the run config, as acdc-evaluate composes it."""
-    from acdc_engine.evaluation.cli import register_evaluate_configs
+    from acdc_engine.commands.evaluate import register_evaluate_configs
 
     register_evaluate_configs()
 
@@ -162,7 +163,7 @@ def test_field_metadata_replaces_the_naming_convention():
 
 def acdc_discover(tmp_path, *args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
-    command = [sys.executable, "-m", "acdc_engine.cli", *args, "progress=false"]
+    command = [sys.executable, "-m", "acdc_engine.commands.discover", *args, "progress=false"]
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -180,7 +181,7 @@ def test_cli_reports_an_override_hydra_cannot_apply_in_one_line(tmp_path):
 
 
 def run_main_in_process(monkeypatch, tmp_path, *args):
-    from acdc_engine import cli
+    from acdc_engine.commands import discover as cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # main() sets it to 1 for itself; restored afterwards
@@ -189,7 +190,7 @@ def run_main_in_process(monkeypatch, tmp_path, *args):
 
 
 def test_cli_keeps_the_traceback_of_an_error_raised_inside_a_run(monkeypatch, tmp_path):
-    from acdc_engine import cli
+    from acdc_engine.commands import discover as cli
 
     def broken_run(cfg):
         raise RuntimeError("a bug in the run")
@@ -207,7 +208,7 @@ def test_cli_turns_an_error_inside_hydra_into_one_line_and_exit_status_2(monkeyp
 
 
 def test_acdc_evaluate_rejects_an_out_of_range_value_in_one_line_before_loading_anything(monkeypatch, tmp_path, capsys):
-    from acdc_engine.evaluation import cli as evaluate_cli
+    from acdc_engine.commands import evaluate as evaluate_cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
@@ -232,7 +233,7 @@ def small_circuit():
 
 @pytest.fixture(scope="module")
 def circuit_text(small_circuit):
-    return small_circuit.to_json(indent=1)
+    return circuit_to_json(small_circuit, indent=1)
 
 
 def write(tmp_path, content):
@@ -270,7 +271,7 @@ def test_bytes_that_are_not_utf8_are_rejected_with_their_line(tmp_path, circuit_
 
 def test_utf8_byte_order_mark_is_accepted(tmp_path, small_circuit, circuit_text):
     path = write(tmp_path, b"\xef\xbb\xbf" + circuit_text.encode())
-    assert load_circuit(path).to_dict() == small_circuit.to_dict()
+    assert circuit_to_dict(load_circuit(path)) == circuit_to_dict(small_circuit)
 
 
 def test_json_nested_beyond_the_parser_is_rejected(tmp_path):
@@ -285,7 +286,7 @@ def test_integer_too_long_to_convert_is_rejected_with_its_line(tmp_path, circuit
 
 
 def test_score_beyond_the_float_range_is_rejected_by_field(small_circuit):
-    data = small_circuit.to_dict()
+    data = circuit_to_dict(small_circuit)
     data["edges"]["input->logits"]["score"] = 10**400
     with pytest.raises(AcdcError, match=r"edges\['input->logits'\]: field 'score' must be float"):
         circuit_from_dict(data)
@@ -293,14 +294,14 @@ def test_score_beyond_the_float_range_is_rejected_by_field(small_circuit):
 
 @pytest.mark.parametrize("key, value", [("version", True), ("version", 1.0), ("task", 5), ("method", [1]), ("run", "x")])
 def test_wrong_type_of_top_level_field_is_rejected_by_name(small_circuit, key, value):
-    data = small_circuit.to_dict()
+    data = circuit_to_dict(small_circuit)
     data[key] = value
     with pytest.raises(AcdcError, match=f"'{key}'"):
         circuit_from_dict(data)
 
 
 def test_edge_in_the_circuit_but_not_kept_is_rejected(small_circuit):
-    data = small_circuit.to_dict()
+    data = circuit_to_dict(small_circuit)
     name = next(n for n, e in data["edges"].items() if e["in_graph"])
     data["edges"][name]["kept"] = False
     with pytest.raises(AcdcError, match=f"edges\\['{name.replace('.', '[.]')}'\\]: 'in_graph' is true but 'kept' is false"):
@@ -308,14 +309,14 @@ def test_edge_in_the_circuit_but_not_kept_is_rejected(small_circuit):
 
 
 def test_node_entry_that_is_not_an_object_is_rejected(small_circuit):
-    data = small_circuit.to_dict()
+    data = circuit_to_dict(small_circuit)
     data["nodes"]["logits"] = True
     with pytest.raises(AcdcError, match=r"nodes\['logits'\]: must be an object"):
         circuit_from_dict(data)
 
 
 def test_huge_model_shape_with_few_edges_is_rejected_without_building_its_graph(small_circuit):
-    data = small_circuit.to_dict()
+    data = circuit_to_dict(small_circuit)
     data["model"]["n_layers"] = 10**12
     with pytest.raises(AcdcError, match=r"edges: the model \(n_layers 1000000000000, n_heads 3\) has \d+ edges, the file lists"):
         circuit_from_dict(data)

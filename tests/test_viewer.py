@@ -5,14 +5,15 @@ import re
 
 import pytest
 
-from acdc_engine.compare import compare_circuits
-from acdc_engine.compare_cli import main as acdc_compare
-from acdc_engine.draw import EDGE_COLOURS
-from acdc_engine.circuit import circuit_from_dict
+from acdc_engine.evaluation.overlap import compare_circuits
+from acdc_engine.commands.compare import main as acdc_compare
+from acdc_engine.formats.drawing import EDGE_COLOURS
+from acdc_engine.formats.circuit_file import circuit_from_dict
 from acdc_engine.reference_circuits import reference_circuit
 from acdc_engine.viewer import circuit_html, diff_html
-from acdc_engine.viewer.cli import main as acdc_view
+from acdc_engine.commands.view import main as acdc_view
 from acdc_engine.viewer.data import circuit_view, diff_view, place
+from acdc_engine.formats.circuit_file import circuit_to_dict, save_circuit
 
 
 def embedded_view(page):
@@ -58,7 +59,7 @@ def test_text_that_would_close_the_script_is_escaped(small_circuit):
 
 
 def test_a_diff_view_marks_shared_and_only_a_and_only_b_edges(small_circuit):
-    smaller = circuit_from_dict(small_circuit.to_dict())
+    smaller = circuit_from_dict(circuit_to_dict(small_circuit))
     drop = smaller.graph.parse_edge(small_circuit.edges()[-1])  # an edge into logits: the rest stays on paths
     smaller.edge_in_graph[drop] = smaller.edge_kept[drop] = False
     comparison = compare_circuits([small_circuit, smaller], sources=["ioi", "smaller"])
@@ -76,13 +77,13 @@ def test_a_role_level_diff_counts_each_role_edge_in_both_circuits():
 
 
 def test_acdc_view_writes_the_page_beside_the_file(tmp_path, small_circuit):
-    small_circuit.save(tmp_path / "run.json")
+    save_circuit(small_circuit, tmp_path / "run.json")
     assert acdc_view([str(tmp_path / "run.json")]) == 0
     assert embedded_view((tmp_path / "run.html").read_text())["mode"] == "circuit"
 
 
 def test_acdc_view_of_two_files_writes_their_diff(tmp_path, small_circuit):
-    small_circuit.save(tmp_path / "a.json")
+    save_circuit(small_circuit, tmp_path / "a.json")
     out = tmp_path / "d.html"
     assert acdc_view([str(tmp_path / "a.json"), "toy-induction-mlp-2l", "--out", str(out), "--level", "role"]) == 0
     assert embedded_view(out.read_text())["mode"] == "diff"

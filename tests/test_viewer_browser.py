@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from acdc_engine.compare import compare_circuits
-from acdc_engine.draw import EDGE_COLOURS
+from acdc_engine.evaluation.overlap import compare_circuits
+from acdc_engine.formats.drawing import EDGE_COLOURS
 from acdc_engine.viewer import write_circuit_html, write_diff_html
 
 BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)

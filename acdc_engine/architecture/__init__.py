@@ -15,7 +15,7 @@ from acdc_engine.architecture.from_bridge import from_bridge
 from acdc_engine.architecture.from_hooked import from_hooked_transformer
 from acdc_engine.architecture.native import from_tl_weights, random_model
 from acdc_engine.architecture.spec import ModelSpec
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 
 __all__ = ["ArchitectureConfig", "ModelSpec", "as_model_spec", "from_bridge", "from_hooked_transformer",
            "from_tl_weights", "random_model"]

@@ -141,7 +141,7 @@ class ArchitectureConfig:
         if self.post_norms and self.normalization_type != "RMS":
             problems.append("post-sublayer norms other than RMSNorm")
         if problems:
-            from acdc_engine.errors import AcdcError
+            from acdc_engine.core.errors import AcdcError
 
             raise AcdcError(f"model {self.model_name}: unsupported architecture config: {'; '.join(problems)}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 
 # rope types whose cos/sin tables are fixed at construction (the others depend on the sequence length)
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")

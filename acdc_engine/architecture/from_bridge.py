@@ -21,7 +21,7 @@ from acdc_engine.architecture.config import ArchitectureConfig
 from acdc_engine.architecture.families import read_hf_config
 from acdc_engine.architecture.rotary import expand_half_table
 from acdc_engine.architecture.spec import ModelSpec
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 
 def _hf_module(component: Any) -> Any:
     """The Hugging Face module a bridge component wraps (the module itself if it is not wrapped)."""

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from acdc_engine.architecture.config import ArchitectureConfig
 from acdc_engine.architecture.spec import ModelSpec
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 
 # HookedTransformerConfig fields that do not change the logits (hooks, bookkeeping, initialisation)
 INERT_FIELDS = frozenset({

@@ -24,7 +24,7 @@ from acdc_engine.architecture.mlp import MLP
 from acdc_engine.architecture.norm import Norm
 from acdc_engine.architecture.rotary import default_tables
 from acdc_engine.architecture.unembed import Unembed
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 
 MAX_ROTARY_POSITIONS = 8192
 

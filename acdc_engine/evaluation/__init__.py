@@ -9,6 +9,6 @@
   tables             Markdown and CSV text of result rows
   cli                the ``acdc-evaluate`` command
 
-Circuits are measured by ``acdc_engine.measurement`` (the path ``discover`` measures with), and a
-sweep shares evaluations through ``acdc_engine.metric_cache``.
+Circuits are measured by ``acdc_engine.measure.measurement`` (the path ``discover`` measures with), and a
+sweep shares evaluations through ``acdc_engine.measure.metric_cache``.
 """

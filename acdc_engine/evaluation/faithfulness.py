@@ -1,6 +1,6 @@
 """Faithfulness: how much of the model's behaviour a circuit keeps, and MIB's CPR and CMD.
 
-For a circuit C, m(C) is the metric with every edge outside C patched (``acdc_engine.measurement``,
+For a circuit C, m(C) is the metric with every edge outside C patched (``acdc_engine.measure.measurement``,
 the path ``discover`` measures circuits with; lower is better). Normalised faithfulness
 
     f(C) = (m(C) - m(empty)) / (m(full) - m(empty))
@@ -26,12 +26,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from acdc_engine.circuit import Circuit
-from acdc_engine.errors import AcdcError
-from acdc_engine.graph import Graph
-from acdc_engine.measurement import Measurement
+from acdc_engine.core.circuit import Circuit
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.graph import Graph
+from acdc_engine.measure.measurement import Measurement
 from acdc_engine.methods.eap import select_edges
-from acdc_engine.pruning import on_input_to_logits_paths
+from acdc_engine.core.pruning import on_input_to_logits_paths
 from acdc_engine.tasks import TaskData
 
 MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -49,7 +49,7 @@ class CircuitEvaluator:
     Args:
         model: a HookedTransformer.
         task: the task's data (clean and corrupted prompts, positions, answers).
-        metric: a metric name (``acdc_engine.metrics``); None: the task's default.
+        metric: a metric name (``acdc_engine.measure.metrics``); None: the task's default.
         ablation: "resample", "zero" or "mean".
         split_input: token and positional embeddings as two senders.
         batch_size: circuits per forward pass.

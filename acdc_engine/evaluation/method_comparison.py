@@ -28,9 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from acdc_engine.atomic_files import atomic_write_bytes
-from acdc_engine.circuit import Circuit
-from acdc_engine.errors import AcdcError
+from acdc_engine.formats.atomic_files import atomic_write_bytes
+from acdc_engine.core.circuit import Circuit
+from acdc_engine.core.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import (
     MIB_FRACTIONS,
     CircuitEvaluator,
@@ -40,8 +40,8 @@ from acdc_engine.evaluation.faithfulness import (
 )
 from acdc_engine.evaluation.roc import LEVELS, RocCurve, check_same_graph, roc_from_circuits, roc_from_scores
 from acdc_engine.evaluation.sweep import acdc_threshold_sweep
-from acdc_engine.evaluation.tables import csv_text, markdown_table, number
-from acdc_engine.measurement import resolve_task
+from acdc_engine.formats.tables import csv_text, markdown_table, number
+from acdc_engine.measure.measurement import resolve_task
 from acdc_engine.tasks import TaskData
 
 COMPARED_METHODS = ("acdc", "eap", "eap-ig")

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from acdc_engine.evaluation.faithfulness import FaithfulnessCurve
 from acdc_engine.evaluation.roc import RocCurve
-from acdc_engine.atomic_files import atomic_write_bytes
+from acdc_engine.formats.atomic_files import atomic_write_bytes
 
 COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02")
 MARKERS = ("o", "s", "^", "D", "v", "P")

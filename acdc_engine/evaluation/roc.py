@@ -24,10 +24,10 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from acdc_engine.circuit import Circuit
-from acdc_engine.errors import AcdcError
-from acdc_engine.graph import Graph
-from acdc_engine.nodes import LOGITS, component_of
+from acdc_engine.core.circuit import Circuit
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.graph import Graph
+from acdc_engine.core.nodes import LOGITS, component_of
 
 LEVELS = ("edge", "node")
 

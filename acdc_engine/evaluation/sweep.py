@@ -15,10 +15,10 @@ from typing import Any, Sequence
 
 import torch
 
-from acdc_engine.circuit import Circuit
-from acdc_engine.errors import AcdcError
-from acdc_engine.measurement import resolve_task
-from acdc_engine.metric_cache import MetricCache
+from acdc_engine.core.circuit import Circuit
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.measure.measurement import resolve_task
+from acdc_engine.measure.metric_cache import MetricCache
 from acdc_engine.tasks import TaskData
 
 

@@ -39,11 +39,11 @@ import torch
 from torch import Tensor
 
 from acdc_engine.api import model_description
-from acdc_engine.circuit import Circuit
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.circuit import Circuit
+from acdc_engine.core.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import CircuitEvaluator
-from acdc_engine.graph import build_graph
-from acdc_engine.nodes import LOGITS, edge_name, head_name, head_receiver_name, mlp_name, parse_node
+from acdc_engine.core.graph import build_graph
+from acdc_engine.core.nodes import LOGITS, edge_name, head_name, head_receiver_name, mlp_name, parse_node
 from acdc_engine.tasks import TaskData
 
 ROLE_THRESHOLD = 0.5

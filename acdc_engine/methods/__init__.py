@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 from acdc_engine.methods import acdc, acdc_eap, eap
 from acdc_engine.methods.method import RUN_KEYS, MethodInput, MethodOutcome, MethodSpec
 

@@ -30,11 +30,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from acdc_engine import choices
-from acdc_engine.errors import AcdcError
-from acdc_engine.graph import Graph
+from acdc_engine.core import choices
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.graph import Graph
 from acdc_engine.methods.method import Checkpointing, Evaluate, MethodInput, MethodOutcome, MethodSpec
-from acdc_engine.nodes import LOGITS, QKV, edge_name, head_name, head_receiver_name, mlp_name, parse_node
+from acdc_engine.core.nodes import LOGITS, QKV, edge_name, head_name, head_receiver_name, mlp_name, parse_node
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ from typing import Optional
 
 from torch import Tensor
 
-from acdc_engine import choices
-from acdc_engine.errors import AcdcError
+from acdc_engine.core import choices
+from acdc_engine.core.errors import AcdcError
 from acdc_engine.methods.acdc import AcdcParams, acdc_outcome, batch_size_for, threshold_selection
 from acdc_engine.methods.eap import check_steps, eap_ig_scores, ig_alphas
 from acdc_engine.methods.method import MethodInput, MethodOutcome, MethodSpec
-from acdc_engine.metrics import Metric
+from acdc_engine.measure.metrics import Metric
 
 
 def check_skip_below(skip_below: float) -> float:

@@ -60,12 +60,12 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-from acdc_engine import choices
-from acdc_engine.errors import AcdcError
-from acdc_engine.graph import Graph
+from acdc_engine.core import choices
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.graph import Graph
 from acdc_engine.methods.method import MethodInput, MethodOutcome, MethodSpec
-from acdc_engine.metrics import Metric, at_least_float32
-from acdc_engine.nodes import edge_name
+from acdc_engine.measure.metrics import Metric, at_least_float32
+from acdc_engine.core.nodes import edge_name
 
 VARIANTS = ("eap", "eap-ig")  # what run_eap computes
 RULES = ("right", "midpoint")

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from torch import Tensor
 
-from acdc_engine.errors import AcdcError
-from acdc_engine.graph import Graph
-from acdc_engine.metrics import Metric
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.graph import Graph
+from acdc_engine.measure.metrics import Metric
 
 if TYPE_CHECKING:
     from acdc_engine.patching import EdgePatcher
@@ -34,7 +34,7 @@ RUN_KEYS = ("name", "metric", "ablation")
 
 
 class Checkpointing(Protocol):
-    """Where a method that checkpoints saves its state (``acdc_engine.checkpoint.Checkpointer`` is
+    """Where a method that checkpoints saves its state (``acdc_engine.methods.checkpoint.Checkpointer`` is
     one); the methods know only this interface."""
 
     path: Path
@@ -48,7 +48,7 @@ class Checkpointing(Protocol):
 
 @dataclass(frozen=True)
 class MethodInput:
-    """The setting a method runs in, built by ``discover`` (``acdc_engine.measurement``).
+    """The setting a method runs in, built by ``discover`` (``acdc_engine.measure.measurement``).
 
     metric: circuit logits [C, n_prompts, P, d_vocab] -> [C]; evaluate: the patched pass and the
     metric in one call (``Evaluate``; shared through a ``MetricCache`` in a sweep). resume and

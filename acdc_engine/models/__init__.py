@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 
 WEIGHTS = Path(__file__).parent / "weights"
 SHIPPED = ("toy-induction-2l", "toy-induction-mlp-2l", "toy-predecessor-2l")
@@ -44,7 +44,7 @@ def _dtype(name: str | torch.dtype, device: str = "cpu") -> torch.dtype:
     Half precision changes metric values at about the 1e-3 level, so a candidate whose score lies
     that close to the threshold can be decided differently than in float32.
     """
-    from acdc_engine.validation import dtype_name
+    from acdc_engine.core.choices import dtype_name
 
     name = dtype_name(name, DTYPES)
     if name in ("float16", "bfloat16") and not device.startswith("cuda"):
@@ -55,7 +55,7 @@ def _dtype(name: str | torch.dtype, device: str = "cpu") -> torch.dtype:
 def load_shipped(name: str, device: str = "cpu", dtype: str = "float32"):
     """A model whose weights ship inside this package (``SHIPPED``)."""
     from acdc_engine.architecture import from_tl_weights
-    from acdc_engine.weights import load_weights
+    from acdc_engine.formats.weights import load_weights
 
     meta = json.loads((WEIGHTS / f"{name}.json").read_text())
     state = load_weights(WEIGHTS / f"{name}.safetensors", device=str(device))

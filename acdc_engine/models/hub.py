@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 
 if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 
 if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec

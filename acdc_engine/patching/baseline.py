@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from acdc_engine.errors import AcdcError
-from acdc_engine.graph import Graph, head_name, head_receiver_name, mlp_name, QKV
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.graph import Graph, head_name, head_receiver_name, mlp_name, QKV
 
 if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec

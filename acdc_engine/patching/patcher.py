@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from acdc_engine.errors import AcdcError
-from acdc_engine.graph import Graph
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.graph import Graph
 from acdc_engine.patching.baseline import ABLATIONS, Activations, Baseline, Leaves, ReceiverGroups, record_run
 from acdc_engine.patching.pass_state import PassCache, PassState
 from acdc_engine.patching.self_check import SelfCheck, check_against_model

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from acdc_engine.graph import Graph, mlp_name
+from acdc_engine.core.graph import Graph, mlp_name
 from acdc_engine.patching.baseline import ReceiverGroups, first_head_sender
 from acdc_engine.patching.pass_state import PassState, each_circuit, on_device
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 
 FOLDER = Path(__file__).parent
 
@@ -27,6 +27,6 @@ def reference_circuit_path(name: str) -> Path:
 
 def reference_circuit(name: str):
     """The shipped circuit ``name`` as a ``Circuit``."""
-    from acdc_engine.circuit import load_circuit
+    from acdc_engine.formats.reader import load_circuit
 
     return load_circuit(reference_circuit_path(name))

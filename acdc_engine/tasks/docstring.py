@@ -30,8 +30,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from acdc_engine.errors import AcdcError
-from acdc_engine.tasks.task_data import TaskData, TaskSpec
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.task_data import TaskData, TaskSpec
 from acdc_engine.tasks.tokens import Piece, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack, tokenize
 
 # Heimersheim & Janiak 2023: variable names and single-token nouns of the docstring dataset.

@@ -28,8 +28,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from acdc_engine.errors import AcdcError
-from acdc_engine.tasks.task_data import TaskData, TaskSpec
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.task_data import TaskData, TaskSpec
 from acdc_engine.tasks.tokens import MAX_LISTED, Piece, Tokenized, Word, bos_prefix, check, require_tokenizer, stack, tokenize
 
 # Hanna et al. 2023: the nouns of the greater-than dataset.

@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from acdc_engine.errors import AcdcError
-from acdc_engine.tasks.task_data import TaskData, TaskSpec
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.task_data import TaskData, TaskSpec
 from acdc_engine.tasks.tokens import Piece, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack, tokenize
 
 # Wang et al. 2022: the names, places and objects of the IOI dataset.

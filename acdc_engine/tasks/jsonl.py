@@ -24,7 +24,7 @@ The metric reads the last position. All prompts of a dataset, clean and corrupte
 same number of tokens: ACDC patches each position with the same position of the corrupted run.
 The default metric is ``logit_diff`` when every record gives both answers, else ``kl``.
 
-Each line is read as strict JSON, as the circuit files are (``acdc_engine.strict_json``: no key
+Each line is read as strict JSON, as the circuit files are (``acdc_engine.formats.strict_json``: no key
 twice in one record, no NaN or Infinity). Validation is all or nothing: every bad record (not
 strict JSON, missing or unknown field, text without a tokenizer, a token outside the vocabulary or
 unknown to the tokenizer, a multi-token answer, a token count different from the rest) is
@@ -41,9 +41,9 @@ from typing import Any, Optional
 
 import torch
 
-from acdc_engine.errors import AcdcError
-from acdc_engine.strict_json import JsonProblem, strict_loads
-from acdc_engine.tasks.task_data import TaskData, TaskSpec
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.formats.strict_json import JsonProblem, strict_loads
+from acdc_engine.core.task_data import TaskData, TaskSpec
 from acdc_engine.tasks.tokens import bos_prefix, unknown_token_id
 
 FIELDS = ("clean", "corrupted", "answer", "wrong_answer")

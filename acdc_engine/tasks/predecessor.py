@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from acdc_engine.errors import AcdcError
-from acdc_engine.tasks.task_data import TaskData, TaskSpec, ordinary_tokens
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.task_data import TaskData, TaskSpec, ordinary_tokens
 
 
 @dataclass

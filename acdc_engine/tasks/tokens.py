@@ -31,7 +31,7 @@ from typing import Any, Sequence, Union
 import torch
 from torch import Tensor
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 
 MAX_LISTED = 8  # offending words named in one error message
 

@@ -33,8 +33,8 @@ import torch
 from omegaconf import MISSING
 from torch import Tensor
 
-from acdc_engine.errors import AcdcError
-from acdc_engine.tasks.task_data import TaskData, TaskSpec
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.task_data import TaskData, TaskSpec
 from acdc_engine.tracr.programs import PROGRAMS
 
 REFERENCE_PROPORTION_IDS = (0, 1, 2, 3)  # the token ids the reference wrote for w, x, y, z

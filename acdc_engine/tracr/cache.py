@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 from acdc_engine.tracr.compiler import CompiledProgram, compile_program, require_tracr
 from acdc_engine.tracr.programs import COMPILER_BOS, COMPILER_PAD, MLP_EXACTNESS, PROGRAMS, TracrProgram
 
@@ -106,7 +106,7 @@ def write_compiled(compiled: CompiledProgram, key: str, path: str | Path) -> Pat
     """Write ``compiled`` under ``key`` to ``path`` (safetensors, atomically)."""
     from safetensors.torch import save
 
-    from acdc_engine.atomic_files import atomic_write_bytes
+    from acdc_engine.formats.atomic_files import atomic_write_bytes
 
     metadata = {
         "key": key,

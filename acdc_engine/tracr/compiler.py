@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from acdc_engine.errors import AcdcError
+from acdc_engine.core.errors import AcdcError
 from acdc_engine.tracr.programs import COMPILER_BOS, COMPILER_PAD, MLP_EXACTNESS, TracrProgram
 
 INSTALL_HINT = "pip install 'acdc-engine[tracr]'"

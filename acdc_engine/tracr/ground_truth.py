@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from acdc_engine.circuit import Circuit, on_input_to_logits_paths
-from acdc_engine.graph import QKV, Graph, build_graph, head_receiver_name, mlp_name
+from acdc_engine.core.circuit import Circuit, on_input_to_logits_paths
+from acdc_engine.core.graph import QKV, Graph, build_graph, head_receiver_name, mlp_name
 
 RULE = (
     "edge u->v iff u writes a residual dimension that v reads (nonzero weights); "

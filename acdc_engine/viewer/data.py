@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from acdc_engine.draw import EDGE_COLOURS, NODE_STYLE
-from acdc_engine.nodes import component_of
+from acdc_engine.formats.drawing import EDGE_COLOURS, NODE_STYLE
+from acdc_engine.core.nodes import component_of
 
 if TYPE_CHECKING:
-    from acdc_engine.circuit import Circuit
-    from acdc_engine.compare import Comparison
+    from acdc_engine.core.circuit import Circuit
+    from acdc_engine.evaluation.overlap import Comparison
 
 LARGEST_FULL_VIEW = 60_000  # edges: a larger graph's view holds the circuit's edges only
 FILLS = {kind: style["fillcolor"] for kind, style in NODE_STYLE.items()}
@@ -114,10 +114,10 @@ def circuit_view(circuit: "Circuit", title: str | None = None) -> dict[str, Any]
 
 
 def diff_view(comparison: "Comparison", i: int = 0, j: int = 1, level: str | None = None) -> dict[str, Any]:
-    """The view of circuit i against circuit j (``acdc_engine.compare``): shared, only-i and only-j
+    """The view of circuit i against circuit j (``acdc_engine.evaluation.overlap``): shared, only-i and only-j
     nodes and edges; at name level an edge's scores in both circuits, at role level its counts."""
-    from acdc_engine.compare import STATUS_COLOURS, STATUS_FILLS, _receiver_parts, _status, edge_keys, node_keys
-    from acdc_engine.errors import AcdcError
+    from acdc_engine.evaluation.overlap import STATUS_COLOURS, STATUS_FILLS, _receiver_parts, _status, edge_keys, node_keys
+    from acdc_engine.core.errors import AcdcError
 
     level = level or comparison.levels[0]
     if level not in comparison.levels:

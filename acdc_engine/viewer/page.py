@@ -12,8 +12,8 @@ from acdc_engine.viewer.assets import CSS, JS
 from acdc_engine.viewer.data import circuit_view, diff_view
 
 if TYPE_CHECKING:
-    from acdc_engine.circuit import Circuit
-    from acdc_engine.compare import Comparison
+    from acdc_engine.core.circuit import Circuit
+    from acdc_engine.evaluation.overlap import Comparison
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
@@ -69,13 +69,13 @@ def diff_html(comparison: "Comparison", i: int = 0, j: int = 1, level: str | Non
 
 def write_circuit_html(circuit: "Circuit", path: str | Path, title: str | None = None) -> Path:
     """Write ``circuit_html`` to ``path`` (atomically); returns the path."""
-    from acdc_engine.atomic_files import atomic_write_bytes
+    from acdc_engine.formats.atomic_files import atomic_write_bytes
 
     return atomic_write_bytes(path, circuit_html(circuit, title).encode())
 
 
 def write_diff_html(comparison: "Comparison", path: str | Path, i: int = 0, j: int = 1, level: str | None = None) -> Path:
     """Write ``diff_html`` to ``path`` (atomically); returns the path."""
-    from acdc_engine.atomic_files import atomic_write_bytes
+    from acdc_engine.formats.atomic_files import atomic_write_bytes
 
     return atomic_write_bytes(path, diff_html(comparison, i, j, level).encode())

@@ -1,0 +1,202 @@
+"""The computational graph ACDC prunes: senders, receivers, edges, and dense masks over them.
+
+Naming (``acdc_engine.core.nodes``; docs/design.md; the same as EAP-IG / MIB circuit files):
+  senders   write to the residual stream: ``input`` (or ``tok_embed`` and ``pos_embed`` with
+            ``split_input``), ``a{L}.h{H}`` (one head's result, z_h @ W_O[h]), ``m{L}`` (MLP output);
+  receivers read from it: ``a{L}.h{H}<q>``, ``<k>``, ``<v>`` (one head's query/key/value input),
+            ``m{L}`` (MLP input), ``logits`` (the final residual, before the final LayerNorm).
+An edge ``u->v`` exists when u writes before v reads. Besides edges, each head receiver has a
+*head input* (the reference ACDC's ``q_input -> q`` edge): removing it replaces that head's q (k, v)
+activation by its ablated value. Head inputs are named like their receiver, e.g. ``a1.h2<k>``.
+
+Masks are dense boolean tensors, ``True`` = in the circuit:
+  edge mask        [n_senders, n_receivers]   (entries where no edge exists are ``False``)
+  head input mask  [n_layers, n_heads, 3]     (last axis: q, k, v)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import torch
+
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.nodes import QKV, edge_name, head_name, head_receiver_name, mlp_name, parse_node, split_edge
+
+
+INPUT_WRITES = -1
+"""Where the input senders write on the forward-order axis (see ``Graph``)."""
+
+
+def heads_write(layer: int) -> int:
+    """Where layer ``layer``'s heads write, and where their q/k/v receivers read."""
+    return 2 * layer
+
+
+def mlp_writes(layer: int) -> int:
+    """Where layer ``layer``'s MLP writes."""
+    return 2 * layer + 1
+
+
+@dataclass(frozen=True)
+class GraphShape:
+    """What the graph depends on: a model's layer/head counts, whether it has MLPs, whether its
+    blocks are parallel (attention and MLP read the same residual), and ``split_input``."""
+
+    n_layers: int
+    n_heads: int
+    has_mlp: bool
+    split_input: bool = False
+    parallel_attn_mlp: bool = False
+
+    @classmethod
+    def from_model_config(cls, cfg: Any, split_input: bool = False) -> "GraphShape":
+        """From a model config with TransformerLens's field names (``n_layers``, ``n_heads``,
+        ``attn_only``, ``parallel_attn_mlp``): an ``ArchitectureConfig`` or a ``HookedTransformerConfig``."""
+        if isinstance(cfg, GraphShape):
+            return cls(cfg.n_layers, cfg.n_heads, cfg.has_mlp, split_input, cfg.parallel_attn_mlp)
+        for key in ("n_layers", "n_heads"):
+            if not isinstance(getattr(cfg, key, None), int) or getattr(cfg, key) < 1:
+                raise AcdcError(f"model config needs a positive integer '{key}', got {getattr(cfg, key, None)!r}")
+        has_mlp = not getattr(cfg, "attn_only", False)
+        return cls(cfg.n_layers, cfg.n_heads, has_mlp, split_input, has_mlp and bool(getattr(cfg, "parallel_attn_mlp", False)))
+
+    def attention_reads(self, layer: int) -> int:
+        """Where layer ``layer``'s q/k/v receivers read the residual stream."""
+        return heads_write(layer)
+
+    def mlp_reads(self, layer: int) -> int:
+        """Where ``m{layer}`` reads: after the layer's heads, or beside them in a parallel block."""
+        return heads_write(layer) if self.parallel_attn_mlp else mlp_writes(layer)
+
+    @property
+    def logits_read(self) -> int:
+        """Where ``logits`` reads: after every layer."""
+        return heads_write(self.n_layers)
+
+
+@dataclass
+class Graph:
+    """Senders and receivers in forward order, and which sender -> receiver edges exist.
+
+    ``sender_layer[s]`` / ``receiver_layer[r]`` place each node on one forward-order axis, in half
+    layers (``INPUT_WRITES``, ``heads_write``, ``mlp_writes`` and ``GraphShape``'s ``*_reads``): the
+    input writes at -1, layer L's heads write at 2L and their receivers read at 2L, layer L's MLP
+    writes at 2L+1 and reads at 2L+1 (at 2L in a parallel block), logits read at 2 * n_layers.
+    Edge u -> v exists iff u writes strictly before v reads (heads of one layer do not feed each
+    other, nor, in a parallel block, the MLP beside them).
+    """
+
+    shape: GraphShape
+    senders: list[str]
+    receivers: list[str]
+    sender_layer: list[int]
+    receiver_layer: list[int]
+    edge_exists: torch.Tensor  # bool [n_senders, n_receivers]
+    sender_index: dict[str, int] = field(init=False)
+    receiver_index: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sender_index = {name: i for i, name in enumerate(self.senders)}
+        self.receiver_index = {name: i for i, name in enumerate(self.receivers)}
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.edge_exists.sum())
+
+    @property
+    def input_senders(self) -> list[str]:
+        return ["tok_embed", "pos_embed"] if self.shape.split_input else ["input"]
+
+    def edges(self) -> list[tuple[str, str]]:
+        """All edges as (sender, receiver), receivers in forward order, senders in forward order."""
+        pairs = self.edge_exists.T.nonzero().tolist()
+        return [(self.senders[s], self.receivers[r]) for r, s in pairs]
+
+    def edge_names(self) -> list[str]:
+        return [edge_name(s, r) for s, r in self.edges()]
+
+    def head_input_names(self) -> list[str]:
+        """Head inputs in mask order: layer, head, then q, k, v."""
+        return [
+            head_receiver_name(layer, head, qkv)
+            for layer in range(self.shape.n_layers)
+            for head in range(self.shape.n_heads)
+            for qkv in QKV
+        ]
+
+    def parse_edge(self, name: str) -> tuple[int, int]:
+        """``"a0.h1->a1.h2<k>"`` -> (sender index, receiver index); AcdcError if it is no edge."""
+        sender, receiver = split_edge(name)
+        if sender not in self.sender_index:
+            raise AcdcError(f"unknown sender '{sender}' in edge '{name}'")
+        if receiver not in self.receiver_index:
+            raise AcdcError(f"unknown receiver '{receiver}' in edge '{name}'")
+        s, r = self.sender_index[sender], self.receiver_index[receiver]
+        if not self.edge_exists[s, r]:
+            raise AcdcError(f"'{name}' is not an edge of this model: '{sender}' does not write before '{receiver}' reads")
+        return s, r
+
+    def parse_head_input(self, name: str) -> tuple[int, int, int]:
+        """``"a1.h2<k>"`` -> (layer, head, qkv index); AcdcError if no such head receiver exists."""
+        if name not in self.receiver_index or parse_node(name).kind != "head_receiver":
+            raise AcdcError(f"unknown head input '{name}' (expected e.g. 'a0.h1<q>')")
+        node = parse_node(name)
+        return node.layer, node.head, node.qkv_index
+
+    def full_edge_mask(self) -> torch.Tensor:
+        return self.edge_exists.clone()
+
+    def full_head_input_mask(self) -> torch.Tensor:
+        return torch.ones(self.shape.n_layers, self.shape.n_heads, 3, dtype=torch.bool)
+
+    def to_networkx(self, edge_mask: torch.Tensor | None = None, head_input_mask: torch.Tensor | None = None) -> nx.DiGraph:
+        """A DiGraph over sender and receiver names with the edges in the masks (default: all).
+
+        Besides sender -> receiver edges it holds each node's internal link: receiver ``m{L}`` ->
+        sender ``m{L}`` is the same name, so the MLP is one node; head receiver ``a{L}.h{H}<q>`` ->
+        sender ``a{L}.h{H}`` when that head input is in the mask. ``logits`` is a node of its own.
+        """
+        edge_mask = self.edge_exists if edge_mask is None else edge_mask
+        head_input_mask = self.full_head_input_mask() if head_input_mask is None else head_input_mask
+        g = nx.DiGraph()
+        g.add_nodes_from(self.senders)
+        g.add_nodes_from(self.receivers)
+        for s, r in (edge_mask & self.edge_exists).nonzero().tolist():
+            g.add_edge(self.senders[s], self.receivers[r])
+        for layer, head, qkv in head_input_mask.nonzero().tolist():
+            g.add_edge(head_receiver_name(layer, head, QKV[qkv]), head_name(layer, head))
+        return g
+
+
+def build_graph(model_cfg: Any, split_input: bool = False) -> Graph:
+    """The graph of a model config (``GraphShape.from_model_config``): attention-only or with MLPs,
+    sequential or parallel blocks."""
+    shape = GraphShape.from_model_config(model_cfg, split_input)
+    senders: list[str] = []
+    sender_layer: list[int] = []
+    receivers: list[str] = []
+    receiver_layer: list[int] = []
+    for name in (["tok_embed", "pos_embed"] if split_input else ["input"]):
+        senders.append(name)
+        sender_layer.append(INPUT_WRITES)
+    for layer in range(shape.n_layers):
+        for head in range(shape.n_heads):
+            senders.append(head_name(layer, head))
+            sender_layer.append(heads_write(layer))
+            for qkv in QKV:
+                receivers.append(head_receiver_name(layer, head, qkv))
+                receiver_layer.append(shape.attention_reads(layer))
+        if shape.has_mlp:
+            senders.append(mlp_name(layer))
+            sender_layer.append(mlp_writes(layer))
+            receivers.append(mlp_name(layer))
+            receiver_layer.append(shape.mlp_reads(layer))
+    receivers.append("logits")
+    receiver_layer.append(shape.logits_read)
+    writes = torch.tensor(sender_layer)
+    reads = torch.tensor(receiver_layer)
+    edge_exists = writes[:, None] < reads[None, :]
+    return Graph(shape, senders, receivers, sender_layer, receiver_layer, edge_exists)

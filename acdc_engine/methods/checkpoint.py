@@ -1,0 +1,304 @@
+"""ACDC checkpoints: a running ACDC's state on disk, and the fingerprint that ties it to its inputs.
+
+A checkpoint is one safetensors file (no pickle), written atomically (temporary name, then rename),
+so a kill at any moment leaves the previous checkpoint or the new one, never a mix:
+
+    tensors   edge_kept [S, R] bool, head_input_kept [L, H, 3] bool,
+              edge_scores [S, R] float64, head_input_scores [L, H, 3] float64 (NaN: not tested),
+              metrics [2] float64: (cur, metric_full), the exact values later decisions compare with,
+              cur_source_edges, cur_source_heads (only when ``cur`` came from a batch): its circuit
+    metadata  format "acdc-engine/checkpoint", version "1",
+              state: JSON {position (``AcdcState.visited``), forward_passes, candidates_tested, window,
+                           batch_size, seconds, cur_source_start_layer (null when cur came from a
+                           lone evaluation)},
+              fingerprint: JSON {config: {dotted key: value}, model: {architecture, weights, device},
+                                 data: {clean, corrupted, positions, answers, wrong_answers}}
+
+``seconds`` is the run time spent up to the save, so that a resumed run reports the time of all the
+work its circuit is built from (work lost to the kill after the last save is not counted).
+
+The fingerprint holds the run's settings (the resolved config, flattened to dotted keys) and sha256
+hashes of the model (its HookedTransformerConfig fields; its state dict: names, dtypes, shapes,
+bytes) and of the task's tensors. Settings that cannot change the circuit are left out
+(``IGNORED``): ``progress``, ``resume``, the ``checkpoint`` settings, the batch size (circuits and
+scores are the same for any batching, tests check it; a resumed run that names no batch size keeps
+the checkpoint's, so that even its pass counts are the uninterrupted run's), and the ``device``
+choice: the model part records the device actually used instead (``auto`` can resolve differently
+on another machine, and float results can differ between devices). Resuming with a different fingerprint is refused, naming what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from acdc_engine.core.errors import AcdcError
+from acdc_engine.formats.atomic_files import atomic_write_bytes
+from acdc_engine.methods.acdc import AcdcState
+
+FORMAT = "acdc-engine/checkpoint"
+VERSION = "1"
+FILE_NAME = "checkpoint.safetensors"
+"""The checkpoint's name in a command-line run folder."""
+IGNORED = ("progress", "resume", "checkpoint", "method.batch_size", "batch_size", "device", "defaults")
+"""Config keys (and everything under them) that the fingerprint leaves out."""
+DATA_FIELDS = ("clean", "corrupted", "positions", "answers", "wrong_answers")
+_MODEL_CONFIG_IGNORED = ("device", "n_devices")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a checkpoint was made from.
+
+    config: the run's settings, {dotted key: JSON value}, without ``IGNORED`` keys.
+    model: {"architecture": sha256, "weights": sha256, "device": the type of device it runs on}.
+    data: {task tensor field: sha256, or None when the task has no such tensor}.
+    """
+
+    config: dict[str, Any]
+    model: dict[str, str]
+    data: dict[str, str | None]
+
+    def differences(self, now: Fingerprint) -> list[str]:
+        """What differs between this (saved) fingerprint and ``now``, one phrase each; [] if nothing."""
+        out = []
+        changed = [
+            f"{key} ({_show(self.config, key)} in the checkpoint, {_show(now.config, key)} now)"
+            for key in sorted(set(self.config) | set(now.config))
+            if self.config.get(key, _ABSENT) != now.config.get(key, _ABSENT)
+        ]
+        if changed:
+            out.append("config differs: " + "; ".join(changed))
+        model = [part for part in ("architecture", "weights") if self.model.get(part) != now.model.get(part)]
+        if self.model.get("device") != now.model.get("device"):
+            model.append(f"device ({self.model.get('device')} in the checkpoint, {now.model.get('device')} now)")
+        if model:
+            out.append(f"model differs: its {' and '.join(model)}")
+        data = [name for name in DATA_FIELDS if self.data.get(name) != now.data.get(name)]
+        if data:
+            out.append(f"data differs: the task's {', '.join(data)}")
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps({"config": self.config, "model": self.model, "data": self.data}, sort_keys=True)
+
+
+_ABSENT = object()
+
+
+def _show(config: dict[str, Any], key: str) -> str:
+    return "absent" if key not in config else json.dumps(config[key])
+
+
+def fingerprint(config: Mapping[str, Any], model: torch.nn.Module, data: Any) -> Fingerprint:
+    """The fingerprint of a run with settings ``config`` (nested or flat; ``IGNORED`` keys dropped) on
+    ``model`` (a HookedTransformer) and ``data`` (a TaskData). Hashing reads every weight once."""
+    return Fingerprint(config=_flat_settings(config), model=_model_hashes(model), data=_data_hashes(data))
+
+
+def _flat_settings(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if any(name == ignored or name.startswith(ignored + ".") for ignored in IGNORED):
+            continue
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat_settings(value, name + "."))
+        else:
+            flat[name] = json.loads(json.dumps(value, default=str))  # as it reads back from the file
+    return flat
+
+
+def _hash_tensor(digest: Any, tensor: Tensor) -> None:
+    tensor = tensor.detach().to("cpu").contiguous()
+    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _model_hashes(model: torch.nn.Module) -> dict[str, str]:
+    architecture = hashlib.sha256()
+    config = model.cfg.to_dict() if hasattr(model.cfg, "to_dict") else dataclasses.asdict(model.cfg)
+    for key, value in sorted(config.items()):
+        if key not in _MODEL_CONFIG_IGNORED:
+            architecture.update(f"{key}={value!r};".encode())
+    weights = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        weights.update(name.encode())
+        _hash_tensor(weights, tensor)
+    device = next(model.parameters()).device.type
+    return {"architecture": architecture.hexdigest(), "weights": weights.hexdigest(), "device": device}
+
+
+def _data_hashes(data: Any) -> dict[str, str | None]:
+    hashes: dict[str, str | None] = {}
+    for name in DATA_FIELDS:
+        tensor = getattr(data, name)
+        if tensor is None:
+            hashes[name] = None
+        else:
+            digest = hashlib.sha256()
+            _hash_tensor(digest, tensor)
+            hashes[name] = digest.hexdigest()
+    return hashes
+
+
+class Checkpointer:
+    """Saves ACDC's state to ``path`` when a save is due: after ``every_decisions`` more candidates
+    of the visiting order have been visited, or ``every_seconds`` seconds after the last save,
+    whichever comes first (None turns that trigger off). ``run_acdc`` also saves at the end and
+    before stopping on a non-finite metric.
+
+    visited: where the run starts (a resumed state's ``visited``, else 0).
+    started: ``time.perf_counter()`` when the run started; seconds_before: run time spent before
+        this process (from the resumed checkpoint). Their sum is the ``seconds`` a save records.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fingerprint: Fingerprint,
+        every_decisions: int | None = None,
+        every_seconds: float | None = 60.0,
+        visited: int = 0,
+        started: float | None = None,
+        seconds_before: float = 0.0,
+    ) -> None:
+        if every_decisions is not None and every_decisions < 1:
+            raise AcdcError(f"checkpoint.every_decisions must be at least 1 or null, got {every_decisions}")
+        if every_seconds is not None and not (math.isfinite(every_seconds) and every_seconds > 0):
+            raise AcdcError(f"checkpoint.every_seconds must be a positive number or null, got {every_seconds}")
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.every_decisions = every_decisions
+        self.every_seconds = every_seconds
+        self.started = time.perf_counter() if started is None else started
+        self.seconds_before = seconds_before
+        self._last_visited = visited
+        self._last_time = time.perf_counter()
+        self._failures: set[str] = set()  # causes of failed saves already warned about
+
+    def due(self, visited: int) -> bool:
+        """Whether the state after ``visited`` candidates of the visiting order should be saved now."""
+        if self.every_decisions is not None and visited - self._last_visited >= self.every_decisions:
+            return True
+        return self.every_seconds is not None and time.perf_counter() - self._last_time >= self.every_seconds
+
+    def save(self, state: AcdcState) -> None:
+        """Write ``state`` atomically to ``path``. A write that fails (a full disk, a folder gone)
+        warns once per cause and leaves the previous checkpoint; the run goes on, and tries again
+        at the next save that is due."""
+        seconds = self.seconds_before + time.perf_counter() - self.started
+        try:
+            atomic_write_bytes(self.path, checkpoint_bytes(state, self.fingerprint, seconds))
+        except OSError as error:
+            cause = f"{error.strerror or error}"
+            if cause not in self._failures:
+                self._failures.add(cause)
+                warnings.warn(
+                    f"cannot save the checkpoint {self.path} ({cause}); the run goes on, and a resume would "
+                    "start from the last checkpoint saved",
+                    stacklevel=2,
+                )
+        self._last_visited, self._last_time = state.visited, time.perf_counter()
+
+
+def checkpoint_bytes(state: AcdcState, fingerprint: Fingerprint, seconds: float) -> bytes:
+    """The checkpoint file's contents (see the module docstring)."""
+    from safetensors.torch import save
+
+    tensors = {
+        "edge_kept": state.edge_kept.detach().to("cpu").contiguous(),
+        "head_input_kept": state.head_input_kept.detach().to("cpu").contiguous(),
+        "edge_scores": state.edge_scores.detach().to("cpu", torch.float64).contiguous(),
+        "head_input_scores": state.head_input_scores.detach().to("cpu", torch.float64).contiguous(),
+        "metrics": torch.tensor([state.cur, state.metric_full], dtype=torch.float64),
+    }
+    if state.cur_source is not None:
+        tensors["cur_source_edges"] = state.cur_source[0].detach().to("cpu").clone()  # may share the circuit's memory
+        tensors["cur_source_heads"] = state.cur_source[1].detach().to("cpu").clone()
+    counters = {
+        "position": state.visited,  # the file's name for it since version 1
+        "forward_passes": state.forward_passes,
+        "candidates_tested": state.candidates_tested,
+        "window": state.window,
+        "batch_size": state.batch_size,
+        "seconds": seconds,
+        "cur_source_start_layer": None if state.cur_source is None else state.cur_source[2],
+    }
+    metadata = {"format": FORMAT, "version": VERSION, "state": json.dumps(counters), "fingerprint": fingerprint.to_json()}
+    return save(tensors, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read back: the state, its fingerprint, and the run time spent up to it."""
+
+    state: AcdcState
+    fingerprint: Fingerprint
+    seconds: float
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint file; AcdcError naming the file if it is missing or malformed."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise AcdcError(f"no checkpoint file {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise AcdcError(f"{path}: not a readable checkpoint file ({error})") from None
+    if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
+        raise AcdcError(f"{path}: not an {FORMAT} version {VERSION} file")
+    try:
+        counters = json.loads(metadata["state"])
+        saved = json.loads(metadata["fingerprint"])
+        cur, metric_full = tensors["metrics"].tolist()
+        state = AcdcState(
+            visited=int(counters["position"]),
+            edge_kept=tensors["edge_kept"].bool(),
+            head_input_kept=tensors["head_input_kept"].bool(),
+            edge_scores=tensors["edge_scores"],
+            head_input_scores=tensors["head_input_scores"],
+            cur=cur,
+            metric_full=metric_full,
+            forward_passes=int(counters["forward_passes"]),
+            candidates_tested=int(counters["candidates_tested"]),
+            window=int(counters["window"]),
+            batch_size=int(counters["batch_size"]),
+            cur_source=_cur_source(tensors, counters.get("cur_source_start_layer")),
+        )
+        saved_fingerprint = Fingerprint(config=saved["config"], model=saved["model"], data=saved["data"])
+        seconds = float(counters["seconds"])
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
+        raise AcdcError(f"{path}: malformed checkpoint ({type(error).__name__}: {error})") from None
+    return Checkpoint(state=state, fingerprint=saved_fingerprint, seconds=seconds)
+
+
+def _cur_source(tensors: dict[str, torch.Tensor], start_layer: int | None) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    if start_layer is None:
+        return None
+    return tensors["cur_source_edges"].bool(), tensors["cur_source_heads"].bool(), int(start_layer)
+
+
+def resume_state(path: str | Path, now: Fingerprint) -> Checkpoint:
+    """The checkpoint at ``path`` if it was made from the same inputs as ``now``; else AcdcError
+    saying what differs."""
+    checkpoint = load_checkpoint(path)
+    differences = checkpoint.fingerprint.differences(now)
+    if differences:
+        raise AcdcError(f"cannot resume from {path}: " + "; ".join(differences))
+    return checkpoint
