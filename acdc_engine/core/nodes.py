@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import Enum
 from functools import lru_cache
 
 from acdc_engine.core.errors import AcdcError
@@ -22,8 +23,25 @@ from acdc_engine.core.errors import AcdcError
 QKV = ("q", "k", "v")
 INPUT, TOK_EMBED, POS_EMBED, LOGITS = "input", "tok_embed", "pos_embed", "logits"
 INPUT_NAMES = (INPUT, TOK_EMBED, POS_EMBED)
-KINDS = ("input", "tok_embed", "pos_embed", "head", "head_receiver", "mlp", "logits")
-"""What a node name can be; the three input kinds are also ``Node.is_input``."""
+
+
+class NodeKind(str, Enum):
+    """What a node name can be; the three input kinds are also ``Node.is_input``. A str-valued enum:
+    ``NodeKind.HEAD == "head"``, and the value is what files and the viewer write."""
+
+    INPUT = "input"
+    TOK_EMBED = "tok_embed"
+    POS_EMBED = "pos_embed"
+    HEAD = "head"
+    HEAD_RECEIVER = "head_receiver"
+    MLP = "mlp"
+    LOGITS = "logits"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+INPUT_KINDS = (NodeKind.INPUT, NodeKind.TOK_EMBED, NodeKind.POS_EMBED)
 
 _EDGE_ARROW = "->"
 _COMPONENT = re.compile(r"a(?P<layer>\d+)\.h(?P<head>\d+)(?:<(?P<qkv>[qkv])>)?|m(?P<mlp>\d+)")
@@ -60,14 +78,14 @@ class Node:
     set for head receivers only."""
 
     name: str
-    kind: str
+    kind: NodeKind
     layer: int | None = None
     head: int | None = None
     qkv: str | None = None
 
     @property
     def is_input(self) -> bool:
-        return self.kind in INPUT_NAMES
+        return self.kind in INPUT_KINDS
 
     @property
     def qkv_index(self) -> int:
@@ -80,7 +98,7 @@ class Node:
     def component(self) -> str:
         """The component the node belongs to: a head receiver's head (``a1.h2<k>`` -> ``a1.h2``);
         every other node is its own."""
-        return head_name(self.layer, self.head) if self.kind == "head_receiver" else self.name
+        return head_name(self.layer, self.head) if self.kind is NodeKind.HEAD_RECEIVER else self.name
 
 
 @lru_cache(maxsize=None)
@@ -88,18 +106,18 @@ def parse_node(name: str) -> Node:
     """The node ``name`` denotes; AcdcError if it is no node name (names are canonical: ``a01.h2``
     is refused, so that every node has exactly one name)."""
     if name in INPUT_NAMES or name == LOGITS:
-        return Node(name, name)
+        return Node(name, NodeKind(name))
     match = _COMPONENT.fullmatch(name) if isinstance(name, str) else None
     if match is None:
         raise AcdcError(f"'{name}' is not a node name (e.g. 'input', 'a0.h1', 'a0.h1<q>', 'm0', 'logits')")
     if match["mlp"] is not None:
-        node = Node(name, "mlp", layer=int(match["mlp"]))
+        node = Node(name, NodeKind.MLP, layer=int(match["mlp"]))
         canonical = mlp_name(node.layer)
     elif match["qkv"] is not None:
-        node = Node(name, "head_receiver", layer=int(match["layer"]), head=int(match["head"]), qkv=match["qkv"])
+        node = Node(name, NodeKind.HEAD_RECEIVER, layer=int(match["layer"]), head=int(match["head"]), qkv=match["qkv"])
         canonical = head_receiver_name(node.layer, node.head, node.qkv)
     else:
-        node = Node(name, "head", layer=int(match["layer"]), head=int(match["head"]))
+        node = Node(name, NodeKind.HEAD, layer=int(match["layer"]), head=int(match["head"]))
         canonical = head_name(node.layer, node.head)
     if canonical != name:
         raise AcdcError(f"'{name}' is not a node name; the node is written '{canonical}'")
