@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import torch
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine.methods.checkpoint import Checkpoint, Checkpointer, Fingerprint, fingerprint, resume_state
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
@@ -181,23 +182,20 @@ def discover(
     outcome = spec.run(inputs, params)
 
     graph = measurement.graph
-    edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, outcome.edge_kept, outcome.head_input_kept)
+    in_graph = on_input_to_logits_paths(graph, outcome.kept)
     metric_values = {
         "name": metric,
         "full": measurement.full,
-        "circuit": float(evaluate(edge_in_graph[None], head_in_graph[None])[0]),
+        "circuit": float(evaluate(CircuitMask.stack([in_graph]), 0)[0]),
         "empty": measurement.empty(evaluate),
     }
     if spec.review is not None:
         spec.review(outcome, inputs, metric_values)
     return Circuit(
         graph=graph,
-        edge_kept=outcome.edge_kept,
-        head_input_kept=outcome.head_input_kept,
-        edge_in_graph=edge_in_graph,
-        head_input_in_graph=head_in_graph,
-        edge_scores=outcome.edge_scores,
-        head_input_scores=outcome.head_input_scores,
+        kept=outcome.kept,
+        in_graph=in_graph,
+        scores=outcome.scores,
         metric=metric_values,
         threshold=outcome.threshold,
         model=model_description(model, model_name, split_input),

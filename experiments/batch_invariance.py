@@ -23,6 +23,7 @@ from factories import random_task, small_model, speculative_batch  # noqa: E402 
 
 from cases import machine_line  # noqa: E402
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine.core.graph import build_graph  # noqa: E402
 from acdc_engine.measure.metrics import make_metric  # noqa: E402
 from acdc_engine.patching import EdgePatcher  # noqa: E402
@@ -32,16 +33,16 @@ def count_differences(model, task, split_input: bool, ablation: str, sizes=(2, 3
     """(circuits compared, logits differing, metric differing) over every start layer and size."""
     graph = build_graph(model.cfg, split_input=split_input)
     patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, ablation)
-    metric = make_metric("kl", task, patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask()).float())
+    metric = make_metric("kl", task, patcher.logits(graph.full_mask()).float())
     generator = torch.Generator().manual_seed(0)
     compared = logits_differ = metric_differ = 0
     for start_layer in range(graph.shape.n_layers):
         for n_circuits in sizes:
             edges, heads = speculative_batch(graph, generator, n_circuits, start_layer)
-            batched = patcher.logits(edges, heads, start_layer)
+            batched = patcher.logits(CircuitMask(edges, heads), start_layer)
             batched_metric = metric(batched.float())
             for c in range(n_circuits):
-                alone = patcher.logits(edges[c], heads[c], start_layer)
+                alone = patcher.logits(CircuitMask(edges[c], heads[c]), start_layer)
                 compared += 1
                 logits_differ += not torch.equal(alone, batched[c])
                 metric_differ += not torch.equal(metric(alone[None].float())[0], batched_metric[c])

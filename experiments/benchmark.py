@@ -190,9 +190,9 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
     elif method == "fast":
         def fast_run():
             patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
-            metric = kl_divergence(patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask()))
+            metric = kl_divergence(patcher.logits(graph.full_mask()))
             batch_size = patcher.auto_batch_size()
-            result = run_acdc(graph, lambda e, h, s=0: metric(patcher.logits(e, h, s)).double(), spec["threshold"],
+            result = run_acdc(graph, lambda mask, s=0: metric(patcher.logits(mask, s)).double(), spec["threshold"],
                               batch_size=batch_size, progress=False, stop_after=spec["fast_candidates"])
             return result, batch_size
 
@@ -203,13 +203,13 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
         line.update(warm_best_seconds(fast_run, seconds, device))
         total_flops = flops_of(fast_run)  # the same run again (it is deterministic), counting its products
         decisions = {}
-        for name, index, kept, scores in [(e, graph.parse_edge(e), result.edge_kept, result.edge_scores) for e in graph.edge_names()] + \
-                [(h, graph.parse_head_input(h), result.head_input_kept, result.head_input_scores) for h in graph.head_input_names()]:
+        for name, index, kept, scores in [(e, graph.parse_edge(e), result.kept.edges, result.scores.edges) for e in graph.edge_names()] + \
+                [(h, graph.parse_head_input(h), result.kept.head_inputs, result.scores.head_inputs) for h in graph.head_input_names()]:
             if not torch.isnan(scores[index]):
                 decisions[name] = bool(kept[index])
         line.update(edges_tested=result.candidates_tested, forward_equivalents=round(total_flops / forward_flops, 1),
                     seconds=round(seconds, 2), batch_size=batch_size, batched_passes=result.forward_passes,
-                    edges_kept=int(result.edge_kept.sum()), achieved_gflops=round(total_flops / seconds / 1e9, 1))
+                    edges_kept=int(result.kept.edges.sum()), achieved_gflops=round(total_flops / seconds / 1e9, 1))
         if spec["fast_candidates"] is not None:
             line.update(prefix_candidates=spec["fast_candidates"],
                         note=f"fast ran the first {spec['fast_candidates']} of {n_candidates} candidates "
@@ -219,7 +219,7 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
 
         start = time.perf_counter()
         patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
-        metric = kl_divergence(patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask()))
+        metric = kl_divergence(patcher.logits(graph.full_mask()))
         scores = eap.eap_scores(patcher, metric) if method == "eap" else eap.eap_ig_scores(patcher, metric)
         synchronize(device)
         seconds = time.perf_counter() - start
@@ -243,6 +243,7 @@ def pass_costs(case: str) -> list[dict]:
     of the visiting order at the per-candidate cost of 8-circuit passes at its start layer
     (interpolated linearly between the layers measured)."""
     from acdc_engine.core.graph import build_graph
+    from acdc_engine.core.mask import CircuitMask
     from acdc_engine.methods.acdc import visiting_segments
     from acdc_engine.core.nodes import head_receiver_name
     from acdc_engine.patching import EdgePatcher
@@ -267,10 +268,10 @@ def pass_costs(case: str) -> list[dict]:
     lines, per_candidate = [], {}
     for layer in sorted({n_layers, n_layers - 1, n_layers // 2, 0}, reverse=True):
         for n_circuits in (1, 8):
-            patcher.logits(*circuits(layer, n_circuits), layer)
+            patcher.logits(CircuitMask(*circuits(layer, n_circuits)), layer)
             edges, heads = circuits(layer, n_circuits)
             start = time.perf_counter()
-            patcher.logits(edges, heads, layer)
+            patcher.logits(CircuitMask(edges, heads), layer)
             seconds = (time.perf_counter() - start) / n_circuits
             per_candidate[layer, n_circuits] = seconds
             lines.append({"case": case, "method": "fast-pass-cost", "start_layer": layer, "circuits": n_circuits,

@@ -63,6 +63,7 @@ def patching_checks(device: str, dtype: torch.dtype) -> dict:
     from naive_reference import naive_patched_logits
 
     from acdc_engine import build_graph
+    from acdc_engine.core.mask import CircuitMask
     from acdc_engine.patching import EdgePatcher
 
     worst, resume_worst, compared, differing = 0.0, 0.0, 0, 0
@@ -80,7 +81,7 @@ def patching_checks(device: str, dtype: torch.dtype) -> dict:
                 removed_edges = {f"{s}->{r}" for s, r in graph.edges() if not edges[graph.sender_index[s], graph.receiver_index[r]]}
                 removed_heads = {n for n in graph.head_input_names() if not heads[graph.parse_head_input(n)]}
                 expected = naive_patched_logits(reference, task.clean, task.corrupted, removed_edges, removed_heads, ablation=ablation)
-                got = patcher.logits(edges, heads).cpu()
+                got = patcher.logits(CircuitMask(edges, heads)).cpu()
                 worst = max(worst, float((got - expected[:, task.positions]).abs().max()))
         patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
         for start_layer in range(1, graph.shape.n_layers + 1):  # lower receivers intact, the rest random
@@ -89,15 +90,15 @@ def patching_checks(device: str, dtype: torch.dtype) -> dict:
             below = torch.tensor(graph.receiver_layer) < graph.shape.attention_reads(start_layer)
             edges[:, below] = graph.edge_exists[:, below]
             heads[:start_layer] = True
-            full = patcher.logits(edges, heads)
-            resume_worst = max(resume_worst, float((patcher.logits(edges, heads, start_layer) - full).abs().max()))
+            full = patcher.logits(CircuitMask(edges, heads))
+            resume_worst = max(resume_worst, float((patcher.logits(CircuitMask(edges, heads), start_layer) - full).abs().max()))
         for start_layer in range(graph.shape.n_layers):
             for n_circuits in (2, 8):
                 edges, heads = speculative_batch(graph, generator, n_circuits, start_layer)
-                batched = patcher.logits(edges, heads, start_layer)
+                batched = patcher.logits(CircuitMask(edges, heads), start_layer)
                 for c in range(n_circuits):
                     compared += 1
-                    differing += not torch.equal(batched[c], patcher.logits(edges[c], heads[c], start_layer))
+                    differing += not torch.equal(batched[c], patcher.logits(CircuitMask(edges[c], heads[c]), start_layer))
     tolerance = TOLERANCE[dtype]
     return {"check": "patching", "dtype": str(dtype).removeprefix("torch."), "max_abs_diff_vs_naive": worst,
             "max_abs_diff_resumed_vs_full": resume_worst, "tolerance": tolerance,
@@ -118,15 +119,15 @@ def acdc_decisions(case: str, device: str, dtype: str, batch_size: int | None, s
     model, task = benchmark.build(case, device, dtype)
     graph = build_graph(model.cfg)
     patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
-    metric = kl_divergence(patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask()))
-    result = run_acdc(graph, lambda e, h, s=0: metric(patcher.logits(e, h, s)).double(), spec["threshold"],
+    metric = kl_divergence(patcher.logits(graph.full_mask()))
+    result = run_acdc(graph, lambda mask, s=0: metric(patcher.logits(mask, s)).double(), spec["threshold"],
                       batch_size=batch_size or patcher.auto_batch_size(), progress=False, stop_after=stop_after)
     decisions = {}
     for i, candidate in enumerate(visiting_order(graph)):
         if candidate.edge is not None:
-            score, kept = result.edge_scores[candidate.edge], result.edge_kept[candidate.edge]
+            score, kept = result.scores.edges[candidate.edge], result.kept.edges[candidate.edge]
         else:
-            score, kept = result.head_input_scores[candidate.head_input], result.head_input_kept[candidate.head_input]
+            score, kept = result.scores.head_inputs[candidate.head_input], result.kept.head_inputs[candidate.head_input]
         if not math.isnan(float(score)):
             decisions[i] = (bool(kept), float(score))
     return decisions

@@ -20,10 +20,10 @@ from types import SimpleNamespace
 
 import torch
 
+from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine import build_graph
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.formats.reader import load_circuit
-from acdc_engine.core.pruning import on_input_to_logits_paths
 from acdc_engine.formats.circuit_file import save_circuit
 
 SHAPES = {  # name: (layers, query heads, parallel blocks)
@@ -47,10 +47,9 @@ def measure(name: str, n_layers: int, n_heads: int, parallel: bool) -> dict:
     g = torch.Generator().manual_seed(0)
     kept = graph.edge_exists & (torch.rand(graph.edge_exists.shape, generator=g) < 0.1)
     heads = torch.rand(graph.full_head_input_mask().shape, generator=g) < 0.5
-    edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, kept, heads)
     scores = torch.where(graph.edge_exists, torch.rand(graph.edge_exists.shape, generator=g, dtype=torch.float64), float("nan"))
-    circuit = Circuit.unscored(graph, kept, heads, model={"name": name, "n_layers": n_layers, "n_heads": n_heads, "attn_only": False, "parallel_attn_mlp": parallel}, task={"name": "random"})
-    circuit.edge_in_graph, circuit.head_input_in_graph, circuit.edge_scores = edge_in_graph, head_in_graph, scores
+    circuit = Circuit.unscored(graph, CircuitMask(kept, heads), model={"name": name, "n_layers": n_layers, "n_heads": n_heads, "attn_only": False, "parallel_attn_mlp": parallel}, task={"name": "random"})
+    circuit.scores = Scores(scores, circuit.scores.head_inputs)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "circuit.json"
         start = time.perf_counter()
@@ -60,7 +59,7 @@ def measure(name: str, n_layers: int, n_heads: int, parallel: bool) -> dict:
         loaded = load_circuit(path)
         load_seconds = time.perf_counter() - start
         size_mb = path.stat().st_size / 2**20
-    assert torch.equal(loaded.edge_kept, circuit.edge_kept)
+    assert torch.equal(loaded.kept.edges, circuit.kept.edges)
     return {"shape": name, "layers": n_layers, "heads": n_heads, "parallel": parallel, "edges": graph.n_edges,
             "graph_seconds": round(build_seconds, 3), "file_mb": round(size_mb, 1),
             "write_seconds": round(write_seconds, 2), "load_seconds": round(load_seconds, 2)}

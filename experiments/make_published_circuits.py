@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.graph import GraphShape, build_graph
 from acdc_engine.core.nodes import LOGITS, QKV, head_name, head_receiver_name, mlp_name, parse_node
@@ -129,9 +130,7 @@ def published_circuit(
     for name in head_inputs:
         head_kept[graph.parse_head_input(name)] = True
     return Circuit.unscored(
-        graph,
-        edge_kept,
-        head_kept,
+        graph, CircuitMask(edge_kept, head_kept),
         model={"name": model_name, "n_layers": shape.n_layers, "n_heads": shape.n_heads, "attn_only": not shape.has_mlp, "split_input": False},
         task={"name": task},
         method={"name": "published", "source": f"{reference['paper']}; edges as encoded in {reference['encoding']}"},
@@ -239,9 +238,9 @@ def main() -> None:
     for name, make in CIRCUITS.items():
         circuit = make()
         path = save_circuit(circuit, args.out / f"{name}.json")
-        kept = int(circuit.edge_kept.sum()) + int(circuit.head_input_kept.sum())
+        kept = int(circuit.kept.edges.sum()) + int(circuit.kept.head_inputs.sum())
         print(f"{path}: {circuit.n_edges} edges in graph of {circuit.n_edges_total}, "
-              f"{int(circuit.head_input_in_graph.sum())} head inputs; {kept} published edges and head inputs, "
+              f"{int(circuit.in_graph.head_inputs.sum())} head inputs; {kept} published edges and head inputs, "
               f"{len(circuit.nodes())} nodes")
 
 

@@ -53,7 +53,7 @@ def time_case(model, task, name: str, split_input: bool, threshold: float | None
     plain = [discover(model, task, threshold=t, metric=metric, batch_size=batch_size, **common) for t in thresholds]
     cached = acdc_threshold_sweep(model, task, thresholds, metric=metric, batch_size=batch_size, **common)
     for a, b in zip(plain, cached.circuits):
-        if not torch.equal(a.edge_in_graph, b.edge_in_graph):
+        if not torch.equal(a.in_graph.edges, b.in_graph.edges):
             raise AssertionError(f"{name}: the cached sweep's circuit at threshold {a.threshold} differs from a plain run's")
     stats = cached.cache.stats()
     return [

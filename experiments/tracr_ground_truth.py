@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.graph import build_graph
 from acdc_engine.measure.metrics import make_metric
@@ -86,16 +87,16 @@ def measure(model: torch.nn.Module, name: str, circuit: Circuit) -> None:
     graph = circuit.graph
     patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, "zero")
     full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
-    metric = make_metric("l2", task, patcher.logits(full_edges, full_heads))
+    metric = make_metric("l2", task, patcher.logits(CircuitMask(full_edges, full_heads)))
 
     def value(edges: torch.Tensor, heads: torch.Tensor) -> float:
-        return float(metric(patcher.logits(edges[None], heads[None]))[0])
+        return float(metric(patcher.logits(CircuitMask(edges[None], heads[None])))[0])
 
     circuit.metric = {
         "name": "l2",
         "ablation": "zero",
         "full": value(full_edges, full_heads),
-        "circuit": value(circuit.edge_in_graph, circuit.head_input_in_graph),
+        "circuit": value(circuit.in_graph.edges, circuit.in_graph.head_inputs),
         "empty": value(torch.zeros_like(full_edges), torch.zeros_like(full_heads)),
     }
 
@@ -111,13 +112,11 @@ def paper_circuit(model: torch.nn.Module, name: str) -> Circuit:
     for head_input in paper["head_inputs"]:
         heads[graph.parse_head_input(head_input)] = True
     circuit = Circuit.unscored(
-        graph,
-        edges,
-        heads,
+        graph, CircuitMask(edges, heads),
         model=describe_model(model, split_input=True),
         method={"name": "acdc-paper", "source": REFERENCE_SOURCE.format(function=paper["function"])},
     )
-    if not (torch.equal(circuit.edge_in_graph, edges) and torch.equal(circuit.head_input_in_graph, heads)):
+    if not (torch.equal(circuit.in_graph.edges, edges) and torch.equal(circuit.in_graph.head_inputs, heads)):
         raise SystemExit(f"{name}: the translated paper circuit has parts off every input-to-logits path")
     return circuit
 

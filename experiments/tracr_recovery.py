@@ -24,7 +24,7 @@ CASES = [(name, {}) for name in PROGRAMS] + [("tracr-proportion", {"reference_id
 
 def head_inputs_in(circuit) -> set[str]:
     g = circuit.graph
-    return {name for name in g.head_input_names() if circuit.head_input_in_graph[g.parse_head_input(name)]}
+    return {name for name in g.head_input_names() if circuit.in_graph.head_inputs[g.parse_head_input(name)]}
 
 
 def main() -> None:

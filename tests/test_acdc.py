@@ -103,7 +103,8 @@ def additive_metric(graph, seed):
     edge_weight = torch.rand(graph.edge_exists.shape, generator=g, dtype=torch.float64)
     head_weight = torch.rand((graph.shape.n_layers, graph.shape.n_heads, 3), generator=g, dtype=torch.float64)
 
-    def evaluate(edge_masks, head_masks, start_layer=0):
+    def evaluate(masks, start_layer=0):
+        edge_masks, head_masks = masks.edges, masks.head_inputs
         lacking_edges = (~edge_masks & graph.edge_exists).double()
         return (lacking_edges * edge_weight).sum((1, 2)) + ((~head_masks).double() * head_weight).sum((1, 2, 3))
 
@@ -115,10 +116,10 @@ def test_speculation_decides_past_kept_candidates_within_one_pass():
     evaluate = additive_metric(graph, seed=0)
     sequential = run_acdc(graph, evaluate, 0.3, batch_size=1, progress=False)
     batched = run_acdc(graph, evaluate, 0.3, batch_size=16, progress=False)
-    assert torch.equal(batched.edge_kept, sequential.edge_kept)
-    assert torch.equal(batched.head_input_kept, sequential.head_input_kept)
-    assert torch.equal(batched.edge_scores.nan_to_num(-1), sequential.edge_scores.nan_to_num(-1))
-    kept_tested = int((batched.edge_kept & ~batched.edge_scores.isnan()).sum())
+    assert torch.equal(batched.kept.edges, sequential.kept.edges)
+    assert torch.equal(batched.kept.head_inputs, sequential.kept.head_inputs)
+    assert torch.equal(batched.scores.edges.nan_to_num(-1), sequential.scores.edges.nan_to_num(-1))
+    kept_tested = int((batched.kept.edges & ~batched.scores.edges.isnan()).sum())
     # a pass that stopped at every kept candidate would need more than one pass per kept candidate
     assert kept_tested > 10 and batched.forward_passes < kept_tested
 
@@ -131,7 +132,7 @@ def test_a_huge_threshold_removes_everything():
 
 def test_threshold_zero_keeps_every_edge_whose_removal_hurts():
     circuit = discover(small_model(attn_only=True), random_task(), threshold=0.0, progress=False)
-    scores = circuit.edge_scores[circuit.edge_kept & ~circuit.edge_scores.isnan()]
+    scores = circuit.scores.edges[circuit.kept.edges & ~circuit.scores.edges.isnan()]
     assert (scores >= 0).all() and len(scores) > 0
 
 
@@ -139,12 +140,12 @@ def test_emitted_circuit_is_the_kept_edges_on_input_to_logits_paths():
     import networkx as nx
 
     circuit = discover(small_model(attn_only=False, seed=2), random_task(seed=2), threshold=0.005, progress=False)
-    g = circuit.graph.to_networkx(circuit.edge_kept, circuit.head_input_kept)
+    g = circuit.graph.to_networkx(circuit.kept)
     for name in circuit.graph.edge_names():
         sender, receiver = name.split("->")
         on_path = nx.has_path(g, "input", sender) and nx.has_path(g, receiver, "logits")
         s, r = circuit.graph.parse_edge(name)
-        assert bool(circuit.edge_in_graph[s, r]) == (bool(circuit.edge_kept[s, r]) and on_path), name
+        assert bool(circuit.in_graph.edges[s, r]) == (bool(circuit.kept.edges[s, r]) and on_path), name
 
 
 def test_under_resample_the_emitted_circuit_scores_like_the_raw_result():
@@ -157,8 +158,8 @@ def test_under_resample_the_emitted_circuit_scores_like_the_raw_result():
     from acdc_engine.measure.metrics import kl_divergence
 
     patcher = EdgePatcher(model, circuit.graph, task.clean, task.corrupted, task.positions)
-    metric = kl_divergence(patcher.logits(circuit.graph.full_edge_mask(), circuit.graph.full_head_input_mask()))
-    raw_value = float(metric(patcher.logits(circuit.edge_kept, circuit.head_input_kept)))
+    metric = kl_divergence(patcher.logits(circuit.graph.full_mask()))
+    raw_value = float(metric(patcher.logits(circuit.kept)))
     assert circuit.metric["circuit"] == pytest.approx(raw_value, abs=1e-10)
 
 

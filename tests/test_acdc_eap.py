@@ -34,14 +34,14 @@ def test_edges_below_the_bound_are_removed_untested_and_all_others_are_tested_as
     seeded = discover(model, task, method="acdc-eap", threshold=THRESHOLD, skip_below=1.0, steps=3, progress=False)
     graph = build_graph(model.cfg)
     patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, "resample")
-    full = patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask())
+    full = patcher.logits(graph.full_mask())
     skip, _ = attribution_skips(patcher, make_metric("kl", task, full), THRESHOLD, 1.0, steps=3)
     assert 0 < int(skip.sum()) < int(graph.edge_exists.sum())
     assert seeded.method["edges_skipped"] == int(skip.sum())
     for sender, receiver in graph.edges():
         i, j = graph.sender_index[sender], graph.receiver_index[receiver]
         if skip[i, j]:
-            assert not seeded.edge_kept[i, j] and math.isnan(float(seeded.edge_scores[i, j]))
+            assert not seeded.kept.edges[i, j] and math.isnan(float(seeded.scores.edges[i, j]))
 
 
 def test_skipping_tests_fewer_candidates_than_exact_acdc(model):

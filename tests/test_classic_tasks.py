@@ -9,6 +9,7 @@ import importlib.util
 import inspect
 import math
 import re
+from operator import attrgetter
 from pathlib import Path
 
 import pytest
@@ -313,8 +314,8 @@ def shipped():
 @pytest.mark.parametrize("name", ["ioi", "greater-than", "docstring"])
 def test_shipped_published_circuit_is_what_the_generator_script_writes(generator, shipped, name):
     made, read = generator.CIRCUITS[name](), shipped(name)
-    for key in ("edge_kept", "edge_in_graph", "head_input_kept", "head_input_in_graph"):
-        assert torch.equal(getattr(made, key), getattr(read, key)), key
+    for key in ("kept.edges", "in_graph.edges", "kept.head_inputs", "in_graph.head_inputs"):
+        assert torch.equal(attrgetter(key)(made), attrgetter(key)(read)), key
     assert (made.model, made.task, made.method, made.extra) == (read.model, read.task, read.method, read.extra)
 
 
@@ -336,5 +337,5 @@ def test_greater_than_circuit_runs_from_the_year_heads_through_the_amid_heads_to
 def test_docstring_circuit_is_the_37_edges_of_the_published_graph_on_attn_only_4l(shipped):
     circuit = shipped("docstring")
     assert (circuit.graph.shape.n_layers, circuit.graph.shape.n_heads) == (4, 8)
-    assert circuit.n_edges + int(circuit.head_input_in_graph.sum()) == 37
+    assert circuit.n_edges + int(circuit.in_graph.head_inputs.sum()) == 37
     assert set(circuit.nodes()) == {"input", "a0.h5", "a1.h2", "a1.h4", "a2.h0", "a3.h0", "a3.h6", "logits"}

@@ -59,7 +59,8 @@ class TieModel:
         self.graph, self.weights = graph, weights
         self.lone_calls = 0
 
-    def __call__(self, edges, heads, start_layer):
+    def __call__(self, masks, start_layer):
+        edges, heads = masks.edges, masks.head_inputs
         removed = (self.graph.edge_exists & ~edges).double()
         value = (removed * self.weights).sum((1, 2)) + (~heads).double().sum((1, 2, 3))  # head inputs stay
         if len(edges) == 1:
@@ -80,12 +81,12 @@ def test_near_ties_are_decided_on_lone_evaluations_so_batching_cannot_flip_them(
         if batch_size > 1:
             assert evaluate.lone_calls > 1  # the ties were re-measured alone
     sequential = results[1]
-    assert 0 < int(sequential.edge_kept.sum()) < int(graph.edge_exists.sum())
+    assert 0 < int(sequential.kept.edges.sum()) < int(graph.edge_exists.sum())
     for batch_size, result in results.items():
-        assert torch.equal(result.edge_kept, sequential.edge_kept), batch_size
-        assert torch.equal(result.head_input_kept, sequential.head_input_kept), batch_size
+        assert torch.equal(result.kept.edges, sequential.kept.edges), batch_size
+        assert torch.equal(result.kept.head_inputs, sequential.kept.head_inputs), batch_size
         assert result.metric_final == sequential.metric_final
-        tested = ~torch.isnan(sequential.edge_scores)
-        assert torch.equal(tested, ~torch.isnan(result.edge_scores))
-        assert torch.allclose(result.edge_scores[tested], sequential.edge_scores[tested], rtol=0, atol=1e-8)
+        tested = ~torch.isnan(sequential.scores.edges)
+        assert torch.equal(tested, ~torch.isnan(result.scores.edges))
+        assert torch.allclose(result.scores.edges[tested], sequential.scores.edges[tested], rtol=0, atol=1e-8)
         assert math.isfinite(result.metric_final)

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine.formats import drawing as draw
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.formats.drawing import circuit_svg, circuit_to_dot
@@ -76,7 +77,7 @@ def large_circuit(n_edges):
 
     graph = build_graph(GraphShape(12, 12, True))
     kept = graph.edge_exists & (torch.rand(graph.edge_exists.shape, generator=torch.Generator().manual_seed(0)) < n_edges / 16000)
-    return Circuit.unscored(graph, kept, graph.full_head_input_mask())
+    return Circuit.unscored(graph, CircuitMask(kept, graph.full_head_input_mask()))
 
 
 def test_large_drawings_have_no_edge_labels_and_fewer_layout_passes():

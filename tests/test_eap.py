@@ -9,6 +9,7 @@ import torch
 from factories import random_task, small_model
 from naive_eap import naive_edge_scores, naive_logit_diff, naive_metric_at_ablated_input
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine import AcdcError, build_graph
 from acdc_engine.core.circuit import on_input_to_logits_paths
 from acdc_engine.methods.eap import (
@@ -32,7 +33,7 @@ def setup(attn_only=False, seed=0, split_input=False, ablation="resample", metri
     task = random_task(seed=seed, positions=[4, 6])
     graph = build_graph(model.cfg, split_input=split_input)
     patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, ablation)
-    metric_fn = make_metric(metric, task, patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask()))
+    metric_fn = make_metric(metric, task, patcher.logits(graph.full_mask()))
     naive_metric = naive_logit_diff(task.answers, task.wrong_answers, task.positions.tolist())
     return model, task, graph, patcher, metric_fn, naive_metric
 
@@ -263,7 +264,7 @@ def test_selection_then_path_pruning_keeps_only_edges_between_input_and_logits(g
         scores[graph.parse_edge(name)] = 10.0 - rank
     selected = select_edges(graph, scores, top_n=4)
     assert int(selected.sum()) == 4
-    emitted, _ = on_input_to_logits_paths(graph, selected, graph.full_head_input_mask())
+    emitted = on_input_to_logits_paths(graph, CircuitMask(selected, graph.full_head_input_mask())).edges
     kept = [name for name in graph.edge_names() if emitted[graph.parse_edge(name)]]
     assert kept == ["input->a0.h1<k>", "a0.h1->logits"]  # a0.h2 and m0 have no input, m1 no output
 
@@ -340,7 +341,7 @@ def test_eap_ig_top_edges_include_k_composition_in_the_toy_induction_model():
     task = make_induction(model.cfg.d_vocab)
     graph = build_graph(model.cfg)
     patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
-    metric = make_metric("logit_diff", task, patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask()))
+    metric = make_metric("logit_diff", task, patcher.logits(graph.full_mask()))
     top = select_edges(graph, eap_ig_scores(patcher, metric, steps=5), top_n=10)
     names = [name for name in graph.edge_names() if top[graph.parse_edge(name)]]
     k_composition = [n for n in names if n.startswith("a0.") and n.split("->")[1].startswith("a1.") and n.endswith("<k>")]

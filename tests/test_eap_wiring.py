@@ -11,7 +11,7 @@ from acdc_engine.formats.circuit_file import circuit_to_dict, save_circuit
 def test_discover_runs_gradient_methods_and_the_circuit_file_round_trips(tmp_path, method):
     steps = {"steps": 3} if method == "eap-ig" else {}  # EAP takes no steps
     circuit = discover(small_model(attn_only=False), random_task(), method=method, metric="logit_diff", top_n=15, **steps, progress=False)
-    assert int(circuit.edge_kept.sum()) == 15
+    assert int(circuit.kept.edges.sum()) == 15
     assert circuit.method["name"] == method and circuit.method["top_n"] == 15
     assert circuit.run["backward_passes"] == (3 if method == "eap-ig" else 1)
     loaded = load_circuit(save_circuit(circuit, tmp_path / "c.json"))

@@ -4,6 +4,7 @@ import pytest
 import torch
 from factories import random_task, small_model
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine import AcdcError, discover
 from acdc_engine.evaluation.faithfulness import (
     MIB_FRACTIONS,
@@ -32,7 +33,7 @@ def test_full_model_is_faithfulness_one_and_empty_circuit_zero(evaluator):
     g = evaluator.graph
     edges = torch.stack([g.full_edge_mask(), torch.zeros_like(g.edge_exists)])
     heads = torch.stack([g.full_head_input_mask(), torch.zeros_like(g.full_head_input_mask())])
-    f = evaluator.faithfulness(evaluator.metrics(edges, heads))
+    f = evaluator.faithfulness(evaluator.metrics(CircuitMask(edges, heads)))
     torch.testing.assert_close(f, torch.tensor([1.0, 0.0], dtype=torch.float64), rtol=0, atol=1e-9)
 
 
@@ -49,8 +50,8 @@ def test_circuits_evaluated_together_match_each_evaluated_alone(evaluator):
     g = torch.Generator().manual_seed(1)
     edges = (torch.rand((5, *evaluator.graph.edge_exists.shape), generator=g) < 0.5) & evaluator.graph.edge_exists
     heads = torch.rand((5, *evaluator.graph.full_head_input_mask().shape), generator=g) < 0.8
-    together = evaluator.metrics(edges, heads)
-    alone = torch.cat([evaluator.metrics(edges[i : i + 1], heads[i : i + 1]) for i in range(5)])
+    together = evaluator.metrics(CircuitMask(edges, heads))
+    alone = torch.cat([evaluator.metrics(CircuitMask(edges[i : i + 1], heads[i : i + 1])) for i in range(5)])
     torch.testing.assert_close(together, alone, rtol=1e-9, atol=1e-12)
 
 
@@ -83,7 +84,7 @@ def test_top_fraction_circuits_keep_at_most_the_top_k_edges_by_absolute_score(ev
     g = torch.Generator().manual_seed(2)
     scores = torch.randn(evaluator.graph.edge_exists.shape, generator=g, dtype=torch.float64) * evaluator.graph.edge_exists
     n = evaluator.graph.n_edges
-    edges, _ = top_fraction_masks(evaluator, scores, [0.1, 0.5, 1.0])
+    edges = top_fraction_masks(evaluator, scores, [0.1, 0.5, 1.0]).edges
     for k, mask in zip([0.1, 0.5, 1.0], edges):
         top = set(torch.argsort(scores.abs().flatten(), descending=True, stable=True)[: int(k * n)].tolist())
         assert set(mask.flatten().nonzero().flatten().tolist()) <= top

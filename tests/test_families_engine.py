@@ -10,6 +10,7 @@ pytest.importorskip("transformer_lens.model_bridge", reason="the families load t
 from families import FAMILIES, build_family  # noqa: E402
 from naive_reference import naive_kl_acdc_kept_edges, naive_patched_logits  # noqa: E402
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine import discover  # noqa: E402
 from acdc_engine.core.graph import build_graph  # noqa: E402
 from acdc_engine.models import load_model  # noqa: E402
@@ -39,8 +40,8 @@ def test_the_all_edges_and_all_removed_passes_equal_the_models_own_forward_pass(
     # the Hugging Face model in float64 keeps some float32 arithmetic (see self_check.TOLERANCE)
     assert patcher.self_check.full <= 1e-5 and patcher.self_check.empty <= 1e-5
     with torch.no_grad():  # against the spec's own plain pass the engine is exact to float64 rounding
-        full = patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask())
-        empty = patcher.logits(torch.zeros_like(graph.edge_exists), torch.zeros_like(graph.full_head_input_mask()))
+        full = patcher.logits(graph.full_mask())
+        empty = patcher.logits(graph.empty_mask())
         assert torch.allclose(full, model.forward(task.clean)[:, task.positions], atol=1e-10, rtol=0)
         assert torch.allclose(empty, model.forward(task.corrupted)[:, task.positions], atol=1e-10, rtol=0)
 
@@ -56,7 +57,7 @@ def test_random_circuits_equal_the_naive_reference(family):
         removed = [f"{graph.senders[s]}->{graph.receivers[r]}" for s, r in (graph.edge_exists & ~edges).nonzero().tolist()]
         cut = [f"a{layer}.h{head}<{'qkv'[x]}>" for layer, head, x in (~heads).nonzero().tolist()]
         reference = naive_patched_logits(model, task.clean, task.corrupted, removed, cut)[:, task.positions]
-        assert torch.allclose(patcher.logits(edges, heads), reference, atol=1e-9, rtol=0)
+        assert torch.allclose(patcher.logits(CircuitMask(edges, heads)), reference, atol=1e-9, rtol=0)
 
 
 def test_exact_acdc_equals_naive_acdc(family):

@@ -13,6 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine import AcdcError, load_circuit
 from acdc_engine.core.circuit import Circuit, on_input_to_logits_paths
 from acdc_engine.core.graph import GraphShape, build_graph
@@ -66,7 +67,7 @@ def circuits(draw):
     edge_scores = torch.full(graph.edge_exists.shape, math.nan, dtype=torch.float64)
     edge_scores[graph.edge_exists] = scores(graph.n_edges)
     head_kept = decisions(math.prod(head_shape)).reshape(head_shape)
-    edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, edge_kept, head_kept)
+    in_graph = on_input_to_logits_paths(graph, CircuitMask(edge_kept, head_kept))
     model = {
         **draw(json_objects),
         "name": draw(st.text(max_size=10)), "n_layers": shape.n_layers, "n_heads": shape.n_heads,
@@ -75,9 +76,8 @@ def circuits(draw):
     metric = {"name": draw(st.sampled_from(["kl", "logit_diff", "prob_diff", "nll"]))}
     metric.update({key: draw(st.none() | finite_floats) for key in ("full", "circuit", "empty")})
     return Circuit(
-        graph=graph, edge_kept=edge_kept, head_input_kept=head_kept, edge_in_graph=edge_in_graph,
-        head_input_in_graph=head_in_graph, edge_scores=edge_scores,
-        head_input_scores=scores(math.prod(head_shape)).reshape(head_shape),
+        graph=graph, kept=CircuitMask(edge_kept, head_kept), in_graph=in_graph,
+        scores=Scores(edge_scores, scores(math.prod(head_shape)).reshape(head_shape)),
         metric=metric, threshold=draw(st.none() | finite_floats), model=model,
         task=draw(json_objects), method=draw(json_objects), run=draw(json_objects),
         extra=draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k not in KNOWN_FIELDS), json_values, max_size=3)),

@@ -33,7 +33,7 @@ def test_a_hooked_transformer_gives_the_circuit_of_the_same_weights_as_a_native_
     ours = discover(model, task, threshold=0.002, progress=False)
     theirs = discover(native, task, threshold=0.002, progress=False)
     assert ours.edges() == theirs.edges()
-    assert torch.equal(ours.edge_scores.nan_to_num(-1), theirs.edge_scores.nan_to_num(-1))
+    assert torch.equal(ours.scores.edges.nan_to_num(-1), theirs.scores.edges.nan_to_num(-1))
 
 
 def test_a_hooked_transformer_passes_the_self_check_against_its_own_forward_pass():

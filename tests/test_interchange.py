@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine import AcdcError, discover, load_circuit
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.graph import GraphShape, build_graph
@@ -151,13 +152,13 @@ def in_graph_edges(graph):
 def same_circuit(a: Circuit, b: Circuit) -> bool:
     return (
         a.graph.shape == b.graph.shape
-        and torch.equal(a.edge_in_graph, b.edge_in_graph)
-        and torch.equal(a.edge_kept, b.edge_kept)
-        and torch.equal(a.head_input_in_graph, b.head_input_in_graph)
-        and torch.equal(a.head_input_kept, b.head_input_kept)
-        and torch.equal(a.edge_scores.nan_to_num(7.5), b.edge_scores.nan_to_num(7.5))
-        and torch.equal(a.edge_scores.isnan(), b.edge_scores.isnan())
-        and torch.equal(a.head_input_scores.isnan(), b.head_input_scores.isnan())
+        and torch.equal(a.in_graph.edges, b.in_graph.edges)
+        and torch.equal(a.kept.edges, b.kept.edges)
+        and torch.equal(a.in_graph.head_inputs, b.in_graph.head_inputs)
+        and torch.equal(a.kept.head_inputs, b.kept.head_inputs)
+        and torch.equal(a.scores.edges.nan_to_num(7.5), b.scores.edges.nan_to_num(7.5))
+        and torch.equal(a.scores.edges.isnan(), b.scores.edges.isnan())
+        and torch.equal(a.scores.head_inputs.isnan(), b.scores.head_inputs.isnan())
         and a.metric == b.metric and a.model == b.model and a.method == b.method and a.threshold == b.threshold
     )
 
@@ -180,7 +181,7 @@ def test_eap_ig_json_of_an_mlp_model_loads_with_its_edges_and_scores(tmp_path, s
     assert set(circuit.edges()) == in_graph_edges(graph)
     g = circuit.graph
     for (s, r), score in zip(graph["edges"], graph["scores"]):
-        assert circuit.edge_scores[g.sender_index[s], g.receiver_index[r]].item() == score
+        assert circuit.scores.edges[g.sender_index[s], g.receiver_index[r]].item() == score
 
 
 def test_gpt2_shape_file_has_the_gpt2_edge_count(tmp_path):
@@ -209,7 +210,7 @@ def test_older_files_with_boolean_nodes_no_d_model_and_null_scores_load(tmp_path
     path.write_text(to_json_text(graph, boolean_nodes=True, null_scores=True))
     circuit = load_circuit(path)
     assert set(circuit.edges()) == in_graph_edges(graph)
-    assert circuit.edge_scores[circuit.graph.edge_exists].isnan().all()
+    assert circuit.scores.edges[circuit.graph.edge_exists].isnan().all()
     assert "d_model" not in circuit.model
 
 
@@ -220,7 +221,7 @@ def test_eap_ig_pt_file_loads_as_its_json_does(tmp_path, attn_only):
     from_pt = load_circuit(to_pt(graph, tmp_path / "g.pt"))
     from_json = load_circuit(tmp_path / "g.json")
     assert set(from_pt.edges()) == set(from_json.edges()) == in_graph_edges(graph)
-    torch.testing.assert_close(from_pt.edge_scores, from_json.edge_scores, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(from_pt.scores.edges, from_json.scores.edges, rtol=0, atol=0, equal_nan=True)
     assert from_pt.graph.shape == from_json.graph.shape
 
 
@@ -254,7 +255,7 @@ def test_unpruned_in_graph_edges_are_kept_but_emitted_only_on_paths_as_eap_ig_pr
     data["edges"][dangling]["in_graph"] = True
     circuit = circuit_from_eap_ig(data)
     s, r = circuit.graph.parse_edge(dangling)
-    assert circuit.edge_kept[s, r] and not circuit.edge_in_graph[s, r]
+    assert circuit.kept.edges[s, r] and not circuit.in_graph.edges[s, r]
 
 
 @pytest.mark.parametrize(
@@ -320,7 +321,7 @@ def test_exported_edges_read_back_by_eap_ig_format_are_the_circuit(exportable):
 def test_untested_edges_are_exported_with_score_zero_and_marked_untested(small_circuit):
     data = circuit_to_eap_ig(small_circuit)
     g = small_circuit.graph
-    untested = [f"{s}->{r}" for s, r in g.edges() if small_circuit.edge_scores[g.sender_index[s], g.receiver_index[r]].isnan()]
+    untested = [f"{s}->{r}" for s, r in g.edges() if small_circuit.scores.edges[g.sender_index[s], g.receiver_index[r]].isnan()]
     assert untested, "the fixture should have edges removed untested"
     for name in untested:
         assert data["edges"][name]["score"] == 0.0 and data["edges"][name]["tested"] is False
@@ -414,5 +415,5 @@ def test_random_edge_sets_of_every_shape_survive_the_round_trip():
         graph = build_graph(GraphShape(n_layers, n_heads, has_mlp))
         g = torch.Generator().manual_seed(n_layers * 10 + n_heads)
         kept = graph.edge_exists & (torch.rand(graph.edge_exists.shape, generator=g) < 0.5)
-        circuit = Circuit.unscored(graph, kept, graph.full_head_input_mask(), model={"n_layers": n_layers, "n_heads": n_heads, "attn_only": not has_mlp, "d_model": 8})
+        circuit = Circuit.unscored(graph, CircuitMask(kept, graph.full_head_input_mask()), model={"n_layers": n_layers, "n_heads": n_heads, "attn_only": not has_mlp, "d_model": 8})
         assert same_circuit(circuit_from_eap_ig(json.loads(json.dumps(circuit_to_eap_ig(circuit)))), circuit)

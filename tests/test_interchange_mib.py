@@ -53,7 +53,7 @@ def test_each_circuit_has_at_most_its_fraction_of_the_edges(toy_submission):
 def test_each_acdc_circuit_is_exactly_a_plain_run_at_its_threshold(toy_submission, toy_induction_model):
     circuit = load_circuit(toy_submission / "induction_toy-induction-2l" / "circuit_0.5.json")
     plain = discover(toy_induction_model, "induction", threshold=circuit.threshold, batch_size=circuit.run["batch_size"], progress=False)
-    assert torch.equal(plain.edge_in_graph, circuit.edge_in_graph) and torch.equal(plain.edge_kept, circuit.edge_kept)
+    assert torch.equal(plain.in_graph.edges, circuit.in_graph.edges) and torch.equal(plain.kept.edges, circuit.kept.edges)
     assert plain.metric == circuit.metric
 
 
@@ -81,9 +81,9 @@ def test_top_k_circuits_are_the_pruned_top_edges_by_score(small_setting):
     model, task = small_setting
     scored = discover(model, task, method="eap", metric="logit_diff", top_n=0, progress=False)
     for chosen in top_k_circuits(model, scored, task, fractions=[0.1, 0.5]):
-        top = select_edges(scored.graph, scored.edge_scores, top_n=edge_budget(chosen.fraction, scored.n_edges_total))
-        assert torch.equal(chosen.circuit.edge_kept, top)
-        assert bool((chosen.circuit.edge_in_graph <= top).all()) and chosen.circuit.n_edges <= chosen.budget
+        top = select_edges(scored.graph, scored.scores.edges, top_n=edge_budget(chosen.fraction, scored.n_edges_total))
+        assert torch.equal(chosen.circuit.kept.edges, top)
+        assert bool((chosen.circuit.in_graph.edges <= top).all()) and chosen.circuit.n_edges <= chosen.budget
         assert chosen.circuit.metric["circuit"] is not None
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from factories import random_task, small_model
 
+from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine import AcdcError, discover, load_circuit
 from acdc_engine.core import choices
 from acdc_engine.commands.discover import CONF_DIR
@@ -41,10 +42,8 @@ def random_ranking(inputs: MethodInput, params: RandomRankingParams) -> MethodOu
     scores = scores * graph.edge_exists
     heads = graph.full_head_input_mask()
     return MethodOutcome(
-        edge_kept=select_edges(graph, scores, top_n=params.top_n),
-        head_input_kept=heads,
-        edge_scores=scores,
-        head_input_scores=torch.full(heads.shape, math.nan, dtype=torch.float64),
+        kept=CircuitMask(select_edges(graph, scores, top_n=params.top_n), heads),
+        scores=Scores(scores, torch.full(heads.shape, math.nan, dtype=torch.float64)),
         description={"name": "random-ranking", "ablation": inputs.ablation, "top_n": params.top_n, "seed": params.seed},
         threshold=None,
         forward_passes=0,
@@ -60,7 +59,7 @@ RANDOM_RANKING = MethodSpec(
 def test_a_method_registered_with_one_entry_runs_through_discover_and_its_circuit_file_round_trips(monkeypatch, tmp_path):
     monkeypatch.setitem(METHODS, RANDOM_RANKING.name, RANDOM_RANKING)
     circuit = discover(small_model(attn_only=True), random_task(), method="random-ranking", top_n=7, progress=False)
-    assert int(circuit.edge_kept.sum()) == 7
+    assert int(circuit.kept.edges.sum()) == 7
     assert circuit.method == {"name": "random-ranking", "ablation": "resample", "top_n": 7, "seed": 0}
     assert circuit.run["forward_passes"] == 5  # the measurement's own: clean, corrupted, full, circuit, empty
     assert set(circuit.metric) == {"name", "full", "circuit", "empty"}

@@ -4,6 +4,7 @@ import pytest
 import torch
 from naive_reference import naive_patched_logits
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine import AcdcError, build_graph
 from acdc_engine.patching import EdgePatcher, pass_state
 from factories import random_task, small_model, speculative_batch
@@ -23,7 +24,7 @@ def test_all_edges_present_reproduces_clean_logits(attn_only):
     model = small_model(attn_only, dtype=torch.float32)
     task = random_task()
     graph, patcher = patcher_for(model, task)
-    logits = patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask())
+    logits = patcher.logits(graph.full_mask())
     torch.testing.assert_close(logits, model(task.clean), atol=1e-5, rtol=0)
 
 
@@ -32,7 +33,7 @@ def test_all_edges_absent_reproduces_corrupted_logits(attn_only):
     model = small_model(attn_only, dtype=torch.float32)
     task = random_task()
     graph, patcher = patcher_for(model, task)
-    torch.testing.assert_close(patcher.logits(*empty_masks(graph)), model(task.corrupted), atol=1e-5, rtol=0)
+    torch.testing.assert_close(patcher.logits(CircuitMask(*empty_masks(graph))), model(task.corrupted), atol=1e-5, rtol=0)
 
 
 def random_masks(graph, generator, keep=0.5):
@@ -57,7 +58,7 @@ def test_random_edge_subsets_match_naive_reference(attn_only, ablation):
     for _ in range(4):
         edges, heads = random_masks(graph, generator)
         expected = naive_patched_logits(model, task.clean, task.corrupted, *removed_names(graph, edges, heads), ablation=ablation)
-        torch.testing.assert_close(patcher.logits(edges, heads), expected, atol=1e-10, rtol=0)
+        torch.testing.assert_close(patcher.logits(CircuitMask(edges, heads)), expected, atol=1e-10, rtol=0)
 
 
 @pytest.fixture(params=[False, True], ids=["queries_taken_at_positions", "queries_computed_at_positions"])
@@ -77,7 +78,7 @@ def test_random_edge_subsets_at_some_positions_match_naive_reference(attn_only, 
     for _ in range(4):
         edges, heads = random_masks(graph, generator)
         expected = naive_patched_logits(model, task.clean, task.corrupted, *removed_names(graph, edges, heads))
-        torch.testing.assert_close(patcher.logits(edges, heads), expected[:, task.positions], atol=1e-10, rtol=0)
+        torch.testing.assert_close(patcher.logits(CircuitMask(edges, heads)), expected[:, task.positions], atol=1e-10, rtol=0)
 
 
 def test_circuits_stacked_on_the_batch_axis_match_one_at_a_time():
@@ -86,9 +87,9 @@ def test_circuits_stacked_on_the_batch_axis_match_one_at_a_time():
     graph, patcher = patcher_for(model, task)
     generator = torch.Generator().manual_seed(1)
     masks = [random_masks(graph, generator) for _ in range(3)]
-    stacked = patcher.logits(torch.stack([e for e, _ in masks]), torch.stack([h for _, h in masks]))
+    stacked = patcher.logits(CircuitMask(torch.stack([e for e, _ in masks]), torch.stack([h for _, h in masks])))
     for i, (edges, heads) in enumerate(masks):
-        torch.testing.assert_close(stacked[i], patcher.logits(edges, heads), atol=1e-12, rtol=0)
+        torch.testing.assert_close(stacked[i], patcher.logits(CircuitMask(edges, heads)), atol=1e-12, rtol=0)
 
 
 def assert_batch_invariant(model, task, start_layers, sizes=(2, 3, 8)):
@@ -97,9 +98,9 @@ def assert_batch_invariant(model, task, start_layers, sizes=(2, 3, 8)):
     for start_layer in start_layers:
         for n_circuits in sizes:
             edges, heads = speculative_batch(graph, generator, n_circuits, start_layer)
-            batched = patcher.logits(edges, heads, start_layer)
+            batched = patcher.logits(CircuitMask(edges, heads), start_layer)
             for c in range(n_circuits):
-                assert torch.equal(batched[c], patcher.logits(edges[c], heads[c], start_layer)), (start_layer, n_circuits, c)
+                assert torch.equal(batched[c], patcher.logits(CircuitMask(edges[c], heads[c]), start_layer)), (start_layer, n_circuits, c)
 
 
 @pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
@@ -118,9 +119,9 @@ def test_float32_logits_at_some_positions_are_bit_identical_alone_and_in_any_bat
     for start_layer in (0, 1):
         for n_circuits in (2, 3, 8):
             edges, heads = speculative_batch(graph, generator, n_circuits, start_layer)
-            batched = patcher.logits(edges, heads, start_layer)
+            batched = patcher.logits(CircuitMask(edges, heads), start_layer)
             for c in range(n_circuits):
-                assert torch.equal(batched[c], patcher.logits(edges[c], heads[c], start_layer)), (start_layer, n_circuits, c)
+                assert torch.equal(batched[c], patcher.logits(CircuitMask(edges[c], heads[c]), start_layer)), (start_layer, n_circuits, c)
 
 
 @pytest.mark.parametrize("positions", [None, [4, 8]], ids=["every_position", "some_positions"])
@@ -133,10 +134,10 @@ def test_a_pass_after_other_passes_gives_the_bits_of_a_fresh_patcher(positions):
     generator = torch.Generator().manual_seed(1)
     for start_layer in (1, 0, 0, 1, 0):
         edges, heads = speculative_batch(graph, generator, 3, start_layer)
-        used.logits(edges, heads, start_layer)
+        used.logits(CircuitMask(edges, heads), start_layer)
         for c in range(3):
             fresh = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, self_check=False)
-            assert torch.equal(used.logits(edges[c], heads[c], start_layer), fresh.logits(edges[c], heads[c], start_layer))
+            assert torch.equal(used.logits(CircuitMask(edges[c], heads[c]), start_layer), fresh.logits(CircuitMask(edges[c], heads[c]), start_layer))
 
 
 @pytest.fixture
@@ -157,9 +158,9 @@ def test_float32_logits_of_a_four_layer_model_are_bit_identical_alone_and_in_any
     generator = torch.Generator().manual_seed(0)
     for start_layer in range(4):
         edges, heads = speculative_batch(graph, generator, 3, start_layer)
-        batched = patcher.logits(edges, heads, start_layer)
+        batched = patcher.logits(CircuitMask(edges, heads), start_layer)
         for c in range(3):
-            assert torch.equal(batched[c], patcher.logits(edges[c], heads[c], start_layer)), (start_layer, c)
+            assert torch.equal(batched[c], patcher.logits(CircuitMask(edges[c], heads[c]), start_layer)), (start_layer, c)
 
 
 def test_wide_mlp_logits_are_bit_identical_alone_and_in_a_batch():
@@ -175,8 +176,8 @@ def test_a_head_input_cut_in_the_first_circuit_of_a_batch_stays_in_the_others():
     edges = graph.full_edge_mask()[None].repeat(2, 1, 1)
     heads = graph.full_head_input_mask()[None].repeat(2, 1, 1, 1)
     heads[0][graph.parse_head_input("a1.h0<q>")] = False
-    batched = patcher.logits(edges, heads, start_layer=1)
-    torch.testing.assert_close(batched[1], patcher.logits(edges[1], heads[1], start_layer=1), atol=1e-12, rtol=0)
+    batched = patcher.logits(CircuitMask(edges, heads), start_layer=1)
+    torch.testing.assert_close(batched[1], patcher.logits(CircuitMask(edges[1], heads[1]), start_layer=1), atol=1e-12, rtol=0)
     assert not torch.allclose(batched[0], batched[1])
 
 
@@ -185,7 +186,7 @@ def test_logits_are_returned_only_at_the_requested_positions():
     task = random_task()
     graph = build_graph(model.cfg)
     patcher = EdgePatcher(model, graph, task.clean, task.corrupted, torch.tensor([2, 5]))
-    logits = patcher.logits(graph.full_edge_mask(), graph.full_head_input_mask())
+    logits = patcher.logits(graph.full_mask())
     torch.testing.assert_close(logits, model(task.clean)[:, [2, 5]], atol=1e-10, rtol=0)
 
 
@@ -231,8 +232,8 @@ def test_resuming_at_a_layer_matches_the_full_pass_when_lower_receivers_are_inta
     below = torch.tensor(graph.receiver_layer) < graph.shape.attention_reads(start_layer)
     edges[:, below] = graph.edge_exists[:, below]
     heads[:start_layer] = True
-    full = patcher.logits(edges, heads)
-    torch.testing.assert_close(patcher.logits(edges, heads, start_layer=start_layer), full, atol=1e-12, rtol=0)
+    full = patcher.logits(CircuitMask(edges, heads))
+    torch.testing.assert_close(patcher.logits(CircuitMask(edges, heads), start_layer=start_layer), full, atol=1e-12, rtol=0)
 
 
 def test_resuming_above_a_patched_receiver_is_refused():
@@ -241,4 +242,4 @@ def test_resuming_above_a_patched_receiver_is_refused():
     edges = graph.full_edge_mask()
     edges[graph.parse_edge("input->a0.h1<k>")] = False
     with pytest.raises(ValueError, match="cannot resume at layer 1"):
-        patcher.logits(edges, graph.full_head_input_mask(), start_layer=1)
+        patcher.logits(CircuitMask(edges, graph.full_head_input_mask()), start_layer=1)

@@ -14,10 +14,13 @@ import subprocess
 import sys
 import traceback
 
+from operator import attrgetter
+
 import pytest
 import torch
 from factories import random_task, small_config, small_model
 
+from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine import AcdcError, build_graph, discover
 from acdc_engine.methods.checkpoint import Checkpointer, checkpoint_bytes, fingerprint, load_checkpoint
 from acdc_engine.formats.drawing import write_drawings
@@ -43,7 +46,7 @@ def uninterrupted_circuit():
     """The circuit of a run that nothing interrupts (and that saves no checkpoint)."""
     model, task = setting()
     circuit = discover(model, task, **RUN)
-    assert 0 < int(circuit.edge_kept.sum()) < circuit.n_edges_total  # both decisions occur: comparisons mean something
+    assert 0 < int(circuit.kept.edges.sum()) < circuit.n_edges_total  # both decisions occur: comparisons mean something
     return circuit
 
 
@@ -205,10 +208,8 @@ def test_checkpoint_round_trips_the_state_exactly(tmp_path):
     g = torch.Generator().manual_seed(0)
     state = AcdcState(
         visited=17,
-        edge_kept=(torch.rand(graph.edge_exists.shape, generator=g) < 0.5) & graph.edge_exists,
-        head_input_kept=torch.rand((2, 3, 3), generator=g) < 0.5,
-        edge_scores=torch.rand(graph.edge_exists.shape, generator=g, dtype=torch.float64),
-        head_input_scores=torch.full((2, 3, 3), math.nan, dtype=torch.float64),
+        kept=CircuitMask((torch.rand(graph.edge_exists.shape, generator=g) < 0.5) & graph.edge_exists, torch.rand((2, 3, 3), generator=g) < 0.5),
+        scores=Scores(torch.rand(graph.edge_exists.shape, generator=g, dtype=torch.float64), torch.full((2, 3, 3), math.nan, dtype=torch.float64)),
         cur=0.1 + 0.2,  # not a short decimal: must come back bit for bit
         metric_full=1e-300,
         forward_passes=9,
@@ -223,8 +224,8 @@ def test_checkpoint_round_trips_the_state_exactly(tmp_path):
     assert loaded.fingerprint == print_ and loaded.seconds == 1.5
     for name in ("visited", "cur", "metric_full", "forward_passes", "candidates_tested", "window", "batch_size"):
         assert getattr(loaded.state, name) == getattr(state, name), name
-    for name in ("edge_kept", "head_input_kept", "edge_scores", "head_input_scores"):
-        assert torch.equal(getattr(loaded.state, name).nan_to_num(-1), getattr(state, name).nan_to_num(-1)), name
+    for name in ("kept.edges", "kept.head_inputs", "scores.edges", "scores.head_inputs"):
+        assert torch.equal(attrgetter(name)(loaded.state).nan_to_num(-1), attrgetter(name)(state).nan_to_num(-1)), name
 
 
 def test_a_file_that_is_not_a_checkpoint_is_rejected_naming_it(tmp_path):
@@ -254,7 +255,8 @@ def additive_metric(graph, threshold, poisoned=None):
     poisoned: an edge name; circuits without it measure NaN."""
     costs = removal_costs(graph, threshold)
 
-    def evaluate(edge_masks, head_input_masks, start_layer):
+    def evaluate(masks, start_layer):
+        edge_masks, head_input_masks = masks.edges, masks.head_inputs
         values = ((~edge_masks & graph.edge_exists) * costs).sum(dim=(1, 2))
         values = values + 2 * threshold * (~head_input_masks).sum(dim=(1, 2, 3))
         if poisoned is not None:
@@ -282,14 +284,14 @@ def test_non_finite_metric_stops_naming_the_edge_after_saving_the_circuit_before
     message, state = stop_on_nan(tmp_path, graph, poisoned, batch_size)
     assert message.startswith(f"the metric is nan (not finite) while testing '{poisoned}'; the state before it is saved in ")
     edge = graph.parse_edge(poisoned)
-    assert bool(state.edge_kept[edge]) and math.isnan(state.edge_scores[edge])
+    assert bool(state.kept.edges[edge]) and math.isnan(state.scores.edges[edge])
     assert [c.name for c in visiting_order(graph)][state.visited] == poisoned  # no candidate is moot here
     # the saved state is exact: resumed once the metric is fixed, it ends as a run that never failed
     clean = additive_metric(graph, 0.1)
     resumed = run_acdc(graph, clean, 0.1, batch_size=batch_size, progress=False, resume=state)
     straight = run_acdc(graph, clean, 0.1, batch_size=batch_size, progress=False)
-    assert torch.equal(resumed.edge_kept, straight.edge_kept) and torch.equal(resumed.head_input_kept, straight.head_input_kept)
-    assert torch.equal(resumed.edge_scores.nan_to_num(-1), straight.edge_scores.nan_to_num(-1))
+    assert torch.equal(resumed.kept.edges, straight.kept.edges) and torch.equal(resumed.kept.head_inputs, straight.kept.head_inputs)
+    assert torch.equal(resumed.scores.edges.nan_to_num(-1), straight.scores.edges.nan_to_num(-1))
 
 
 def test_non_finite_metric_saves_the_same_state_whatever_the_batch_size(tmp_path):
@@ -297,7 +299,7 @@ def test_non_finite_metric_saves_the_same_state_whatever_the_batch_size(tmp_path
     states = [stop_on_nan(tmp_path, graph, "m0->a1.h0<q>", batch_size)[1] for batch_size in (1, 3, 32)]
     for state in states[1:]:
         assert (state.visited, state.cur, state.candidates_tested) == (states[0].visited, states[0].cur, states[0].candidates_tested)
-        assert torch.equal(state.edge_kept, states[0].edge_kept) and torch.equal(state.head_input_kept, states[0].head_input_kept)
+        assert torch.equal(state.kept.edges, states[0].kept.edges) and torch.equal(state.kept.head_inputs, states[0].kept.head_inputs)
 
 
 def test_non_finite_metric_of_a_discarded_speculative_circuit_does_not_stop_the_run():
@@ -311,13 +313,13 @@ def test_non_finite_metric_of_a_discarded_speculative_circuit_does_not_stop_the_
     costly = removal_costs(graph, 0.1) > 0.1
     plain, non_finite = additive_metric(graph, 0.1), []
 
-    def infinite_past_a_kept_candidate(edge_masks, head_input_masks, start_layer):
+    def infinite_past_a_kept_candidate(masks, start_layer):
         """inf for circuits that lack a costly edge and an edge visited after it: the speculative
         circuits beyond a kept candidate, and only those."""
-        removed = ~edge_masks & graph.edge_exists
+        removed = ~masks.edges & graph.edge_exists
         latest = torch.where(removed, order, -1).flatten(1).max(dim=1).values
         earliest_costly = torch.where(removed & costly, order, 10**9).flatten(1).min(dim=1).values
-        values = plain(edge_masks, head_input_masks, start_layer)
+        values = plain(masks, start_layer)
         values = torch.where(latest > earliest_costly, torch.tensor(math.inf, dtype=torch.float64), values)
         non_finite.append(int(values.isinf().sum()))
         return values
@@ -325,7 +327,7 @@ def test_non_finite_metric_of_a_discarded_speculative_circuit_does_not_stop_the_
     batched = run_acdc(graph, infinite_past_a_kept_candidate, 0.1, batch_size=8, progress=False)
     sequential = run_acdc(graph, plain, 0.1, batch_size=1, progress=False)
     assert sum(non_finite) > 0  # the batched run did compute such circuits
-    assert torch.equal(batched.edge_kept, sequential.edge_kept) and torch.equal(batched.head_input_kept, sequential.head_input_kept)
+    assert torch.equal(batched.kept.edges, sequential.kept.edges) and torch.equal(batched.kept.head_inputs, sequential.kept.head_inputs)
 
 
 # --- circuit files are written whole or not at all -------------------------------------------------

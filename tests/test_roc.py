@@ -66,7 +66,7 @@ def test_edge_rates_count_true_and_false_positives_over_every_edge():
 
 def test_a_node_is_in_a_circuit_when_it_has_an_in_graph_edge_in_or_out():
     circuit = hand_circuit({"input->a0.h1<k>"})
-    members = dict(zip(node_names(circuit.graph), node_mask(circuit.graph, circuit.edge_in_graph).tolist()))
+    members = dict(zip(node_names(circuit.graph), node_mask(circuit.graph, circuit.in_graph.edges).tolist()))
     assert members == {"input": True, "a0.h0": False, "a0.h1": True, "logits": False}
 
 
@@ -122,11 +122,11 @@ def test_sweep_circuits_equal_plain_runs_at_every_threshold(sweep_setting):
     sweep = acdc_threshold_sweep(model, task, thresholds, batch_size=4, progress=False)
     for threshold, swept in zip(thresholds, sweep.circuits):
         plain = discover(model, task, threshold=threshold, batch_size=4, progress=False)
-        assert torch.equal(swept.edge_kept, plain.edge_kept)
-        assert torch.equal(swept.head_input_kept, plain.head_input_kept)
-        assert torch.equal(swept.edge_in_graph, plain.edge_in_graph)
-        torch.testing.assert_close(swept.edge_scores, plain.edge_scores, rtol=0, atol=0, equal_nan=True)
-        torch.testing.assert_close(swept.head_input_scores, plain.head_input_scores, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(swept.kept.edges, plain.kept.edges)
+        assert torch.equal(swept.kept.head_inputs, plain.kept.head_inputs)
+        assert torch.equal(swept.in_graph.edges, plain.in_graph.edges)
+        torch.testing.assert_close(swept.scores.edges, plain.scores.edges, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(swept.scores.head_inputs, plain.scores.head_inputs, rtol=0, atol=0, equal_nan=True)
         assert swept.metric == plain.metric
 
 

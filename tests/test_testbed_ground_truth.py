@@ -30,7 +30,7 @@ def derived():
 def test_shipped_truth_is_what_the_rule_derives_from_the_model_now(derived, name):
     truth, shipped = derived[name][2], reference_circuit(name)
     assert shipped.edges() == truth.edges()
-    assert torch.equal(shipped.head_input_in_graph, truth.head_input_in_graph)
+    assert torch.equal(shipped.in_graph.head_inputs, truth.in_graph.head_inputs)
     assert shipped.method == truth.method and shipped.method["name"] == "attention-roles"
     numbers = ("full", "circuit", "empty")
     assert {k: v for k, v in shipped.metric.items() if k not in numbers} == {k: v for k, v in truth.metric.items() if k not in numbers}
@@ -42,7 +42,7 @@ def test_head_inputs_are_exactly_the_receivers_of_the_truths_edges(derived, name
     truth = derived[name][2]
     receivers = {edge.split("->")[1] for edge in truth.edges()}
     graph = truth.graph
-    assert {name for name in graph.head_input_names() if truth.head_input_in_graph[graph.parse_head_input(name)]} == {
+    assert {name for name in graph.head_input_names() if truth.in_graph.head_inputs[graph.parse_head_input(name)]} == {
         r for r in receivers if r.endswith(">")
     }
 

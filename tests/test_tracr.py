@@ -11,11 +11,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from acdc_engine.commands.discover import CONF_DIR
 from acdc_engine import discover
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.measure.metrics import make_metric
@@ -27,7 +27,7 @@ from acdc_engine.tracr import PROGRAMS, compiled_program, structural_circuit
 from acdc_engine.tracr import cache
 from acdc_engine.tracr.compiler import check_against_tracr, convert, tracr_compile
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = CONF_DIR
 THRESHOLD = 1e-6  # "a small threshold": every removal here changes l2 by 0 (to ~1e-13) or by more than 1e-2
 PAPER = ("tracr-reverse", "tracr-proportion")
 BOS_MACHINERY = {"one", "tokens:BOS"}  # the dimensions of tracr's always-attend-to-BOS term
@@ -71,7 +71,7 @@ def fresh_proportion():
 
 def head_inputs_in(circuit):
     g = circuit.graph
-    return {name for name in g.head_input_names() if circuit.head_input_in_graph[g.parse_head_input(name)]}
+    return {name for name in g.head_input_names() if circuit.in_graph.head_inputs[g.parse_head_input(name)]}
 
 
 # ----- registry and configs ------------------------------------------------------------------------
@@ -232,8 +232,8 @@ def test_structural_ground_truth_computes_the_full_model_exactly(name, ablation,
     model, truth = models[name], truths[name]
     task = make_task(name, model)
     patcher = EdgePatcher(model, truth.graph, task.clean, task.corrupted, task.positions, ablation)
-    full = patcher.logits(truth.graph.full_edge_mask(), truth.graph.full_head_input_mask())
-    assert torch.equal(patcher.logits(truth.edge_in_graph, truth.head_input_in_graph), full)
+    full = patcher.logits(truth.graph.full_mask())
+    assert torch.equal(patcher.logits(truth.in_graph), full)
 
 
 def test_an_edge_exists_only_where_the_sender_writes_what_the_receiver_reads():

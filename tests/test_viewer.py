@@ -61,7 +61,7 @@ def test_text_that_would_close_the_script_is_escaped(small_circuit):
 def test_a_diff_view_marks_shared_and_only_a_and_only_b_edges(small_circuit):
     smaller = circuit_from_dict(circuit_to_dict(small_circuit))
     drop = smaller.graph.parse_edge(small_circuit.edges()[-1])  # an edge into logits: the rest stays on paths
-    smaller.edge_in_graph[drop] = smaller.edge_kept[drop] = False
+    smaller.in_graph.edges[drop] = smaller.kept.edges[drop] = False
     comparison = compare_circuits([small_circuit, smaller], sources=["ioi", "smaller"])
     view = diff_view(comparison)
     states = [e[3] for e in view["edges"]]

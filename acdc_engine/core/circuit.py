@@ -9,14 +9,11 @@ its drawing live with their formats (``acdc_engine.formats``: ``save_circuit``, 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from acdc_engine.core.graph import Graph
+from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core.nodes import edge_name
 from acdc_engine.core.pruning import emitted_nodes, on_input_to_logits_paths
 
@@ -25,20 +22,18 @@ from acdc_engine.core.pruning import emitted_nodes, on_input_to_logits_paths
 class Circuit:
     """A circuit over ``graph``; masks are bool (True = in), scores float64 (NaN = not tested).
 
-    edge_kept / head_input_kept: the method's raw decisions, [S, R] / [L, H, 3].
-    edge_in_graph / head_input_in_graph: the emitted circuit (kept and on an input-to-logits path).
+    kept: the method's raw decisions (``CircuitMask``: edges [S, R], head inputs [L, H, 3]).
+    in_graph: the emitted circuit (kept and on an input-to-logits path).
+    scores: the method's score of every edge and head input (``Scores``, same layout).
     metric: {"name", "full", "circuit", "empty"} (lower is better).
     model, task, method, run: descriptive dicts written to the circuit file; extra: unknown fields
     read from a file, kept so that they are written back.
     """
 
     graph: Graph
-    edge_kept: Tensor
-    head_input_kept: Tensor
-    edge_in_graph: Tensor
-    head_input_in_graph: Tensor
-    edge_scores: Tensor
-    head_input_scores: Tensor
+    kept: CircuitMask
+    in_graph: CircuitMask
+    scores: Scores
     metric: dict[str, Any]
     threshold: float | None = None
     model: dict[str, Any] = field(default_factory=dict)
@@ -48,27 +43,17 @@ class Circuit:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def unscored(cls, graph: Graph, edge_kept: Tensor, head_input_kept: Tensor, **fields: Any) -> Circuit:
+    def unscored(cls, graph: Graph, kept: CircuitMask, **fields: Any) -> Circuit:
         """A circuit given by its masks alone (a ground truth, a published circuit): its emitted
         part is computed, its scores are NaN, ``metric`` is {} unless given; ``fields`` are the
         constructor's descriptive ones (metric, model, task, method, extra, ...)."""
-        edge_in_graph, head_input_in_graph = on_input_to_logits_paths(graph, edge_kept, head_input_kept)
         fields.setdefault("metric", {})
-        return cls(
-            graph=graph,
-            edge_kept=edge_kept,
-            head_input_kept=head_input_kept,
-            edge_in_graph=edge_in_graph,
-            head_input_in_graph=head_input_in_graph,
-            edge_scores=torch.full(edge_kept.shape, math.nan, dtype=torch.float64),
-            head_input_scores=torch.full(head_input_kept.shape, math.nan, dtype=torch.float64),
-            **fields,
-        )
+        return cls(graph=graph, kept=kept, in_graph=on_input_to_logits_paths(graph, kept), scores=Scores.unscored(kept), **fields)
 
     @property
     def n_edges(self) -> int:
         """Edges of the emitted circuit."""
-        return int(self.edge_in_graph.sum())
+        return int(self.in_graph.edges.sum())
 
     @property
     def n_edges_total(self) -> int:
@@ -77,11 +62,11 @@ class Circuit:
     def edges(self) -> list[str]:
         """Names of the emitted circuit's edges, receivers in forward order."""
         g = self.graph
-        return [edge_name(s, r) for s, r in g.edges() if self.edge_in_graph[g.sender_index[s], g.receiver_index[r]]]
+        return [edge_name(s, r) for s, r in g.edges() if self.in_graph.edges[g.sender_index[s], g.receiver_index[r]]]
 
     def nodes(self) -> list[str]:
         """Components (input, heads, MLPs, logits) of the emitted circuit, in forward order."""
-        return emitted_nodes(self.graph, self.edge_in_graph)
+        return emitted_nodes(self.graph, self.in_graph.edges)
 
     def summary(self) -> str:
         m = self.metric or {}

@@ -23,7 +23,8 @@ import networkx as nx
 import torch
 
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.core.nodes import QKV, edge_name, head_name, head_receiver_name, mlp_name, parse_node, split_edge
+from acdc_engine.core.mask import CircuitMask
+from acdc_engine.core.nodes import QKV, NodeKind, edge_name, head_name, head_receiver_name, mlp_name, parse_node, split_edge
 
 
 INPUT_WRITES = -1
@@ -141,7 +142,7 @@ class Graph:
 
     def parse_head_input(self, name: str) -> tuple[int, int, int]:
         """``"a1.h2<k>"`` -> (layer, head, qkv index); AcdcError if no such head receiver exists."""
-        if name not in self.receiver_index or parse_node(name).kind != "head_receiver":
+        if name not in self.receiver_index or parse_node(name).kind is not NodeKind.HEAD_RECEIVER:
             raise AcdcError(f"unknown head input '{name}' (expected e.g. 'a0.h1<q>')")
         node = parse_node(name)
         return node.layer, node.head, node.qkv_index
@@ -152,15 +153,24 @@ class Graph:
     def full_head_input_mask(self) -> torch.Tensor:
         return torch.ones(self.shape.n_layers, self.shape.n_heads, 3, dtype=torch.bool)
 
-    def to_networkx(self, edge_mask: torch.Tensor | None = None, head_input_mask: torch.Tensor | None = None) -> nx.DiGraph:
-        """A DiGraph over sender and receiver names with the edges in the masks (default: all).
+    def full_mask(self) -> CircuitMask:
+        """Every edge and head input kept: the full model."""
+        return CircuitMask(self.full_edge_mask(), self.full_head_input_mask())
+
+    def empty_mask(self) -> CircuitMask:
+        """Nothing kept: every edge and head input ablated."""
+        return CircuitMask(torch.zeros_like(self.edge_exists), torch.zeros(self.shape.n_layers, self.shape.n_heads, 3, dtype=torch.bool))
+
+    def to_networkx(self, mask: CircuitMask | None = None) -> nx.DiGraph:
+        """A DiGraph over sender and receiver names with the edges and head inputs in ``mask``
+        (default: all).
 
         Besides sender -> receiver edges it holds each node's internal link: receiver ``m{L}`` ->
         sender ``m{L}`` is the same name, so the MLP is one node; head receiver ``a{L}.h{H}<q>`` ->
         sender ``a{L}.h{H}`` when that head input is in the mask. ``logits`` is a node of its own.
         """
-        edge_mask = self.edge_exists if edge_mask is None else edge_mask
-        head_input_mask = self.full_head_input_mask() if head_input_mask is None else head_input_mask
+        mask = self.full_mask() if mask is None else mask
+        edge_mask, head_input_mask = mask.edges, mask.head_inputs
         g = nx.DiGraph()
         g.add_nodes_from(self.senders)
         g.add_nodes_from(self.receivers)

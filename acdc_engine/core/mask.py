@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.core.graph import Graph
 
 P = TypeVar("P", bound="EdgeTensors")
 
@@ -50,11 +49,14 @@ class EdgeTensors:
             raise TypeError("one circuit has no length; a batch of C circuits has C")
         return self.circuit_shape[0]
 
+    def __iter__(self):
+        raise TypeError("a mask is not a pair to unpack: read .edges and .head_inputs (or .unbind() a batch)")
+
     def __getitem__(self: P, index: int | slice | Tensor) -> P:
         """The circuit(s) at ``index`` of the leading circuit axis."""
         return type(self)(self.edges[index], self.head_inputs[index])
 
-    def map(self: P, fn) -> P:
+    def map(self: P, fn: Callable[[Tensor], Tensor]) -> P:
         """Both tensors through ``fn`` (``mask.map(torch.Tensor.clone)``)."""
         return type(self)(fn(self.edges), fn(self.head_inputs))
 
@@ -82,16 +84,6 @@ class EdgeTensors:
 class CircuitMask(EdgeTensors):
     """Which edges and head inputs a circuit keeps: bool (True = in) or float in [0, 1]."""
 
-    @classmethod
-    def full(cls, graph: Graph) -> "CircuitMask":
-        """Every edge and head input kept: the full model."""
-        return cls(graph.full_edge_mask(), graph.full_head_input_mask())
-
-    @classmethod
-    def empty(cls, graph: Graph) -> "CircuitMask":
-        """Nothing kept: every edge and head input ablated."""
-        return cls(torch.zeros_like(graph.edge_exists), torch.zeros_like(graph.full_head_input_mask()))
-
     @property
     def n_edges(self) -> int:
         """Edges kept (summed over every circuit of a batch; a float mask counts its weights)."""
@@ -105,12 +97,9 @@ class Scores(EdgeTensors):
     """A score for every edge and head input, float64; NaN = not scored (e.g. removed untested)."""
 
     @classmethod
-    def unscored(cls, graph: Graph) -> "Scores":
-        nan = math.nan
-        return cls(
-            torch.full(graph.edge_exists.shape, nan, dtype=torch.float64),
-            torch.full(graph.full_head_input_mask().shape, nan, dtype=torch.float64),
-        )
+    def unscored(cls, mask: CircuitMask) -> "Scores":
+        """NaN everywhere, in the shapes of ``mask``."""
+        return cls(torch.full(mask.edges.shape, math.nan, dtype=torch.float64), torch.full(mask.head_inputs.shape, math.nan, dtype=torch.float64))
 
 
 def _same(a: Tensor, b: Tensor) -> bool:

@@ -13,13 +13,15 @@ import torch
 from torch import Tensor
 
 from acdc_engine.core.graph import Graph
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine.core.nodes import LOGITS, QKV, component_of, head_name, head_receiver_name
 
 
-def on_input_to_logits_paths(graph: Graph, edge_mask: Tensor, head_input_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """The parts of (edge_mask [S, R], head_input_mask [L, H, 3]) on some path from an input sender
-    to ``logits``, as masks of the same shapes."""
-    g = graph.to_networkx(edge_mask, head_input_mask)
+def on_input_to_logits_paths(graph: Graph, mask: CircuitMask) -> CircuitMask:
+    """The part of ``mask`` (one circuit: edges [S, R], head inputs [L, H, 3]) on some path from an
+    input sender to ``logits``, in the same shapes."""
+    edge_mask, head_input_mask = mask.edges, mask.head_inputs
+    g = graph.to_networkx(mask)
     from_input: set[str] = set()
     for source in graph.input_senders:
         from_input |= nx.descendants(g, source) | {source}
@@ -30,7 +32,7 @@ def on_input_to_logits_paths(graph: Graph, edge_mask: Tensor, head_input_mask: T
     heads = head_input_mask.clone()
     for layer, head, x in head_input_mask.nonzero().tolist():
         heads[layer, head, x] = head_receiver_name(layer, head, QKV[x]) in from_input and head_name(layer, head) in to_logits
-    return edges, heads
+    return CircuitMask(edges, heads)
 
 
 def emitted_nodes(graph: Graph, edge_in_graph: Tensor) -> list[str]:

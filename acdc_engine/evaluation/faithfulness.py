@@ -26,6 +26,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
@@ -79,14 +80,11 @@ class CircuitEvaluator:
     def metric_name(self) -> str:
         return self.measurement.metric_name
 
-    def metrics(self, edge_masks: Tensor, head_input_masks: Tensor) -> Tensor:
-        """m(C) of circuits edge_masks [C, S, R], head_input_masks [C, L, H, 3] (bool) -> [C] float64."""
-        if edge_masks.shape[1:] != self.graph.edge_exists.shape:
-            raise AcdcError(f"edge masks must be [C, {', '.join(map(str, self.graph.edge_exists.shape))}], got {tuple(edge_masks.shape)}")
-        values = [
-            self.measurement.evaluate(edge_masks[i : i + self.batch_size], head_input_masks[i : i + self.batch_size])
-            for i in range(0, len(edge_masks), self.batch_size)
-        ]
+    def metrics(self, masks: CircuitMask) -> Tensor:
+        """m(C) of circuits ``masks`` (bool, edges [C, S, R], head inputs [C, L, H, 3]) -> [C] float64."""
+        if masks.edges.shape[1:] != self.graph.edge_exists.shape:
+            raise AcdcError(f"edge masks must be [C, {', '.join(map(str, self.graph.edge_exists.shape))}], got {tuple(masks.edges.shape)}")
+        values = [self.measurement.evaluate(masks[i : i + self.batch_size]) for i in range(0, len(masks), self.batch_size)]
         return torch.cat(values) if values else torch.zeros(0, dtype=torch.float64)
 
     def faithfulness(self, values: Tensor) -> Tensor:
@@ -98,15 +96,12 @@ class CircuitEvaluator:
             )
         return normalised_faithfulness(values, self.full, self.empty)
 
-    def circuit_masks(self, circuits: Sequence[Circuit]) -> tuple[Tensor, Tensor]:
+    def circuit_masks(self, circuits: Sequence[Circuit]) -> CircuitMask:
         """The emitted circuits' masks, stacked; AcdcError if a circuit's graph is not this model's."""
         for circuit in circuits:
             if circuit.graph.shape != self.graph.shape:
                 raise AcdcError(f"circuit graph {circuit.graph.shape} does not match the model's {self.graph.shape}")
-        return (
-            torch.stack([c.edge_in_graph for c in circuits]),
-            torch.stack([c.head_input_in_graph for c in circuits]),
-        )
+        return CircuitMask.stack([c.in_graph for c in circuits])
 
 
 @dataclass
@@ -158,37 +153,33 @@ def check_fractions(fractions: Sequence[float]) -> list[float]:
     return values
 
 
-def top_fraction_masks(evaluator: CircuitEvaluator, scores: Tensor, fractions: Sequence[float]) -> tuple[Tensor, Tensor]:
-    """The emitted circuits of the top int(k * n_edges) edges by |score| for each k: [K, S, R], [K, L, H, 3]."""
+def top_fraction_masks(evaluator: CircuitEvaluator, scores: Tensor, fractions: Sequence[float]) -> CircuitMask:
+    """The emitted circuits of the top int(k * n_edges) edges by |score| for each k: [K, ...]."""
     graph = evaluator.graph
-    edges, heads = [], []
-    for k in check_fractions(fractions):
-        selected = select_edges(graph, scores, top_n=int(k * graph.n_edges))
-        edge_mask, head_mask = on_input_to_logits_paths(graph, selected, graph.full_head_input_mask())
-        edges.append(edge_mask)
-        heads.append(head_mask)
-    return torch.stack(edges), torch.stack(heads)
+    return CircuitMask.stack(
+        on_input_to_logits_paths(graph, CircuitMask(select_edges(graph, scores, top_n=int(k * graph.n_edges)), graph.full_head_input_mask()))
+        for k in check_fractions(fractions)
+    )
 
 
 def faithfulness_of_scores(evaluator: CircuitEvaluator, scores: Tensor, fractions: Sequence[float] = MIB_FRACTIONS) -> FaithfulnessCurve:
     """MIB's curve for a ranking: the top-k circuits' faithfulness for each fraction k."""
-    edge_masks, head_masks = top_fraction_masks(evaluator, scores, fractions)
-    return _curve(evaluator, edge_masks, head_masks, check_fractions(fractions), ranked=True)
+    return _curve(evaluator, top_fraction_masks(evaluator, scores, fractions), check_fractions(fractions), ranked=True)
 
 
 def faithfulness_of_circuits(evaluator: CircuitEvaluator, circuits: Sequence[Circuit]) -> FaithfulnessCurve:
     """Faithfulness of given circuits (e.g. an ACDC sweep), sorted by size."""
-    edge_masks, head_masks = evaluator.circuit_masks(circuits)
-    order = torch.argsort(edge_masks.flatten(1).sum(1), stable=True).tolist()
-    cuts = [math.nan if circuits[i].threshold is None else float(circuits[i].threshold) for i in order]
-    return _curve(evaluator, edge_masks[order], head_masks[order], cuts, ranked=False)
+    masks = evaluator.circuit_masks(circuits)
+    order = torch.argsort(masks.edges.flatten(1).sum(1), stable=True)
+    cuts = [math.nan if circuits[i].threshold is None else float(circuits[i].threshold) for i in order.tolist()]
+    return _curve(evaluator, masks[order], cuts, ranked=False)
 
 
-def _curve(evaluator: CircuitEvaluator, edge_masks: Tensor, head_masks: Tensor, cuts: list[float], ranked: bool) -> FaithfulnessCurve:
-    values = evaluator.metrics(edge_masks, head_masks)
+def _curve(evaluator: CircuitEvaluator, masks: CircuitMask, cuts: list[float], ranked: bool) -> FaithfulnessCurve:
+    values = evaluator.metrics(masks)
     return FaithfulnessCurve(
         cuts=cuts,
-        edges=edge_masks.flatten(1).sum(1).tolist(),
+        edges=masks.edges.flatten(1).sum(1).tolist(),
         metric=values.tolist(),
         faithfulness=evaluator.faithfulness(values).tolist(),
         total_edges=evaluator.graph.n_edges,

@@ -227,9 +227,9 @@ def compare_methods(
             method_params = {"steps": steps} if method == "eap-ig" else {}
             scored = discover(model, task_data, method=method, metric=gradient_metric, top_n=0, **method_params, **common)
             seconds = time.perf_counter() - start
-            result = MethodResult(method, faithfulness_of_scores(evaluator, scored.edge_scores, fractions), seconds)
+            result = MethodResult(method, faithfulness_of_scores(evaluator, scored.scores.edges, fractions), seconds)
             if truth is not None:
-                result.roc = {level: roc_from_scores(truth, scored.edge_scores, level) for level in LEVELS}
+                result.roc = {level: roc_from_scores(truth, scored.scores.edges, level) for level in LEVELS}
         results[method] = result
     setting = {
         "model": model_name or model.cfg.model_name,
@@ -242,7 +242,7 @@ def compare_methods(
         "metric_full": evaluator.full,
         "metric_empty": evaluator.empty,
         "truth_faithfulness": (
-            float(evaluator.faithfulness(evaluator.metrics(*evaluator.circuit_masks([truth])))[0]) if truth is not None else None
+            float(evaluator.faithfulness(evaluator.metrics(evaluator.circuit_masks([truth])))[0]) if truth is not None else None
         ),
         "thresholds": list(thresholds) if "acdc" in methods else None,
         "fractions": list(fractions),

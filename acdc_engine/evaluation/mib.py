@@ -51,6 +51,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.pruning import on_input_to_logits_paths
 from acdc_engine.core.errors import AcdcError
@@ -194,15 +195,15 @@ def top_k_circuits(
     chosen, masks = [], []
     for fraction in check_fractions(fractions):
         budget = edge_budget(fraction, graph.n_edges)
-        kept = select_edges(graph, scored.edge_scores, top_n=budget)
-        masks.append(on_input_to_logits_paths(graph, kept, graph.full_head_input_mask()))
+        kept = select_edges(graph, scored.scores.edges, top_n=budget)
+        masks.append(on_input_to_logits_paths(graph, CircuitMask(kept, graph.full_head_input_mask())))
         chosen.append((fraction, budget, kept))
-    values = evaluator.metrics(torch.stack([e for e, _ in masks]), torch.stack([h for _, h in masks])).tolist()
+    values = evaluator.metrics(CircuitMask.stack(masks)).tolist()
     out = []
-    for (fraction, budget, kept), (edges, heads), value in zip(chosen, masks, values):
+    for (fraction, budget, kept), emitted, value in zip(chosen, masks, values):
         circuit = Circuit(
-            graph=graph, edge_kept=kept, head_input_kept=graph.full_head_input_mask(), edge_in_graph=edges,
-            head_input_in_graph=heads, edge_scores=scored.edge_scores, head_input_scores=scored.head_input_scores,
+            graph=graph, kept=CircuitMask(kept, graph.full_head_input_mask()), in_graph=emitted,
+            scores=scored.scores,
             metric={"name": evaluator.metric_name, "full": evaluator.full, "circuit": value, "empty": evaluator.empty},
             threshold=None, model=scored.model, task=scored.task,
             method={**scored.method, "top_n": budget, "fraction": fraction}, run=scored.run,

@@ -92,9 +92,9 @@ def _truth_sets(truth: Circuit, level: str) -> tuple[Tensor, Tensor]:
     """(truth labels, universe) at ``level``: edges over [S, R], nodes over ``node_names``."""
     graph = truth.graph
     if level == "edge":
-        return truth.edge_in_graph & graph.edge_exists, graph.edge_exists
+        return truth.in_graph.edges & graph.edge_exists, graph.edge_exists
     if level == "node":
-        return node_mask(graph, truth.edge_in_graph), torch.ones(len(graph.senders) + 1, dtype=torch.bool)
+        return node_mask(graph, truth.in_graph.edges), torch.ones(len(graph.senders) + 1, dtype=torch.bool)
     raise AcdcError(f"unknown ROC level '{level}'; choose one of {', '.join(LEVELS)}")
 
 
@@ -134,7 +134,7 @@ def roc_from_circuits(truth: Circuit, circuits: Sequence[Circuit], level: str = 
         check_same_graph(truth, circuit.graph)
     if not circuits:
         return RocCurve(level)
-    masks = torch.stack([c.edge_in_graph for c in circuits])
+    masks = torch.stack([c.in_graph.edges for c in circuits])
     cuts = [math.nan if c.threshold is None else c.threshold for c in circuits]
     return roc_from_masks(truth, masks, cuts, level)
 

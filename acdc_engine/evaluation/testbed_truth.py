@@ -38,6 +38,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine.api import model_description
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
@@ -233,20 +234,18 @@ def testbed_truth(model: Any, model_name: str, task: TaskData) -> Circuit:
             heads[graph.parse_head_input(graph.receivers[r])] = True
     evaluator = CircuitEvaluator(model, task, ablation="resample")
     truth = Circuit.unscored(
-        graph,
-        edges,
-        heads,
+        graph, CircuitMask(edges, heads),
         model=model_description(model, model_name, split_input=False),
         task={"name": task.name, **task.params},
         method={"name": "attention-roles", "rule": rule_text(model_name, graph.shape.has_mlp), "roles": roles},
     )
-    if not (torch.equal(truth.edge_in_graph, edges) and torch.equal(truth.head_input_in_graph, heads)):
+    if not (torch.equal(truth.in_graph.edges, edges) and torch.equal(truth.in_graph.head_inputs, heads)):
         raise RuntimeError(f"{model_name}: the attention-role truth has parts off every input-to-logits path")
     truth.metric = {
         "name": evaluator.metric_name,
         "ablation": "resample",
         "full": evaluator.full,
-        "circuit": float(evaluator.metrics(edges[None], heads[None])[0]),
+        "circuit": float(evaluator.metrics(CircuitMask.stack([truth.in_graph]))[0]),
         "empty": evaluator.empty,
     }
     return truth

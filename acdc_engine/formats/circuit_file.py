@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
@@ -69,18 +70,18 @@ def circuit_to_dict(circuit: Circuit) -> dict[str, Any]:
     # read the masks into Python lists once: indexing a tensor per edge costs microseconds each
     senders, receivers = g.edge_exists.T.nonzero().T.flip(0)  # the order of g.edges()
     edge_columns = zip(
-        circuit.edge_in_graph.bool()[senders, receivers].tolist(),
-        circuit.edge_kept.bool()[senders, receivers].tolist(),
-        circuit.edge_scores.double()[senders, receivers].tolist(),
+        circuit.in_graph.edges.bool()[senders, receivers].tolist(),
+        circuit.kept.edges.bool()[senders, receivers].tolist(),
+        circuit.scores.edges.double()[senders, receivers].tolist(),
     )
     edges = {
         name: {"in_graph": in_graph, "kept": kept, "score": _score(score)}
         for name, (in_graph, kept, score) in zip(g.edge_names(), edge_columns)
     }
     head_columns = zip(  # head_input_names() is in mask order: layer, head, q/k/v
-        circuit.head_input_in_graph.bool().reshape(-1).tolist(),
-        circuit.head_input_kept.bool().reshape(-1).tolist(),
-        circuit.head_input_scores.double().reshape(-1).tolist(),
+        circuit.in_graph.head_inputs.bool().reshape(-1).tolist(),
+        circuit.kept.head_inputs.bool().reshape(-1).tolist(),
+        circuit.scores.head_inputs.double().reshape(-1).tolist(),
     )
     head_inputs = {
         name: {"in_graph": in_graph, "kept": kept, "score": _score(score)}
@@ -233,7 +234,7 @@ def circuit_fields(data: Any, source: str = "circuit") -> dict[str, Any]:
     )
     if heads is None:  # MIB-style file: q/k/v receivers are reached by edges alone
         head_kept = graph.full_head_input_mask()
-        head_in_graph = on_input_to_logits_paths(graph, edge_in_graph, head_kept)[1]
+        head_in_graph = on_input_to_logits_paths(graph, CircuitMask(edge_in_graph, head_kept)).head_inputs
         head_scores = torch.full(head_kept.shape, math.nan, dtype=torch.float64)
     else:
         head_in_graph, head_kept, head_scores = heads
@@ -253,12 +254,9 @@ def circuit_fields(data: Any, source: str = "circuit") -> dict[str, Any]:
         _field(data, "threshold", float, source)
     fields = dict(
         graph=graph,
-        edge_kept=edge_kept,
-        head_input_kept=head_kept,
-        edge_in_graph=edge_in_graph,
-        head_input_in_graph=head_in_graph,
-        edge_scores=edge_scores,
-        head_input_scores=head_scores,
+        kept=CircuitMask(edge_kept, head_kept),
+        in_graph=CircuitMask(edge_in_graph, head_in_graph),
+        scores=Scores(edge_scores, head_scores),
         metric=metric,
         threshold=threshold,
         model=model,

@@ -84,12 +84,12 @@ def circuit_to_dot(circuit: Circuit) -> str:
             for node in members:
                 sub.node(node, node, **node_style(node))
 
-    scores = circuit.edge_scores[circuit.edge_in_graph].abs()
+    scores = circuit.scores.edges[circuit.in_graph.edges].abs()
     scores = scores[~scores.isnan()]
     largest = float(scores.max()) if len(scores) else 0.0
     for name in circuit.edges():
         sender, receiver = split_edge(name)
-        score = float(circuit.edge_scores[g.parse_edge(name)])
+        score = float(circuit.scores.edges[g.parse_edge(name)])
         width = 1.0 if math.isnan(score) or largest == 0 else 1.0 + 4.0 * abs(score) / largest
         into = parse_node(receiver)
         qkv = into.qkv or "other"

@@ -190,11 +190,11 @@ def circuit_to_eap_ig_pt(circuit: Circuit, d_model: int | None = None) -> bytes:
         out[index[0][exists], index[1][exists]] = values[exists].to(dtype)
         return out
 
-    tested = ~circuit.edge_scores.isnan()
-    scores = torch.where(tested, circuit.edge_scores, torch.zeros_like(circuit.edge_scores))
+    tested = ~circuit.scores.edges.isnan()
+    scores = torch.where(tested, circuit.scores.edges, torch.zeros_like(circuit.scores.edges))
     in_graph_nodes = set(circuit.nodes())
     block = _block(circuit_to_dict(circuit))
-    block["edges_kept"] = matrix(circuit.edge_kept, torch.bool)
+    block["edges_kept"] = matrix(circuit.kept.edges, torch.bool)
     block["edges_tested"] = matrix(tested, torch.bool)
     block["edges_scores"] = matrix(scores, torch.float64)  # EAP-IG's own matrix is float32
     data = {
@@ -202,7 +202,7 @@ def circuit_to_eap_ig_pt(circuit: Circuit, d_model: int | None = None) -> bytes:
         "src_nodes": src,
         "dst_nodes": dst,
         "edges_scores": matrix(scores, torch.float32),
-        "edges_in_graph": matrix(circuit.edge_in_graph, torch.bool),
+        "edges_in_graph": matrix(circuit.in_graph.edges, torch.bool),
         "nodes_in_graph": torch.tensor([name in in_graph_nodes for name in src]),
         BLOCK: block,
     }
@@ -299,9 +299,7 @@ def _build(
             native_edges.setdefault(f"{sender}->{receiver}", {"in_graph": False, "kept": False, "score": None})
     fields = circuit_fields(native, source=source)
     if block is None:  # the file's in_graph is the decision; emit its part on input-to-logits paths
-        fields["edge_in_graph"], fields["head_input_in_graph"] = on_input_to_logits_paths(
-            fields["graph"], fields["edge_kept"], fields["head_input_kept"]
-        )
+        fields["in_graph"] = on_input_to_logits_paths(fields["graph"], fields["kept"])
     return fields
 
 

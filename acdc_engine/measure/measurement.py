@@ -13,13 +13,15 @@ float64. The full model's value is measured through that same pass (resumed at t
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import build_graph
+from acdc_engine.core.mask import CircuitMask
+from acdc_engine.core.patcher import Evaluate
 from acdc_engine.measure.metrics import at_least_float32, make_metric
 from acdc_engine.patching import EdgePatcher
 from acdc_engine.tasks import TaskData, make_task
@@ -80,30 +82,20 @@ class Measurement:
             permute_corrupted_positions=permute_corrupted_positions,
         )
         full_logits = at_least_float32(
-            self.patcher.logits(self.full_edges, self.full_heads, start_layer=self.graph.shape.n_layers)
+            self.patcher.logits(self.graph.full_mask(), start_layer=self.graph.shape.n_layers)
         )
         self.metric = make_metric(self.metric_name, task, full_logits)
         self.full = float(self.metric(full_logits[None]).double()[0])
 
-    @property
-    def full_edges(self) -> Tensor:
-        """The full model's edge mask [S, R] (a new tensor)."""
-        return self.graph.full_edge_mask()
-
-    @property
-    def full_heads(self) -> Tensor:
-        """The full model's head input mask [L, H, 3] (a new tensor)."""
-        return self.graph.full_head_input_mask()
-
-    def evaluate(self, edge_masks: Tensor, head_input_masks: Tensor, start_layer: int = 0) -> Tensor:
-        """The metric of circuits edge_masks [C, S, R], head_input_masks [C, L, H, 3] (bool), in one
-        patched pass that may start at ``start_layer`` (every receiver below it intact): [C] float64
-        on the CPU. A circuit gets the same bits alone and in any batch (``EdgePatcher.logits``)."""
-        logits = self.patcher.logits(edge_masks, head_input_masks, start_layer)
+    def evaluate(self, masks: CircuitMask, start_layer: int = 0) -> Tensor:
+        """The metric of circuits ``masks`` (bool, [C, ...]) in one patched pass that may start at
+        ``start_layer`` (every receiver below it intact): [C] float64 on the CPU. A circuit gets the
+        same bits alone and in any batch (``EdgePatcher.logits``)."""
+        logits = self.patcher.logits(masks, start_layer)
         return self.metric(at_least_float32(logits)).double().cpu()
 
-    def empty(self, evaluate: Callable[..., Tensor] | None = None) -> float:
+    def empty(self, evaluate: Evaluate | None = None) -> float:
         """The empty circuit's metric, measured by ``evaluate`` (default: ``self.evaluate``; a sweep
         passes its cached one)."""
         evaluate = evaluate or self.evaluate
-        return float(evaluate(torch.zeros_like(self.full_edges)[None], torch.zeros_like(self.full_heads)[None])[0])
+        return float(evaluate(CircuitMask.stack([self.graph.empty_mask()]), 0)[0])

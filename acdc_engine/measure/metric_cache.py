@@ -18,15 +18,15 @@ change its weights while a cache is in use.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from acdc_engine.core.errors import AcdcError
-
-Evaluate = Callable[..., Tensor]
+from acdc_engine.core.mask import CircuitMask
+from acdc_engine.core.patcher import Evaluate
 """(edge masks [C, S, R], head input masks [C, L, H, 3], start layer) -> metric [C], float64."""
 
 
@@ -72,11 +72,11 @@ class MetricCache:
             )
 
     @staticmethod
-    def key(edge_mask: Tensor, head_input_mask: Tensor, start_layer: int) -> bytes:
+    def key(mask: CircuitMask, start_layer: int) -> bytes:
         """The cache key of one circuit: a digest of its masks ([S, R], [L, H, 3]) and resume layer."""
         digest = hashlib.blake2b(digest_size=20)
-        digest.update(np.packbits(edge_mask.detach().cpu().numpy()).tobytes())
-        digest.update(np.packbits(head_input_mask.detach().cpu().numpy()).tobytes())
+        digest.update(np.packbits(mask.edges.detach().cpu().numpy()).tobytes())
+        digest.update(np.packbits(mask.head_inputs.detach().cpu().numpy()).tobytes())
         digest.update(int(start_layer).to_bytes(4, "little", signed=True))
         return digest.digest()
 
@@ -84,15 +84,15 @@ class MetricCache:
         """``evaluate`` with lookups in this cache; AcdcError if the setting is not this cache's."""
         self._bind(model, task, metric, ablation, split_input)
 
-        def cached(edge_masks: Tensor, head_input_masks: Tensor, start_layer: int = 0) -> Tensor:
-            keys = [self.key(e, h, start_layer) for e, h in zip(edge_masks, head_input_masks)]
+        def cached(masks: CircuitMask, start_layer: int = 0) -> Tensor:
+            keys = [self.key(mask, start_layer) for mask in masks.unbind()]
             missing = [i for i, k in enumerate(keys) if k not in self._values]
             self.circuits_requested += len(keys)
             self.passes_requested += 1
             if missing:
                 if len(missing) < len(keys):
-                    edge_masks, head_input_masks = edge_masks[missing], head_input_masks[missing]
-                values = evaluate(edge_masks, head_input_masks, start_layer).tolist()
+                    masks = masks[torch.tensor(missing)]
+                values = evaluate(masks, start_layer).tolist()
                 self.circuits_computed += len(missing)
                 self.passes_computed += 1
                 for i, value in zip(missing, values):

@@ -26,14 +26,15 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core import choices
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
-from acdc_engine.methods.method import Checkpointing, Evaluate, MethodInput, MethodOutcome, MethodSpec
+from acdc_engine.core.patcher import Evaluate
+from acdc_engine.methods.method import Checkpointing, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.core.nodes import LOGITS, QKV, edge_name, head_name, head_receiver_name, mlp_name, parse_node
 
 
@@ -50,14 +51,12 @@ class Candidate:
 class AcdcResult:
     """ACDC's raw decisions (before pruning to input-to-logits paths) and its bookkeeping.
 
-    edge_kept [S, R], head_input_kept [L, H, 3]: bool, True = kept in the circuit.
-    edge_scores, head_input_scores: float64, m - cur when tested, NaN when removed untested.
+    kept: bool masks (edges [S, R], head inputs [L, H, 3]), True = kept in the circuit.
+    scores: float64 in the same layout, m - cur when tested, NaN when removed untested.
     """
 
-    edge_kept: Tensor
-    head_input_kept: Tensor
-    edge_scores: Tensor
-    head_input_scores: Tensor
+    kept: CircuitMask
+    scores: Scores
     metric_full: float
     metric_final: float
     forward_passes: int
@@ -69,34 +68,32 @@ class AcdcState:
     """Where a running ACDC stands: the one object ``run_acdc`` updates, and enough to continue exactly.
 
     visited: how many candidates of the visiting order have been visited; the next is at this index.
-    edge_kept [S, R], head_input_kept [L, H, 3]: bool, the circuit after those decisions.
-    edge_scores, head_input_scores: float64, as in ``AcdcResult`` (NaN: not tested so far).
+    kept: bool masks, the circuit after those decisions.
+    scores: float64, as in ``AcdcResult`` (NaN: not tested so far).
     cur: the metric of the current circuit, the exact float64 every later decision compares with.
     metric_full: the full model's metric.
     forward_passes, candidates_tested: counters so far.
     window, batch_size: the speculative window of the next batch and its cap; they change the
         number of passes, never the circuit or its scores.
-    cur_source: (edge mask, head input mask, start layer) of the circuit ``cur`` was measured on
+    cur_source: (mask, start layer) of the circuit ``cur`` was measured on
         when that value came from a batch of several circuits (see ``run_acdc`` on near-ties);
         None when it is the value a lone evaluation gives.
     """
 
     visited: int
-    edge_kept: Tensor
-    head_input_kept: Tensor
-    edge_scores: Tensor
-    head_input_scores: Tensor
+    kept: CircuitMask
+    scores: Scores
     cur: float
     metric_full: float
     forward_passes: int
     candidates_tested: int
     window: int
     batch_size: int
-    cur_source: tuple[Tensor, Tensor, int] | None = None
+    cur_source: tuple[CircuitMask, int] | None = None
 
     def check_fits(self, graph: Graph, n_candidates: int) -> None:
         """AcdcError unless the masks have ``graph``'s shapes and ``visited`` <= ``n_candidates``."""
-        if tuple(self.edge_kept.shape) != tuple(graph.edge_exists.shape) or tuple(self.head_input_kept.shape) != (
+        if tuple(self.kept.edges.shape) != tuple(graph.edge_exists.shape) or tuple(self.kept.head_inputs.shape) != (
             graph.shape.n_layers, graph.shape.n_heads, 3
         ):
             raise AcdcError("the saved ACDC state is for a graph of another shape")
@@ -105,38 +102,36 @@ class AcdcState:
 
     def result(self) -> AcdcResult:
         return AcdcResult(
-            edge_kept=self.edge_kept,
-            head_input_kept=self.head_input_kept,
-            edge_scores=self.edge_scores,
-            head_input_scores=self.head_input_scores,
+            kept=self.kept,
+            scores=self.scores,
             metric_full=self.metric_full,
             metric_final=self.cur,
             forward_passes=self.forward_passes,
             candidates_tested=self.candidates_tested,
         )
 
-    def measure(self, evaluate: Evaluate, edge_masks: Tensor, head_input_masks: Tensor, start_layer: int) -> list[float]:
-        """``evaluate`` on a stack of circuits, counted as one forward pass."""
+    def measure(self, evaluate: Evaluate, masks: CircuitMask, start_layer: int) -> list[float]:
+        """``evaluate`` on a stack of circuits [C, ...], counted as one forward pass."""
         self.forward_passes += 1
-        return evaluate(edge_masks, head_input_masks, start_layer).tolist()
+        return evaluate(masks, start_layer).tolist()
 
-    def measure_alone(self, evaluate: Evaluate, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int) -> float:
+    def measure_alone(self, evaluate: Evaluate, mask: CircuitMask, start_layer: int) -> float:
         """``evaluate`` on one circuit in a pass of its own."""
-        return self.measure(evaluate, edge_mask[None], head_input_mask[None], start_layer)[0]
+        return self.measure(evaluate, CircuitMask.stack([mask]), start_layer)[0]
 
     def set(self, candidate: Candidate, kept: bool) -> None:
         """Keep (or remove) ``candidate`` in the current circuit."""
-        _set_mask(candidate, kept, self.edge_kept, self.head_input_kept)
+        _set_mask(candidate, kept, self.kept)
 
     def record_score(self, candidate: Candidate, score: float) -> None:
         if candidate.edge is not None:
-            self.edge_scores[candidate.edge] = score
+            self.scores.edges[candidate.edge] = score
         else:
-            self.head_input_scores[candidate.head_input] = score
+            self.scores.head_inputs[candidate.head_input] = score
 
     def sender_is_dead(self, graph: Graph, sender: str) -> bool:
         """True when ``sender`` has no outgoing edge left in the current circuit."""
-        return not bool(self.edge_kept[graph.sender_index[sender]].any())
+        return not bool(self.kept.edges[graph.sender_index[sender]].any())
 
     def is_moot(self, graph: Graph, candidate: Candidate) -> bool:
         """True when removing ``candidate`` cannot change the circuit's output any more (module docstring)."""
@@ -149,7 +144,7 @@ class AcdcState:
         if receiver.kind == "mlp":  # the MLP's own output must be used
             return self.sender_is_dead(graph, receiver.name)
         head_input = (receiver.layer, receiver.head, receiver.qkv_index)
-        return self.sender_is_dead(graph, receiver.component) or not bool(self.head_input_kept[head_input])
+        return self.sender_is_dead(graph, receiver.component) or not bool(self.kept.head_inputs[head_input])
 
 
 @dataclass(frozen=True)
@@ -288,13 +283,11 @@ def run_acdc(
 
 def _start(graph: Graph, evaluate: Evaluate, batch_size: int) -> AcdcState:
     """The state before the first candidate: the full model, its metric measured."""
-    edges, heads = graph.full_edge_mask(), graph.full_head_input_mask()
+    full = graph.full_mask()
     state = AcdcState(
         visited=0,
-        edge_kept=edges,
-        head_input_kept=heads,
-        edge_scores=torch.full(graph.edge_exists.shape, math.nan, dtype=torch.float64),
-        head_input_scores=torch.full(heads.shape, math.nan, dtype=torch.float64),
+        kept=full,
+        scores=Scores.unscored(full),
         cur=math.nan,
         metric_full=math.nan,
         forward_passes=0,
@@ -302,7 +295,7 @@ def _start(graph: Graph, evaluate: Evaluate, batch_size: int) -> AcdcState:
         window=batch_size,
         batch_size=batch_size,
     )
-    state.cur = state.metric_full = state.measure_alone(evaluate, edges, heads, graph.shape.n_layers)
+    state.cur = state.metric_full = state.measure_alone(evaluate, full, graph.shape.n_layers)
     if not math.isfinite(state.cur):
         raise AcdcError(f"the metric is {state.cur} (not finite) on the full model")
     return state
@@ -313,10 +306,8 @@ def _resumed(graph: Graph, saved: AcdcState, batch_size: int, limit: int) -> Acd
     saved.check_fits(graph, limit)
     return dataclasses.replace(
         saved,
-        edge_kept=saved.edge_kept.clone(),
-        head_input_kept=saved.head_input_kept.clone(),
-        edge_scores=saved.edge_scores.clone(),
-        head_input_scores=saved.head_input_scores.clone(),
+        kept=saved.kept.clone(),
+        scores=saved.scores.clone(),
         window=max(1, min(batch_size, saved.window)),
         batch_size=batch_size,
     )
@@ -337,7 +328,7 @@ class _Batch:
     tested: list[int]
     complete: bool
     nodes: dict[tuple[bool, ...], int]
-    circuits: list[tuple[Tensor, Tensor]]
+    circuits: list[CircuitMask]
 
 
 MIN_CHANCE = 0.3
@@ -354,9 +345,9 @@ def keep_rate(state: AcdcState) -> float:
     """The fraction of tested candidates kept so far, with one kept and one removed added (so it
     lies strictly between 0 and 1): the chance the next tested candidate is kept, as the
     speculation guesses it."""
-    tested = ~state.edge_scores.isnan()
-    tested_heads = ~state.head_input_scores.isnan()
-    kept = int((tested & state.edge_kept).sum()) + int((tested_heads & state.head_input_kept).sum())
+    tested = ~state.scores.edges.isnan()
+    tested_heads = ~state.scores.head_inputs.isnan()
+    kept = int((tested & state.kept.edges).sum()) + int((tested_heads & state.kept.head_inputs).sum())
     return (kept + 1) / (int(tested.sum()) + int(tested_heads.sum()) + 2)
 
 
@@ -376,23 +367,23 @@ def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], 
         return _Batch(start, [], True, {}, [])
     p_keep = keep_rate(state)
     nodes: dict[tuple[bool, ...], int] = {}
-    circuits: list[tuple[Tensor, Tensor]] = []
+    circuits: list[CircuitMask] = []
     # (-chance, order, guesses, the parent's circuit (the state's for the root)), likeliest first
-    frontier = [(-1.0, 0, (), (state.edge_kept, state.head_input_kept))]
+    frontier = [(-1.0, 0, (), state.kept)]
     order = 1
     while frontier and len(circuits) < state.window and -frontier[0][0] >= MIN_CHANCE:
-        negative_chance, _, guesses, (parent_edges, parent_heads) = heapq.heappop(frontier)
-        e, h = parent_edges.clone(), parent_heads.clone()
+        negative_chance, _, guesses, parent = heapq.heappop(frontier)
+        circuit = parent.clone()
         n = len(guesses)
         if n and guesses[-1]:  # the parent's candidate guessed kept
-            _set_mask(candidates[tested[n - 1]], True, e, h)
+            _set_mask(candidates[tested[n - 1]], True, circuit)
         for m in range(tested[n - 1] + 1 if n else start, tested[n] + 1):  # moot ones on the way, then the candidate
-            _set_mask(candidates[m], False, e, h)
+            _set_mask(candidates[m], False, circuit)
         nodes[guesses] = len(circuits)
-        circuits.append((e, h))
+        circuits.append(circuit)
         if n + 1 < len(tested):
             for guess, chance in ((False, 1 - p_keep), (True, p_keep)):
-                heapq.heappush(frontier, (negative_chance * chance, order, guesses + (guess,), (e, h)))
+                heapq.heappush(frontier, (negative_chance * chance, order, guesses + (guess,), circuit))
                 order += 1
     return _Batch(start, tested, complete, nodes, circuits)
 
@@ -420,18 +411,16 @@ def _decide(
     if not batch.tested:  # only moot candidates: removed untested
         _remove_rest(state, candidates, batch.start)
         return len(candidates)
-    edge_masks = torch.stack([edges for edges, _ in batch.circuits])
-    head_masks = torch.stack([heads for _, heads in batch.circuits])
-    values = state.measure(evaluate, edge_masks, head_masks, start_layer)
+    values = state.measure(evaluate, CircuitMask.stack(batch.circuits), start_layer)
     batched = len(values) > 1
     guesses: tuple[bool, ...] = ()
     resume_at = batch.start
     while guesses in batch.nodes:
         k = batch.tested[len(guesses)]
-        candidate, (edges, heads) = candidates[k], batch.circuits[batch.nodes[guesses]]
+        candidate, circuit = candidates[k], batch.circuits[batch.nodes[guesses]]
         m, lone = values[batch.nodes[guesses]], not batched
         if math.isfinite(m) and (batched or state.cur_source) and abs(m - state.cur - threshold) <= near_tie_margin(m, state.cur):
-            m, lone = state.measure_alone(evaluate, edges, heads, start_layer), True
+            m, lone = state.measure_alone(evaluate, circuit, start_layer), True
             if state.cur_source is not None:
                 state.cur, state.cur_source = state.measure_alone(evaluate, *state.cur_source), None
         if not math.isfinite(m):
@@ -439,13 +428,13 @@ def _decide(
         score = m - state.cur
         state.candidates_tested += 1
         state.record_score(candidate, score)
-        state.edge_kept, state.head_input_kept = edges.clone(), heads.clone()
+        state.kept = circuit.clone()
         kept = score >= threshold
         if kept:  # restored; the circuit and cur stay those before it
             state.set(candidate, True)
         else:
             state.cur = m
-            state.cur_source = None if lone else (edges, heads, start_layer)
+            state.cur_source = None if lone else (circuit, start_layer)
         guesses += (kept,)
         resume_at = k + 1
     if batch.complete and len(guesses) == len(batch.tested):  # the rest of the segment is moot
@@ -466,11 +455,12 @@ def _is_skipped(candidate: Candidate, skip: Tensor | None) -> bool:
     return skip is not None and candidate.edge is not None and bool(skip[candidate.edge])
 
 
-def _set_mask(candidate: Candidate, kept: bool, edges: Tensor, heads: Tensor) -> None:
+def _set_mask(candidate: Candidate, kept: bool, mask: CircuitMask) -> None:
+    """Set ``candidate``'s entry of ``mask`` (in place)."""
     if candidate.edge is not None:
-        edges[candidate.edge] = kept
+        mask.edges[candidate.edge] = kept
     else:
-        heads[candidate.head_input] = kept
+        mask.head_inputs[candidate.head_input] = kept
 
 
 # ----- the method, for discover ---------------------------------------------------------------------
@@ -519,10 +509,8 @@ def acdc_outcome(inputs: MethodInput, name: str, threshold: float, batch_size: i
         resume=inputs.resume, checkpointer=inputs.checkpointer,
     )
     return MethodOutcome(
-        edge_kept=result.edge_kept,
-        head_input_kept=result.head_input_kept,
-        edge_scores=result.edge_scores,
-        head_input_scores=result.head_input_scores,
+        kept=result.kept,
+        scores=result.scores,
         description={"name": name, "ablation": inputs.ablation, "order": "reference"},
         threshold=threshold,
         forward_passes=result.forward_passes,

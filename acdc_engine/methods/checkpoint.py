@@ -42,6 +42,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.methods.acdc import AcdcState
@@ -217,15 +218,15 @@ def checkpoint_bytes(state: AcdcState, fingerprint: Fingerprint, seconds: float)
     from safetensors.torch import save
 
     tensors = {
-        "edge_kept": state.edge_kept.detach().to("cpu").contiguous(),
-        "head_input_kept": state.head_input_kept.detach().to("cpu").contiguous(),
-        "edge_scores": state.edge_scores.detach().to("cpu", torch.float64).contiguous(),
-        "head_input_scores": state.head_input_scores.detach().to("cpu", torch.float64).contiguous(),
+        "edge_kept": state.kept.edges.detach().to("cpu").contiguous(),
+        "head_input_kept": state.kept.head_inputs.detach().to("cpu").contiguous(),
+        "edge_scores": state.scores.edges.detach().to("cpu", torch.float64).contiguous(),
+        "head_input_scores": state.scores.head_inputs.detach().to("cpu", torch.float64).contiguous(),
         "metrics": torch.tensor([state.cur, state.metric_full], dtype=torch.float64),
     }
     if state.cur_source is not None:
-        tensors["cur_source_edges"] = state.cur_source[0].detach().to("cpu").clone()  # may share the circuit's memory
-        tensors["cur_source_heads"] = state.cur_source[1].detach().to("cpu").clone()
+        tensors["cur_source_edges"] = state.cur_source[0].edges.detach().to("cpu").clone()  # may share the circuit's memory
+        tensors["cur_source_heads"] = state.cur_source[0].head_inputs.detach().to("cpu").clone()
     counters = {
         "position": state.visited,  # the file's name for it since version 1
         "forward_passes": state.forward_passes,
@@ -233,7 +234,7 @@ def checkpoint_bytes(state: AcdcState, fingerprint: Fingerprint, seconds: float)
         "window": state.window,
         "batch_size": state.batch_size,
         "seconds": seconds,
-        "cur_source_start_layer": None if state.cur_source is None else state.cur_source[2],
+        "cur_source_start_layer": None if state.cur_source is None else state.cur_source[1],
     }
     metadata = {"format": FORMAT, "version": VERSION, "state": json.dumps(counters), "fingerprint": fingerprint.to_json()}
     return save(tensors, metadata=metadata)
@@ -269,10 +270,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         cur, metric_full = tensors["metrics"].tolist()
         state = AcdcState(
             visited=int(counters["position"]),
-            edge_kept=tensors["edge_kept"].bool(),
-            head_input_kept=tensors["head_input_kept"].bool(),
-            edge_scores=tensors["edge_scores"],
-            head_input_scores=tensors["head_input_scores"],
+            kept=CircuitMask(tensors["edge_kept"].bool(), tensors["head_input_kept"].bool()),
+            scores=Scores(tensors["edge_scores"], tensors["head_input_scores"]),
             cur=cur,
             metric_full=metric_full,
             forward_passes=int(counters["forward_passes"]),
@@ -288,10 +287,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(state=state, fingerprint=saved_fingerprint, seconds=seconds)
 
 
-def _cur_source(tensors: dict[str, torch.Tensor], start_layer: int | None) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+def _cur_source(tensors: dict[str, torch.Tensor], start_layer: int | None) -> tuple[CircuitMask, int] | None:
     if start_layer is None:
         return None
-    return tensors["cur_source_edges"].bool(), tensors["cur_source_heads"].bool(), int(start_layer)
+    return CircuitMask(tensors["cur_source_edges"].bool(), tensors["cur_source_heads"].bool()), int(start_layer)
 
 
 def resume_state(path: str | Path, now: Fingerprint) -> Checkpoint:

@@ -5,7 +5,7 @@ when that edge alone is patched (the patching rule of docs/design.md: in_v loses
 
     score(u->v) = sum over prompts, positions, d_model of (out*_u - out_u) * g_v
 
-out_u is sender u's clean output (``patcher.clean_run``), out*_u its ablated one (``patcher.ablated``:
+out_u is sender u's clean output (``patcher.clean_sender_out``), out*_u its ablated one (``patcher.ablated_sender_out``:
 the corrupted run, 0, or the corrupted mean), and g_v the gradient of the metric with respect to
 receiver v's input (``EdgePatcher.receiver_gradients``: the total derivative, through every later
 receiver). The metric is already a mean over prompts, so the plain sum is the estimate of the mean
@@ -21,7 +21,7 @@ g_v over ``steps`` points on the straight line between the baseline and the clea
 k = 0 .. steps - 1 instead; it ends at the clean model). ``rule="midpoint"`` takes
 alpha = (k - 1/2) / steps, whose error falls as 1/steps^2 instead of 1/steps. Only the
 input senders' outputs are interpolated; every other sender keeps its actual clean - ablated
-difference in the score. The baseline is the ablated embedding output, ``patcher.ablated`` at the
+difference in the score. The baseline is the ablated embedding output, ``patcher.ablated_sender_out`` at the
 input senders: the corrupted prompts' embeddings under resample ablation, zero under zero ablation,
 the per-position mean of the corrupted embeddings under mean ablation. That is the value a patched
 ``input`` edge carries, so the path integral runs between exactly the two states the scores
@@ -60,6 +60,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
+from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core import choices
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
@@ -101,7 +102,7 @@ def _scores_from_gradients(patcher, gradients: Tensor) -> Tensor:
     stays under ``_CHUNK_ELEMENTS``.
     """
     dtype = _score_dtype(gradients.dtype)
-    diff = (patcher.ablated.sender_out - patcher.clean_run.sender_out).to(dtype)  # [n, pos, S, d]
+    diff = (patcher.ablated_sender_out - patcher.clean_sender_out).to(dtype)  # [n, pos, S, d]
     n_senders, n_receivers, d_model = diff.shape[2], gradients.shape[2], diff.shape[3]
     diff, gradients = diff.reshape(-1, n_senders, d_model), gradients.to(dtype).reshape(-1, n_receivers, d_model)
     chunk = max(1, _CHUNK_ELEMENTS // (n_senders * n_receivers))
@@ -155,8 +156,8 @@ def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right") 
     """
     alphas = ig_alphas(steps, rule)
     n_in = len(patcher.graph.input_senders)
-    clean_in = patcher.clean_run.sender_out[:, :, :n_in]
-    baseline_in = patcher.ablated.sender_out[:, :, :n_in]
+    clean_in = patcher.clean_sender_out[:, :, :n_in]
+    baseline_in = patcher.ablated_sender_out[:, :, :n_in]
     metric = _at_least_float32(metric)
     total = None
     for alpha in alphas:
@@ -355,10 +356,8 @@ def _outcome(inputs: MethodInput, method: str, params: EapParams, steps: int = 1
     if method == "eap-ig":
         description.update(steps=steps, integration="right Riemann, from the ablated input embeddings")
     return MethodOutcome(
-        edge_kept=scored.edge_kept,
-        head_input_kept=inputs.graph.full_head_input_mask(),
-        edge_scores=scored.edge_scores,
-        head_input_scores=torch.full((inputs.graph.shape.n_layers, inputs.graph.shape.n_heads, 3), math.nan, dtype=torch.float64),
+        kept=CircuitMask(scored.edge_kept, inputs.graph.full_head_input_mask()),
+        scores=Scores(scored.edge_scores, torch.full((inputs.graph.shape.n_layers, inputs.graph.shape.n_heads, 3), math.nan, dtype=torch.float64)),
         description=description,
         threshold=params.score_threshold,
         forward_passes=scored.forward_passes,
@@ -371,7 +370,7 @@ def _selection(params: EapParams) -> str:
 
 
 def _review(outcome: MethodOutcome, inputs: MethodInput, metric: Mapping[str, Any]) -> None:
-    warn_if_negligible(outcome.description["name"], inputs.metric_name, outcome.edge_scores, metric["full"], metric["empty"])
+    warn_if_negligible(outcome.description["name"], inputs.metric_name, outcome.scores.edges, metric["full"], metric["empty"])
 
 
 SPECS = (

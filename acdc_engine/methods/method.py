@@ -13,21 +13,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
-from torch import Tensor
-
+from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
+from acdc_engine.core.patcher import Evaluate, Patcher
 from acdc_engine.measure.metrics import Metric
 
-if TYPE_CHECKING:
-    from acdc_engine.patching import EdgePatcher
-
-Evaluate = Callable[[Tensor, Tensor, int], Tensor]
-"""(edge masks [C, S, R], head input masks [C, L, H, 3], start layer) -> metric [C] float64, lower is better.
-
-The start layer is where a resumed forward pass may begin: every receiver below it is intact."""
 
 RUN_KEYS = ("name", "metric", "ablation")
 """Keys of a method's Hydra config that ``discover`` takes as its own arguments, not the method's."""
@@ -57,7 +50,7 @@ class MethodInput:
     """
 
     graph: Graph
-    patcher: EdgePatcher
+    patcher: Patcher
     metric: Metric
     metric_name: str
     evaluate: Evaluate
@@ -71,18 +64,16 @@ class MethodInput:
 class MethodOutcome:
     """What a method found, before pruning to input-to-logits paths.
 
-    edge_kept [S, R], head_input_kept [L, H, 3]: bool, True = kept.
-    edge_scores [S, R], head_input_scores [L, H, 3]: float64, NaN where not measured.
+    kept: bool masks (``CircuitMask``: edges [S, R], head inputs [L, H, 3]), True = kept.
+    scores: float64 in the same layout (``Scores``), NaN where not measured.
     description: the circuit file's ``method`` block (``name`` and ``ablation`` first).
     threshold: the circuit file's ``threshold`` (what the scores were cut at; None: no threshold).
     forward_passes, backward_passes: the passes the method itself ran.
     run_block: further entries of the circuit file's ``run`` block (ACDC: candidates_tested, batch_size).
     """
 
-    edge_kept: Tensor
-    head_input_kept: Tensor
-    edge_scores: Tensor
-    head_input_scores: Tensor
+    kept: CircuitMask
+    scores: Scores
     description: dict[str, Any]
     threshold: float | None
     forward_passes: int

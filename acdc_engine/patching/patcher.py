@@ -18,6 +18,7 @@ from torch import Tensor
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine.patching.baseline import ABLATIONS, Activations, Baseline, Leaves, ReceiverGroups, record_run
 from acdc_engine.patching.pass_state import PassCache, PassState
 from acdc_engine.patching.self_check import SelfCheck, check_against_model
@@ -99,19 +100,30 @@ class EdgePatcher:
     def ablated(self) -> Activations:
         return self.baseline.ablated
 
+    @property
+    def clean_sender_out(self) -> Tensor:
+        """Every sender's output on the clean prompts, [n_prompts, pos, n_senders, d_model]."""
+        return self.baseline.clean_run.sender_out
+
+    @property
+    def ablated_sender_out(self) -> Tensor:
+        """Every sender's ablated output (what a removed edge carries), [n_prompts, pos, n_senders, d_model]."""
+        return self.baseline.ablated.sender_out
+
     @torch.no_grad()
-    def logits(self, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int = 0) -> Tensor:
+    def logits(self, mask: CircuitMask, start_layer: int = 0) -> Tensor:
         """Logits of C circuits at ``positions``.
 
         Args:
-            edge_mask: bool [C, n_senders, n_receivers] (or without the C axis), True = in the circuit.
-            head_input_mask: bool [C, n_layers, n_heads, 3] (or without the C axis).
+            mask: bool, edges [C, n_senders, n_receivers] and head inputs [C, n_layers, n_heads, 3]
+                (or without the C axis), True = in the circuit.
             start_layer: resume the forward pass at this layer, taking everything before it from the
                 clean run. Valid when every receiver below it is intact (all its edges and head
                 inputs present), as during ACDC's visit of that layer: then nothing upstream changed.
         Returns:
             [C, n_prompts, P, d_vocab] (no C axis if the masks had none).
         """
+        edge_mask, head_input_mask = mask.edges, mask.head_inputs
         squeeze = edge_mask.dim() == 2
         if squeeze:
             edge_mask, head_input_mask = edge_mask[None], head_input_mask[None]

@@ -51,12 +51,12 @@ def check_against_model(patcher: EdgePatcher) -> SelfCheck:
     """Compare ``patcher``'s full and all-removed passes with its model's own forward pass; AcdcError
     naming the model and the size of the mismatch when either exceeds the tolerance."""
     spec, graph, positions = patcher.spec, patcher.graph, patcher.positions
-    full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
+    full = graph.full_mask()
     model_clean = spec.source_logits(patcher.clean)[:, positions]
     model_corrupted = spec.source_logits(patcher.corrupted)[:, positions]
-    engine_full = patcher.logits(full_edges, full_heads)
+    engine_full = patcher.logits(full)
     if patcher.ablation == "resample" and not patcher.permute_corrupted_positions:
-        engine_empty = patcher.logits(torch.zeros_like(full_edges), torch.zeros_like(full_heads))
+        engine_empty = patcher.logits(graph.empty_mask())
     else:  # the all-removed pass has no counterpart in the model: check the engine's plain run instead
         corrupted_run = record_run(spec, graph, patcher.groups, patcher.corrupted)
         engine_empty = spec.unembed(corrupted_run.resid[graph.shape.logits_read][:, positions])

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from acdc_engine.core.mask import CircuitMask
 from acdc_engine.core.circuit import Circuit, on_input_to_logits_paths
 from acdc_engine.core.graph import QKV, Graph, build_graph, head_receiver_name, mlp_name
 
@@ -95,19 +96,17 @@ def structural_circuit(model: Any, residual_labels: list[str] | None = None, spl
             for x, qkv in enumerate(QKV):
                 receiver = graph.receiver_index[head_receiver_name(layer, head, qkv)]
                 head_inputs[layer, head, x] = bool(reads[receiver].any() or (biases[x, head] != 0).any())
-    edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, edges, head_inputs)
+    emitted = on_input_to_logits_paths(graph, CircuitMask(edges, head_inputs))
     labels = readable_labels(residual_labels) if residual_labels is not None else [str(d) for d in range(cfg.d_model)]
     subspaces = {}
-    for s, r in edge_in_graph.nonzero().tolist():
+    for s, r in emitted.edges.nonzero().tolist():
         shared = (writes[s] & reads[r]).nonzero().flatten().tolist()
         subspaces[f"{graph.senders[s]}->{graph.receivers[r]}"] = [labels[d] for d in shared]
-    for layer, head, x in head_in_graph.nonzero().tolist():
+    for layer, head, x in emitted.head_inputs.nonzero().tolist():
         receiver = head_receiver_name(layer, head, QKV[x])
         subspaces[receiver] = [labels[d] for d in reads[graph.receiver_index[receiver]].nonzero().flatten().tolist()]
     return Circuit.unscored(
-        graph,
-        edge_in_graph,
-        head_in_graph,
+        graph, emitted,
         model=describe_model(model, split_input),
         task={"name": cfg.model_name},
         method={"name": "tracr-structure", "rule": RULE},

@@ -80,8 +80,8 @@ def circuit_view(circuit: "Circuit", title: str | None = None) -> dict[str, Any]
     senders, receivers = g.edge_exists.T.nonzero().T.flip(0)  # edge order
     columns = zip(
         senders.tolist(), receivers.tolist(),
-        circuit.edge_in_graph[senders, receivers].tolist(), circuit.edge_kept[senders, receivers].tolist(),
-        circuit.edge_scores.double()[senders, receivers].tolist(),
+        circuit.in_graph.edges[senders, receivers].tolist(), circuit.kept.edges[senders, receivers].tolist(),
+        circuit.scores.edges.double()[senders, receivers].tolist(),
     )
     names = g.senders + ["logits"]
     index = {name: i for i, name in enumerate(names)}
@@ -135,7 +135,7 @@ def diff_view(comparison: "Comparison", i: int = 0, j: int = 1, level: str | Non
 
     def score(circuit: "Circuit", edge: str) -> float | None:
         s, r = circuit.graph.parse_edge(edge)
-        return _number(float(circuit.edge_scores[s, r]))
+        return _number(float(circuit.scores.edges[s, r]))
 
     edges = []
     for edge in sorted(set(edges_a) | set(edges_b)):
