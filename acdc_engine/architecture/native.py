@@ -8,7 +8,7 @@ state dict uses ``HookedTransformer``'s parameter names (``embed.W_E``, ``blocks
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -54,13 +54,8 @@ def _positive(value: Any) -> float | None:
     return None if value is None or value <= 0 else float(value)
 
 
-def tl_architecture(config: Mapping[str, Any], name: str) -> tuple[ArchitectureConfig, dict[str, Any]]:
-    """The ``ArchitectureConfig`` for a HookedTransformerConfig-style ``config``, and the loading
-    details it implies: ``rotary_bases`` (per layer), ``learned_norms`` (False for LNPre/RMSPre).
-
-    AcdcError naming the field for an unknown field, a feature that is not implemented, or a bad value.
-    """
-    config = dict(config)
+def _check_fields(config: Mapping[str, Any], name: str) -> None:
+    """AcdcError for a field no table above knows, a refused feature switched on, or a missing size."""
     unknown = sorted(set(config) - INERT_FIELDS - MAPPED_FIELDS - set(REFUSED_FIELDS))
     if unknown:
         raise AcdcError(f"model {name}: config field(s) not understood: {', '.join(unknown)}")
@@ -72,38 +67,84 @@ def tl_architecture(config: Mapping[str, Any], name: str) -> tuple[ArchitectureC
     for field in ("n_layers", "d_model", "d_head", "n_ctx"):
         if field not in config:
             raise AcdcError(f"model {name}: config lacks {field}")
+
+
+def _normalization(config: Mapping[str, Any], name: str) -> tuple[str | None, bool]:
+    """(``ArchitectureConfig.normalization_type``: "LN", "RMS" or None; whether the norms have
+    learned weights) of ``normalization_type`` (default "LN"), checked against ``final_rms``."""
     normalization = config.get("normalization_type", "LN")
     if normalization not in NORMALIZATIONS:
         raise AcdcError(f"model {name}: normalization_type {normalization!r} is not supported (LN, LNPre, RMS, RMSPre, None)")
     kind, learned = NORMALIZATIONS[normalization]
     if config.get("final_rms") and kind != "RMS":
         raise AcdcError(f"model {name}: final_rms=True with normalization_type {normalization!r} is not supported")
-    if config.get("positional_embedding_type", "standard") not in ("standard", "rotary"):
+    return kind, learned
+
+
+def _positional_embedding(config: Mapping[str, Any], name: str) -> str:
+    """``positional_embedding_type`` (default "standard"): "standard" or "rotary", else AcdcError."""
+    positional = config.get("positional_embedding_type", "standard")
+    if positional not in ("standard", "rotary"):
         raise AcdcError(
-            f"model {name}: positional_embedding_type {config['positional_embedding_type']!r} is not supported "
+            f"model {name}: positional_embedding_type {positional!r} is not supported "
             "by the edge-patching engine (standard, rotary)"
         )
-    n_layers, d_model, d_head = config["n_layers"], config["d_model"], config["d_head"]
-    n_heads = config.get("n_heads", -1)
-    n_heads = d_model // d_head if n_heads in (-1, None) else n_heads
-    attn_only = bool(config.get("attn_only", False))
-    d_mlp = config.get("d_mlp") or (None if attn_only else 4 * d_model)
-    windows: tuple[int | None, ...] = (None,) * n_layers
-    if config.get("use_local_attn"):
-        types = config.get("attn_types")
-        if not types or len(types) != n_layers or config.get("window_size") is None:
-            raise AcdcError(f"model {name}: use_local_attn needs window_size and one attn_types entry per layer")
-        windows = tuple(config["window_size"] if t == "local" else None for t in types)
+    return positional
+
+
+def _sliding_windows(config: Mapping[str, Any], name: str, n_layers: int) -> tuple[int | None, ...]:
+    """Each layer's attention window in tokens, [n_layers]: ``window_size`` for a "local" entry of
+    ``attn_types`` when ``use_local_attn``, None (global attention) otherwise."""
+    if not config.get("use_local_attn"):
+        return (None,) * n_layers
+    types = config.get("attn_types")
+    if not types or len(types) != n_layers or config.get("window_size") is None:
+        raise AcdcError(f"model {name}: use_local_attn needs window_size and one attn_types entry per layer")
+    return tuple(config["window_size"] if t == "local" else None for t in types)
+
+
+def _attention_scale(config: Mapping[str, Any]) -> float | None:
+    """The divisor of the attention scores: 1.0 when ``use_attn_scale`` is off, else ``attn_scale``
+    when > 0, else None (the default, sqrt(d_head))."""
     scale = _positive(config.get("attn_scale", -1.0))
-    if not config.get("use_attn_scale", True):
-        scale = 1.0
+    return scale if config.get("use_attn_scale", True) else 1.0
+
+
+def _rotary_bases(config: Mapping[str, Any], windows: Sequence[int | None]) -> list[float]:
+    """Each layer's rotary base, [n_layers]: ``rotary_base_local`` (when given) for a layer with a
+    sliding window, ``rotary_base`` (default 10000) otherwise."""
     base = float(config.get("rotary_base", 10000))
     local_base = config.get("rotary_base_local")
-    bases = [float(local_base) if local_base is not None and w is not None else base for w in windows]
+    return [float(local_base) if local_base is not None and w is not None else base for w in windows]
+
+
+def _vocab_sizes(config: Mapping[str, Any], name: str) -> tuple[int, int | None]:
+    """(``d_vocab``, ``d_vocab_out`` or None when it is -1 or absent: the same as ``d_vocab``);
+    AcdcError when ``d_vocab`` is -1 or absent."""
     d_vocab = config.get("d_vocab", -1)
     if d_vocab in (-1, None):
         raise AcdcError(f"model {name}: config lacks d_vocab")
     d_vocab_out = config.get("d_vocab_out", -1)
+    return d_vocab, None if d_vocab_out in (-1, None) else d_vocab_out
+
+
+def tl_architecture(config: Mapping[str, Any], name: str) -> tuple[ArchitectureConfig, dict[str, Any]]:
+    """The ``ArchitectureConfig`` for a HookedTransformerConfig-style ``config``, and the loading
+    details it implies: ``rotary_bases`` (per layer), ``learned_norms`` (False for LNPre/RMSPre).
+
+    AcdcError naming the field for an unknown field, a feature that is not implemented, or a bad value.
+    """
+    config = dict(config)
+    _check_fields(config, name)
+    normalization, learned_norms = _normalization(config, name)
+    positional = _positional_embedding(config, name)
+    n_layers, d_model, d_head = config["n_layers"], config["d_model"], config["d_head"]
+    n_heads = config.get("n_heads", -1)
+    n_heads = d_model // d_head if n_heads in (-1, None) else n_heads
+    attn_only = bool(config.get("attn_only", False))
+    windows = _sliding_windows(config, name, n_layers)
+    attn_scale, rotary_bases = _attention_scale(config), _rotary_bases(config, windows)
+    d_vocab, d_vocab_out = _vocab_sizes(config, name)
     cfg = ArchitectureConfig(
         model_name=name,
         n_layers=n_layers,
@@ -111,14 +152,14 @@ def tl_architecture(config: Mapping[str, Any], name: str) -> tuple[ArchitectureC
         d_model=d_model,
         d_head=d_head,
         d_vocab=d_vocab,
-        d_vocab_out=None if d_vocab_out in (-1, None) else d_vocab_out,
+        d_vocab_out=d_vocab_out,
         n_ctx=config["n_ctx"],
-        d_mlp=None if attn_only else d_mlp,
+        d_mlp=None if attn_only else (config.get("d_mlp") or 4 * d_model),
         n_key_value_heads=config.get("n_key_value_heads"),
         attn_only=attn_only,
-        normalization_type=kind,
+        normalization_type=normalization,
         act_fn=None if attn_only else config.get("act_fn", "relu"),
-        positional_embedding_type=config.get("positional_embedding_type", "standard"),
+        positional_embedding_type=positional,
         parallel_attn_mlp=bool(config.get("parallel_attn_mlp", False)),
         gated_mlp=bool(config.get("gated_mlp", False)),
         attention_dir=config.get("attention_dir", "causal"),
@@ -127,16 +168,17 @@ def tl_architecture(config: Mapping[str, Any], name: str) -> tuple[ArchitectureC
         qk_norm="head" if config.get("use_qk_norm") else None,
         rotary_dim=config.get("rotary_dim"),
         rotary_layout="gptj" if config.get("rotary_adjacent_pairs") else "neox",
-        attn_scale=scale,
+        attn_scale=attn_scale,
         attn_softcap=_positive(config.get("attn_scores_soft_cap", -1.0)),
         logit_softcap=_positive(config.get("output_logits_soft_cap", -1.0)),
         sliding_window=windows,
         family="native",
     )
-    return cfg, {"rotary_bases": bases, "learned_norms": learned}
+    return cfg, {"rotary_bases": rotary_bases, "learned_norms": learned_norms}
 
 
 def _spec_key(tl_key: str) -> str:
+    """The ``ModelSpec`` parameter name of TransformerLens's ``tl_key``."""
     for old, new in RENAMES:
         if tl_key.startswith(old):
             return new + tl_key[len(old):]
@@ -147,10 +189,11 @@ def load_tl_state(spec: ModelSpec, state: Mapping[str, Tensor], learned_norms: b
     """Copy TransformerLens-named weights into ``spec`` (in place; returns it).
 
     Every weight of ``spec`` must be given, except the rotary tables (TransformerLens's per-layer
-    ``blocks.L.attn.rotary_cos`` / ``rotary_sin`` replace the default ones when given), the gate bias ``mlp.b_gate`` (TransformerLens has
-    none: zero when absent) and, for LNPre/RMSPre models, the norms' weights
-    (which must then be absent). A gated MLP's ``b_in`` must be zero (TransformerLens adds it after
-    the gate product, a ModelSpec before). AcdcError naming the first missing, unexpected or misshapen weight.
+    ``blocks.L.attn.rotary_cos`` / ``rotary_sin`` replace the default ones when given), the gate
+    bias ``mlp.b_gate`` (TransformerLens has none: zero when absent) and, for LNPre/RMSPre models,
+    the norms' weights (which must then be absent). A gated MLP's ``b_in`` must be zero
+    (TransformerLens adds it after the gate product, a ModelSpec before). AcdcError naming the first
+    missing, unexpected or misshapen weight.
     """
     name = spec.cfg.model_name
     targets = dict(spec.named_parameters())
@@ -198,6 +241,7 @@ def load_tl_state(spec: ModelSpec, state: Mapping[str, Tensor], learned_norms: b
 
 
 def _state_dtype(state: Mapping[str, Tensor]) -> tuple[torch.dtype, torch.device]:
+    """(dtype, device) of the first floating-point weight of ``state``; float32 on the CPU if none."""
     for value in state.values():
         if value.is_floating_point():
             return value.dtype, value.device

@@ -30,9 +30,13 @@ import random
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from torch import Tensor
+
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.task_data import TaskData, TaskSpec
-from acdc_engine.tasks.tokens import Piece, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack, tokenize
+from acdc_engine.tasks.tokens import (
+    Piece, Tokenized, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack, tokenize,
+)
 
 # Heimersheim & Janiak 2023: variable names and single-token nouns of the docstring dataset.
 VARIABLE_NAMES = (
@@ -132,6 +136,62 @@ def _prompt(method: str, def_args: Sequence[str], doc_args: Sequence[str], descr
     return pieces
 
 
+def _distinct(variable_names: Optional[Sequence[str]], description_words: Optional[Sequence[str]]) -> tuple[list[str], list[str]]:
+    """(names, words): the distinct entries, in order, of the given pools (None: the defaults);
+    AcdcError if there are fewer than ``N_NAMES`` names or ``METHOD_DESCRIPTION`` words."""
+    names = list(dict.fromkeys(VARIABLE_NAMES if variable_names is None else variable_names))
+    words = list(dict.fromkeys(DESCRIPTION_WORDS if description_words is None else description_words))
+    if len(names) < N_NAMES:
+        raise AcdcError(f"task.variable_names needs at least {N_NAMES} distinct names, got {len(names)}")
+    if len(words) < METHOD_DESCRIPTION:
+        raise AcdcError(f"task.description_words needs at least {METHOD_DESCRIPTION} distinct words, got {len(words)}")
+    return names, words
+
+
+def _check_every_entry(tokenizer: Any, names: Sequence[str], words: Sequence[str]) -> None:
+    """AcdcError (``check``) if a name or description word is not one token in a prompt: every entry
+    is probed in each slot of its kind, so whatever a seed draws, each drawn word is one token."""
+    description, arg_description = words[:METHOD_DESCRIPTION], [words[:PARAM_DESCRIPTION]] * N_DOCUMENTED
+    probes = [_prompt(n, [n] * N_PARAMS, [n] * N_DOCUMENTED, description, arg_description) for n in names]
+    probes += [
+        _prompt(names[0], names[:N_PARAMS], names[:N_DOCUMENTED], [w] * METHOD_DESCRIPTION, [[w] * PARAM_DESCRIPTION] * N_DOCUMENTED)
+        for w in words
+    ]
+    check(tokenize(tokenizer, probes), "docstring")
+
+
+def _draw_prompt_pair(rng: random.Random, names: Sequence[str], words: Sequence[str]) -> tuple[list[Piece], list[Piece], list[list[Piece]]]:
+    """(clean prompt, corrupted prompt, continuations) of ``N_NAMES`` names and the description
+    words drawn from ``rng``; the continuations are [" ", name] for the answer first, then for each
+    of the 13 wrong answers."""
+    method, *drawn = rng.sample(names, N_NAMES)
+    prefix, drawn = drawn[:N_DEF_PREFIX], drawn[N_DEF_PREFIX:]
+    matching, drawn = drawn[:N_MATCHING], drawn[N_MATCHING:]
+    suffix, drawn = drawn[:N_DEF_SUFFIX], drawn[N_DEF_SUFFIX:]
+    fresh_def, drawn = drawn[:N_MATCHING], drawn[N_MATCHING:]
+    fresh_doc = drawn[:N_DOCUMENTED]
+    answer = matching[-1]
+    description = rng.sample(words, METHOD_DESCRIPTION)
+    arg_descriptions = [rng.sample(words, PARAM_DESCRIPTION) for _ in range(N_DOCUMENTED)]
+    clean = _prompt(method, prefix + matching + suffix, matching[:-1], description, arg_descriptions)
+    corrupt = _prompt(method, prefix + fresh_def + suffix, fresh_doc, description, arg_descriptions)
+    others = [name for name in [*prefix, *matching, *suffix, *fresh_def, *drawn] if name != answer]
+    return clean, corrupt, [[" ", _name(name)] for name in [answer, *others]]
+
+
+def _stack_pair(bos: list[int], clean: Sequence[Tokenized], corrupt: Sequence[Tokenized]) -> tuple[Tensor, Tensor]:
+    """(clean, corrupted) token ids, long [n_prompts, len(bos) + prompt length] each, ``bos``
+    before every prompt; AcdcError unless all prompts, clean and corrupted, have one length."""
+    clean_ids = stack([bos + t.ids for t in clean], [t.text for t in clean], "clean", "docstring")
+    corrupt_ids = stack([bos + t.ids for t in corrupt], [t.text for t in corrupt], "corrupted", "docstring")
+    if clean_ids.shape != corrupt_ids.shape:
+        raise AcdcError(
+            f"task 'docstring': clean prompts have {clean_ids.shape[1]} tokens and their corruptions "
+            f"{corrupt_ids.shape[1]}; a corruption must tokenize to its clean prompt's length"
+        )
+    return clean_ids, corrupt_ids
+
+
 def make_docstring(
     tokenizer: Any,
     n_prompts: int = 50,
@@ -144,45 +204,19 @@ def make_docstring(
     if n_prompts < 1:
         raise AcdcError(f"task.n_prompts must be at least 1, got {n_prompts}")
     bos = bos_prefix(tokenizer, prepend_bos, "docstring")
-    names = list(dict.fromkeys(VARIABLE_NAMES if variable_names is None else variable_names))
-    words = list(dict.fromkeys(DESCRIPTION_WORDS if description_words is None else description_words))
-    if len(names) < N_NAMES:
-        raise AcdcError(f"task.variable_names needs at least {N_NAMES} distinct names, got {len(names)}")
-    if len(words) < METHOD_DESCRIPTION:
-        raise AcdcError(f"task.description_words needs at least {METHOD_DESCRIPTION} distinct words, got {len(words)}")
-    description, arg_description = words[:METHOD_DESCRIPTION], [words[:PARAM_DESCRIPTION]] * N_DOCUMENTED
-    probes = [_prompt(n, [n] * N_PARAMS, [n] * N_DOCUMENTED, description, arg_description) for n in names]
-    probes += [
-        _prompt(names[0], names[:N_PARAMS], names[:N_DOCUMENTED], [w] * METHOD_DESCRIPTION, [[w] * PARAM_DESCRIPTION] * N_DOCUMENTED)
-        for w in words
-    ]
-    check(tokenize(tokenizer, probes), "docstring")  # every entry, whatever is drawn
+    names, words = _distinct(variable_names, description_words)
+    _check_every_entry(tokenizer, names, words)
     rng = random.Random(seed)
     clean_prompts, corrupt_prompts, continuations = [], [], []
     for _ in range(n_prompts):
-        method, *drawn = rng.sample(names, N_NAMES)
-        prefix, drawn = drawn[:N_DEF_PREFIX], drawn[N_DEF_PREFIX:]
-        matching, drawn = drawn[:N_MATCHING], drawn[N_MATCHING:]
-        suffix, drawn = drawn[:N_DEF_SUFFIX], drawn[N_DEF_SUFFIX:]
-        fresh_def, drawn = drawn[:N_MATCHING], drawn[N_MATCHING:]
-        fresh_doc = drawn[:N_DOCUMENTED]
-        answer = matching[-1]
-        description = rng.sample(words, METHOD_DESCRIPTION)
-        arg_descriptions = [rng.sample(words, PARAM_DESCRIPTION) for _ in range(N_DOCUMENTED)]
-        clean_prompts.append(_prompt(method, prefix + matching + suffix, matching[:-1], description, arg_descriptions))
-        corrupt_prompts.append(_prompt(method, prefix + fresh_def + suffix, fresh_doc, description, arg_descriptions))
-        others = [name for name in [*prefix, *matching, *suffix, *fresh_def, *drawn] if name != answer]
-        continuations.append([[" ", _name(name)] for name in [answer, *others]])
+        clean_prompt, corrupt_prompt, candidates = _draw_prompt_pair(rng, names, words)
+        clean_prompts.append(clean_prompt)
+        corrupt_prompts.append(corrupt_prompt)
+        continuations.append(candidates)
     clean, corrupt = tokenize(tokenizer, clean_prompts), tokenize(tokenizer, corrupt_prompts)
     check(clean + corrupt, "docstring")
     ids = next_token_ids(tokenizer, clean_prompts, continuations, "docstring")
-    clean_ids = stack([bos + t.ids for t in clean], [t.text for t in clean], "clean", "docstring")
-    corrupt_ids = stack([bos + t.ids for t in corrupt], [t.text for t in corrupt], "corrupted", "docstring")
-    if clean_ids.shape != corrupt_ids.shape:
-        raise AcdcError(
-            f"task 'docstring': clean prompts have {clean_ids.shape[1]} tokens and their corruptions "
-            f"{corrupt_ids.shape[1]}; a corruption must tokenize to its clean prompt's length"
-        )
+    clean_ids, corrupt_ids = _stack_pair(bos, clean, corrupt)
     return TaskData(
         name="docstring",
         clean=clean_ids,

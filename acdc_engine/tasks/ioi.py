@@ -25,9 +25,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from torch import Tensor
+
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.task_data import TaskData, TaskSpec
-from acdc_engine.tasks.tokens import Piece, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack, tokenize
+from acdc_engine.tasks.tokens import (
+    Piece, Tokenized, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack, tokenize,
+)
 
 # Wang et al. 2022: the names, places and objects of the IOI dataset.
 NAMES = (
@@ -87,6 +91,7 @@ class IoiTaskConfig:
 
 
 def _check_template(template: str) -> None:
+    """AcdcError unless ``template`` holds only known slots, [A] twice (the second time at its end) and [B] twice."""
     unknown = sorted(set(SLOT.findall(template)) - set(SLOTS))
     if unknown:
         raise AcdcError(f"task.templates: {template!r} has unknown slots {unknown}; use [A], [B], [PLACE], [OBJECT]")
@@ -122,10 +127,60 @@ def _split_answer(pieces: list[Piece]) -> tuple[list[Piece], list[Piece]]:
 
 
 def _pool(values: Optional[Sequence[str]], default: Sequence[str], key: str, at_least: int) -> list[str]:
+    """The distinct entries, in order, of ``values`` (None: ``default``); AcdcError naming ``task.<key>``
+    if there are fewer than ``at_least``."""
     pool = list(dict.fromkeys(default if values is None else values))
     if len(pool) < at_least:
         raise AcdcError(f"task.{key} needs at least {at_least} distinct entries, got {len(pool)}")
     return pool
+
+
+def _checked_templates(templates: Sequence[str]) -> list[str]:
+    """``templates`` as a list; AcdcError if it is empty or a template is malformed (``_check_template``)."""
+    templates = list(templates)
+    if not templates:
+        raise AcdcError("task.templates is empty")
+    for template in templates:
+        _check_template(template)
+    return templates
+
+
+def _check_every_entry(tokenizer: Any, template: str, names: Sequence[str], places: Sequence[str], objects: Sequence[str]) -> None:
+    """AcdcError (``check``) if a name, place or object is not one token in ``template``: every entry
+    is probed in each slot of its kind, so whatever a seed draws, each drawn word is one token."""
+    place, obj = places[0], objects[0]
+    probes = [_fill(template, (n, n), (n, n), place, obj) for n in names]
+    probes += [_fill(template, names[:2], names[:2], p, obj) for p in places]
+    probes += [_fill(template, names[:2], names[:2], place, o) for o in objects]
+    check(tokenize(tokenizer, probes), "ioi")
+
+
+def _draw_prompt_pair(
+    rng: random.Random, templates: Sequence[str], names: Sequence[str], places: Sequence[str], objects: Sequence[str]
+) -> tuple[list[Piece], list[Piece], list[list[Piece]]]:
+    """(clean prompt, corrupted prompt, continuations) of a template, IO, S, three fresh names X, Y, Z,
+    a place and an object drawn from ``rng``; the prompts end before the answer, the continuations
+    are the whitespace and IO (the answer), then the same whitespace and S (the wrong answer)."""
+    template = rng.choice(templates)
+    io, s = rng.sample(names, 2)
+    x, y, z = rng.sample([n for n in names if n not in (io, s)], 3)
+    place, obj = rng.choice(places), rng.choice(objects)
+    clean, to_io = _split_answer(_fill(template, (io, io), (s, s), place, obj))
+    corrupt = _split_answer(_fill(template, (x, x), (y, z), place, obj))[0]
+    return clean, corrupt, [to_io, [to_io[0], Word(s, "task.names")]]
+
+
+def _stack_pair(bos: list[int], clean: Sequence[Tokenized], corrupt: Sequence[Tokenized]) -> tuple[Tensor, Tensor]:
+    """(clean, corrupted) token ids, long [n_prompts, len(bos) + prompt length] each, ``bos``
+    before every prompt; AcdcError unless all prompts, clean and corrupted, have one length."""
+    clean_ids = stack([bos + t.ids for t in clean], [t.text for t in clean], "clean", "ioi")
+    corrupt_ids = stack([bos + t.ids for t in corrupt], [t.text for t in corrupt], "corrupted", "ioi")
+    if clean_ids.shape != corrupt_ids.shape:
+        raise AcdcError(
+            f"task 'ioi': clean prompts have {clean_ids.shape[1]} tokens and their corruptions {corrupt_ids.shape[1]}; "
+            "the names of the corruption must tokenize like the clean ones"
+        )
+    return clean_ids, corrupt_ids
 
 
 def make_ioi(
@@ -142,40 +197,22 @@ def make_ioi(
     if n_prompts < 1:
         raise AcdcError(f"task.n_prompts must be at least 1, got {n_prompts}")
     bos = bos_prefix(tokenizer, prepend_bos, "ioi")
-    templates = list(templates)
-    if not templates:
-        raise AcdcError("task.templates is empty")
-    for template in templates:
-        _check_template(template)
+    templates = _checked_templates(templates)
     name_pool = _pool(names, NAMES, "names", 5)  # IO, S and three fresh names for the corruption
     place_pool = _pool(places, PLACES, "places", 1)
     object_pool = _pool(objects, OBJECTS, "objects", 1)
-    first, place, obj = templates[0], place_pool[0], object_pool[0]
-    probes = [_fill(first, (n, n), (n, n), place, obj) for n in name_pool]  # every entry, whatever is drawn
-    probes += [_fill(first, name_pool[:2], name_pool[:2], p, obj) for p in place_pool]
-    probes += [_fill(first, name_pool[:2], name_pool[:2], place, o) for o in object_pool]
-    check(tokenize(tokenizer, probes), "ioi")
+    _check_every_entry(tokenizer, templates[0], name_pool, place_pool, object_pool)
     rng = random.Random(seed)
     clean_prompts, corrupt_prompts, answers = [], [], []
     for _ in range(n_prompts):
-        template = rng.choice(templates)
-        io, s = rng.sample(name_pool, 2)
-        x, y, z = rng.sample([n for n in name_pool if n not in (io, s)], 3)
-        place, obj = rng.choice(place_pool), rng.choice(object_pool)
-        prompt, to_io = _split_answer(_fill(template, (io, io), (s, s), place, obj))
-        clean_prompts.append(prompt)
-        answers.append([to_io, [to_io[0], Word(s, "task.names")]])
-        corrupt_prompts.append(_split_answer(_fill(template, (x, x), (y, z), place, obj))[0])
+        clean_prompt, corrupt_prompt, candidates = _draw_prompt_pair(rng, templates, name_pool, place_pool, object_pool)
+        clean_prompts.append(clean_prompt)
+        corrupt_prompts.append(corrupt_prompt)
+        answers.append(candidates)
     clean, corrupt = tokenize(tokenizer, clean_prompts), tokenize(tokenizer, corrupt_prompts)
     check(clean + corrupt, "ioi")
     answer_ids = next_token_ids(tokenizer, clean_prompts, answers, "ioi")
-    clean_ids = stack([bos + t.ids for t in clean], [t.text for t in clean], "clean", "ioi")
-    corrupt_ids = stack([bos + t.ids for t in corrupt], [t.text for t in corrupt], "corrupted", "ioi")
-    if clean_ids.shape != corrupt_ids.shape:
-        raise AcdcError(
-            f"task 'ioi': clean prompts have {clean_ids.shape[1]} tokens and their corruptions {corrupt_ids.shape[1]}; "
-            "the names of the corruption must tokenize like the clean ones"
-        )
+    clean_ids, corrupt_ids = _stack_pair(bos, clean, corrupt)
     return TaskData(
         name="ioi",
         clean=clean_ids,

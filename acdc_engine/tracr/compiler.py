@@ -118,65 +118,98 @@ def tracr_compile(program: TracrProgram) -> tuple[Any, Any]:
     return sop, assembled
 
 
-def convert(program: TracrProgram, sop: Any, assembled: Any) -> CompiledProgram:
-    """tracr's assembled model of ``program`` (RASP program ``sop``) as TransformerLens weights."""
+def _float32(array: Any) -> Tensor:
+    """A float32 tensor of a tracr (numpy or jax) array."""
+    return torch.tensor(np.asarray(array, dtype=np.float32))
+
+
+def _unembedding(sop: Any, assembled: Any, labels: list[str]) -> tuple[list[Any] | None, np.ndarray]:
+    """(output values, W_U): a categorical program's output value of each logit, in the order of
+    tracr's output encoding (None for a numerical program), and the float32 [d_model, d_vocab_out]
+    projection of the residual stream (dimensions named by ``labels``) onto the output dimensions."""
     from tracr.craft import bases
     from tracr.rasp import rasp
 
-    cfg, params = assembled.model_config, assembled.params
-    n_heads, d_head = cfg.num_heads, cfg.key_size
-    labels = list(assembled.residual_labels)
-    d_model = len(labels)
-    categorical = rasp.is_categorical(sop)
-    if categorical:
+    if rasp.is_categorical(sop):
         encoding = assembled.output_encoder.encoding_map
         output_values = sorted(encoding, key=encoding.__getitem__)
         output_labels = [str(bases.BasisDirection(sop.label, value)) for value in output_values]
     else:
         output_values = None
         output_labels = [str(bases.BasisDirection(sop.label))]
-    unembed = np.zeros((d_model, len(output_labels)), dtype=np.float32)
+    unembed = np.zeros((len(labels), len(output_labels)), dtype=np.float32)
     for j, label in enumerate(output_labels):
         unembed[labels.index(label), j] = 1.0
+    return output_values, unembed
 
-    def tensor(array: Any) -> Tensor:
-        return torch.tensor(np.asarray(array, dtype=np.float32))
 
-    def per_head_in(array: Any) -> Tensor:  # [d_model, h * d_head] -> [h, d_model, d_head]
-        return tensor(array).reshape(d_model, n_heads, d_head).permute(1, 0, 2).contiguous()
+def _layer_weights(params: Any, layer: int, n_heads: int, d_head: int, d_model: int) -> dict[str, Tensor]:
+    """Layer ``layer``'s weights from tracr's ``params``, float32, under TransformerLens names:
+    W_Q, W_K, W_V [n_heads, d_model, d_head]; b_Q, b_K, b_V [n_heads, d_head]; W_O [n_heads, d_head,
+    d_model]; b_O [d_model]; W_in [d_model, d_mlp]; b_in [d_mlp]; W_out [d_mlp, d_model]; b_out [d_model]."""
+    attn, mlp = f"transformer/layer_{layer}/attn", f"transformer/layer_{layer}/mlp"
+    weights = {}
+    for tl_name, tracr_name in (("Q", "query"), ("K", "key"), ("V", "value")):
+        w = _float32(params[f"{attn}/{tracr_name}"]["w"])  # [d_model, n_heads * d_head]
+        weights[f"blocks.{layer}.attn.W_{tl_name}"] = w.reshape(d_model, n_heads, d_head).permute(1, 0, 2).contiguous()
+        weights[f"blocks.{layer}.attn.b_{tl_name}"] = _float32(params[f"{attn}/{tracr_name}"]["b"]).reshape(n_heads, d_head)
+    weights[f"blocks.{layer}.attn.W_O"] = _float32(params[f"{attn}/linear"]["w"]).reshape(n_heads, d_head, d_model)
+    weights[f"blocks.{layer}.attn.b_O"] = _float32(params[f"{attn}/linear"]["b"])
+    weights[f"blocks.{layer}.mlp.W_in"] = _float32(params[f"{mlp}/linear_1"]["w"])
+    weights[f"blocks.{layer}.mlp.b_in"] = _float32(params[f"{mlp}/linear_1"]["b"])
+    weights[f"blocks.{layer}.mlp.W_out"] = _float32(params[f"{mlp}/linear_2"]["w"])
+    weights[f"blocks.{layer}.mlp.b_out"] = _float32(params[f"{mlp}/linear_2"]["b"])
+    return weights
 
-    weights = {
-        "embed.W_E": tensor(params["token_embed"]["embeddings"]),
-        "pos_embed.W_pos": tensor(params["pos_embed"]["embeddings"]),
-        "unembed.W_U": torch.from_numpy(unembed),
-        "unembed.b_U": torch.zeros(len(output_labels)),
-    }
-    for layer in range(cfg.num_layers):
-        attn, mlp = f"transformer/layer_{layer}/attn", f"transformer/layer_{layer}/mlp"
-        for tl_name, tracr_name in (("Q", "query"), ("K", "key"), ("V", "value")):
-            weights[f"blocks.{layer}.attn.W_{tl_name}"] = per_head_in(params[f"{attn}/{tracr_name}"]["w"])
-            weights[f"blocks.{layer}.attn.b_{tl_name}"] = tensor(params[f"{attn}/{tracr_name}"]["b"]).reshape(n_heads, d_head)
-        weights[f"blocks.{layer}.attn.W_O"] = tensor(params[f"{attn}/linear"]["w"]).reshape(n_heads, d_head, d_model)
-        weights[f"blocks.{layer}.attn.b_O"] = tensor(params[f"{attn}/linear"]["b"])
-        weights[f"blocks.{layer}.mlp.W_in"] = tensor(params[f"{mlp}/linear_1"]["w"])
-        weights[f"blocks.{layer}.mlp.b_in"] = tensor(params[f"{mlp}/linear_1"]["b"])
-        weights[f"blocks.{layer}.mlp.W_out"] = tensor(params[f"{mlp}/linear_2"]["w"])
-        weights[f"blocks.{layer}.mlp.b_out"] = tensor(params[f"{mlp}/linear_2"]["b"])
-    config = {
-        "model_name": program.name,
+
+def _tl_config(name: str, cfg: Any, d_model: int, d_vocab: int, d_vocab_out: int, n_ctx: int) -> dict[str, Any]:
+    """HookedTransformerConfig fields of tracr's model config ``cfg``: no LayerNorm, ReLU MLPs."""
+    return {
+        "model_name": name,
         "n_layers": cfg.num_layers,
-        "n_heads": n_heads,
+        "n_heads": cfg.num_heads,
         "d_model": d_model,
-        "d_head": d_head,
+        "d_head": cfg.key_size,
         "d_mlp": cfg.mlp_hidden_size,
-        "d_vocab": weights["embed.W_E"].shape[0],
-        "d_vocab_out": len(output_labels),
-        "n_ctx": weights["pos_embed.W_pos"].shape[0],
+        "d_vocab": d_vocab,
+        "d_vocab_out": d_vocab_out,
+        "n_ctx": n_ctx,
         "act_fn": "relu",
         "normalization_type": None,
         "attention_dir": "causal" if cfg.causal else "bidirectional",
         "attn_only": False,
     }
+
+
+def _compiler_settings(program: TracrProgram) -> dict[str, Any]:
+    """The settings ``tracr_compile`` compiled ``program`` with (the start of its provenance)."""
+    return {
+        "vocab": list(program.vocab),
+        "max_seq_len": program.max_seq_len,
+        "compiler_bos": COMPILER_BOS,
+        "compiler_pad": COMPILER_PAD,
+        "mlp_exactness": MLP_EXACTNESS,
+    }
+
+
+def convert(program: TracrProgram, sop: Any, assembled: Any) -> CompiledProgram:
+    """tracr's assembled model of ``program`` (RASP program ``sop``) as TransformerLens weights."""
+    cfg, params = assembled.model_config, assembled.params
+    labels = list(assembled.residual_labels)
+    d_model = len(labels)
+    output_values, unembed = _unembedding(sop, assembled, labels)
+    weights = {
+        "embed.W_E": _float32(params["token_embed"]["embeddings"]),  # [d_vocab, d_model]
+        "pos_embed.W_pos": _float32(params["pos_embed"]["embeddings"]),  # [n_ctx, d_model]
+        "unembed.W_U": torch.from_numpy(unembed),
+        "unembed.b_U": torch.zeros(unembed.shape[1]),
+    }
+    for layer in range(cfg.num_layers):
+        weights.update(_layer_weights(params, layer, cfg.num_heads, cfg.key_size, d_model))
+    config = _tl_config(
+        program.name, cfg, d_model,
+        d_vocab=weights["embed.W_E"].shape[0], d_vocab_out=unembed.shape[1], n_ctx=weights["pos_embed.W_pos"].shape[0],
+    )
     return CompiledProgram(
         name=program.name,
         config=config,
@@ -184,13 +217,7 @@ def convert(program: TracrProgram, sop: Any, assembled: Any) -> CompiledProgram:
         residual_labels=labels,
         input_encoding=dict(assembled.input_encoder.encoding_map),
         output_values=output_values,
-        provenance={
-            "vocab": list(program.vocab),
-            "max_seq_len": program.max_seq_len,
-            "compiler_bos": COMPILER_BOS,
-            "compiler_pad": COMPILER_PAD,
-            "mlp_exactness": MLP_EXACTNESS,
-        },
+        provenance=_compiler_settings(program),
     )
 
 
