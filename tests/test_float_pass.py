@@ -11,11 +11,12 @@ import pytest
 import torch
 from naive_reference import naive_patched_logits
 
-from acdc_engine import build_graph
+from acdc_engine import AcdcError, TaskData, build_graph
 from acdc_engine.core.mask import CircuitMask
 from acdc_engine.patching import EdgePatcher
 from acdc_engine.patching.float_pass import float_mask_logits
 from factories import random_task, small_model
+from families import FAMILIES
 
 ABLATIONS = ("resample", "zero", "mean")
 N_CIRCUITS = 3
@@ -62,8 +63,6 @@ def test_at_zero_one_masks_it_is_the_boolean_pass_on_the_toy_induction_model(toy
     g = torch.Generator().manual_seed(0)
     clean = torch.randint(0, toy_induction_model.cfg.d_vocab, (4, 8), generator=g)
     corrupted = torch.randint(0, toy_induction_model.cfg.d_vocab, (4, 8), generator=g)
-    from acdc_engine import TaskData
-
     task = TaskData("random", clean, corrupted, torch.tensor([3, 7]))
     assert_equals_boolean_pass_and_naive_reference(toy_induction_model, task, ablation, tolerance=1e-5)
 
@@ -99,14 +98,8 @@ def family_models(tmp_path_factory):
     return get
 
 
-def family_names():
-    from families import FAMILIES
-
-    return FAMILIES
-
-
 @pytest.mark.parametrize("ablation", ABLATIONS)
-@pytest.mark.parametrize("family", family_names())
+@pytest.mark.parametrize("family", FAMILIES)
 def test_at_zero_one_masks_it_is_the_boolean_pass_on_every_model_family(family_models, family, ablation):
     # GPT-2; parallel blocks with (partial) rotary (NeoX, GPT-J); GQA + RMSNorm + rotary (Llama, Mistral,
     # Qwen2, Phi-3); q/k norms per head (Qwen3, Gemma-3) and full width (OLMo-2); post-norms, soft-caps,
@@ -115,8 +108,6 @@ def test_at_zero_one_masks_it_is_the_boolean_pass_on_every_model_family(family_m
     g = torch.Generator().manual_seed(0)
     clean = torch.randint(3, model.cfg.d_vocab, (3, 10), generator=g)
     corrupted = torch.randint(3, model.cfg.d_vocab, (3, 10), generator=g)
-    from acdc_engine import TaskData
-
     task = TaskData("random", clean, corrupted, torch.tensor([4, 9]))
     # Gemma-2/3 compute their RMSNorms in float32 even in a float64 model (``upcast="float32"``); under
     # zero ablation the boolean pass, too, differs from the naive reference there by up to 1e-6
@@ -139,8 +130,9 @@ def test_all_ones_gives_the_clean_models_logits_and_all_zeros_the_empty_circuits
     torch.testing.assert_close(
         float_mask_logits(patcher, empty.as_float(torch.float64)), patcher.logits(empty.edges, empty.head_inputs), atol=1e-10, rtol=0
     )
-    if ablation == "resample":
-        torch.testing.assert_close(float_mask_logits(patcher, empty.as_float(torch.float64)), model(task.corrupted)[:, task.positions], atol=1e-10, rtol=0)
+    if ablation == "resample":  # the empty circuit is the corrupted run
+        empty_logits = float_mask_logits(patcher, empty.as_float(torch.float64))
+        torch.testing.assert_close(empty_logits, model(task.corrupted)[:, task.positions], atol=1e-10, rtol=0)
 
 
 # ---- interior masks ---------------------------------------------------------------------------------
@@ -281,9 +273,14 @@ def test_one_circuit_gives_logits_without_a_circuit_axis_and_a_batch_with_one():
         torch.testing.assert_close(logits[c], alone, atol=1e-12, rtol=0)
 
 
-def test_masks_that_do_not_fit_the_graph_are_refused():
-    from acdc_engine import AcdcError
+def test_a_boolean_mask_is_taken_as_zero_and_one():
+    model = small_model(attn_only=True, seed=9)
+    patcher = patcher_for(model, random_task(seed=9))
+    mask = random_bool_masks(patcher.graph, torch.Generator().manual_seed(9))
+    assert torch.equal(float_mask_logits(patcher, mask), float_mask_logits(patcher, mask.as_float(torch.float64)))
 
+
+def test_masks_that_do_not_fit_the_graph_are_refused():
     model = small_model(attn_only=True, seed=9)
     patcher = patcher_for(model, random_task(seed=9))
     full = CircuitMask.full(patcher.graph).as_float(torch.float64)

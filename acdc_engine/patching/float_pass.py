@@ -48,28 +48,31 @@ def float_mask_logits(patcher: EdgePatcher, mask: CircuitMask) -> Tensor:
     Returns:
         logits, differentiable with respect to both mask tensors; no C axis if the mask has none.
 
-    Memory. Let C be the circuits, n the prompts, T the positions, d = d_model, H the heads, dh =
-    d_head, d_mlp the MLP width (0 without MLPs), V = d_vocab, P the logits' positions, L the layers,
-    S' = L * (H + has_mlp) the non-input senders, b the bytes of the model's dtype. Autograd keeps,
-    for the backward pass:
+    Memory. Autograd keeps, for the backward pass, with C circuits, n prompts, T positions, L layers,
+    H heads, d = d_model, dh = d_head, d_mlp (0 without MLPs), S' = L * (H + has_mlp) non-input
+    senders, P logits' positions and b bytes per element of the model's dtype (the weights and the
+    patcher's ``Baseline`` are read, never copied):
 
-    - every non-input sender's difference out_u - out*_u, [C, S', n * T * d] (read by every later
-      receiver's masked sum; held once, by reference): C * S' * n * T * d;
-    - per layer, the q/k/v receivers' inputs and what the pre-norm keeps of them (the input, the
-      normed input for the projection; about 2 copies), [C, 3H, n * T, d]: 2 * C * 3H * n * T * d;
-    - per layer, the attention's internals: q, k after rotary, v, q/k/v before the head-input mix
-      and the ablated ones it mixes in (~6 * C * H * n * T * dh), scores' softmax output (the pattern)
-      and its input, C * H * n * T^2 each, z [C * H, n * T, dh]: about C * H * n * (8 * T * dh + 2 * T^2);
-    - with post-attention norms, the heads' results again, C * H * n * T * d;
-    - per MLP layer: its input and normed input, 2 * C * n * T * d, and its hidden activations
-      before and after the activation (twice for gated MLPs), 2 * C * n * T * d_mlp (x2 gated);
-    - the logits' input and normed input at P positions and the logits, C * n * P * (2d + V).
+    - every non-input sender's difference out_u - out*_u, [C, S', n * T * d], held once (every later
+      receiver's masked sum reads it by reference);
+    - per layer: the q/k/v receivers' inputs [C, 3H, n * T, d] (the pre-norm keeps them); q/k/v before
+      the head-input mix [C, 3, H, n, T, dh] (the mix keeps them, for the mask's gradient); q, k, v as
+      the score and pattern products read them, 3 x [C * H * n, T, dh]; the attention pattern
+      [C * H * n, T, T]; the per-circuit projection matrices [C * 3H, d, dh] and W_O [C * H, dh, d];
+    - per MLP: its input [C, n, T, d] and hidden pre-activation [C, n, T, d_mlp];
+    - the final residual at the logits' positions [C, n, P, d].
 
-    So, bytes ~= b * C * n * T * [S' * d + L * (6H * d + 8H * dh + 2H * T + has_mlp * (2d + 2 d_mlp))]
-    + b * C * n * P * (2d + V); the weights are not copied (the per-circuit q/k/v projection
-    matrices, C * 3H * d * dh per layer, aside). The largest terms are the sender differences and the
-    q/k/v inputs: a float pass over C circuits holds about (S' + 6 H L) rows of n * T * d per circuit,
-    where the boolean pass (no autograd) holds S' + 3H at a time.
+        bytes ~= b * C * (n * T * (S' * d + L * (3H * d + 6H * dh + H * T + has_mlp * (d + d_mlp)))
+                          + L * 4H * d * dh + n * P * d)
+
+    plus small terms (norm statistics, 2 * 3H * n * T per layer) and, where the model has them:
+    post-attention norms + H * n * T * d per layer (the heads' results), gated MLPs + 2 * n * T *
+    d_mlp per MLP, q/k norms + the q/k projections before the norm, norms that upcast + a copy of
+    their input. Measured (float32, 4 layers x 8 heads, d 128, dh 16, d_mlp 512, n 8, T 32): the
+    formula gives 24.0 MiB per circuit; autograd's saved tensors were 24.2 MiB (C=1), 96.9 MiB (C=4),
+    387 MiB (C=16); all live tensors peaked at 39 / 128 / 495 MiB over forward and backward.
+    So a float pass holds about S' + 3HL rows of n * T * d per circuit (here 36 + 96), where the
+    boolean pass, without autograd, holds S' + 3H at a time (and shares what circuits have in common).
     """
     spec, graph, baseline = patcher.spec, patcher.graph, patcher.baseline
     shape = graph.shape
