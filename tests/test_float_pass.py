@@ -79,6 +79,17 @@ def test_at_zero_one_masks_it_is_the_boolean_pass_on_a_small_float32_model_with_
     assert_equals_boolean_pass_and_naive_reference(model, random_task(seed=1), "resample", tolerance=1e-5)
 
 
+@pytest.mark.parametrize("permuted", [False, True], ids=["split_input", "split_input_permuted_positions"])
+def test_at_zero_one_masks_it_is_the_boolean_pass_with_split_input_senders(permuted):
+    model = small_model(attn_only=False, seed=5)
+    task = random_task(seed=1)
+    graph = build_graph(model.cfg, split_input=True)
+    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, permute_corrupted_positions=permuted)
+    mask = random_bool_masks(graph, torch.Generator().manual_seed(0))
+    logits = float_mask_logits(patcher, mask.as_float(torch.float64))
+    torch.testing.assert_close(logits, patcher.logits(mask.edges, mask.head_inputs), atol=1e-10, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def family_models(tmp_path_factory):
     """Every supported family's tiny Hugging Face model in float64 (``tests/families.py``), built once."""
