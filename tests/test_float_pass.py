@@ -47,7 +47,7 @@ def assert_equals_boolean_pass_and_naive_reference(model, task, ablation, tolera
     patcher = patcher_for(model, task, ablation)
     mask = random_bool_masks(patcher.graph, torch.Generator().manual_seed(1))
     logits = float_mask_logits(patcher, mask.as_float(model.cfg.dtype))
-    torch.testing.assert_close(logits, patcher.logits(mask.edges, mask.head_inputs), atol=tolerance, rtol=0)
+    torch.testing.assert_close(logits, patcher.logits(mask), atol=tolerance, rtol=0)
     for c in range(N_CIRCUITS):
         removed = removed_names(patcher.graph, mask.edges[c], mask.head_inputs[c])
         reference = naive_patched_logits(model, task.clean, task.corrupted, *removed, ablation=ablation)
@@ -87,7 +87,7 @@ def test_at_zero_one_masks_it_is_the_boolean_pass_with_split_input_senders(permu
     patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, permute_corrupted_positions=permuted)
     mask = random_bool_masks(graph, torch.Generator().manual_seed(0))
     logits = float_mask_logits(patcher, mask.as_float(torch.float64))
-    torch.testing.assert_close(logits, patcher.logits(mask.edges, mask.head_inputs), atol=1e-10, rtol=0)
+    torch.testing.assert_close(logits, patcher.logits(mask), atol=1e-10, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -135,11 +135,11 @@ def test_all_ones_gives_the_clean_models_logits_and_all_zeros_the_empty_circuits
     task = random_task(seed=3, positions=[1, 6])
     patcher = patcher_for(model, task, ablation)
     graph = patcher.graph
-    full = float_mask_logits(patcher, CircuitMask.full(graph).as_float(torch.float64))
+    full = float_mask_logits(patcher, graph.full_mask().as_float(torch.float64))
     torch.testing.assert_close(full, model(task.clean)[:, task.positions], atol=1e-10, rtol=0)
-    empty = CircuitMask.empty(graph)
+    empty = graph.empty_mask()
     torch.testing.assert_close(
-        float_mask_logits(patcher, empty.as_float(torch.float64)), patcher.logits(empty.edges, empty.head_inputs), atol=1e-10, rtol=0
+        float_mask_logits(patcher, empty.as_float(torch.float64)), patcher.logits(empty), atol=1e-10, rtol=0
     )
     if ablation == "resample":  # the empty circuit is the corrupted run
         empty_logits = float_mask_logits(patcher, empty.as_float(torch.float64))
@@ -151,7 +151,7 @@ def test_all_ones_gives_the_clean_models_logits_and_all_zeros_the_empty_circuits
 
 def logits_with_entry(patcher, which, index, value):
     """Logits of the full circuit with one edge (``which="edges"``) or head-input entry set to ``value``."""
-    mask = CircuitMask.full(patcher.graph).as_float(torch.float64)
+    mask = patcher.graph.full_mask().as_float(torch.float64)
     tensor = getattr(mask, which).clone()
     tensor[index] = value
     return float_mask_logits(patcher, CircuitMask(tensor, mask.head_inputs) if which == "edges" else CircuitMask(mask.edges, tensor))
@@ -244,7 +244,7 @@ def test_every_edge_and_head_input_gets_a_gradient_and_non_edges_get_none(dtype)
 def test_a_float32_mask_on_a_float64_model_gets_float32_gradients():
     model = small_model(attn_only=True, seed=7)
     patcher = patcher_for(model, random_task(seed=7))
-    mask = CircuitMask.full(patcher.graph).as_float(torch.float32)
+    mask = patcher.graph.full_mask().as_float(torch.float32)
     mask.edges.requires_grad_()
     logits = float_mask_logits(patcher, mask)
     assert logits.dtype == torch.float64
@@ -294,7 +294,7 @@ def test_a_boolean_mask_is_taken_as_zero_and_one():
 def test_masks_that_do_not_fit_the_graph_are_refused():
     model = small_model(attn_only=True, seed=9)
     patcher = patcher_for(model, random_task(seed=9))
-    full = CircuitMask.full(patcher.graph).as_float(torch.float64)
+    full = patcher.graph.full_mask().as_float(torch.float64)
     with pytest.raises(AcdcError, match="do not fit"):
         float_mask_logits(patcher, CircuitMask(full.edges[:-1], full.head_inputs))
     with pytest.raises(AcdcError, match="one leading circuit axis"):
