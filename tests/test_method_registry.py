@@ -12,7 +12,7 @@ from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine import AcdcError, discover, load_circuit
 from acdc_engine.core import choices
 from acdc_engine.commands.discover import CONF_DIR
-from acdc_engine.methods import METHODS, MethodInput, MethodOutcome, MethodSpec
+from acdc_engine.methods import METHODS, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.methods.eap import select_edges
 from acdc_engine.formats.circuit_file import circuit_to_dict
 from acdc_engine.formats.circuit_file import save_circuit
@@ -52,7 +52,7 @@ def random_ranking(inputs: MethodInput, params: RandomRankingParams) -> MethodOu
 
 RANDOM_RANKING = MethodSpec(
     name="random-ranking", params=RandomRankingParams, config=RandomRankingConfig, run=random_ranking,
-    selection=lambda params: f"top_n {params.top_n}",
+    selection=lambda params: f"top_n {params.top_n}", circuits=CircuitSelection.SCORES,
 )
 
 

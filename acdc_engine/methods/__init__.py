@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.methods import acdc, acdc_eap, eap
-from acdc_engine.methods.method import RUN_KEYS, MethodInput, MethodOutcome, MethodSpec
+from acdc_engine.methods.method import RUN_KEYS, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (acdc.SPEC, acdc_eap.SPEC, *eap.SPECS)}
 
@@ -22,4 +22,4 @@ def method_spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "RUN_KEYS", "MethodInput", "MethodOutcome", "MethodSpec", "method_spec"]
+__all__ = ["METHODS", "RUN_KEYS", "CircuitSelection", "MethodInput", "MethodOutcome", "MethodSpec", "method_spec"]

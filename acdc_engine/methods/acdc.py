@@ -34,7 +34,7 @@ from acdc_engine.core import choices
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
 from acdc_engine.core.patcher import Evaluate
-from acdc_engine.methods.method import Checkpointing, MethodInput, MethodOutcome, MethodSpec
+from acdc_engine.methods.method import Checkpointing, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.core.nodes import LOGITS, QKV, edge_name, head_name, head_receiver_name, mlp_name, parse_node
 
 
@@ -527,5 +527,6 @@ def threshold_selection(params: AcdcParams) -> str:
 
 
 SPEC = MethodSpec(
-    name="acdc", params=AcdcParams, config=AcdcConfig, run=_run, selection=threshold_selection, checkpoints=True
+    name="acdc", params=AcdcParams, config=AcdcConfig, run=_run, selection=threshold_selection,
+    circuits=CircuitSelection.THRESHOLD, checkpoints=True
 )

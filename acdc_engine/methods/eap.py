@@ -64,7 +64,7 @@ from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core import choices
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
-from acdc_engine.methods.method import MethodInput, MethodOutcome, MethodSpec
+from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.measure.metrics import Metric, at_least_float32
 from acdc_engine.core.nodes import edge_name
 
@@ -376,10 +376,11 @@ def _review(outcome: MethodOutcome, inputs: MethodInput, metric: Mapping[str, An
 SPECS = (
     MethodSpec(
         name="eap", params=EapParams, config=EapConfig, run=lambda inputs, params: _outcome(inputs, "eap", params),
-        selection=_selection, review=_review,
+        selection=_selection, circuits=CircuitSelection.SCORES, review=_review,
     ),
     MethodSpec(
         name="eap-ig", params=EapIgParams, config=EapIgConfig,
-        run=lambda inputs, params: _outcome(inputs, "eap-ig", params, params.steps), selection=_selection, review=_review,
+        run=lambda inputs, params: _outcome(inputs, "eap-ig", params, params.steps), selection=_selection,
+        circuits=CircuitSelection.SCORES, review=_review,
     ),
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
@@ -37,6 +38,17 @@ class Checkpointing(Protocol):
 
     def save(self, state: Any) -> None:
         """Write ``state`` (ACDC: an ``AcdcState``) so that a later run can continue from it."""
+
+
+class CircuitSelection(Enum):
+    """How a method's circuits of different sizes are made, for sweeps, curves and MIB submissions.
+
+    THRESHOLD: one run per circuit; a threshold decides the size (exact ACDC), so circuits of other
+    sizes come from runs at other thresholds. SCORES: one run scores every edge; a circuit of any
+    size is the top edges by |score| (EAP, EAP-IG)."""
+
+    THRESHOLD = "threshold"
+    SCORES = "scores"
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,7 @@ class MethodSpec:
         same ``__post_init__`` checks the composed config) and ``RUN_KEYS``.
     run: ``run(MethodInput, params) -> MethodOutcome``.
     selection: the command line's words for what picked the edges, e.g. "threshold 0.05".
+    circuits: how circuits of other sizes are made (``CircuitSelection``).
     checkpoints: whether the method saves its state and resumes (``discover(checkpoint=...)``).
     review: called with the outcome, the method's input and the measured metric block
         (``{"name", "full", "circuit", "empty"}``) once the circuit is measured, for warnings
@@ -104,6 +117,7 @@ class MethodSpec:
     config: type
     run: Callable[[MethodInput, Any], MethodOutcome]
     selection: Callable[[Any], str]
+    circuits: CircuitSelection
     checkpoints: bool = False
     review: Callable[[MethodOutcome, MethodInput, Mapping[str, Any]], None] | None = None
 
