@@ -1,10 +1,44 @@
 """The Python API: ``discover(model, task, ...)`` runs a circuit-discovery method and returns a Circuit.
 
-``discover`` is the same six steps for every method: check the method's parameters (its registry
-entry, ``acdc_engine.methods``), resolve the model and the task, set up checkpointing (methods that
-checkpoint), build the measurement (graph, patcher, metric: ``acdc_engine.measure.measurement``), run the
-method, then prune its decisions to input-to-logits paths and measure the emitted circuit. The
-Hydra command line (``acdc_engine.commands.discover``) is a thin layer over this function.
+``discover`` reads as its pipeline (its docstring); the Hydra command line
+(``acdc_engine.commands.discover``) is a thin layer over it. Its arguments:
+
+    model: a ``ModelSpec``, a TransformerLens ``TransformerBridge`` or ``HookedTransformer``
+        (``acdc_engine.architecture.as_model_spec``), or a name for ``acdc_engine.models.load_model``.
+    task: a built-in task name, a ``TaskData``, a dict of TaskData fields, or (clean, corrupted).
+    method: a registry entry's name (``acdc_engine.methods.METHODS``): "acdc" (exact ACDC),
+        "acdc-eap" (ACDC that skips edges EAP-IG rates negligible), "eap", "eap-ig".
+    metric: "kl", "logit_diff", "prob_diff", "nll", ... (``acdc_engine.measure.metrics``); lower is
+        better. None: the task's default (kl for induction).
+    ablation: what a removed edge carries: "resample" (the corrupted run), "zero" or "mean".
+    split_input: token and positional embeddings as two senders instead of ``input``.
+    permute_corrupted_positions: under resample ablation with split_input, run the corrupted
+        prompts with their positional embedding at permuted positions (seed 49), as the original
+        ACDC does, so that its tracr resample circuits can be reproduced (recorded in the circuit
+        file's ``method`` block); off by default.
+    task_params: keyword arguments for a built-in task (e.g. ``n_prompts``).
+    model_name: the name recorded in the circuit file (default: the model's config's, or ``model``
+        when it is a name).
+    seed: recorded in the circuit file (built-in tasks take theirs from ``task_params``).
+    progress: show a progress bar (ACDC).
+    metric_cache: a ``MetricCache`` shared by runs of one setting (e.g. a threshold sweep): circuits
+        it has seen are not evaluated again; the circuit is the same as without it.
+    checkpoint: a file (``acdc_engine.methods.checkpoint``) where a method that checkpoints (acdc,
+        acdc-eap) saves its state every ``checkpoint_every`` candidates or ``checkpoint_seconds``
+        seconds (None: not by that trigger), at the end, and before stopping on a non-finite metric.
+        If the file exists, the run resumes from it and gives the uninterrupted run's circuit; a
+        file made with other settings, another model or other data is refused (AcdcError saying
+        what differs).
+    run_config: the settings a checkpoint is tied to (the command line passes its resolved config);
+        None: this call's arguments.
+    method_params: the method's own parameters, checked by its entry (AcdcError naming one it does
+        not take): acdc: ``threshold`` (tau, default 0.05; a removal stays when it raises the metric
+        by less), ``batch_size`` (candidates per forward pass; None: from free memory, at most 32,
+        or a resumed checkpoint's; the circuit is the same for any size); acdc-eap: acdc's,
+        ``steps`` (EAP-IG's interpolation steps, default 5) and ``skip_below`` (skip an edge when
+        |EAP-IG score| < skip_below * threshold; default 0.1); eap: exactly one of ``top_n`` (keep
+        the top_n edges by |score|) and ``score_threshold`` (keep |score| >= it); eap-ig: eap's and
+        ``steps`` (default 5).
 """
 
 from __future__ import annotations
@@ -20,12 +54,13 @@ from acdc_engine.core.mask import CircuitMask
 from acdc_engine.methods.checkpoint import Checkpoint, Checkpointer, Fingerprint, fingerprint, resume_state
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.measure.measurement import Measurement, resolve_task
-from acdc_engine.methods import MethodInput, method_spec
+from acdc_engine.measure.measurement import Measurement
+from acdc_engine.methods import MethodInput, MethodOutcome, MethodSpec, method_spec
 from acdc_engine.measure.metric_cache import MetricCache
 from acdc_engine.core.pruning import on_input_to_logits_paths
-from acdc_engine.tasks import TaskData
-from acdc_engine.methods.arguments import check_discover_arguments, check_task_fits
+from acdc_engine.core.task_data import TaskData
+from acdc_engine.methods.arguments import check_discover_arguments
+from acdc_engine.resolve import Resolved, resolve
 
 OWN_PASSES = 5  # besides a method's own: the clean and corrupted runs, full logits, circuit, empty
 
@@ -93,48 +128,14 @@ def discover(
     run_config: Mapping[str, Any] | None = None,
     **method_params: Any,
 ) -> Circuit:
-    """Find the circuit of ``model`` for ``task``.
+    """Find the circuit of ``model`` for ``task`` with ``method`` (arguments: the module docstring):
 
-    Args:
-        model: a ``ModelSpec``, a TransformerLens ``TransformerBridge`` or ``HookedTransformer``
-            (``acdc_engine.architecture.as_model_spec``), or a name for ``acdc_engine.models.load_model``.
-        task: a built-in task name, a ``TaskData``, a dict of TaskData fields, or (clean, corrupted).
-        method: "acdc" (exact ACDC), "acdc-eap" (ACDC that skips edges EAP-IG rates negligible),
-            "eap" (edge attribution patching) or "eap-ig" (EAP with integrated gradients); see
-            ``acdc_engine.methods``.
-        metric: "kl", "logit_diff", "prob_diff", "nll", ... (``acdc_engine.measure.metrics``); lower is
-            better. None: the task's default (kl for induction).
-        ablation: what a removed edge carries: "resample" (the corrupted run), "zero" or "mean".
-        split_input: token and positional embeddings as two senders instead of ``input``.
-        permute_corrupted_positions: under resample ablation with split_input, run the corrupted
-            prompts with their positional embedding at permuted positions (seed 49), as the original
-            ACDC does, so that its tracr resample circuits can be reproduced (recorded in the
-            circuit file's ``method`` block); off by default.
-        task_params: keyword arguments for a built-in task (e.g. ``n_prompts``).
-        model_name: the name recorded in the circuit file (default: the model's config's, or ``model``
-            when it is a name).
-        seed: recorded in the circuit file (built-in tasks take theirs from ``task_params``).
-        progress: show a progress bar (ACDC).
-        metric_cache: a ``MetricCache`` shared by runs of one setting (e.g. a threshold sweep):
-            circuits it has seen are not evaluated again; the circuit is the same as without it.
-        checkpoint: a file (``acdc_engine.methods.checkpoint``) where a method that checkpoints (acdc,
-            acdc-eap) saves its state every ``checkpoint_every`` candidates or
-            ``checkpoint_seconds`` seconds (None: not by that trigger), at the end, and before
-            stopping on a non-finite metric. If the file exists, the run resumes from it and gives
-            the uninterrupted run's circuit; a file made with other settings, another model or
-            other data is refused (AcdcError saying what differs).
-        run_config: the settings a checkpoint is tied to (the command line passes its resolved
-            config); None: this call's arguments.
-        method_params: the method's own parameters, checked by its entry (AcdcError naming one it
-            does not take):
-            acdc: ``threshold`` (tau, default 0.05; a removal stays when it raises the metric by
-                less), ``batch_size`` (candidates per forward pass; None: from free memory, at most
-                32, or a resumed checkpoint's; the circuit is the same for any size);
-            acdc-eap: acdc's, ``steps`` (EAP-IG's interpolation steps, default 5) and
-                ``skip_below`` (skip an edge when |EAP-IG score| < skip_below * threshold; default 0.1);
-            eap: exactly one of ``top_n`` (keep the top_n edges by |score|) and ``score_threshold``
-                (keep |score| >= it);
-            eap-ig: eap's and ``steps`` (default 5).
+        check     the arguments and the method's parameters, before any model loads
+        resolve   the model to a ModelSpec, the task to TaskData (``acdc_engine.resolve``)
+        measure   the graph, the patcher and the metric (``Measurement``; cached if asked)
+        run       the method (its registry entry), resuming from and saving to ``checkpoint``
+        prune     its decisions to input-to-logits paths, and measure that circuit
+        describe  the circuit file's model, task, method and run blocks
     """
     start = time.perf_counter()
     spec = method_spec(method)
@@ -142,83 +143,84 @@ def discover(
         model, task, task_params=task_params, checkpoint=checkpoint,
         threshold=method_params.get("threshold", 0.0), uses_threshold="threshold" in method_params,
     )
-    params = spec.parse(method_params)  # before the model loads
-    if isinstance(model, str):
-        from acdc_engine.models import load_model
-
-        model_name = model_name or model
-        model = load_model(model)
-    from acdc_engine.architecture import as_model_spec
-
-    model = as_model_spec(model)
-    check_task_fits(model, task, task_params, split_input=split_input)  # a built-in task, before it is built
-    task_data = resolve_task(model, task, task_params)
-    check_task_fits(model, task_data, split_input=split_input)
-    metric = metric or task_data.default_metric
+    params = spec.parse(method_params)
+    resolved = resolve(model, task, task_params, model_name=model_name, split_input=split_input)
+    metric = metric or resolved.task.default_metric
     resumed = checkpointer = None
     if checkpoint is not None:
-        if not spec.checkpoints:
-            raise AcdcError(f"checkpoints are for ACDC runs; method '{method}' takes none")
-        if run_config is None:
-            run_config = {
-                "method": method, **dataclasses.asdict(params), "metric": metric, "ablation": ablation,
-                "split_input": split_input, **({"permute_corrupted_positions": True} if permute_corrupted_positions else {}),
-                "task": task_data.name, "task_params": task_params or {},
-                "model_name": model_name, "seed": seed,
-            }
-        resumed, checkpointer = _checkpointing(
-            checkpoint, fingerprint(run_config, model, task_data), checkpoint_every, checkpoint_seconds, start
-        )
-
-    measurement = Measurement(model, task_data, metric, ablation, split_input, permute_corrupted_positions)
-    evaluate = measurement.evaluate
-    if metric_cache is not None:
-        evaluate = metric_cache.wrap(evaluate, model=model, task=task_data, metric=metric, ablation=ablation, split_input=split_input)
+        settings = run_config or _run_settings(resolved, method, params, metric, ablation, split_input,
+                                               permute_corrupted_positions, task_params, seed)
+        resumed, checkpointer = _checkpointing(spec, checkpoint, fingerprint(settings, resolved.model, resolved.task), checkpoint_every, checkpoint_seconds, start)
+    measurement = Measurement(resolved.model, resolved.task, metric, ablation, split_input, permute_corrupted_positions)
+    evaluate = measurement.evaluate if metric_cache is None else metric_cache.wrap(measurement.evaluate, **measurement.setting)
     inputs = MethodInput(
         graph=measurement.graph, patcher=measurement.patcher, metric=measurement.metric, metric_name=metric,
-        evaluate=evaluate, ablation=ablation, progress=progress,
-        resume=resumed.state if resumed else None, checkpointer=checkpointer,
+        evaluate=evaluate, ablation=ablation, progress=progress, resume=resumed.state if resumed else None, checkpointer=checkpointer,
     )
     outcome = spec.run(inputs, params)
+    in_graph, metric_values = _prune_and_measure(spec, outcome, inputs, measurement)
+    return Circuit(
+        graph=measurement.graph, kept=outcome.kept, in_graph=in_graph, scores=outcome.scores, metric=metric_values,
+        threshold=outcome.threshold,
+        model=model_description(resolved.model, resolved.model_name, split_input),
+        task=task_description(resolved.task),
+        method={**outcome.description, **({"permute_corrupted_positions": True} if permute_corrupted_positions else {})},
+        run=_run_block(outcome, measurement, seed, time.perf_counter() - start + (resumed.seconds if resumed else 0.0)),
+    )
 
-    graph = measurement.graph
-    in_graph = on_input_to_logits_paths(graph, outcome.kept)
+
+def _prune_and_measure(
+    spec: MethodSpec, outcome: MethodOutcome, inputs: MethodInput, measurement: Measurement
+) -> tuple[CircuitMask, dict[str, Any]]:
+    """The emitted circuit (the outcome's decisions on input-to-logits paths) and the circuit file's
+    ``metric`` block measured on exactly it; the method's review sees both."""
+    in_graph = on_input_to_logits_paths(measurement.graph, outcome.kept)
     metric_values = {
-        "name": metric,
+        "name": inputs.metric_name,
         "full": measurement.full,
-        "circuit": float(evaluate(CircuitMask.stack([in_graph]), 0)[0]),
-        "empty": measurement.empty(evaluate),
+        "circuit": float(inputs.evaluate(CircuitMask.stack([in_graph]), 0)[0]),
+        "empty": measurement.empty(inputs.evaluate),
     }
     if spec.review is not None:
         spec.review(outcome, inputs, metric_values)
-    return Circuit(
-        graph=graph,
-        kept=outcome.kept,
-        in_graph=in_graph,
-        scores=outcome.scores,
-        metric=metric_values,
-        threshold=outcome.threshold,
-        model=model_description(model, model_name, split_input),
-        task=task_description(task_data),
-        method={**outcome.description, **({"permute_corrupted_positions": True} if permute_corrupted_positions else {})},
-        run={
-            "seed": seed,
-            "versions": _versions(),
-            "seconds": round(time.perf_counter() - start + (resumed.seconds if resumed else 0.0), 3),
-            "forward_passes": outcome.forward_passes + OWN_PASSES,
-            "backward_passes": outcome.backward_passes,
-            **outcome.run_block,
-            "device": str(measurement.patcher.device),
-            "self_check": measurement.patcher.self_check.to_dict(),
-        },
-    )
+    return in_graph, metric_values
+
+
+def _run_settings(
+    resolved: Resolved, method: str, params: Any, metric: str, ablation: str, split_input: bool,
+    permute_corrupted_positions: bool, task_params: Mapping[str, Any] | None, seed: int,
+) -> dict[str, Any]:
+    """The settings a checkpoint is tied to when the caller gives none: this call's arguments."""
+    return {
+        "method": method, **dataclasses.asdict(params), "metric": metric, "ablation": ablation,
+        "split_input": split_input, **({"permute_corrupted_positions": True} if permute_corrupted_positions else {}),
+        "task": resolved.task.name, "task_params": dict(task_params or {}),
+        "model_name": resolved.model_name, "seed": seed,
+    }
+
+
+def _run_block(outcome: MethodOutcome, measurement: Measurement, seed: int, seconds: float) -> dict[str, Any]:
+    """The circuit file's ``run`` block: seed, versions, time, passes, the method's own entries, the self-check."""
+    return {
+        "seed": seed,
+        "versions": _versions(),
+        "seconds": round(seconds, 3),
+        "forward_passes": outcome.forward_passes + OWN_PASSES,
+        "backward_passes": outcome.backward_passes,
+        **outcome.run_block,
+        "device": str(measurement.patcher.device),
+        "self_check": measurement.patcher.self_check.to_dict(),
+    }
 
 
 def _checkpointing(
-    path: str | Path, run_fingerprint: Fingerprint, every: int | None, seconds: float | None, started: float
+    spec: MethodSpec, path: str | Path, run_fingerprint: Fingerprint, every: int | None, seconds: float | None, started: float
 ) -> tuple[Checkpoint | None, Checkpointer]:
     """The checkpoint to resume from (None when ``path`` does not exist yet; AcdcError when it was
-    made from other inputs) and the Checkpointer that saves this run's state to ``path``."""
+    made from other inputs, or the method takes no checkpoints) and the Checkpointer that saves this
+    run's state to ``path``."""
+    if not spec.checkpoints:
+        raise AcdcError(f"checkpoints are for ACDC runs; method '{spec.name}' takes none")
     resumed = resume_state(path, run_fingerprint) if Path(path).exists() else None
     checkpointer = Checkpointer(
         path, run_fingerprint, every, seconds, started=started,

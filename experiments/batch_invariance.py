@@ -32,7 +32,7 @@ from acdc_engine.patching import EdgePatcher  # noqa: E402
 def count_differences(model, task, split_input: bool, ablation: str, sizes=(2, 3, 8, 17)) -> tuple[int, int, int]:
     """(circuits compared, logits differing, metric differing) over every start layer and size."""
     graph = build_graph(model.cfg, split_input=split_input)
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, ablation)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, ablation, split_input=graph.shape.split_input)
     metric = make_metric("kl", task, patcher.logits(graph.full_mask()).float())
     generator = torch.Generator().manual_seed(0)
     compared = logits_differ = metric_differ = 0

@@ -189,7 +189,7 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
 
     elif method == "fast":
         def fast_run():
-            patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+            patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
             metric = kl_divergence(patcher.logits(graph.full_mask()))
             batch_size = patcher.auto_batch_size()
             result = run_acdc(graph, lambda mask, s=0: metric(patcher.logits(mask, s)).double(), spec["threshold"],
@@ -218,7 +218,7 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
         from acdc_engine.methods import eap
 
         start = time.perf_counter()
-        patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+        patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
         metric = kl_divergence(patcher.logits(graph.full_mask()))
         scores = eap.eap_scores(patcher, metric) if method == "eap" else eap.eap_ig_scores(patcher, metric)
         synchronize(device)
@@ -250,7 +250,7 @@ def pass_costs(case: str) -> list[dict]:
 
     model, task = build(case)
     graph = build_graph(model.cfg)
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
     generator = torch.Generator().manual_seed(0)
     n_layers = graph.shape.n_layers
 

@@ -74,7 +74,7 @@ def patching_checks(device: str, dtype: torch.dtype) -> dict:
         task = random_task(seed=1, n_prompts=6, n_pos=7, positions=[3, 6])
         graph = build_graph(model.cfg)
         for ablation in ("resample", "zero", "mean"):
-            patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, ablation)
+            patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, ablation, split_input=graph.shape.split_input)
             for _ in range(3):
                 edges = (torch.rand(graph.edge_exists.shape, generator=generator) < 0.5) & graph.edge_exists
                 heads = torch.rand(graph.full_head_input_mask().shape, generator=generator) < 0.8
@@ -83,7 +83,7 @@ def patching_checks(device: str, dtype: torch.dtype) -> dict:
                 expected = naive_patched_logits(reference, task.clean, task.corrupted, removed_edges, removed_heads, ablation=ablation)
                 got = patcher.logits(CircuitMask(edges, heads)).cpu()
                 worst = max(worst, float((got - expected[:, task.positions]).abs().max()))
-        patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+        patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
         for start_layer in range(1, graph.shape.n_layers + 1):  # lower receivers intact, the rest random
             edges = (torch.rand(graph.edge_exists.shape, generator=generator) < 0.5) & graph.edge_exists
             heads = torch.rand(graph.full_head_input_mask().shape, generator=generator) < 0.8
@@ -118,7 +118,7 @@ def acdc_decisions(case: str, device: str, dtype: str, batch_size: int | None, s
     spec = benchmark.CASES[case]
     model, task = benchmark.build(case, device, dtype)
     graph = build_graph(model.cfg)
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
     metric = kl_divergence(patcher.logits(graph.full_mask()))
     result = run_acdc(graph, lambda mask, s=0: metric(patcher.logits(mask, s)).double(), spec["threshold"],
                       batch_size=batch_size or patcher.auto_batch_size(), progress=False, stop_after=stop_after)

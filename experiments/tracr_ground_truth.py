@@ -85,7 +85,7 @@ def measure(model: torch.nn.Module, name: str, circuit: Circuit) -> None:
     task = make_task(name, model)
     circuit.task = {"name": name, **task.params}
     graph = circuit.graph
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, "zero")
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, "zero", split_input=graph.shape.split_input)
     full_edges, full_heads = graph.full_edge_mask(), graph.full_head_input_mask()
     metric = make_metric("l2", task, patcher.logits(CircuitMask(full_edges, full_heads)))
 

@@ -157,7 +157,7 @@ def test_under_resample_the_emitted_circuit_scores_like_the_raw_result():
     from acdc_engine.patching import EdgePatcher
     from acdc_engine.measure.metrics import kl_divergence
 
-    patcher = EdgePatcher(model, circuit.graph, task.clean, task.corrupted, task.positions)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=circuit.graph.shape.split_input)
     metric = kl_divergence(patcher.logits(circuit.graph.full_mask()))
     raw_value = float(metric(patcher.logits(circuit.kept)))
     assert circuit.metric["circuit"] == pytest.approx(raw_value, abs=1e-10)

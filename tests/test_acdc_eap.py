@@ -33,7 +33,7 @@ def test_edges_below_the_bound_are_removed_untested_and_all_others_are_tested_as
     task = random_task()
     seeded = discover(model, task, method="acdc-eap", threshold=THRESHOLD, skip_below=1.0, steps=3, progress=False)
     graph = build_graph(model.cfg)
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, "resample")
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, "resample", split_input=graph.shape.split_input)
     full = patcher.logits(graph.full_mask())
     skip, _ = attribution_skips(patcher, make_metric("kl", task, full), THRESHOLD, 1.0, steps=3)
     assert 0 < int(skip.sum()) < int(graph.edge_exists.sum())

@@ -36,7 +36,7 @@ def family(request, tmp_path_factory):
 def test_the_all_edges_and_all_removed_passes_equal_the_models_own_forward_pass(family):
     _, model, task = family
     graph = build_graph(model.cfg)
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
     # the Hugging Face model in float64 keeps some float32 arithmetic (see self_check.TOLERANCE)
     assert patcher.self_check.full <= 1e-5 and patcher.self_check.empty <= 1e-5
     with torch.no_grad():  # against the spec's own plain pass the engine is exact to float64 rounding
@@ -49,7 +49,7 @@ def test_the_all_edges_and_all_removed_passes_equal_the_models_own_forward_pass(
 def test_random_circuits_equal_the_naive_reference(family):
     _, model, task = family
     graph = build_graph(model.cfg)
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
     g = torch.Generator().manual_seed(1)
     for _ in range(3):
         edges = graph.edge_exists & (torch.rand(graph.edge_exists.shape, generator=g) < 0.6)

@@ -23,7 +23,7 @@ N_CIRCUITS = 3
 
 
 def patcher_for(model, task, ablation="resample"):
-    return EdgePatcher(model, build_graph(model.cfg), task.clean, task.corrupted, task.positions, ablation)
+    return EdgePatcher(model, task.clean, task.corrupted, task.positions, ablation)
 
 
 def random_bool_masks(graph, generator, n_circuits=N_CIRCUITS):
@@ -84,7 +84,7 @@ def test_at_zero_one_masks_it_is_the_boolean_pass_with_split_input_senders(permu
     model = small_model(attn_only=False, seed=5)
     task = random_task(seed=1)
     graph = build_graph(model.cfg, split_input=True)
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, permute_corrupted_positions=permuted)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, permute_corrupted_positions=permuted, split_input=graph.shape.split_input)
     mask = random_bool_masks(graph, torch.Generator().manual_seed(0))
     logits = float_mask_logits(patcher, mask.as_float(torch.float64))
     torch.testing.assert_close(logits, patcher.logits(mask), atol=1e-10, rtol=0)

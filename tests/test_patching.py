@@ -4,6 +4,7 @@ import pytest
 import torch
 from naive_reference import naive_patched_logits
 
+from acdc_engine.core.graph import GraphShape
 from acdc_engine.core.mask import CircuitMask
 from acdc_engine import AcdcError, build_graph
 from acdc_engine.patching import EdgePatcher, pass_state
@@ -12,7 +13,7 @@ from factories import random_task, small_model, speculative_batch
 
 def patcher_for(model, task, ablation="resample"):
     graph = build_graph(model.cfg)
-    return graph, EdgePatcher(model, graph, task.clean, task.corrupted, torch.arange(task.clean.shape[1]), ablation)
+    return graph, EdgePatcher(model, task.clean, task.corrupted, torch.arange(task.clean.shape[1]), ablation, split_input=graph.shape.split_input)
 
 
 def empty_masks(graph):
@@ -73,7 +74,7 @@ def test_random_edge_subsets_at_some_positions_match_naive_reference(attn_only, 
     model = small_model(attn_only, seed=5)
     task = random_task(seed=1, positions=[2, 5])
     graph = build_graph(model.cfg)
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
     generator = torch.Generator().manual_seed(0)
     for _ in range(4):
         edges, heads = random_masks(graph, generator)
@@ -114,7 +115,7 @@ def test_float32_logits_at_some_positions_are_bit_identical_alone_and_in_any_bat
     model = small_model(attn_only=attn_only, seed=3, dtype=torch.float32)
     task = random_task(n_prompts=8, n_pos=9, seed=3, positions=[4, 8])
     graph = build_graph(model.cfg)
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
     generator = torch.Generator().manual_seed(0)
     for start_layer in (0, 1):
         for n_circuits in (2, 3, 8):
@@ -130,13 +131,13 @@ def test_a_pass_after_other_passes_gives_the_bits_of_a_fresh_patcher(positions):
     model = small_model(attn_only=False, seed=3, dtype=torch.float32)
     task = random_task(n_prompts=8, n_pos=9, seed=3, positions=positions or list(range(9)))
     graph = build_graph(model.cfg)
-    used = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    used = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
     generator = torch.Generator().manual_seed(1)
     for start_layer in (1, 0, 0, 1, 0):
         edges, heads = speculative_batch(graph, generator, 3, start_layer)
         used.logits(CircuitMask(edges, heads), start_layer)
         for c in range(3):
-            fresh = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, self_check=False)
+            fresh = EdgePatcher(model, task.clean, task.corrupted, task.positions, self_check=False, split_input=graph.shape.split_input)
             assert torch.equal(used.logits(CircuitMask(edges[c], heads[c]), start_layer), fresh.logits(CircuitMask(edges[c], heads[c]), start_layer))
 
 
@@ -154,7 +155,7 @@ def test_float32_logits_of_a_four_layer_model_are_bit_identical_alone_and_in_any
     model = small_model(attn_only=False, seed=4, n_layers=4, n_heads=4, dtype=torch.float32)
     task = random_task(seed=4)
     graph = build_graph(model.cfg)
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, task.positions)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
     generator = torch.Generator().manual_seed(0)
     for start_layer in range(4):
         edges, heads = speculative_batch(graph, generator, 3, start_layer)
@@ -185,7 +186,7 @@ def test_logits_are_returned_only_at_the_requested_positions():
     model = small_model(attn_only=True)
     task = random_task()
     graph = build_graph(model.cfg)
-    patcher = EdgePatcher(model, graph, task.clean, task.corrupted, torch.tensor([2, 5]))
+    patcher = EdgePatcher(model, task.clean, task.corrupted, torch.tensor([2, 5]), split_input=graph.shape.split_input)
     logits = patcher.logits(graph.full_mask())
     torch.testing.assert_close(logits, model(task.clean)[:, [2, 5]], atol=1e-10, rtol=0)
 
@@ -193,34 +194,35 @@ def test_logits_are_returned_only_at_the_requested_positions():
 def test_mismatched_clean_and_corrupted_shapes_are_rejected():
     model = small_model(attn_only=True)
     with pytest.raises(AcdcError, match=r"differ in shape: \(4, 6\) vs \(4, 5\)"):
-        EdgePatcher(model, build_graph(model.cfg), torch.zeros(4, 6, dtype=torch.long), torch.zeros(4, 5, dtype=torch.long))
+        EdgePatcher(model, torch.zeros(4, 6, dtype=torch.long), torch.zeros(4, 5, dtype=torch.long))
 
 
 def test_unknown_ablation_is_rejected():
     model = small_model(attn_only=True)
     tokens = torch.zeros(2, 3, dtype=torch.long)
     with pytest.raises(AcdcError, match="unknown ablation 'shuffle'"):
-        EdgePatcher(model, build_graph(model.cfg), tokens, tokens, ablation="shuffle")
+        EdgePatcher(model, tokens, tokens, ablation="shuffle")
 
 
 def test_split_input_on_a_model_without_absolute_positions_is_refused_naming_them():
     model = small_model(attn_only=True, positional_embedding_type="rotary", rotary_dim=8)
     tokens = torch.zeros(2, 3, dtype=torch.long)
     with pytest.raises(AcdcError, match="split_input needs absolute positional embeddings"):
-        EdgePatcher(model, build_graph(model.cfg, split_input=True), tokens, tokens)
+        EdgePatcher(model, tokens, tokens, split_input=True)
 
 
-def test_graph_of_another_model_shape_is_rejected():
-    model = small_model(attn_only=True)
-    other = build_graph(small_model(attn_only=False).cfg)
+@pytest.mark.parametrize("split_input", [False, True])
+def test_the_patcher_builds_the_graph_of_its_own_model(split_input):
+    model = small_model(attn_only=False)
     tokens = torch.zeros(2, 3, dtype=torch.long)
-    with pytest.raises(AcdcError, match="does not match the model"):
-        EdgePatcher(model, other, tokens, tokens)
+    graph = EdgePatcher(model, tokens, tokens, split_input=split_input).graph
+    assert graph.shape == GraphShape.from_model_config(model.cfg, split_input=split_input)
+    assert graph.edge_names() == build_graph(model.cfg, split_input=split_input).edge_names()
 
 
 def test_non_transformer_lens_model_is_rejected():
     with pytest.raises(AcdcError, match="HookedTransformer"):
-        EdgePatcher(torch.nn.Linear(2, 2), build_graph(small_model(attn_only=True).cfg), torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long))
+        EdgePatcher(torch.nn.Linear(2, 2), torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long))
 
 
 @pytest.mark.parametrize("start_layer", [1, 2])

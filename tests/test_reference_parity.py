@@ -5,15 +5,15 @@ import pytest
 import torch
 from factories import random_task, small_model
 
-from acdc_engine import AcdcError, build_graph, discover
+from acdc_engine import AcdcError, discover
 from acdc_engine.patching import EdgePatcher
 
 
 def patcher(**options):
     model = small_model(attn_only=True)
     task = random_task()
-    graph = build_graph(model.cfg, split_input=True)
-    return model, graph, EdgePatcher(model, graph, task.clean, task.corrupted, task.positions, **options)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=True, **options)
+    return model, patcher.graph, patcher
 
 
 def test_with_the_option_the_corrupted_positional_embedding_is_at_the_seeded_permutation():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from factories import random_task, small_model
 
-from acdc_engine import AcdcError, build_graph, discover
+from acdc_engine import AcdcError, discover
 from acdc_engine.patching import EdgePatcher
 from acdc_engine.formats.circuit_file import circuit_to_dict
 
@@ -34,7 +34,7 @@ def test_a_mismatch_within_the_dtypes_tolerance_passes():
     model = small_model(attn_only=False)
     model.source = Shifted(model, 1e-12)  # float64: far below 1e-5 x the logit scale
     task = random_task()
-    patcher = EdgePatcher(model, build_graph(model.cfg), task.clean, task.corrupted, task.positions)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions)
     assert 0 < patcher.self_check.full <= patcher.self_check.tolerance
 
 

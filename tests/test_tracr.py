@@ -231,7 +231,7 @@ def test_shipped_ground_truth_is_the_one_derived_from_the_weights(name, truths):
 def test_structural_ground_truth_computes_the_full_model_exactly(name, ablation, models, truths):
     model, truth = models[name], truths[name]
     task = make_task(name, model)
-    patcher = EdgePatcher(model, truth.graph, task.clean, task.corrupted, task.positions, ablation)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, ablation, split_input=truth.graph.shape.split_input)
     full = patcher.logits(truth.graph.full_mask())
     assert torch.equal(patcher.logits(truth.in_graph), full)
 

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace):
     import torch
 
     from acdc_engine.api import discover
-    from acdc_engine.measure.measurement import resolve_task
+    from acdc_engine.resolve import resolve_task
     from acdc_engine.evaluation.mib import acdc_fraction_search, top_k_circuits, write_submission
     from acdc_engine.models import load_model
 

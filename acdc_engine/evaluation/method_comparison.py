@@ -41,7 +41,7 @@ from acdc_engine.evaluation.faithfulness import (
 from acdc_engine.evaluation.roc import LEVELS, RocCurve, check_same_graph, roc_from_circuits, roc_from_scores
 from acdc_engine.evaluation.sweep import acdc_threshold_sweep
 from acdc_engine.formats.tables import csv_text, markdown_table, number
-from acdc_engine.measure.measurement import resolve_task
+from acdc_engine.resolve import resolve_task
 from acdc_engine.tasks import TaskData
 
 COMPARED_METHODS = ("acdc", "eap", "eap-ig")

@@ -57,7 +57,7 @@ from acdc_engine.core.pruning import on_input_to_logits_paths
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import MIB_FRACTIONS, CircuitEvaluator, check_fractions
 from acdc_engine.measure.metric_cache import MetricCache
-from acdc_engine.measure.measurement import resolve_task
+from acdc_engine.resolve import resolve_task
 from acdc_engine.formats.eap_ig import circuit_to_eap_ig, circuit_to_eap_ig_pt
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.methods.eap import select_edges

@@ -17,7 +17,7 @@ import torch
 
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.measure.measurement import resolve_task
+from acdc_engine.resolve import resolve_task
 from acdc_engine.measure.metric_cache import MetricCache
 from acdc_engine.tasks import TaskData
 

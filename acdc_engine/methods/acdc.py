@@ -253,32 +253,43 @@ def run_acdc(
     for segment in segments:
         offset, end = end, end + len(segment.candidates)  # the segment's indices in the visiting order
         candidates = segment.candidates[: max(0, min(end, limit) - offset)]
-        i = max(0, state.visited - offset)
-        if i >= len(candidates):  # visited before the resumed state was saved, or beyond stop_after
-            continue
-        moot = [state.is_moot(graph, c) or _is_skipped(c, skip) for c in candidates]
-        while i < len(candidates):
-            batch = _speculate(state, candidates, moot, i)
-            try:
-                next_i = _decide(state, batch, candidates, segment.start_layer, evaluate, threshold)
-            except _NonFiniteMetric as stop:  # stop, saving the circuit before this candidate
-                state.visited = offset + stop.resume_at
-                bar.close()
-                saved = ""
-                if checkpointer is not None:
-                    checkpointer.save(state)
-                    saved = f"; the state before it is saved in {checkpointer.path}"
-                raise AcdcError(f"the metric is {stop.value} (not finite) while testing '{stop.candidate.name}'{saved}") from None
-            bar.update(next_i - i)
-            i = next_i
-            state.visited = offset + i
-            if checkpointer is not None and state.visited < limit and checkpointer.due(state.visited):
-                checkpointer.save(state)
+        _visit(state, graph, candidates, segment.start_layer, offset, limit, evaluate, threshold, skip, checkpointer, bar)
     bar.close()
     state.visited = limit
     if checkpointer is not None:
         checkpointer.save(state)
     return state.result()
+
+
+def _visit(
+    state: AcdcState, graph: Graph, candidates: list[Candidate], start_layer: int, offset: int, limit: int,
+    evaluate: Evaluate, threshold: float, skip: Tensor | None, checkpointer: Checkpointing | None, bar: tqdm,
+) -> None:
+    """Decide the ``candidates`` of one segment (at indices ``offset``.. of the visiting order, each
+    pass resuming at ``start_layer``) from where ``state`` stands, batch by batch, saving through
+    ``checkpointer`` when it says a save is due; AcdcError on a non-finite metric, the state
+    before that candidate saved."""
+    i = max(0, state.visited - offset)
+    if i >= len(candidates):  # visited before the resumed state was saved, or beyond stop_after
+        return
+    moot = [state.is_moot(graph, c) or _is_skipped(c, skip) for c in candidates]
+    while i < len(candidates):
+        batch = _speculate(state, candidates, moot, i)
+        try:
+            next_i = _decide(state, batch, candidates, start_layer, evaluate, threshold)
+        except _NonFiniteMetric as stop:  # stop, saving the circuit before this candidate
+            state.visited = offset + stop.resume_at
+            bar.close()
+            saved = ""
+            if checkpointer is not None:
+                checkpointer.save(state)
+                saved = f"; the state before it is saved in {checkpointer.path}"
+            raise AcdcError(f"the metric is {stop.value} (not finite) while testing '{stop.candidate.name}'{saved}") from None
+        bar.update(next_i - i)
+        i = next_i
+        state.visited = offset + i
+        if checkpointer is not None and state.visited < limit and checkpointer.due(state.visited):
+            checkpointer.save(state)
 
 
 def _start(graph: Graph, evaluate: Evaluate, batch_size: int) -> AcdcState:

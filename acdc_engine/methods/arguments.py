@@ -1,8 +1,8 @@
-"""Checks of ``acdc_engine.discover``'s arguments and of memory, before any work.
+"""Checks of ``acdc_engine.discover``'s arguments, before any work.
 
 ``check_discover_arguments`` checks ``discover``'s arguments before it computes anything;
 ``check_task_fits`` refuses a task whose patched forward pass cannot fit in the device's memory,
-before the task is built where it can (``patched_pass_bytes``, ``available_memory``).
+before the task is built where it can (the memory model: ``acdc_engine.patching.memory``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 
 from acdc_engine.core.errors import AcdcError
+from acdc_engine.patching.memory import available_memory, patched_pass_bytes
 
 # ----- the Python API's arguments (``acdc_engine.discover``), checked before any work ---------------
 
@@ -125,60 +125,6 @@ PROBE_ABOVE = 1024
 """A built-in task asked for more prompts than this is first built with ``PROBE_PROMPTS`` prompts,
 to learn its prompt length, and refused before the real build if its patched pass cannot fit."""
 PROBE_PROMPTS = 2
-
-
-def patched_pass_bytes(cfg: Any, *, n_prompts: int, n_tokens: int, n_positions: int, split_input: bool) -> int:
-    """An estimate, in bytes, of the memory ``acdc_engine.patching.EdgePatcher`` holds for a task of
-    ``n_prompts`` prompts of ``n_tokens`` tokens whose metric reads ``n_positions`` positions, on a
-    model with TransformerLens config ``cfg``, while it evaluates one circuit: every sender's output,
-    q/k/v and residual reads of the clean, the ablated and the all-edges-removed runs, one circuit's
-    working set, and the logits at the metric's positions. Measured on CPU (the default toy model,
-    and a 4-layer model with MLPs), the peak while evaluating one circuit is about 0.75 of this."""
-    layers, heads, d_model, d_head, d_vocab = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_vocab
-    d_mlp = 0 if cfg.attn_only else (cfg.d_mlp or 0)
-    has_mlp = 0 if cfg.attn_only else 1
-    senders = (2 if split_input else 1) + layers * (heads + has_mlp)
-    reads = 2 * layers + 1  # before each layer's heads, before its MLP, and the logits
-    logits_per_token = n_positions * d_vocab / n_tokens
-    held = (
-        3 * senders * d_model  # sender outputs: clean, ablated, their difference
-        + 3 * layers * 3 * heads * d_head  # q/k/v: clean, ablated, from the all-removed inputs
-        + 3 * reads * d_model  # residual reads: clean, ablated, all-removed
-        + has_mlp * layers * d_model  # MLP outputs of the all-removed inputs
-        + 3 * heads * d_model  # one layer's q/k/v inputs while they are built
-        + heads * n_tokens  # an attention pattern
-    )
-    circuit = (
-        senders * d_model
-        + 4 * 3 * heads * (d_model + d_head)  # receiver inputs, corrections, LayerNorm, q/k/v
-        + 2 * heads * n_tokens  # scores, pattern
-        + 3 * d_mlp
-        + logits_per_token
-    )
-    per_token = held + circuit + 2 * logits_per_token  # the full model's logits, and the metric's
-    element = torch.empty((), dtype=cfg.dtype).element_size()
-    return int(per_token * n_prompts * n_tokens * element)
-
-
-def available_memory(device: str | torch.device) -> int | None:
-    """Bytes that can still be allocated on ``device``: free GPU memory, or the kernel's
-    MemAvailable on a CPU; None where neither can be read."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def check_task_fits(model: Any, task: Any, task_params: Mapping[str, Any] | None = None, *, split_input: bool = False) -> None:

@@ -10,16 +10,16 @@ reads top to bottom in ``_patched_forward``: the precomputed ``Baseline``, then 
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.core.graph import Graph
+from acdc_engine.core.graph import build_graph
 from acdc_engine.core.mask import CircuitMask
 from acdc_engine.patching.baseline import ABLATIONS, Activations, Baseline, Leaves, ReceiverGroups, record_run
+from acdc_engine.patching.memory import available_memory, circuit_elements_per_token
 from acdc_engine.patching.pass_state import PassCache, PassState
 from acdc_engine.patching.self_check import SelfCheck, check_against_model
 from acdc_engine.patching.steps import attention_layer, logits_at, mlp_layer
@@ -31,10 +31,11 @@ class EdgePatcher:
     Args:
         model: a ``ModelSpec``, a TransformerLens 4 ``TransformerBridge`` or a TransformerLens 3
             ``HookedTransformer`` (``acdc_engine.architecture.as_model_spec``).
-        graph: the model's graph (``build_graph(spec.cfg)``).
         clean, corrupted: token ids [n_prompts, pos], same shape.
         positions: the positions whose logits are returned, [P] (default: all).
         ablation: "resample" (default), "zero" or "mean".
+        split_input: token and positional embeddings as two senders. The patcher builds its
+            model's graph (``self.graph``, ``build_graph(spec.cfg, split_input)``).
         self_check: compare the pass with every edge kept (and with every edge removed) against the
             model's own forward pass first; AcdcError if they differ by more than the dtype's
             tolerance (``acdc_engine.patching.self_check``). The result is ``self.self_check``.
@@ -47,11 +48,12 @@ class EdgePatcher:
     def __init__(
         self,
         model: Any,
-        graph: Graph,
         clean: Tensor,
         corrupted: Tensor,
         positions: Tensor | None = None,
         ablation: str = "resample",
+        *,
+        split_input: bool = False,
         self_check: bool = True,
         permute_corrupted_positions: bool = False,
     ) -> None:
@@ -65,13 +67,7 @@ class EdgePatcher:
                 f"clean and corrupted token batches differ in shape: {tuple(clean.shape)} vs {tuple(corrupted.shape)}"
             )
         cfg = spec.cfg
-        model_shape = (cfg.n_layers, cfg.n_heads, not cfg.attn_only, bool(cfg.parallel_attn_mlp and not cfg.attn_only))
-        shape = graph.shape
-        if (shape.n_layers, shape.n_heads, shape.has_mlp, shape.parallel_attn_mlp) != model_shape:
-            raise AcdcError(
-                f"graph (layers, heads, MLPs, parallel) = {(shape.n_layers, shape.n_heads, shape.has_mlp, shape.parallel_attn_mlp)}"
-                f" does not match the model's {model_shape}"
-            )
+        graph = build_graph(cfg, split_input=split_input)
         self.spec = spec
         self.graph = graph
         self.ablation = ablation
@@ -158,26 +154,20 @@ class EdgePatcher:
         return logits_at(spec, graph, groups, state)
 
     def bytes_per_circuit(self) -> int:
-        """A generous estimate of the memory one more circuit in a batch takes, in bytes."""
-        cfg = self.spec.cfg
+        """A generous estimate of the memory one more circuit in a batch takes, in bytes
+        (``acdc_engine.patching.memory``)."""
         n_prompts, n_pos = self.clean.shape
-        per_token = (
-            len(self.graph.senders) * cfg.d_model  # sender outputs of this pass
-            + 4 * 3 * cfg.n_heads * cfg.d_model  # q/k/v receiver inputs, corrections, normalization
-            + 4 * 3 * cfg.n_heads * cfg.d_head
-            + 2 * cfg.n_heads * n_pos  # scores, pattern
-            + (3 * (cfg.d_mlp or 0) if self.graph.shape.has_mlp else 0)
-            + len(self.positions) * cfg.d_vocab / n_pos  # logits
+        per_token = circuit_elements_per_token(
+            self.spec.cfg, n_senders=len(self.graph.senders), n_tokens=n_pos, n_positions=len(self.positions)
         )
         return int(per_token * n_prompts * n_pos * self.clean_run.sender_out.element_size())
 
     def auto_batch_size(self, limit: int = 32, memory_fraction: float = 0.25) -> int:
         """How many circuits to evaluate per pass: at most ``limit``, and within a fraction of the
-        device's free memory."""
-        if self.device.type == "cuda":
-            free = torch.cuda.mem_get_info(self.device)[0]
-        else:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        device's available memory (1 where it cannot be read)."""
+        free = available_memory(self.device)
+        if free is None:
+            return 1
         return max(1, min(limit, int(memory_fraction * free / self.bytes_per_circuit())))
 
     def receiver_gradients(
