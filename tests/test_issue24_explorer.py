@@ -48,8 +48,8 @@ class Browser:
         os.close(to_chrome_read)
         os.close(from_chrome_write)
         self._buffer, self._id = b"", 0
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=self.target, flatten=True)["sessionId"]
         self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
 
     def call(self, method, session=None, **params):
@@ -86,6 +86,26 @@ class Browser:
             assert self.js("document.body && document.body.dataset.error || null") is None
             time.sleep(0.1)
         assert self.js("document.body.dataset.error || null") is None
+
+    def open_plain(self, path):
+        """Open a page that is not a view (it sets no data-ready)."""
+        self.send("Page.navigate", url=path.as_uri())
+        deadline = time.monotonic() + PATIENCE
+        while self.js("document.readyState") != "complete":
+            assert time.monotonic() < deadline, "the page never loaded"
+            time.sleep(0.1)
+
+    def frames(self):
+        """The page's iframes (sandboxed ones run in their own process: each is its own target)."""
+        targets = self.call("Target.getTargets")["targetInfos"]
+        return [t["targetId"] for t in targets if t["type"] == "iframe" and t.get("parentId") == self.target]
+
+    def js_in(self, frame, expression):
+        """``expression``'s value in one of ``frames()``; None if it throws."""
+        session = self.call("Target.attachToTarget", targetId=frame, flatten=True)["sessionId"]
+        result = self.call("Runtime.evaluate", session=session, expression=expression, returnByValue=True)
+        self.call("Target.detachFromTarget", sessionId=session)
+        return None if "exceptionDetails" in result else result["result"].get("value")
 
     def move(self, x, y):
         self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
@@ -334,3 +354,18 @@ def test_with_graphviz_every_node_of_the_circuit_has_its_place(gpt2_page):
     view = circuit_view(circuit)
     placed = {node[0] for node in view["nodes"] if node[5] is not None}
     assert placed == set(circuit.nodes())
+
+
+def test_two_notebook_views_in_one_page_each_draw_their_own_circuit(browser, tmp_path, small_circuit):
+    from acdc_engine.viewer import notebook_html
+
+    other = gpt2_shaped_circuit(kept_fraction=0.01)
+    notebook = tmp_path / "notebook.html"
+    notebook.write_text(f"<!DOCTYPE html><html><body>{notebook_html(small_circuit)}{notebook_html(other)}</body></html>")
+    browser.open_plain(notebook)
+    deadline, drawn = time.monotonic() + PATIENCE, None
+    while drawn is None or len(drawn) != 2 or None in drawn:
+        assert time.monotonic() < deadline, "a notebook view never got ready"
+        time.sleep(0.1)
+        drawn = [browser.js_in(frame, "document.body.dataset.ready ? +document.body.dataset.edges : null") for frame in browser.frames()]
+    assert sorted(drawn) == sorted([small_circuit.n_edges, other.n_edges])

@@ -142,7 +142,7 @@ def attention_block(patterns: Any, tokens: list[str]) -> dict[str, Any]:
     ``ATTENTION_DECIMALS`` decimals (a 12 x 12-head model on a 15-token prompt: about 150 kB).
     Pass it to ``circuit_view`` / ``circuit_html`` (``attention=``), or store it as the circuit's
     ``extra["attention"]``; AcdcError if the shapes disagree."""
-    weights = torch.as_tensor(patterns).detach().to("cpu", torch.float16).float()
+    weights = torch.as_tensor(patterns).detach().to("cpu", torch.float16).double()
     if weights.dim() != 4 or weights.shape[2] != weights.shape[3] or weights.shape[3] != len(tokens):
         raise AcdcError(
             f"attention patterns must be [n_layers, n_heads, pos, pos] with pos = {len(tokens)} tokens, got {list(weights.shape)}"
