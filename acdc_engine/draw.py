@@ -4,9 +4,10 @@ Edges into a head's query, key and value inputs are drawn in distinct colours (l
 edges into MLPs and logits in grey; an edge's width grows with its effect size |score|. Only the
 emitted circuit is drawn, so nodes off every input-to-logits path never appear.
 
-Rendering uses Graphviz's ``dot`` when it is installed, else the ``graphviz-pure`` renderer that is
-installed with this package, each looked for on ``PATH`` and next to the running interpreter (a
-virtual environment's ``bin/``, activated or not); with neither, only the ``.dot`` source is written.
+Rendering uses Graphviz's ``dot`` when it is installed, else the ``graphviz-pure`` renderer (the
+``draw`` extra: ``pip install 'acdc-engine[draw]'``), each looked for on ``PATH`` and next to the
+running interpreter (a virtual environment's ``bin/``, activated or not); with neither, only the
+``.dot`` source is written, with one warning line.
 
 Drawings that scale (measured on a 966-edge GPT-2 IOI circuit diff: 40 s for its SVG with
 graphviz-pure and 154 s with Graphviz 2.42's dot, 1.6 s for either without edge labels):
@@ -137,7 +138,7 @@ def render(dot_source: str, fmt: str) -> bytes | None:
     command = find_renderer()
     if command is None:
         warnings.warn(
-            "no Graphviz renderer found (install Graphviz's 'dot' or 'pip install graphviz-pure'): "
+            "no Graphviz renderer found (install Graphviz's 'dot', or pip install 'acdc-engine[draw]'): "
             "wrote circuit.dot only, no SVG/PNG",
             stacklevel=2,
         )
