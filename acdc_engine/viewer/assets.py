@@ -367,7 +367,7 @@ JS = r"""
     var close = html("button", "\u00d7", head);
     close.title = "close (Esc)";
     close.addEventListener("click", deselect);
-    html("div", degree(n) + " drawn; ranked by |" + valueName + "|, grey: below the slider", panel, "caption");
+    html("div", degree(n) + " shown; ranked by |" + valueName + "|; grey: hidden (below the slider, or outside the pinned subgraph)", panel, "caption");
     drawAttention(n);
     edgeTable("incoming", edgeEls.filter(function (x) { return x.e.t === n; }), "s");
     edgeTable("outgoing", edgeEls.filter(function (x) { return x.e.s === n; }), "t");
