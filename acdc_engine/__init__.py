@@ -11,7 +11,7 @@ from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph, build_graph
 from acdc_engine.core.task_data import TaskData
 from acdc_engine.formats.circuit_file import save_circuit
-from acdc_engine.formats.notebook import register_notebook_display
+from acdc_engine.viewer.notebook import register_notebook_display
 from acdc_engine.formats.reader import load_circuit
 
 register_notebook_display()

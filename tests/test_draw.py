@@ -40,6 +40,27 @@ def test_edge_width_grows_with_effect_size(small_circuit):
     assert min(widths) >= 1.0 and max(widths) == pytest.approx(5.0)
 
 
+def test_the_legend_is_the_graphs_label_outside_the_drawing(small_circuit):
+    source = circuit_to_dot(small_circuit)
+    assert "cluster_legend" not in source and re.search(r"^\s*label=<<TABLE", source, flags=re.M)
+    assert "labelloc=t" in source
+
+
+def test_nodes_edge_labels_and_legend_share_one_sans_serif_font(small_circuit, tmp_path):
+    draw.write_drawings(small_circuit, tmp_path)
+    fonts = set(re.findall(r'font-family="([^"]*)"', (tmp_path / "circuit.svg").read_text()))
+    assert len(fonts) == 1 and fonts.pop().lower().endswith("sans-serif")
+
+
+def test_pngs_are_rendered_at_a_resolution_fit_for_slides(small_circuit, tmp_path):
+    from PIL import Image
+
+    draw.write_drawings(small_circuit, tmp_path)
+    svg_width = float(re.search(r'<svg width="([\d.]+)pt"', (tmp_path / "circuit.svg").read_text()).group(1))
+    png_width = Image.open(tmp_path / "circuit.png").size[0]
+    assert 150 <= png_width / svg_width * 72 <= 200  # pixels per inch
+
+
 def test_svg_and_png_are_written_when_a_renderer_exists(small_circuit, tmp_path):
     written = draw.write_drawings(small_circuit, tmp_path)
     assert [p.name for p in written] == ["circuit.dot", "circuit.svg", "circuit.png"]

@@ -22,7 +22,7 @@ def embedded_view(page):
 
 def test_the_page_fetches_nothing(small_circuit):
     page = circuit_html(small_circuit)
-    assert not re.search(r"\b(src|href)\s*=", page)
+    assert not re.search(r"<\w+[^>]*\s(src|href)\s*=", page)  # in the markup; the script's one link is its data: download
     assert set(re.findall(r"https?://[^\s\"'<>]+", page)) <= {"http://www.w3.org/2000/svg"}
     assert "default-src 'none'" in page  # and the browser refuses any fetch
 
@@ -105,3 +105,25 @@ def test_acdc_compare_writes_a_diff_view_for_every_pair(tmp_path):
 def test_pages_are_html_documents(small_circuit, page):
     text = circuit_html(small_circuit) if page == "circuit" else diff_html(compare_circuits([small_circuit, small_circuit]))
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+
+
+class _Formatter:
+    """The part of an IPython display formatter that registration uses: ``for_type``."""
+
+    def __init__(self) -> None:
+        self.by_type = {}
+
+    def for_type(self, cls, render):
+        self.by_type[cls] = render
+
+
+def test_a_notebook_shows_a_circuit_as_its_interactive_page_and_its_drawing(small_circuit):
+    from types import SimpleNamespace
+
+    from acdc_engine.core.circuit import Circuit
+    from acdc_engine.viewer.notebook import register_notebook_display
+
+    formatters = {"text/html": _Formatter(), "image/svg+xml": _Formatter()}
+    assert register_notebook_display(SimpleNamespace(display_formatter=SimpleNamespace(formatters=formatters)))
+    assert formatters["text/html"].by_type[Circuit](small_circuit).startswith("<iframe srcdoc=")
+    assert "<svg" in formatters["image/svg+xml"].by_type[Circuit](small_circuit)

@@ -17,6 +17,7 @@ that continues the run.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import sys
@@ -213,12 +214,35 @@ def _config_error(error: Exception) -> str:
     )
 
 
+LAUNCHER_EXTRAS = {"local": ("hydra_plugins.hydra_joblib_launcher", "parallel"), "slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm")}
+"""hydra/launcher=NAME: the launcher plugin it needs and the package extra that installs it."""
+
+
+def require_extra(module: str, extra: str, needed_for: str) -> None:
+    """AcdcError naming the extra to install when ``module``, which an optional extra provides, is missing."""
+    if importlib.util.find_spec(module) is None:
+        raise AcdcError(f"{needed_for} needs a package not installed: pip install 'acdc-engine[{extra}]'")
+
+
+def check_launcher(overrides: list[str]) -> None:
+    """AcdcError naming the extra when the command line picks a launcher whose plugin is not installed."""
+    for override in overrides:
+        name = override.split("=", 1)[1] if override.startswith("hydra/launcher=") else None
+        if name in LAUNCHER_EXTRAS:
+            require_extra(*LAUNCHER_EXTRAS[name], needed_for=f"hydra/launcher={name}")
+
+
 def run_hydra_command(prog: str, config_name: str, run: Callable[[DictConfig], Any]) -> None:
     """Run ``run`` under Hydra with ``conf/<config_name>.yaml``. Errors in the command line or the
     config composition print one line naming the key and exit 2 (``HYDRA_FULL_ERROR=1`` restores
     Hydra's own reports); errors in ``run`` as ``hydra_command`` says."""
     if not CONF_DIR.is_dir():
         sys.exit(f"{prog}: error: config folder {CONF_DIR} not found: the package is installed without its data files")
+    try:
+        check_launcher(sys.argv[1:])
+    except AcdcError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(2)
     entry = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(
         hydra_command(prog, run)
     )

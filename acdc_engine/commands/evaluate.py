@@ -70,6 +70,7 @@ def run(cfg: DictConfig) -> Path:
     """Evaluate the methods as ``cfg`` says; write the files into the run folder and return it.
     Nothing is written before ``cfg`` is valid and the folder is claimed (``acdc_engine.commands.run_folder``);
     files the folder cannot take are saved elsewhere, and the run then ends with an error saying where."""
+    from acdc_engine.commands.discover import require_extra
     from acdc_engine.evaluation.overlap import load_circuit_or_reference
     from acdc_engine.evaluation.method_comparison import compare_methods
     from acdc_engine.models import load_model
@@ -77,6 +78,7 @@ def run(cfg: DictConfig) -> Path:
     from acdc_engine.commands.validation import validate_config
 
     validate_config(cfg)  # ranges and rules across fields, as acdc-discover checks them, before any loading
+    require_extra("matplotlib", "plots", needed_for="acdc-evaluate (its ROC and faithfulness figures)")
     truth = load_circuit_or_reference(cfg.truth) if cfg.truth is not None else None
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     with claim_run_folder(out_dir, OUTPUTS):

@@ -42,7 +42,7 @@ def view(args: argparse.Namespace) -> str:
     if len(circuits) == 1:
         spec = Path(args.circuits[0])
         default = spec.with_suffix(".html") if spec.is_file() else Path(f"{spec.name}.html")
-        written = write_circuit_html(circuits[0], Path(args.out) if args.out else default, title=None)
+        written = write_circuit_html(circuits[0], Path(args.out) if args.out else default, source=spec)
     else:
         out = Path(args.out) if args.out else Path("diff_A_B.html")
         written = write_diff_html(compare_circuits(circuits, sources=args.circuits), out, level=args.level)

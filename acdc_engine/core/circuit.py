@@ -18,7 +18,11 @@ from acdc_engine.core.nodes import edge_name
 from acdc_engine.core.pruning import emitted_nodes, on_input_to_logits_paths
 
 
-@dataclass
+METHOD_NAMES = {"acdc": "ACDC", "acdc-eap": "ACDC (EAP-IG skips)", "eap": "EAP", "eap-ig": "EAP-IG"}
+"""Display names of the registered methods (others are shown by their own name)."""
+
+
+@dataclass(repr=False)
 class Circuit:
     """A circuit over ``graph``; masks are bool (True = in), scores float64 (NaN = not tested).
 
@@ -77,3 +81,29 @@ class Circuit:
             f"{edges}; {m.get('name', 'metric')}: circuit {m['circuit']:.6g}, "
             f"full model {m['full']:.6g}, empty circuit {m['empty']:.6g}"
         )
+
+    def method_label(self) -> str | None:
+        """The method's display name with its cut ("ACDC threshold 0.05", "EAP-IG top 20"), or None
+        when the circuit does not name its method."""
+        name = self.method.get("name")
+        if not name:
+            return None
+        label = METHOD_NAMES.get(str(name), str(name))
+        if self.method.get("top_n") is not None:
+            return f"{label} top {self.method['top_n']}"
+        if self.method.get("score_threshold") is not None:
+            return f"{label} |score| ≥ {self.method['score_threshold']:g}"
+        if self.threshold is not None:
+            return f"{label} threshold {self.threshold:g}"
+        return label
+
+    def __repr__(self) -> str:
+        """One line: method, model, task, edges kept / total and the metric, e.g.
+        ``<Circuit ACDC threshold 0.05 · toy-induction-2l · induction: 22 / 81 edges · kl 0.314 (full 0, empty 1.87)>``."""
+        parts = [self.method_label() or "method not recorded"]
+        parts += [str(part) for part in (self.model.get("name"), self.task.get("name")) if part]
+        text = f"<Circuit {' · '.join(parts)}: {self.n_edges} / {self.n_edges_total} edges"
+        m = self.metric or {}
+        if all(isinstance(m.get(key), (int, float)) for key in ("circuit", "full", "empty")):
+            text += f" · {m.get('name', 'metric')} {m['circuit']:.3g} (full {m['full']:.3g}, empty {m['empty']:.3g})"
+        return text + ">"

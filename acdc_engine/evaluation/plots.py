@@ -3,6 +3,8 @@
 ``plot_roc``: edge-level and node-level ROC side by side, one line per method, AUC in the legend.
 ``plot_faithfulness``: normalised faithfulness against circuit size (fraction of the graph's edges,
 log axis; circuits with no edge are left off it), one line per method.
+Legends sit outside the plot area (below each ROC panel, right of the faithfulness axes), so no
+curve is hidden; every text is in one sans-serif family (``STYLE``); PNGs are at ``PNG_DPI``.
 Files are written atomically; SVGs are reproducible (fixed hash salt, no date).
 """
 
@@ -21,22 +23,29 @@ from acdc_engine.formats.atomic_files import atomic_write_bytes
 
 COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02")
 MARKERS = ("o", "s", "^", "D", "v", "P")
+PNG_DPI = 180  # a resolution fit for slides
+STYLE = {"font.family": "sans-serif", "svg.hashsalt": "acdc-engine"}  # in force while a figure is built and saved
 
 
 def save_figure(figure: Figure, stem: str | Path) -> list[Path]:
     """Write ``stem``.png and ``stem``.svg; returns their paths."""
     written = []
-    with matplotlib.rc_context({"svg.hashsalt": "acdc-engine"}):
+    with matplotlib.rc_context(STYLE):
         for fmt in ("png", "svg"):
             buffer = io.BytesIO()
             metadata = {"Date": None} if fmt == "svg" else {}
-            figure.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
+            figure.savefig(buffer, format=fmt, dpi=PNG_DPI, bbox_inches="tight", metadata=metadata)
             written.append(atomic_write_bytes(Path(f"{stem}.{fmt}"), buffer.getvalue()))
     return written
 
 
 def plot_roc(curves: Mapping[str, Mapping[str, RocCurve]], stem: str | Path, title: str = "") -> list[Path]:
     """curves: {method label: {"edge": RocCurve, "node": RocCurve}} -> ``stem``.png, ``stem``.svg."""
+    with matplotlib.rc_context(STYLE):
+        return save_figure(_roc_figure(curves, title), stem)
+
+
+def _roc_figure(curves: Mapping[str, Mapping[str, RocCurve]], title: str) -> Figure:
     figure = Figure(figsize=(9.5, 4.4))
     axes = figure.subplots(1, 2, sharey=True)
     for ax, level in zip(axes, ("edge", "node")):
@@ -55,15 +64,20 @@ def plot_roc(curves: Mapping[str, Mapping[str, RocCurve]], stem: str | Path, tit
         ax.set_ylim(-0.02, 1.02)
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
     axes[0].set_ylabel("true positive rate")
     if title:
         figure.suptitle(title)
-    return save_figure(figure, stem)
+    return figure
 
 
 def plot_faithfulness(curves: Mapping[str, FaithfulnessCurve], stem: str | Path, title: str = "", metric: str = "") -> list[Path]:
     """curves: {method label: FaithfulnessCurve} -> ``stem``.png, ``stem``.svg (f against circuit size)."""
+    with matplotlib.rc_context(STYLE):
+        return save_figure(_faithfulness_figure(curves, title, metric), stem)
+
+
+def _faithfulness_figure(curves: Mapping[str, FaithfulnessCurve], title: str, metric: str) -> Figure:
     figure = Figure(figsize=(6.4, 4.4))
     ax = figure.subplots()
     ax.axhline(1.0, color="#bbbbbb", linestyle=":", linewidth=1)
@@ -80,7 +94,7 @@ def plot_faithfulness(curves: Mapping[str, FaithfulnessCurve], stem: str | Path,
     ax.set_xlabel("circuit size (fraction of the graph's edges)")
     ax.set_ylabel(f"normalised faithfulness{f' ({metric})' if metric else ''}")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     if title:
         ax.set_title(title)
-    return save_figure(figure, stem)
+    return figure

@@ -1,12 +1,13 @@
 """Graphviz drawings of circuits: ranked by layer, input at the bottom, logits at the top.
 
-Edges into a head's query, key and value inputs are drawn in distinct colours (legend included),
+Edges into a head's query, key and value inputs are drawn in distinct colours (legend above the drawing),
 edges into MLPs and logits in grey; an edge's width grows with its effect size |score|. Only the
 emitted circuit is drawn, so nodes off every input-to-logits path never appear.
 
-Rendering uses Graphviz's ``dot`` when it is installed, else the ``graphviz-pure`` renderer that is
-installed with this package, each looked for on ``PATH`` and next to the running interpreter (a
-virtual environment's ``bin/``, activated or not); with neither, only the ``.dot`` source is written.
+Rendering uses Graphviz's ``dot`` when it is installed, else the ``graphviz-pure`` renderer (the
+``draw`` extra: ``pip install 'acdc-engine[draw]'``), each looked for on ``PATH`` and next to the
+running interpreter (a virtual environment's ``bin/``, activated or not); with neither, only the
+``.dot`` source is written, with one warning line.
 
 Drawings that scale (measured on a 966-edge GPT-2 IOI circuit diff: 40 s for its SVG with
 graphviz-pure and 154 s with Graphviz 2.42's dot, 1.6 s for either without edge labels):
@@ -40,6 +41,9 @@ LABEL_LIMIT = 100  # edges: above, no q/k/v edge labels
 FAST_LAYOUT = 500  # edges: above, fewer crossing-minimisation passes
 PNG_LIMIT = 400  # edges: above, no PNG
 RENDER_LIMIT = 2500  # edges: above, the .dot source only
+PNG_DPI = 180  # PNGs at a resolution fit for slides (Graphviz's default is 96)
+FONT = "Helvetica"  # every text of a drawing: nodes, edge labels, legend (SVG: "Helvetica,sans-Serif")
+LEGEND_PLACE = {"labelloc": "t", "labeljust": "r"}  # the legend (the graph's label): above the drawing, at the right
 NODE_STYLE = {
     "input": {"shape": "box", "fillcolor": "#fff2cc"},
     "head": {"shape": "ellipse", "fillcolor": "#dae8fc"},
@@ -58,9 +62,20 @@ class DrawingNote(UserWarning):
     """A drawing limit applied (module docstring)."""
 
 
+def legend_label(title: str, rows: list[tuple[str, str]]) -> str:
+    """A colour legend (``rows``: (colour, text)) as an HTML-like graph label: Graphviz puts a
+    graph's label outside the drawing (with ``LEGEND_PLACE``: above it, at the right), so the legend
+    never sits among the nodes."""
+    lines = "".join(
+        f'<TR><TD><FONT COLOR="{colour}">&#9472;&#9472;</FONT></TD><TD ALIGN="LEFT">{text}</TD></TR>' for colour, text in rows
+    )
+    return f'<<TABLE BORDER="1" COLOR="#cccccc" CELLBORDER="0" CELLSPACING="0"><TR><TD COLSPAN="2">{title}</TD></TR>{lines}</TABLE>>'
+
+
 def graph_attributes(n_edges: int) -> dict[str, str]:
-    """The drawing's graph attributes: ranked bottom to top, fewer layout passes when large."""
-    attributes = {"rankdir": "BT", "ranksep": "0.6", "nodesep": "0.25", "fontname": "Helvetica"}
+    """The drawing's graph attributes: ranked bottom to top, one sans-serif font (``FONT``) for the
+    graph's own texts, fewer layout passes when large."""
+    attributes = {"rankdir": "BT", "ranksep": "0.6", "nodesep": "0.25", "fontname": FONT, "fontsize": "10"}
     if n_edges > FAST_LAYOUT:
         attributes["mclimit"] = "0.1"
     return attributes
@@ -71,8 +86,10 @@ def circuit_to_dot(circuit: Circuit) -> str:
     g = circuit.graph
     labelled = circuit.n_edges <= LABEL_LIMIT
     dot = graphviz.Digraph("circuit", graph_attr=graph_attributes(circuit.n_edges))
-    dot.attr("node", style="filled,rounded", fontname="Helvetica", fontsize="11")
-    dot.attr("edge", arrowsize="0.6")
+    keys = (("q", "query"), ("k", "key"), ("v", "value"), ("other", "MLP / logits"))
+    dot.attr(label=legend_label("edge into", [(EDGE_COLOURS[key], text) for key, text in keys]), **LEGEND_PLACE)
+    dot.attr("node", style="filled,rounded", fontname=FONT, fontsize="11")
+    dot.attr("edge", arrowsize="0.6", fontname=FONT)
     nodes = circuit.nodes()
     ranks: dict[int, list[str]] = {}
     for node in nodes:
@@ -98,13 +115,6 @@ def circuit_to_dot(circuit: Circuit) -> str:
         labels = {"label": label, "fontcolor": EDGE_COLOURS[qkv], "fontsize": "9"} if label else {}
         dot.edge(sender, into.component, color=EDGE_COLOURS[qkv], penwidth=f"{width:.2f}", tooltip=tooltip, **labels)
 
-    with dot.subgraph(name="cluster_legend") as legend:
-        legend.attr(label="edge into", fontsize="10", color="#cccccc")
-        rows = "".join(
-            f'<TR><TD><FONT COLOR="{EDGE_COLOURS[key]}">&#9472;&#9472;</FONT></TD><TD ALIGN="LEFT">{text}</TD></TR>'
-            for key, text in (("q", "query"), ("k", "key"), ("v", "value"), ("other", "MLP / logits"))
-        )
-        legend.node("legend", f'<<TABLE BORDER="0" CELLSPACING="0">{rows}</TABLE>>', shape="plaintext", style="")
     return dot.source
 
 
@@ -120,16 +130,18 @@ def find_renderer() -> list[str] | None:
 
 
 def render(dot_source: str, fmt: str) -> bytes | None:
-    """Render dot source to ``fmt`` ("svg" or "png"); None, with one warning, if no renderer exists."""
+    """Render dot source to ``fmt`` ("svg", or "png" at ``PNG_DPI``); None, with one warning, if no
+    renderer exists."""
     command = find_renderer()
     if command is None:
         warnings.warn(
-            "no Graphviz renderer found (install Graphviz's 'dot' or 'pip install graphviz-pure'): "
+            "no Graphviz renderer found (install Graphviz's 'dot', or pip install 'acdc-engine[draw]'): "
             "wrote circuit.dot only, no SVG/PNG",
             stacklevel=2,
         )
         return None
-    result = subprocess.run(command + [f"-T{fmt}"], input=dot_source.encode(), capture_output=True, check=False)
+    resolution = [f"-Gdpi={PNG_DPI}"] if fmt == "png" else []
+    result = subprocess.run(command + [f"-T{fmt}", *resolution], input=dot_source.encode(), capture_output=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{command[0]} failed to render the circuit: {result.stderr.decode(errors='replace')[:500]}")
     return result.stdout

@@ -53,12 +53,15 @@ from __future__ import annotations
 
 import math
 import operator
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core import choices
@@ -147,12 +150,18 @@ def ig_alphas(steps: int, rule: str = "right") -> list[float]:
     return [(k - shift) / steps for k in range(1, steps + 1)]
 
 
-def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right") -> Tensor:
+def show_progress(progress: bool) -> bool:
+    """Whether a progress bar is drawn: asked for, stderr is a terminal, and not under CI."""
+    return progress and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right", progress: bool = False) -> Tensor:
     """EAP-IG (inputs): EAP with g_v averaged over ``steps`` interpolated input embeddings.
 
     The input embeddings run from the ablated ones (alpha = 0, see the module docstring) to the
     clean ones (alpha = 1); ``rule`` picks the points (``ig_alphas``). One forward and one backward
-    pass per step. Returns the same layout as ``eap_scores``.
+    pass per step, counted by a progress bar when ``show_progress(progress)``. Returns the same
+    layout as ``eap_scores``.
     """
     alphas = ig_alphas(steps, rule)
     n_in = len(patcher.graph.input_senders)
@@ -160,7 +169,7 @@ def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right") 
     baseline_in = patcher.ablated_sender_out[:, :, :n_in]
     metric = _at_least_float32(metric)
     total = None
-    for alpha in alphas:
+    for alpha in tqdm(alphas, desc="EAP-IG steps", unit="step", disable=not show_progress(progress), leave=False):
         # lerp is exact at both ends: alpha = 1 gives the clean embeddings bit for bit
         embeddings = torch.lerp(baseline_in, clean_in, alpha)
         gradients, _ = patcher.receiver_gradients(metric, input_embeddings=embeddings)
@@ -250,6 +259,7 @@ def run_eap(
     score_threshold: float | None = None,
     rule: str = "right",
     metric_name: str | None = None,
+    progress: bool = False,
 ) -> EapResult:
     """Score every edge with EAP or EAP-IG and select the circuit's edges.
 
@@ -260,6 +270,7 @@ def run_eap(
         steps, rule: EAP-IG's interpolation points (ignored by "eap").
         top_n, score_threshold: exactly one; see ``select_edges``.
         metric_name: the metric's name, for the KL warning (module docstring).
+        progress: EAP-IG's progress bar over its steps (``show_progress``).
     """
     if method not in VARIANTS:
         raise AcdcError(f"unknown gradient method '{method}'; choose one of {', '.join(VARIANTS)}")
@@ -276,7 +287,7 @@ def run_eap(
     if method == "eap":
         scores, passes = eap_scores(patcher, metric), 1
     else:
-        scores, passes = eap_ig_scores(patcher, metric, steps, rule), len(ig_alphas(steps, rule))
+        scores, passes = eap_ig_scores(patcher, metric, steps, rule, progress), len(ig_alphas(steps, rule))
     return EapResult(select_edges(patcher.graph, scores, top_n, score_threshold), scores, passes, passes)
 
 
@@ -350,7 +361,7 @@ class EapIgConfig(EapIgParams):
 def _outcome(inputs: MethodInput, method: str, params: EapParams, steps: int = 1) -> MethodOutcome:
     scored = run_eap(
         inputs.patcher, inputs.metric, method=method, steps=steps, top_n=params.top_n,
-        score_threshold=params.score_threshold, metric_name=inputs.metric_name,
+        score_threshold=params.score_threshold, metric_name=inputs.metric_name, progress=inputs.progress,
     )
     description = {"name": method, "ablation": inputs.ablation, "top_n": params.top_n, "score_threshold": params.score_threshold}
     if method == "eap-ig":

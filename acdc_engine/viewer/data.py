@@ -1,15 +1,18 @@
 """What the interactive viewer draws, as plain data: nodes placed by rank, edges with their input
 (q/k/v), scores and state (decision, or diff status). ``circuit_view`` for one circuit,
-``diff_view`` for two circuits compared.
+``diff_view`` for two circuits compared; ``attention_block`` for the heads' attention patterns
+that a circuit's page shows.
 
 A view is a dict (embedded in the page as JSON)::
 
     {"mode": "circuit" | "diff", "title": str, "subtitle": str,
-     "nodes": [[name, kind, rank, order, state]],       # kind: input, head, mlp, logits; state: -1 or index
+     "nodes": [[name, kind, rank, order, state, x]],    # kind: input, head, mlp, logits; state: -1 or index;
+                                                        # x: Graphviz's x (points) or null (viewer.layout)
      "edges": [[sender, receiver, input, state, a, b]], # node indices; input "q"/"k"/"v"/""; a, b: numbers or null
      "states": [{"label", "colour", "fill", "shown", "faint"}],   # per edge/node state: legend and toggles
      "colourBy": "input" | "state", "colours": {"q", "k", "v", "other"}, "fills": {kind: colour},
-     "values": [label of a, label of b], "note": str | null}
+     "values": [label of a, label of b], "note": str | null,
+     "attention": null | {"tokens": [str], "patterns": [layer][head][query][key]}}
 
 Ranks run bottom to top: the input at 0, layer L's heads at 2L + 1 and its MLP at 2L + 2, logits at
 the top; ``order`` places a node within its rank (the head index).
@@ -18,10 +21,14 @@ the top; ``order`` places a node within its rank (the head index).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from acdc_engine.formats.drawing import EDGE_COLOURS, NODE_STYLE
+import torch
+
+from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.nodes import component_of
+from acdc_engine.formats.drawing import EDGE_COLOURS, NODE_STYLE
 
 if TYPE_CHECKING:
     from acdc_engine.core.circuit import Circuit
@@ -29,12 +36,17 @@ if TYPE_CHECKING:
 
 LARGEST_FULL_VIEW = 60_000  # edges: a larger graph's view holds the circuit's edges only
 FILLS = {kind: style["fillcolor"] for kind, style in NODE_STYLE.items()}
-CIRCUIT_STATES = [
-    {"label": "in the circuit", "shown": True, "faint": False},
-    {"label": "kept, but off every input-to-logits path", "shown": False, "faint": True},
-    {"label": "removed (tested)", "shown": False, "faint": True},
-    {"label": "removed untested", "shown": False, "faint": True},
-]
+# A circuit's edge states, in the order of circuit_view's state indices (0: in the circuit,
+# 1: kept but off every input-to-logits path, 2: out and scored, 3: out and not scored), worded
+# for the method that decided them: ACDC tests removals; EAP / EAP-IG select by |score|; a file
+# that does not name its method (EAP-IG / MIB graph files) says only what it holds.
+STATE_WORDS = {
+    "acdc": ("in the circuit", "kept, but off every input-to-logits path", "removed (tested)", "removed untested"),
+    "attribution": ("in the circuit", "selected, but off every input-to-logits path", "not selected (scored)", "not scored"),
+    "file": ("in the circuit", "in the file's circuit, but off every input-to-logits path", "out of the circuit (scored)", "out of the circuit, no score"),
+}
+SCORE_WORDS = {"acdc": "score (metric change when removed)", "attribution": "attribution score", "file": "score"}
+ATTENTION_DECIMALS = 3  # attention weights in the page: float16, then rounded to this many decimals
 
 
 def _kind(node: str) -> str:
@@ -69,12 +81,75 @@ def _number(value: float) -> float | None:
 
 
 def _nodes(names: list[str], n_layers: int, states: dict[str, int] | None = None) -> list[list[Any]]:
-    return [[name, _kind(name), *place(name, n_layers), -1 if states is None else states[name]] for name in names]
+    return [[name, _kind(name), *place(name, n_layers), -1 if states is None else states[name], None] for name in names]
 
 
-def circuit_view(circuit: "Circuit", title: str | None = None) -> dict[str, Any]:
+def method_family(circuit: "Circuit") -> str:
+    """Which wording a circuit's states take (``STATE_WORDS``): "acdc", "attribution" or "file"."""
+    name = str(circuit.method.get("name", ""))
+    if name.startswith("acdc"):
+        return "acdc"
+    if name.startswith("eap"):
+        return "attribution"
+    return "file"
+
+
+def circuit_title(circuit: "Circuit", source: str | Path | None = None) -> str:
+    """The page title: model · task · method, as far as the circuit names them; a file that names
+    none of them (an EAP-IG / MIB graph file) is titled by its file name and graph shape."""
+    parts = [str(part) for part in (circuit.model.get("name"), circuit.task.get("name")) if part]
+    method = circuit.method_label()
+    if parts or method:
+        return " \u00b7 ".join(parts + [method or "method not recorded"])
+    shape = circuit.graph.shape
+    graph = f"{shape.n_layers} layers \u00d7 {shape.n_heads} heads"
+    return f"{Path(source).name} \u00b7 {graph}" if source else f"circuit \u00b7 {graph}"
+
+
+def attention_block(patterns: Any, tokens: list[str]) -> dict[str, Any]:
+    """The page's attention data from per-head attention patterns ``[n_layers, n_heads, pos, pos]``
+    (query position, key position; a tensor or nested lists) of one prompt and its ``pos`` token
+    strings: ``{"tokens": [...], "patterns": nested lists}``, the weights rounded through float16 to
+    ``ATTENTION_DECIMALS`` decimals (a 12 x 12-head model on a 15-token prompt: about 150 kB).
+    Pass it to ``circuit_view`` / ``circuit_html`` (``attention=``), or store it as the circuit's
+    ``extra["attention"]``; AcdcError if the shapes disagree."""
+    weights = torch.as_tensor(patterns).detach().to("cpu", torch.float16).double()
+    if weights.dim() != 4 or weights.shape[2] != weights.shape[3] or weights.shape[3] != len(tokens):
+        raise AcdcError(
+            f"attention patterns must be [n_layers, n_heads, pos, pos] with pos = {len(tokens)} tokens, got {list(weights.shape)}"
+        )
+    rounded = torch.round(weights, decimals=ATTENTION_DECIMALS).tolist()
+    return {"tokens": [str(token) for token in tokens], "patterns": rounded}
+
+
+def _checked_attention(block: Any, circuit: "Circuit") -> dict[str, Any] | None:
+    """``block`` (``attention_block``'s dict, or None) checked against the circuit's graph shape."""
+    if block is None:
+        return None
+    shape = circuit.graph.shape
+    try:
+        tokens, patterns = block["tokens"], block["patterns"]
+        dims = (len(patterns), len(patterns[0]), len(patterns[0][0]), len(patterns[0][0][0]))
+    except (KeyError, IndexError, TypeError):
+        raise AcdcError("attention: must be {\"tokens\": [str], \"patterns\": [layer][head][query][key]}") from None
+    if dims != (shape.n_layers, shape.n_heads, len(tokens), len(tokens)):
+        raise AcdcError(
+            f"attention: patterns are {list(dims)}, the circuit's graph needs "
+            f"[{shape.n_layers}, {shape.n_heads}, {len(tokens)}, {len(tokens)}]"
+        )
+    return {"tokens": tokens, "patterns": patterns}
+
+
+def circuit_view(
+    circuit: "Circuit", title: str | None = None, source: str | Path | None = None, attention: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The view of one circuit: every edge with its score and decision (only the emitted ones
-    for graphs over ``LARGEST_FULL_VIEW`` edges), coloured by the input it enters."""
+    for graphs over ``LARGEST_FULL_VIEW`` edges), coloured by the input it enters, its states worded
+    for its method (``STATE_WORDS``). ``title``: default ``circuit_title(circuit, source)``
+    (``source``: the file it was read from); ``attention``: an ``attention_block``, default the
+    circuit's ``extra["attention"]`` if it has one. Node positions: ``viewer.layout``."""
+    from acdc_engine.viewer.layout import add_graphviz_x
+
     g = circuit.graph
     full = g.n_edges <= LARGEST_FULL_VIEW
     senders, receivers = g.edge_exists.T.nonzero().T.flip(0)  # edge order
@@ -93,31 +168,33 @@ def circuit_view(circuit: "Circuit", title: str | None = None) -> dict[str, Any]
         receiver = g.receivers[r]
         inputs = receiver[-2] if receiver.endswith(">") else ""
         edges.append([s, index[component_of(receiver)], inputs, state, _number(score), None])
-    m = circuit.metric or {}
-    subtitle = circuit.summary()
-    details = [str(part) for part in (circuit.model.get("name"), circuit.task.get("name"), circuit.method.get("name")) if part]
-    if circuit.threshold is not None:
-        details.append(f"threshold {circuit.threshold:g}")
-    return {
+    family = method_family(circuit)
+    view = {
         "mode": "circuit",
-        "title": title or " · ".join(details) or "circuit",
-        "subtitle": subtitle if m else f"{circuit.n_edges} / {circuit.n_edges_total} edges",
+        "title": title or circuit_title(circuit, source),
+        "subtitle": circuit.summary() if circuit.metric else f"{circuit.n_edges} / {circuit.n_edges_total} edges",
         "nodes": _nodes(names, g.shape.n_layers),
         "edges": edges,
-        "states": [{**s, "colour": None, "fill": None} for s in CIRCUIT_STATES],
+        "states": [
+            {"label": label, "shown": k == 0, "faint": k > 0, "colour": None, "fill": None}
+            for k, label in enumerate(STATE_WORDS[family])
+        ],
         "colourBy": "input",
         "colours": EDGE_COLOURS,
         "fills": FILLS,
-        "values": ["score", None],
+        "values": [SCORE_WORDS[family], None],
         "note": None if full else f"the graph has {g.n_edges} edges: only the circuit's are included",
+        "attention": _checked_attention(attention if attention is not None else circuit.extra.get("attention"), circuit),
     }
+    add_graphviz_x(view)
+    return view
 
 
 def diff_view(comparison: "Comparison", i: int = 0, j: int = 1, level: str | None = None) -> dict[str, Any]:
     """The view of circuit i against circuit j (``acdc_engine.evaluation.overlap``): shared, only-i and only-j
     nodes and edges; at name level an edge's scores in both circuits, at role level its counts."""
     from acdc_engine.evaluation.overlap import STATUS_COLOURS, STATUS_FILLS, _receiver_parts, _status, edge_keys, node_keys
-    from acdc_engine.core.errors import AcdcError
+    from acdc_engine.viewer.layout import add_graphviz_x
 
     level = level or comparison.levels[0]
     if level not in comparison.levels:
@@ -150,7 +227,7 @@ def diff_view(comparison: "Comparison", i: int = 0, j: int = 1, level: str | Non
     source_a, source_b = comparison.sources[i], comparison.sources[j]
     texts = (f"in {label_a} and {label_b}", f"only in {label_a}: {source_a}", f"only in {label_b}: {source_b}")
     shared = sum(1 for e in edges if e[3] == 0)
-    return {
+    view = {
         "mode": "diff",
         "title": f"{label_a}: {source_a} vs {label_b}: {source_b}",
         "subtitle": f"{level} level · {shared} shared, {sum(e[3] == 1 for e in edges)} only in {label_a}, "
@@ -166,5 +243,8 @@ def diff_view(comparison: "Comparison", i: int = 0, j: int = 1, level: str | Non
         "fills": FILLS,
         "values": [f"score in {label_a}", f"score in {label_b}"] if level == "name" else [f"count in {label_a}", f"count in {label_b}"],
         "note": None,
+        "attention": None,
     }
+    add_graphviz_x(view)
+    return view
 

@@ -1,19 +1,21 @@
-"""Circuits in Jupyter: the drawing shown inline, registered with IPython's display formatters.
+"""Circuits in Jupyter: the interactive view inline, registered with IPython's display formatters.
 
 A ``Circuit`` is data and knows no format; ``register_notebook_display`` tells a running IPython
-shell to show each Circuit as its SVG drawing (``acdc_engine.formats.drawing.circuit_svg``).
-``import acdc_engine`` calls it when IPython is already running, so a notebook needs no setup.
+shell to show each Circuit as its interactive page (``notebook_html``: an isolated iframe, so two
+views coexist) and, where HTML is not shown, as its SVG drawing. ``import acdc_engine`` calls it
+when IPython is running, so a notebook needs no setup.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.formats.drawing import circuit_svg
+from acdc_engine.viewer.page import notebook_html
 
-DISPLAYS = {"image/svg+xml": circuit_svg}
-"""MIME type -> the function that renders a Circuit in it (None: this representation is not available)."""
+DISPLAYS: dict[str, Callable[[Circuit], str | None]] = {"text/html": notebook_html, "image/svg+xml": circuit_svg}
+"""MIME type -> the function that renders a Circuit in it (None: not available, e.g. no renderer)."""
 
 
 def register_notebook_display(shell: Any = None) -> bool:
