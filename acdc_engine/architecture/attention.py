@@ -55,10 +55,10 @@ class Attention(nn.Module):
             full = cfg.qk_norm == "full"
             self.q_norm = Norm("RMS", h * d if full else d, cfg.norm_eps, cfg.norm_offset, cfg.upcast)
             self.k_norm = Norm("RMS", kv * d if full else d, cfg.norm_eps, cfg.norm_offset, cfg.upcast)
-        self.hook_q = HookPoint()
-        self.hook_k = HookPoint()
-        self.hook_v = HookPoint()
-        self.hook_result = HookPoint()
+        self.hook_q = HookPoint()  # [batch, pos, n_heads, d_head]: per query head (a k or v of a GQA head's group repeats it)
+        self.hook_k = HookPoint()  # [batch, pos, n_heads, d_head]
+        self.hook_v = HookPoint()  # [batch, pos, n_heads, d_head]
+        self.hook_result = HookPoint()  # [batch, pos, n_heads, d_model]: each head's z_h @ W_O[h]
         self.hook_pattern = HookPoint()  # [batch, H', query pos, key pos], for the heads computed
         self._hidden: dict[tuple[int, str], Tensor] = {}
         self._stacked: tuple | None = None  # ``stacked_weights``' cache

@@ -47,11 +47,13 @@ class Block(nn.Module):
         self.ln2_post = norm() if cfg.post_norms and has_mlp else None
         self.attn = Attention(cfg, layer)
         self.mlp = MLP(cfg) if has_mlp else None
-        for name in (
-            "hook_resid_pre", "hook_q_input", "hook_k_input", "hook_v_input",
-            "hook_mlp_in", "hook_mlp_out", "hook_resid_post",
-        ):
-            setattr(self, name, HookPoint())
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.hook_q_input = HookPoint()  # [batch, pos, n_heads, d_model]: each head's own copy of its input
+        self.hook_k_input = HookPoint()  # [batch, pos, n_heads, d_model]
+        self.hook_v_input = HookPoint()  # [batch, pos, n_heads, d_model]
+        self.hook_mlp_in = HookPoint()  # [batch, pos, d_model]
+        self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
 
     @property
     def mlp_norm(self) -> Norm | None:
@@ -96,8 +98,8 @@ class ModelSpec(HookedRootModule):
             Norm(cfg.normalization_type, cfg.d_model, cfg.norm_eps, cfg.norm_offset, cfg.upcast) if has_final else None
         )
         self.unembedding = Unembed(cfg.d_model, cfg.d_vocab_out, cfg.logit_softcap)
-        self.hook_embed = HookPoint()
-        self.hook_pos_embed = HookPoint()
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         self.rotary_table_of_layer: tuple[int, ...] = ()
         if cfg.positional_embedding_type == "rotary":
             positions = min(cfg.n_ctx, MAX_ROTARY_POSITIONS)
