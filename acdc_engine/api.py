@@ -51,7 +51,8 @@ from typing import Any, Mapping
 import torch
 
 from acdc_engine.core.mask import CircuitMask
-from acdc_engine.methods.checkpoint import Checkpoint, Checkpointer, Fingerprint, fingerprint, resume_state
+from acdc_engine.methods.checkpoint import Checkpoint, Checkpointer, resume_state
+from acdc_engine.methods.fingerprint import Fingerprint, fingerprint
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.measure.measurement import Measurement

@@ -22,7 +22,8 @@ from factories import random_task, small_config, small_model
 
 from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine import AcdcError, build_graph, discover
-from acdc_engine.methods.checkpoint import Checkpointer, checkpoint_bytes, fingerprint, load_checkpoint
+from acdc_engine.methods.checkpoint import Checkpointer, checkpoint_bytes, load_checkpoint
+from acdc_engine.methods.fingerprint import fingerprint
 from acdc_engine.formats.drawing import write_drawings
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.methods.acdc import AcdcState, run_acdc, visiting_order, visiting_segments
