@@ -35,7 +35,7 @@ from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
 from acdc_engine.core.patcher import Evaluate
 from acdc_engine.methods.method import Checkpointing, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
-from acdc_engine.core.nodes import LOGITS, QKV, edge_name, head_name, head_receiver_name, mlp_name, parse_node
+from acdc_engine.core.nodes import LOGITS, QKV, NodeKind, edge_name, head_name, head_receiver_name, mlp_name, parse_node
 
 
 @dataclass(frozen=True)
@@ -139,9 +139,9 @@ class AcdcState:
             layer, head, _ = candidate.head_input
             return self.sender_is_dead(graph, head_name(layer, head))
         receiver = parse_node(graph.receivers[candidate.edge[1]])
-        if receiver.kind == LOGITS:
+        if receiver.kind is NodeKind.LOGITS:
             return False
-        if receiver.kind == "mlp":  # the MLP's own output must be used
+        if receiver.kind is NodeKind.MLP:  # the MLP's own output must be used
             return self.sender_is_dead(graph, receiver.name)
         head_input = (receiver.layer, receiver.head, receiver.qkv_index)
         return self.sender_is_dead(graph, receiver.component) or not bool(self.kept.head_inputs[head_input])

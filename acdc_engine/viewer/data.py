@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.core.nodes import component_of
+from acdc_engine.core.nodes import NodeKind, component_of, parse_node
 from acdc_engine.formats.drawing import EDGE_COLOURS, NODE_STYLE
 
 if TYPE_CHECKING:
@@ -60,20 +60,21 @@ def _kind(node: str) -> str:
 
 
 def place(node: str, n_layers: int) -> tuple[int, int]:
-    """(rank, order) of a node name (``a3.h1``, ``m2``, ``input``) or role slot (``heads@1``)."""
-    if node == "logits":
-        return 2 * n_layers + 1, 0
-    if node in ("input", "tok_embed", "embed"):
+    """(rank, order) of a node name (``a3.h1``, ``m2``, ``input``) or a role slot of a comparison
+    across model shapes (``embed``, ``heads@1``, ``mlp@1``: ``acdc_engine.evaluation.overlap``)."""
+    if node == "embed":
         return 0, 0
-    if node == "pos_embed":
-        return 0, 1
     if "@" in node:
-        kind, depth = node.split("@")
-        return 2 * int(depth) + (2 if kind == "mlp" else 1), 0
-    layer = int(node[1:].split(".")[0])
-    if node.startswith("m"):
-        return 2 * layer + 2, 0
-    return 2 * layer + 1, int(node.split(".h")[1])
+        slot, depth = node.split("@")
+        return 2 * int(depth) + (1 if slot == "heads" else 2), 0
+    parsed = parse_node(node)
+    if parsed.kind is NodeKind.LOGITS:
+        return 2 * n_layers + 1, 0
+    if parsed.is_input:
+        return 0, 1 if parsed.kind is NodeKind.POS_EMBED else 0
+    if parsed.kind is NodeKind.MLP:
+        return 2 * parsed.layer + 2, 0
+    return 2 * parsed.layer + 1, parsed.head
 
 
 def _number(value: float) -> float | None:
@@ -166,7 +167,7 @@ def circuit_view(
         if state and not full:
             continue
         receiver = g.receivers[r]
-        inputs = receiver[-2] if receiver.endswith(">") else ""
+        inputs = parse_node(receiver).qkv or ""
         edges.append([s, index[component_of(receiver)], inputs, state, _number(score), None])
     family = method_family(circuit)
     view = {
