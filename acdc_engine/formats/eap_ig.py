@@ -65,8 +65,8 @@ import torch
 
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.core.graph import QKV, GraphShape, build_graph
-from acdc_engine.formats.circuit_file import circuit_fields, circuit_to_dict, edge_count
+from acdc_engine.core.graph import QKV, GraphShape, build_graph, edge_count
+from acdc_engine.formats.circuit_file import circuit_fields, circuit_to_dict
 from acdc_engine.core.pruning import on_input_to_logits_paths
 from acdc_engine.formats.strict_json import parse_json
 
