@@ -6,8 +6,8 @@
 
 Writes ``OUT/<task>_<model>/`` (run it once per model and task into the same OUT: MIB wants at least
 two of each) with the 9 circuits at MIB's edge fractions, or (``--layout importances``, EAP and
-EAP-IG) the importance-score file. The layout and how ACDC's fractions are reached:
-``acdc_engine/evaluation/mib.py``. MIB evaluates with patching (``--ablation resample``, the
+EAP-IG) the importance-score file. The layout: ``acdc_engine/formats/mib.py``; how the circuits
+are found: ``acdc_engine/evaluation/mib.py``. MIB evaluates with patching (``--ablation resample``, the
 default) and the logit difference (``--metric logit_diff``).
 """
 
@@ -23,7 +23,7 @@ METHODS = ("acdc", "eap", "eap-ig")
 
 
 def parser() -> argparse.ArgumentParser:
-    from acdc_engine.evaluation.mib import FORMATS, LAYOUTS
+    from acdc_engine.formats.mib import FORMATS, LAYOUTS
 
     p = argparse.ArgumentParser(prog="acdc-mib", description="Write a MIB circuit-track submission folder for a model and task.")
     p.add_argument("--model", required=True, help="a model name as acdc-discover takes it (shipped, tracr-*, a hub name, or local)")
@@ -73,7 +73,8 @@ def run(args: argparse.Namespace):
 
     from acdc_engine.api import discover
     from acdc_engine.measure.measurement import resolve_task
-    from acdc_engine.evaluation.mib import acdc_fraction_search, top_k_circuits, write_submission
+    from acdc_engine.evaluation.mib import acdc_fraction_search, top_k_circuits
+    from acdc_engine.formats.mib import write_submission
     from acdc_engine.models import load_model
 
     if args.method == "acdc" and args.layout == "importances":
