@@ -97,6 +97,12 @@ def test_acdc_cannot_write_importances(tmp_path, capsys):
     assert "untested" in capsys.readouterr().err
 
 
+def test_a_scoring_method_writes_its_importances_through_the_command(tmp_path):
+    args = ["--model", "toy-induction-2l", "--task", "induction", "--method", "eap", "--layout", "importances", "--out", str(tmp_path)]
+    assert acdc_mib(args) == 0
+    assert sorted(p.name for p in (tmp_path / "induction_toy-induction-2l").iterdir()) == ["README.md", "importances.json"]
+
+
 def test_a_rewrite_leaves_no_circuit_file_of_an_earlier_run(tmp_path, small_circuit):
     folder = tmp_path / folder_name("random", "small")
     folder.mkdir()

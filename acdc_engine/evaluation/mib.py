@@ -42,6 +42,7 @@ from acdc_engine.evaluation.faithfulness import CircuitEvaluator, check_fraction
 from acdc_engine.formats.mib import SUBMISSION_FRACTIONS, FractionCircuit, edge_budget
 from acdc_engine.measure.measurement import resolve_task
 from acdc_engine.measure.metric_cache import MetricCache
+from acdc_engine.methods import CircuitSelection, method_spec
 from acdc_engine.methods.eap import select_edges
 from acdc_engine.tasks import TaskData
 
@@ -64,6 +65,7 @@ def acdc_fraction_search(
     task: TaskData | str,
     fractions: Sequence[float] = SUBMISSION_FRACTIONS,
     *,
+    method: str = "acdc",
     coarse: int = 8,
     refine: int = 3,
     batch_size: int | None = None,
@@ -76,7 +78,9 @@ def acdc_fraction_search(
     fractions = check_fractions(fractions)
     if coarse < 1 or refine < 0:
         raise AcdcError(f"coarse must be >= 1 and refine >= 0, got {coarse} and {refine}")
-    runs = _ThresholdRuns(model, resolve_task(model, task, task_params), "acdc", batch_size, discover_args)
+    if method_spec(method).circuits is not CircuitSelection.THRESHOLD:
+        raise AcdcError(f"method '{method}' scores every edge, no threshold sizes its circuits: take its top-k circuits instead")
+    runs = _ThresholdRuns(model, resolve_task(model, task, task_params), method, batch_size, discover_args)
     start = time.perf_counter()
     budgets = _coarse_sweep(runs, fractions, coarse)
     for budget in sorted(set(budgets)):
