@@ -33,25 +33,25 @@ import graphviz
 
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.core.circuit import Circuit
-from acdc_engine.core.nodes import LOGITS, parse_node, split_edge
+from acdc_engine.core.nodes import LOGITS, NodeKind, parse_node, split_edge
 
 EDGE_COLOURS = {"q": "#1f77b4", "k": "#2ca02c", "v": "#d62728", "other": "#7f7f7f"}
 LABEL_LIMIT = 100  # edges: above, no q/k/v edge labels
 FAST_LAYOUT = 500  # edges: above, fewer crossing-minimisation passes
 PNG_LIMIT = 400  # edges: above, no PNG
 RENDER_LIMIT = 2500  # edges: above, the .dot source only
-NODE_STYLE = {
-    "input": {"shape": "box", "fillcolor": "#fff2cc"},
-    "head": {"shape": "ellipse", "fillcolor": "#dae8fc"},
-    "mlp": {"shape": "box", "fillcolor": "#e1d5e7"},
-    "logits": {"shape": "box", "fillcolor": "#d5e8d4"},
+NODE_STYLE = {  # by the kind of a node drawn; the input senders are all drawn as NodeKind.INPUT
+    NodeKind.INPUT: {"shape": "box", "fillcolor": "#fff2cc"},
+    NodeKind.HEAD: {"shape": "ellipse", "fillcolor": "#dae8fc"},
+    NodeKind.MLP: {"shape": "box", "fillcolor": "#e1d5e7"},
+    NodeKind.LOGITS: {"shape": "box", "fillcolor": "#d5e8d4"},
 }
 
 
 def node_style(node: str) -> dict[str, str]:
     """The drawing style of a component (``NODE_STYLE`` by its kind; the input senders share one)."""
     parsed = parse_node(node)
-    return NODE_STYLE["input" if parsed.is_input else parsed.kind]
+    return NODE_STYLE[NodeKind.INPUT if parsed.is_input else parsed.kind]
 
 
 class DrawingNote(UserWarning):
