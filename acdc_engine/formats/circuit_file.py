@@ -51,7 +51,7 @@ def circuit_to_dict(circuit: Circuit) -> dict[str, Any]:
     """The file's JSON object for ``circuit`` (module docstring)."""
     g = circuit.graph
     nodes_in = set(circuit.nodes())
-    # read the masks into Python lists once: indexing a tensor per edge costs microseconds each
+    # read the masks into Python lists once, not a tensor index per edge (slow on large graphs)
     senders, receivers = g.edge_exists.T.nonzero().T.flip(0)  # the order of g.edges()
     edge_columns = zip(
         circuit.in_graph.edges.bool()[senders, receivers].tolist(),

@@ -8,15 +8,14 @@ Rendering uses Graphviz's ``dot`` when it is installed, else the ``graphviz-pure
 installed with this package, each looked for on ``PATH`` and next to the running interpreter (a
 virtual environment's ``bin/``, activated or not); with neither, only the ``.dot`` source is written.
 
-Drawings that scale (measured on a 966-edge GPT-2 IOI circuit diff: 40 s for its SVG with
-graphviz-pure and 154 s with Graphviz 2.42's dot, 1.6 s for either without edge labels):
+Drawings that scale (layout time grows steeply with the number of edges, and edge labels are most
+of it):
   * above ``LABEL_LIMIT`` edges the q/k/v edge labels are left out (the colours and the legend
-    still say which input an edge enters): labels are most of the layout's cost;
+    still say which input an edge enters);
   * above ``FAST_LAYOUT`` edges crossing minimisation makes fewer passes (``mclimit``);
   * above ``PNG_LIMIT`` edges no PNG is written (it would be tens of megapixels): the SVG and the
     interactive ``circuit.html`` show it;
-  * above ``RENDER_LIMIT`` edges nothing is rendered (layout time grows steeply: 2666 edges take
-    8 s, 3888 edges over a minute), only the ``.dot`` source is written.
+  * above ``RENDER_LIMIT`` edges nothing is rendered, only the ``.dot`` source is written.
 Each limit that applies is said in one line (``notes``, or a ``DrawingNote`` warning).
 """
 
@@ -125,13 +124,13 @@ def render(dot_source: str, fmt: str) -> bytes | None:
     if command is None:
         warnings.warn(
             "no Graphviz renderer found (install Graphviz's 'dot' or 'pip install graphviz-pure'): "
-            "wrote circuit.dot only, no SVG/PNG",
+            "only the .dot source is written, no SVG/PNG",
             stacklevel=2,
         )
         return None
     result = subprocess.run(command + [f"-T{fmt}"], input=dot_source.encode(), capture_output=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"{command[0]} failed to render the circuit: {result.stderr.decode(errors='replace')[:500]}")
+        raise RuntimeError(f"{command[0]} failed to render the drawing: {result.stderr.decode(errors='replace')[:500]}")
     return result.stdout
 
 
