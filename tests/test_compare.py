@@ -6,15 +6,14 @@ import pytest
 
 from acdc_engine import AcdcError
 from acdc_engine.evaluation.overlap import (
-    STATUS_COLOURS,
     compare_circuits,
-    diff_dot,
     edge_keys,
     faithfulness_from_file,
     node_keys,
     overlap,
     role_of,
 )
+from acdc_engine.formats.diff_drawing import STATUS_COLOURS, diff_dot
 from acdc_engine.commands.compare import main as acdc_compare
 from acdc_engine.core.graph import GraphShape, build_graph
 from acdc_engine.formats.circuit_file import circuit_from_dict

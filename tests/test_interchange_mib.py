@@ -7,14 +7,9 @@ import pytest
 import torch
 
 from acdc_engine import AcdcError, discover, load_circuit
-from acdc_engine.evaluation.mib import (
-    SUBMISSION_FRACTIONS,
-    acdc_fraction_search,
-    edge_budget,
-    folder_name,
-    top_k_circuits,
-    write_submission,
-)
+from acdc_engine.evaluation.faithfulness import MIB_FRACTIONS
+from acdc_engine.evaluation.mib import acdc_fraction_search, top_k_circuits
+from acdc_engine.formats.mib import SUBMISSION_FRACTIONS, edge_budget, folder_name, write_submission
 from acdc_engine.commands.mib import main as acdc_mib
 from acdc_engine.methods.eap import select_edges
 from factories import random_task, small_model
@@ -102,12 +97,22 @@ def test_acdc_cannot_write_importances(tmp_path, capsys):
     assert "untested" in capsys.readouterr().err
 
 
+def test_a_scoring_method_writes_its_importances_through_the_command(tmp_path):
+    args = ["--model", "toy-induction-2l", "--task", "induction", "--method", "eap", "--layout", "importances", "--out", str(tmp_path)]
+    assert acdc_mib(args) == 0
+    assert sorted(p.name for p in (tmp_path / "induction_toy-induction-2l").iterdir()) == ["README.md", "importances.json"]
+
+
 def test_a_rewrite_leaves_no_circuit_file_of_an_earlier_run(tmp_path, small_circuit):
     folder = tmp_path / folder_name("random", "small")
     folder.mkdir()
     (folder / "circuit_0.3.json").write_text("{}")
     write_submission(tmp_path, "random", "small", importances=small_circuit)
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "importances.json"]
+
+
+def test_the_submission_fractions_are_mibs_less_the_full_model():
+    assert SUBMISSION_FRACTIONS == tuple(k for k in MIB_FRACTIONS if k < 1)
 
 
 def test_folder_names_keep_underscore_as_the_separator():

@@ -40,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from acdc_engine.evaluation.overlap import compare_circuits, diff_dot, load_circuit_or_reference
+    from acdc_engine.evaluation.overlap import compare_circuits, load_circuit_or_reference
+    from acdc_engine.formats.diff_drawing import diff_dot
     from acdc_engine.formats.drawing import write_dot_files
     from acdc_engine.formats.atomic_files import atomic_write_bytes
     from acdc_engine.viewer import write_diff_html

@@ -210,3 +210,19 @@ def build_graph(model_cfg: Any, split_input: bool = False) -> Graph:
     reads = torch.tensor(receiver_layer)
     edge_exists = writes[:, None] < reads[None, :]
     return Graph(shape, senders, receivers, sender_layer, receiver_layer, edge_exists)
+
+
+def edge_count(shape: GraphShape) -> int:
+    """The number of edges of ``build_graph(shape)``, in closed form (cheap for any shape).
+
+    Every receiver reads every sender that writes strictly before it: layer l's head receivers
+    (3 per head) read the I input senders and the H heads (+ MLP) of each earlier layer; layer l's
+    MLP also reads layer l's heads, except in a parallel block; the logits read every sender.
+    """
+    inputs = 2 if shape.split_input else 1
+    mlp = 1 if shape.has_mlp else 0
+    layers, heads = shape.n_layers, shape.n_heads
+    per_layer = heads + mlp  # senders each layer adds
+    earlier = layers * inputs + per_layer * layers * (layers - 1) // 2  # summed over l of senders before layer l
+    same_layer = 0 if shape.parallel_attn_mlp else mlp * layers * heads
+    return (3 * heads + mlp) * earlier + same_layer + inputs + layers * per_layer

@@ -1,11 +1,11 @@
 """ACDC, EAP and EAP-IG side by side on one model and task: ROC against a truth, faithfulness curves.
 
-``compare_methods`` runs
-  acdc    an ACDC threshold sweep (``sweep.acdc_threshold_sweep``, shared evaluations), one
-          circuit per threshold: one ROC point and one faithfulness point each;
-  eap,
-  eap-ig  one scoring run each: the ROC of the ranking by |score|, and MIB's top-k circuits'
-          faithfulness (CPR, CMD).
+``compare_methods`` runs each method as its registry entry says its circuits of different sizes
+are made (``CircuitSelection``):
+  THRESHOLD (acdc)       a threshold sweep (``sweep.acdc_threshold_sweep``, shared evaluations), one
+                         circuit per threshold: one ROC point and one faithfulness point each;
+  SCORES (eap, eap-ig)   one scoring run: the ROC of the ranking by |score|, and MIB's top-k
+                         circuits' faithfulness (CPR, CMD).
 Every circuit's faithfulness is measured with one metric (``metric``, the task's default when None),
 so the curves compare. The gradient methods score with ``gradient_metric``: by default the same
 metric, except for distances from the full model (``kl``, ``l2``), whose gradient vanishes at the
@@ -19,6 +19,7 @@ range |m(empty) - m(full)|, so the sweep spans circuits from nearly the full gra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -39,9 +40,10 @@ from acdc_engine.evaluation.faithfulness import (
     faithfulness_of_scores,
 )
 from acdc_engine.evaluation.roc import LEVELS, RocCurve, check_same_graph, roc_from_circuits, roc_from_scores
-from acdc_engine.evaluation.sweep import acdc_threshold_sweep
+from acdc_engine.evaluation.sweep import ThresholdSweep, acdc_threshold_sweep
 from acdc_engine.formats.tables import csv_text, markdown_table, number
 from acdc_engine.resolve import resolve_task
+from acdc_engine.methods import CircuitSelection, method_spec
 from acdc_engine.tasks import TaskData
 
 COMPARED_METHODS = ("acdc", "eap", "eap-ig")
@@ -189,48 +191,30 @@ def compare_methods(
 
     Args:
         truth: a ground-truth circuit of this model's graph; None: no ROC.
-        thresholds: ACDC's thresholds; None: ``default_thresholds`` of the metric's range.
+        thresholds: the threshold methods' thresholds; None: ``default_thresholds`` of the metric's range.
         metric: the metric ACDC prunes with and every circuit is measured with; None: the task's.
         gradient_metric: the metric EAP and EAP-IG score with; None: see the module docstring.
         split_input: None: the truth's (False without a truth).
+        steps: the interpolation steps of a method that takes them (EAP-IG).
         fractions: the k of MIB's top-k circuits.
     """
     check_compared_methods(methods)
-    if truth is not None:
-        if split_input is not None and split_input != truth.graph.shape.split_input:
-            raise AcdcError(f"split_input={split_input}, but the ground truth's graph has split_input={truth.graph.shape.split_input}")
-        split_input = truth.graph.shape.split_input
-    split_input = bool(split_input)
+    split_input = _split_input(truth, split_input)
     task_data = resolve_task(model, task, task_params)
-    evaluator = CircuitEvaluator(model, task_data, metric, ablation, split_input)
-    if truth is not None:
-        check_same_graph(truth, evaluator.graph, "the model")
+    evaluator = _evaluator(model, task_data, metric, ablation, split_input, truth)
     metric = evaluator.metric_name
     gradient_metric = gradient_metric or gradient_metric_for(task_data, metric)
-    if thresholds is None:
-        thresholds = default_thresholds(evaluator.empty - evaluator.full)
+    thresholds = default_thresholds(evaluator.empty - evaluator.full) if thresholds is None else thresholds
     common = dict(ablation=ablation, split_input=split_input, model_name=model_name, progress=progress)
     results: dict[str, MethodResult] = {}
     for method in methods:
-        if method == "acdc":
-            sweep = acdc_threshold_sweep(model, task_data, thresholds, metric=metric, batch_size=batch_size, **common)
-            result = MethodResult(
-                method, faithfulness_of_circuits(evaluator, sweep.circuits), sweep.seconds,
-                circuits=sweep.circuits, cache=sweep.cache.stats(),
-            )
-            if truth is not None:
-                result.roc = {level: roc_from_circuits(truth, sweep.circuits, level) for level in LEVELS}
+        if method_spec(method).circuits is CircuitSelection.THRESHOLD:
+            sweep = acdc_threshold_sweep(model, task_data, thresholds, method=method, metric=metric, batch_size=batch_size, **common)
+            results[method] = _sweep_result(method, sweep, evaluator, truth)
         else:
-            from acdc_engine.api import discover
-
-            start = time.perf_counter()
-            method_params = {"steps": steps} if method == "eap-ig" else {}
-            scored = discover(model, task_data, method=method, metric=gradient_metric, top_n=0, **method_params, **common)
-            seconds = time.perf_counter() - start
-            result = MethodResult(method, faithfulness_of_scores(evaluator, scored.scores.edges, fractions), seconds)
-            if truth is not None:
-                result.roc = {level: roc_from_scores(truth, scored.scores.edges, level) for level in LEVELS}
-        results[method] = result
+            scoring = dict(common, metric=gradient_metric, **_method_params(method, steps=steps))
+            results[method] = _scores_result(method, model, task_data, evaluator, truth, fractions, scoring)
+    swept = any(method_spec(m).circuits is CircuitSelection.THRESHOLD for m in methods)
     setting = {
         "model": model_name or model.cfg.model_name,
         "task": task_data.name,
@@ -238,14 +222,73 @@ def compare_methods(
         "gradient_metric": gradient_metric,
         "ablation": ablation,
         "split_input": split_input,
+        **_measured(evaluator, truth),
+        "thresholds": list(thresholds) if swept else None,
+        "fractions": list(fractions),
+        "steps": steps,
+    }
+    return MethodComparison(setting, results)
+
+
+def _measured(evaluator: CircuitEvaluator, truth: Circuit | None) -> dict[str, Any]:
+    """The setting's graph size, the metric of the full model and the empty circuit, and the truth's faithfulness."""
+    return {
         "edges": evaluator.graph.n_edges,
         "metric_full": evaluator.full,
         "metric_empty": evaluator.empty,
         "truth_faithfulness": (
             float(evaluator.faithfulness(evaluator.metrics(evaluator.circuit_masks([truth])))[0]) if truth is not None else None
         ),
-        "thresholds": list(thresholds) if "acdc" in methods else None,
-        "fractions": list(fractions),
-        "steps": steps,
     }
-    return MethodComparison(setting, results)
+
+
+def _evaluator(
+    model: torch.nn.Module, task: TaskData, metric: str | None, ablation: str, split_input: bool, truth: Circuit | None
+) -> CircuitEvaluator:
+    """What measures every circuit; AcdcError when the truth is not of the model's graph."""
+    evaluator = CircuitEvaluator(model, task, metric, ablation, split_input)
+    if truth is not None:
+        check_same_graph(truth, evaluator.graph, "the model")
+    return evaluator
+
+
+def _split_input(truth: Circuit | None, split_input: bool | None) -> bool:
+    """The graph's input split: the truth's; AcdcError when one is given that differs from it."""
+    if truth is not None:
+        if split_input is not None and split_input != truth.graph.shape.split_input:
+            raise AcdcError(f"split_input={split_input}, but the ground truth's graph has split_input={truth.graph.shape.split_input}")
+        split_input = truth.graph.shape.split_input
+    return bool(split_input)
+
+
+def _method_params(method: str, **given: Any) -> dict[str, Any]:
+    """Those of ``given`` that the method's parameters include (``steps``: EAP-IG's, not EAP's)."""
+    taken = {f.name for f in dataclasses.fields(method_spec(method).params)}
+    return {name: value for name, value in given.items() if name in taken}
+
+
+def _sweep_result(method: str, sweep: ThresholdSweep, evaluator: CircuitEvaluator, truth: Circuit | None) -> MethodResult:
+    """A threshold sweep's result: one faithfulness point (and ROC point) per circuit."""
+    result = MethodResult(
+        method, faithfulness_of_circuits(evaluator, sweep.circuits), sweep.seconds,
+        circuits=sweep.circuits, cache=sweep.cache.stats(),
+    )
+    if truth is not None:
+        result.roc = {level: roc_from_circuits(truth, sweep.circuits, level) for level in LEVELS}
+    return result
+
+
+def _scores_result(
+    method: str, model: torch.nn.Module, task: TaskData, evaluator: CircuitEvaluator, truth: Circuit | None,
+    fractions: Sequence[float], scoring: dict[str, Any],
+) -> MethodResult:
+    """A scoring run's result: MIB's top-k circuits' faithfulness, and the ROC of its ranking."""
+    from acdc_engine.api import discover
+
+    start = time.perf_counter()
+    scored = discover(model, task, method=method, top_n=0, **scoring)
+    seconds = time.perf_counter() - start
+    result = MethodResult(method, faithfulness_of_scores(evaluator, scored.scores.edges, fractions), seconds)
+    if truth is not None:
+        result.roc = {level: roc_from_scores(truth, scored.scores.edges, level) for level in LEVELS}
+    return result

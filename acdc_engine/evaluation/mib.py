@@ -1,28 +1,13 @@
-"""MIB circuit-track submissions: the folder layout MIB's README asks for, written for a model and task.
+"""Finding the circuits of a MIB circuit-track submission (the folder itself: ``acdc_engine.formats.mib``).
 
-A submission is a folder holding one folder per task and model, named ``<task>_<model>`` (``_``
-separates the two, so ``_`` inside either becomes ``-``; a model path gives its last component).
-Each holds either
+For each fraction k of the model's N edges, a circuit with at most ``int(k * N)`` edges, by how the
+method makes circuits of other sizes (its registry entry's ``CircuitSelection``):
 
-  * ``circuits``: 9 binary-membership circuits, one with at most k of the model's edges for each
-    fraction k in ``SUBMISSION_FRACTIONS`` (0.1%, 0.2%, 0.5%, 1%, 2%, 5%, 10%, 20%, 50%; MIB's
-    evaluator adds the full model as 100% itself), files ``circuit_<k>.json`` (or ``.pt``); or
-  * ``importances``: one file ``importances.json`` (or ``.pt``) with a score for every edge, from
-    which MIB's evaluator takes the top-k circuits itself (EAP / EAP-IG only: ACDC's scores do not
-    rank every edge, since edges it removes untested have none).
+SCORES (EAP, EAP-IG; ``top_k_circuits``): one scoring run (``discover(method, top_n=0)``); for each
+k, the ``int(k * N)`` edges of largest |score|, pruned to their input-to-logits paths (so at most
+``int(k * N)``).
 
-Files are EAP-IG graph files (``acdc_engine.formats.eap_ig``), which MIB reads with EAP-IG's
-``Graph.from_json`` / ``from_pt``. ``README.md`` beside them records how each circuit was reached
-(MIB reads only ``.json`` and ``.pt`` files). "At most k" is ``int(k * N)`` edges, N the model's
-edge count in this engine's graph (as MIB's evaluator computes its top-k sizes; for
-attention-only models EAP-IG's graph counts MLP edges too, so this bound is the stricter one).
-
-How the circuits are reached:
-
-EAP / EAP-IG (top-k): one scoring run (``discover(method, top_n=0)``); for each k, the ``int(k * N)``
-edges of largest |score|, pruned to their input-to-logits paths (so at most ``int(k * N)``).
-
-ACDC (a threshold search, ``acdc_fraction_search``): every run is ``discover(method="acdc",
+THRESHOLD (ACDC; a threshold search, ``acdc_fraction_search``): every run is ``discover(method,
 threshold=t)`` with one shared ``MetricCache`` and one batch size (the first run's automatic
 choice), so each threshold's circuit is exactly a plain run's, and the circuits runs have in common
 are evaluated once (``acdc_engine.evaluation.sweep``). ACDC's size is not monotone in the threshold
@@ -41,59 +26,27 @@ in general, so the search brackets each budget among the thresholds it has tried
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from acdc_engine.core.mask import CircuitMask
 from acdc_engine.core.circuit import Circuit
-from acdc_engine.core.pruning import on_input_to_logits_paths
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.evaluation.faithfulness import MIB_FRACTIONS, CircuitEvaluator, check_fractions
-from acdc_engine.measure.metric_cache import MetricCache
+from acdc_engine.core.mask import CircuitMask
+from acdc_engine.core.pruning import on_input_to_logits_paths
+from acdc_engine.evaluation.faithfulness import CircuitEvaluator, check_fractions
+from acdc_engine.formats.mib import SUBMISSION_FRACTIONS, FractionCircuit, edge_budget
 from acdc_engine.resolve import resolve_task
-from acdc_engine.formats.eap_ig import circuit_to_eap_ig, circuit_to_eap_ig_pt
-from acdc_engine.formats.atomic_files import atomic_write_bytes
+from acdc_engine.measure.metric_cache import MetricCache
+from acdc_engine.methods import CircuitSelection, method_spec
 from acdc_engine.methods.eap import select_edges
 from acdc_engine.tasks import TaskData
 
-SUBMISSION_FRACTIONS = tuple(k for k in MIB_FRACTIONS if k < 1)  # the 9 circuits; MIB adds 100% itself
-LAYOUTS = ("circuits", "importances")
-FORMATS = ("json", "pt")
 MAX_DOUBLINGS = 30
-
-
-def slug(name: str) -> str:
-    """A task or model name as a part of MIB's ``<task>_<model>`` folder name."""
-    return Path(str(name).rstrip("/")).name.replace("_", "-")
-
-
-def folder_name(task: str, model: str) -> str:
-    """MIB's folder for a task and model, e.g. ``ioi_gpt2``."""
-    return f"{slug(task)}_{slug(model)}"
-
-
-def edge_budget(fraction: float, n_edges: int) -> int:
-    """The most edges a circuit at fraction k may have: int(k * n_edges), as MIB counts."""
-    return int(fraction * n_edges)
-
-
-@dataclass
-class FractionCircuit:
-    """The circuit written for fraction k: at most ``budget`` edges; ``threshold`` (ACDC) or
-    ``top_n`` (EAP, EAP-IG) is what gave it."""
-
-    fraction: float
-    budget: int
-    circuit: Circuit
-    threshold: float | None = None
-    top_n: int | None = None
 
 
 @dataclass
@@ -112,71 +65,105 @@ def acdc_fraction_search(
     task: TaskData | str,
     fractions: Sequence[float] = SUBMISSION_FRACTIONS,
     *,
+    method: str = "acdc",
     coarse: int = 8,
     refine: int = 3,
     batch_size: int | None = None,
     task_params: dict[str, Any] | None = None,
     **discover_args: Any,
 ) -> AcdcSearch:
-    """ACDC circuits with at most int(k * N) edges for each fraction k, by the search of the module
-    docstring; ``discover_args`` go to every ``discover`` run (metric, ablation, model_name, ...)."""
-    from acdc_engine.api import discover
-
+    """Circuits of a threshold method (``CircuitSelection.THRESHOLD``: ACDC) with at most
+    int(k * N) edges for each fraction k, by the search of the module docstring; ``discover_args``
+    go to every ``discover`` run (metric, ablation, model_name, ...)."""
     fractions = check_fractions(fractions)
     if coarse < 1 or refine < 0:
         raise AcdcError(f"coarse must be >= 1 and refine >= 0, got {coarse} and {refine}")
-    task_data = resolve_task(model, task, task_params)
-    cache = MetricCache()
-    runs: dict[float, Circuit] = {}
+    if method_spec(method).circuits is not CircuitSelection.THRESHOLD:
+        raise AcdcError(f"method '{method}' scores every edge, no threshold sizes its circuits: take its top-k circuits instead")
+    runs = _ThresholdRuns(model, resolve_task(model, task, task_params), method, batch_size, discover_args)
     start = time.perf_counter()
+    budgets = _coarse_sweep(runs, fractions, coarse)
+    for budget in sorted(set(budgets)):
+        _refine(runs, budget, refine)
+    chosen = _choose(runs, fractions, budgets)
+    tried = {t: c.n_edges for t, c in sorted(runs.circuits.items())}
+    return AcdcSearch(chosen, tried, runs.cache.stats(), time.perf_counter() - start)
 
-    def run(threshold: float) -> Circuit:
-        nonlocal batch_size
+
+@dataclass
+class _ThresholdRuns:
+    """The search's runs: ``discover`` once per threshold, all with one ``MetricCache`` and one
+    batch size (the first run's automatic choice unless given)."""
+
+    model: torch.nn.Module
+    task: TaskData
+    method: str
+    batch_size: int | None
+    discover_args: dict[str, Any]
+    cache: MetricCache = field(default_factory=MetricCache)
+    circuits: dict[float, Circuit] = field(default_factory=dict)
+
+    def run(self, threshold: float) -> Circuit:
+        from acdc_engine.api import discover
+
         threshold = float(threshold)
-        if threshold not in runs:
-            runs[threshold] = discover(
-                model, task_data, method="acdc", threshold=threshold, batch_size=batch_size, metric_cache=cache, **discover_args
+        if threshold not in self.circuits:
+            self.circuits[threshold] = discover(
+                self.model, self.task, method=self.method, threshold=threshold, batch_size=self.batch_size,
+                metric_cache=self.cache, **self.discover_args,
             )
-            batch_size = runs[threshold].run["batch_size"]
-        return runs[threshold]
+            self.batch_size = self.circuits[threshold].run["batch_size"]
+        return self.circuits[threshold]
 
-    first = run(0.0)
+    def best(self, budget: int) -> tuple[float, Circuit] | None:
+        """(threshold, circuit) of the most edges at most ``budget`` (ties: the smallest threshold)."""
+        fitting = [(t, c) for t, c in self.circuits.items() if c.n_edges <= budget]
+        return max(fitting, key=lambda tc: (tc[1].n_edges, -tc[0])) if fitting else None
+
+
+def _coarse_sweep(runs: _ThresholdRuns, fractions: list[float], coarse: int) -> list[int]:
+    """Step 1 of the search: t = 0, ``coarse`` log-spaced thresholds, then the largest doubled until
+    its circuit fits the smallest budget. Returns each fraction's edge budget."""
+    first = runs.run(0.0)
     budgets = [edge_budget(k, first.n_edges_total) for k in fractions]
     span = abs(first.metric["empty"] - first.metric["full"]) or 1.0
     for threshold in np.geomspace(1e-4, 1.0, coarse) * span:
-        run(threshold)
-    largest = max(runs)
+        runs.run(threshold)
+    largest = max(runs.circuits)
     for _ in range(MAX_DOUBLINGS):
-        if runs[largest].n_edges <= min(budgets):
+        if runs.circuits[largest].n_edges <= min(budgets):
             break
         largest *= 2
-        run(largest)
+        runs.run(largest)
+    return budgets
 
-    def best(budget: int) -> tuple[float, Circuit] | None:
-        fitting = [(t, c) for t, c in runs.items() if c.n_edges <= budget]
-        return max(fitting, key=lambda tc: (tc[1].n_edges, -tc[0])) if fitting else None
 
-    for budget in sorted(set(budgets)):
-        for _ in range(refine):
-            found = best(budget)
-            if found is None or found[1].n_edges == budget:
-                break
-            hi = min(t for t, c in runs.items() if c.n_edges <= budget)
-            below = [t for t in runs if t < hi]
-            if not below:
-                break
-            lo = max(below)
-            run(math.sqrt(lo * hi) if lo > 0 else hi / 10)
+def _refine(runs: _ThresholdRuns, budget: int, refine: int) -> None:
+    """Step 2 for one budget: up to ``refine`` runs between the thresholds bracketing it."""
+    for _ in range(refine):
+        found = runs.best(budget)
+        if found is None or found[1].n_edges == budget:
+            return
+        hi = min(t for t, c in runs.circuits.items() if c.n_edges <= budget)
+        below = [t for t in runs.circuits if t < hi]
+        if not below:
+            return
+        lo = max(below)
+        runs.run(math.sqrt(lo * hi) if lo > 0 else hi / 10)
+
+
+def _choose(runs: _ThresholdRuns, fractions: list[float], budgets: list[int]) -> list[FractionCircuit]:
+    """Step 3: each fraction's circuit among every threshold tried."""
     chosen = []
     for fraction, budget in zip(fractions, budgets):
-        found = best(budget)
+        found = runs.best(budget)
         if found is None:
             raise AcdcError(
-                f"ACDC emitted no circuit with at most {budget} edges (fraction {fraction:g}) at thresholds up to {max(runs):.6g}"
+                f"{runs.method} emitted no circuit with at most {budget} edges (fraction {fraction:g}) "
+                f"at thresholds up to {max(runs.circuits):.6g}"
             )
         chosen.append(FractionCircuit(fraction, budget, found[1], threshold=found[0]))
-    tried = {t: c.n_edges for t, c in sorted(runs.items())}
-    return AcdcSearch(chosen, tried, cache.stats(), time.perf_counter() - start)
+    return chosen
 
 
 def top_k_circuits(
@@ -210,66 +197,3 @@ def top_k_circuits(
         )
         out.append(FractionCircuit(fraction, budget, circuit, top_n=budget))
     return out
-
-
-@dataclass
-class Submission:
-    """What ``write_submission`` wrote: the task/model folder and its files."""
-
-    folder: Path
-    files: list[Path] = field(default_factory=list)
-
-
-def _encode(circuit: Circuit, fmt: str) -> bytes:
-    if fmt == "pt":
-        return circuit_to_eap_ig_pt(circuit)
-    return json.dumps(circuit_to_eap_ig(circuit), allow_nan=False).encode()
-
-
-def _faithfulness(m: dict[str, Any]) -> str:
-    if any(m.get(k) is None for k in ("circuit", "full", "empty")) or m["full"] == m["empty"]:
-        return "–"
-    return f"{(m['circuit'] - m['empty']) / (m['full'] - m['empty']) + 0.0:.3f}"
-
-
-def write_submission(
-    out: str | Path,
-    task: str,
-    model: str,
-    *,
-    circuits: Sequence[FractionCircuit] | None = None,
-    importances: Circuit | None = None,
-    fmt: str = "json",
-    notes: Sequence[str] = (),
-) -> Submission:
-    """Write ``out/<task>_<model>/`` with the circuits at MIB's fractions, or the importance file,
-    and its README.md (``notes``: lines on how the circuits were reached)."""
-    if fmt not in FORMATS:
-        raise AcdcError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
-    if (circuits is None) == (importances is None):
-        raise AcdcError("give either the circuits at MIB's fractions or one importance-score circuit")
-    folder = Path(out) / folder_name(task, model)
-    if folder.exists() and not folder.is_dir():
-        raise AcdcError(f"{folder} is a file, not a folder")
-    stale = [p for p in folder.glob("*") if p.suffix in (".json", ".pt")] if folder.is_dir() else []
-    for path in stale:  # MIB reads every .json / .pt file of the folder: leave none from an earlier run
-        path.unlink()
-    submission = Submission(folder)
-    lines = [f"# MIB circuit-track submission: task {task}, model {model}", ""]
-    if importances is not None:
-        path = folder / f"importances.{fmt}"
-        submission.files.append(atomic_write_bytes(path, _encode(importances, fmt)))
-        lines += [f"`{path.name}`: a score for each of the {importances.n_edges_total} edges "
-                  f"({importances.method.get('name', '?')}); MIB takes its top-k circuits itself.", ""]
-    else:
-        lines += ["| fraction | at most | edges | from | faithfulness | file |", "|---|---|---|---|---|---|"]
-        for chosen in circuits:
-            path = folder / f"circuit_{chosen.fraction:g}.{fmt}"
-            submission.files.append(atomic_write_bytes(path, _encode(chosen.circuit, fmt)))
-            source = f"threshold {chosen.threshold:.6g}" if chosen.threshold is not None else f"top {chosen.top_n} by \\|score\\|"
-            lines.append(f"| {chosen.fraction:g} | {chosen.budget} | {chosen.circuit.n_edges} | {source} | "
-                         f"{_faithfulness(chosen.circuit.metric)} | `{path.name}` |")
-        lines.append("")
-    lines += list(notes) + ["", "How the circuits are reached: `acdc_engine/evaluation/mib.py`."]
-    submission.files.append(atomic_write_bytes(folder / "README.md", ("\n".join(lines) + "\n").encode()))
-    return submission

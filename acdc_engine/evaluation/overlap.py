@@ -1,4 +1,4 @@
-"""Comparing circuits: node and edge overlap, metrics side by side, and a diff drawing.
+"""Comparing circuits: node and edge overlap, and metrics side by side.
 
 Two levels of comparison:
 
@@ -27,6 +27,9 @@ shared / |B|, recall of B = shared / |A|. A ratio with nothing to divide by is N
 
 Metrics are read from the files (``metric``: name, full, circuit, empty) and normalised faithfulness
 f = (circuit - empty) / (full - empty) is computed from them.
+
+``Comparison.diff`` gives what a diff drawing of two of the circuits shows (the nodes and edges of
+either, placed, with each circuit's count); ``acdc_engine.formats.diff_drawing`` draws it.
 """
 
 from __future__ import annotations
@@ -37,25 +40,21 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Sequence
 
-import graphviz
-
 from acdc_engine.core.circuit import Circuit
-from acdc_engine.formats.drawing import LABEL_LIMIT, NODE_STYLE, graph_attributes
 from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.nodes import LOGITS, NodeKind, edge_name, parse_node, split_edge
+from acdc_engine.formats.diff_drawing import Diff, DiffEdge, DiffNode
 from acdc_engine.formats.tables import markdown_table, number
-from acdc_engine.core.nodes import LOGITS, edge_name, parse_node, split_edge
 
 LEVELS = ("name", "role")
-STATUS_COLOURS = {"shared": "#4d4d4d", "only_a": "#d95f02", "only_b": "#1b9e77"}
-STATUS_FILLS = {"shared": "#e6e6e6", "only_a": "#fdd0a2", "only_b": "#c2e8dc"}
-STATUS_STYLES = {"shared": "solid", "only_a": "dashed", "only_b": "dashed"}
 
 
 # ----- keys: what a circuit is made of, at each level ------------------------------------------
 
 
 EMBED = "embed"  # the role slot (and role-level unit) of the input senders
-_ROLE_KINDS = {"heads": "head", "mlp": "mlp"}  # role slot prefix -> the node kind it holds
+_ROLE_PREFIXES = {NodeKind.HEAD: "heads", NodeKind.MLP: "mlp"}  # node kind -> the prefix of its role slots
+_ROLE_KINDS = {prefix: kind for kind, prefix in _ROLE_PREFIXES.items()}  # role slot prefix -> the node kind it holds
 
 
 def role_of(component: str, n_layers: int, n_bins: int) -> str:
@@ -67,8 +66,7 @@ def role_of(component: str, n_layers: int, n_bins: int) -> str:
         return LOGITS
     if node.is_input:
         return EMBED
-    kind = "heads" if node.kind == "head" else "mlp"
-    return f"{kind}@{node.layer * n_bins // n_layers}"
+    return f"{_ROLE_PREFIXES[node.kind]}@{node.layer * n_bins // n_layers}"
 
 
 def _unit(component: str) -> str:
@@ -90,22 +88,23 @@ def _receiver_parts(receiver: str, level: str) -> tuple[str, str]:
     return slot, inputs.removesuffix(">")
 
 
-def _placement(node: str, level: str) -> tuple[str, float]:
-    """(kind for ``NODE_STYLE``, vertical rank) of a name-level node or a role slot: input at the
-    bottom, layer L's heads at 2L and its MLP at 2L + 1, logits at the top."""
+def _placement(node: str, level: str) -> tuple[NodeKind, float]:
+    """(kind, as drawn: the input senders are all ``NodeKind.INPUT``; vertical rank) of a name-level
+    node or a role slot: input at the bottom, layer L's heads at 2L and its MLP at 2L + 1, logits at
+    the top."""
     if level == "name":
         parsed = parse_node(node)
-        kind, depth = ("input" if parsed.is_input else parsed.kind), parsed.layer
+        kind, depth = (NodeKind.INPUT if parsed.is_input else parsed.kind), parsed.layer
     elif node in (EMBED, LOGITS):
-        kind, depth = ("input" if node == EMBED else LOGITS), None
+        kind, depth = (NodeKind.INPUT if node == EMBED else NodeKind.LOGITS), None
     else:
         prefix, _, depth_text = node.partition("@")
         kind, depth = _ROLE_KINDS[prefix], int(depth_text)
-    if kind == "input":
+    if kind is NodeKind.INPUT:
         return kind, -1
-    if kind == LOGITS:
+    if kind is NodeKind.LOGITS:
         return kind, float("inf")
-    return kind, 2 * depth + (1 if kind == "mlp" else 0)
+    return kind, 2 * depth + (1 if kind is NodeKind.MLP else 0)
 
 
 def node_keys(circuit: Circuit, level: str = "name", n_bins: int | None = None) -> Counter:
@@ -260,6 +259,23 @@ class Comparison:
             ],
         }
 
+    def diff(self, i: int = 0, j: int = 1, level: str | None = None) -> Diff:
+        """Circuit i against circuit j, as a diff drawing shows them: every node and edge either
+        has, placed, with each one's count. ``level``: the finest level that applies by default."""
+        level = level or self.levels[0]
+        if level not in self.levels:
+            raise AcdcError(f"level '{level}' does not apply to these circuits; choose one of {', '.join(self.levels)}")
+        a, b = self.circuits[i], self.circuits[j]
+        nodes_a, nodes_b = node_keys(a, level, self.n_bins), node_keys(b, level, self.n_bins)
+        edges_a, edges_b = edge_keys(a, level, self.n_bins), edge_keys(b, level, self.n_bins)
+        nodes = [DiffNode(node, *_placement(node, level), nodes_a[node], nodes_b[node]) for node in sorted(set(nodes_a) | set(nodes_b))]
+        edges = []
+        for edge in sorted(set(edges_a) | set(edges_b)):
+            sender, receiver = split_edge(edge)
+            drawn, inputs = _receiver_parts(receiver, level)
+            edges.append(DiffEdge(edge, sender, drawn, inputs, edges_a[edge], edges_b[edge]))
+        return Diff(level, (self.labels[i], self.labels[j]), (self.sources[i], self.sources[j]), nodes, edges)
+
 
 def faithfulness_from_file(circuit: Circuit) -> float | None:
     """(circuit - empty) / (full - empty) from the file's metric values; None if any is missing."""
@@ -304,63 +320,3 @@ def compare_circuits(circuits: Sequence[Circuit], sources: Sequence[str] | None 
             for level in levels
         }
     return comparison
-
-
-# ----- the diff drawing -------------------------------------------------------------------------
-
-
-def _status(count_a: int, count_b: int) -> str:
-    return "shared" if count_a and count_b else "only_a" if count_a else "only_b"
-
-
-def diff_dot(comparison: Comparison, i: int = 0, j: int = 1, level: str | None = None) -> str:
-    """Graphviz source of circuit i against circuit j: shared, only-i and only-j nodes and edges in
-    distinct colours (and line styles), with one legend. ``level``: the finest level that applies
-    by default; role-level nodes and edges are labelled with each circuit's count."""
-    level = level or comparison.levels[0]
-    if level not in comparison.levels:
-        raise AcdcError(f"level '{level}' does not apply to these circuits; choose one of {', '.join(comparison.levels)}")
-    a, b = comparison.circuits[i], comparison.circuits[j]
-    label_a, label_b = comparison.labels[i], comparison.labels[j]
-    nodes_a, nodes_b = node_keys(a, level, comparison.n_bins), node_keys(b, level, comparison.n_bins)
-    edges_a, edges_b = edge_keys(a, level, comparison.n_bins), edge_keys(b, level, comparison.n_bins)
-
-    edges_drawn = sorted(set(edges_a) | set(edges_b))
-    labelled = len(edges_drawn) <= LABEL_LIMIT  # edge labels are most of a large layout's cost (acdc_engine.formats.drawing)
-    dot = graphviz.Digraph("diff", graph_attr=graph_attributes(len(edges_drawn)))
-    dot.attr("node", style="filled,rounded", fontname="Helvetica", fontsize="11")
-    dot.attr("edge", arrowsize="0.6", fontname="Helvetica", fontsize="9")
-    ranks: dict[float, list[str]] = {}
-    for node in set(nodes_a) | set(nodes_b):
-        ranks.setdefault(_placement(node, level)[1], []).append(node)
-    for n, (rank, members) in enumerate(sorted(ranks.items())):
-        with dot.subgraph(name=f"rank_{n}") as sub:
-            sub.attr(rank="min" if rank < 0 else "max" if rank == float("inf") else "same")
-            for node in sorted(members):
-                status = _status(nodes_a[node], nodes_b[node])
-                text = node if level == "name" else f"{node}\\n{label_a} {nodes_a[node]} · {label_b} {nodes_b[node]}"
-                style = {**NODE_STYLE[_placement(node, level)[0]], "fillcolor": STATUS_FILLS[status]}
-                sub.node(node, text, color=STATUS_COLOURS[status], penwidth="1.5", **style)
-    for edge in edges_drawn:
-        sender, receiver = split_edge(edge)
-        status = _status(edges_a[edge], edges_b[edge])
-        drawn, inputs = _receiver_parts(receiver, level)
-        label = inputs if level == "name" else f"{inputs} {edges_a[edge]}|{edges_b[edge]}".strip()
-        labels = {"label": label, "fontcolor": STATUS_COLOURS[status]} if labelled and label else {}
-        dot.edge(sender, drawn, color=STATUS_COLOURS[status], style=STATUS_STYLES[status], tooltip=edge, **labels)
-    with dot.subgraph(name="cluster_legend") as legend:
-        legend.attr(label=f"{level} level", fontsize="10", color="#cccccc")
-        rows = "".join(
-            f'<TR><TD><FONT COLOR="{STATUS_COLOURS[key]}">&#9472;&#9472;</FONT></TD><TD ALIGN="LEFT">{text}</TD></TR>'
-            for key, text in (
-                ("shared", f"in {label_a} and {label_b}"),
-                ("only_a", f"only in {label_a}: {_escape(comparison.sources[i])}"),
-                ("only_b", f"only in {label_b}: {_escape(comparison.sources[j])}"),
-            )
-        )
-        legend.node("legend", f'<<TABLE BORDER="0" CELLSPACING="0">{rows}</TABLE>>', shape="plaintext", style="")
-    return dot.source
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -44,7 +44,7 @@ from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import CircuitEvaluator
 from acdc_engine.core.graph import build_graph
-from acdc_engine.core.nodes import LOGITS, edge_name, head_name, head_receiver_name, mlp_name, parse_node
+from acdc_engine.core.nodes import LOGITS, NodeKind, edge_name, head_name, head_receiver_name, mlp_name, parse_node
 from acdc_engine.tasks import TaskData
 
 ROLE_THRESHOLD = 0.5
@@ -230,7 +230,7 @@ def testbed_truth(model: Any, model_name: str, task: TaskData) -> Circuit:
     for edge in truth_edges(model_name, roles, graph.shape.has_mlp):
         s, r = graph.parse_edge(edge)
         edges[s, r] = True
-        if parse_node(graph.receivers[r]).kind == "head_receiver":
+        if parse_node(graph.receivers[r]).kind is NodeKind.HEAD_RECEIVER:
             heads[graph.parse_head_input(graph.receivers[r])] = True
     evaluator = CircuitEvaluator(model, task, ablation="resample")
     truth = Circuit.unscored(

@@ -30,7 +30,7 @@ from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.core.graph import GraphShape, build_graph
+from acdc_engine.core.graph import Graph, GraphShape, build_graph, edge_count
 from acdc_engine.core.nodes import LOGITS, edge_name
 from acdc_engine.core.pruning import emitted_nodes, on_input_to_logits_paths
 
@@ -43,22 +43,6 @@ KNOWN_FIELDS = {"format", "version", "model", "task", "method", "threshold", "me
 LARGEST_UNLISTED_GRAPH = 1_000_000
 
 
-def edge_count(shape: GraphShape) -> int:
-    """The number of edges of ``build_graph(shape)``, in closed form (cheap for any shape).
-
-    Every receiver reads every sender that writes strictly before it: layer l's head receivers
-    (3 per head) read the I input senders and the H heads (+ MLP) of each earlier layer; layer l's
-    MLP also reads layer l's heads, except in a parallel block; the logits read every sender.
-    """
-    inputs = 2 if shape.split_input else 1
-    mlp = 1 if shape.has_mlp else 0
-    layers, heads = shape.n_layers, shape.n_heads
-    per_layer = heads + mlp  # senders each layer adds
-    earlier = layers * inputs + per_layer * layers * (layers - 1) // 2  # summed over l of senders before layer l
-    same_layer = 0 if shape.parallel_attn_mlp else mlp * layers * heads
-    return (3 * heads + mlp) * earlier + same_layer + inputs + layers * per_layer
-
-
 def _score(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
@@ -67,7 +51,7 @@ def circuit_to_dict(circuit: Circuit) -> dict[str, Any]:
     """The file's JSON object for ``circuit`` (module docstring)."""
     g = circuit.graph
     nodes_in = set(circuit.nodes())
-    # read the masks into Python lists once: indexing a tensor per edge costs microseconds each
+    # read the masks into Python lists once, not a tensor index per edge (slow on large graphs)
     senders, receivers = g.edge_exists.T.nonzero().T.flip(0)  # the order of g.edges()
     edge_columns = zip(
         circuit.in_graph.edges.bool()[senders, receivers].tolist(),
@@ -189,6 +173,38 @@ def _decisions(section: Any, names: list[str], parse, shape, where: str, require
 def circuit_fields(data: Any, source: str = "circuit") -> dict[str, Any]:
     """Validate a parsed circuit file and return the Circuit constructor's arguments; AcdcError
     names the bad field."""
+    _check_header(data, source)
+    graph = _read_graph(data, source)
+    kept, in_graph, scores = _read_decisions(data, graph, source)
+    nodes = _read_nodes(data, graph, source)
+    metric = _field(data, "metric", dict, source, required=False) or {}
+    for key in ("full", "circuit", "empty"):
+        if metric.get(key) is not None:
+            _field(metric, key, float, f"{source}: metric")
+    threshold = data.get("threshold")
+    if threshold is not None:
+        _field(data, "threshold", float, source)
+    emitted = set(emitted_nodes(graph, in_graph.edges))
+    for name, entry in nodes.items():
+        if entry["in_graph"] != (name in emitted):
+            raise AcdcError(f"{source}: nodes['{name}'].in_graph disagrees with the edges in the file")
+    return dict(
+        graph=graph,
+        kept=kept,
+        in_graph=in_graph,
+        scores=scores,
+        metric=metric,
+        threshold=threshold,
+        model=data["model"],
+        task=data.get("task") or {},
+        method=data.get("method") or {},
+        run=data.get("run") or {},
+        extra={k: v for k, v in data.items() if k not in KNOWN_FIELDS},
+    )
+
+
+def _check_header(data: Any, source: str) -> None:
+    """A JSON object of this format and version, whose task, method and run are objects or absent."""
     if not isinstance(data, dict):
         raise AcdcError(f"{source}: a circuit file must hold a JSON object")
     fmt = data.get("format", FORMAT)
@@ -200,6 +216,11 @@ def circuit_fields(data: Any, source: str = "circuit") -> dict[str, Any]:
     for key in ("task", "method", "run"):
         if data.get(key) is not None:
             _field(data, key, dict, source)
+
+
+def _read_graph(data: dict[str, Any], source: str) -> Graph:
+    """The graph of the file's model; refused before it is built when the model is large and the
+    file does not list its edges (``LARGEST_UNLISTED_GRAPH``)."""
     model = _field(data, "model", dict, source)
     where = f"{source}: model"
     shape = GraphShape(
@@ -221,6 +242,13 @@ def circuit_fields(data: Any, source: str = "circuit") -> dict[str, Any]:
     graph = build_graph(shape, split_input=shape.split_input)
     if shape.parallel_attn_mlp and not shape.has_mlp:
         raise AcdcError(f"{where}: parallel_attn_mlp is true but attn_only is true too")
+    return graph
+
+
+def _read_decisions(data: dict[str, Any], graph: Graph, source: str) -> tuple[CircuitMask, CircuitMask, Scores]:
+    """(kept, in_graph, scores) from the file's edges and head inputs. Without head inputs (a MIB
+    file) every head input is kept and in the circuit where edges reach its receiver."""
+    shape = graph.shape
     edge_index = {edge_name(s, r): (graph.sender_index[s], graph.receiver_index[r]) for s, r in graph.edges()}
 
     def parse_edge(name: str) -> tuple[int, int]:
@@ -238,6 +266,11 @@ def circuit_fields(data: Any, source: str = "circuit") -> dict[str, Any]:
         head_scores = torch.full(head_kept.shape, math.nan, dtype=torch.float64)
     else:
         head_in_graph, head_kept, head_scores = heads
+    return CircuitMask(edge_kept, head_kept), CircuitMask(edge_in_graph, head_in_graph), Scores(edge_scores, head_scores)
+
+
+def _read_nodes(data: dict[str, Any], graph: Graph, source: str) -> dict[str, Any]:
+    """The file's nodes ({name: {"in_graph": bool}}, optional), each a sender of the graph or logits."""
     nodes = _field(data, "nodes", dict, source, required=False) or {}
     for name, entry in nodes.items():
         if name not in graph.senders and name != LOGITS:
@@ -245,31 +278,7 @@ def circuit_fields(data: Any, source: str = "circuit") -> dict[str, Any]:
         if not isinstance(entry, dict):
             raise AcdcError(f"{source}: nodes['{name}']: must be an object with 'in_graph'")
         _field(entry, "in_graph", bool, f"{source}: nodes['{name}']")
-    metric = _field(data, "metric", dict, source, required=False) or {}
-    for key in ("full", "circuit", "empty"):
-        if metric.get(key) is not None:
-            _field(metric, key, float, f"{source}: metric")
-    threshold = data.get("threshold")
-    if threshold is not None:
-        _field(data, "threshold", float, source)
-    fields = dict(
-        graph=graph,
-        kept=CircuitMask(edge_kept, head_kept),
-        in_graph=CircuitMask(edge_in_graph, head_in_graph),
-        scores=Scores(edge_scores, head_scores),
-        metric=metric,
-        threshold=threshold,
-        model=model,
-        task=data.get("task") or {},
-        method=data.get("method") or {},
-        run=data.get("run") or {},
-        extra={k: v for k, v in data.items() if k not in KNOWN_FIELDS},
-    )
-    emitted = set(emitted_nodes(graph, edge_in_graph))
-    for name, entry in nodes.items():
-        if entry["in_graph"] != (name in emitted):
-            raise AcdcError(f"{source}: nodes['{name}'].in_graph disagrees with the edges in the file")
-    return fields
+    return nodes
 
 
 def circuit_from_dict(data: Any, source: str = "circuit") -> Circuit:

@@ -9,15 +9,14 @@ Rendering uses Graphviz's ``dot`` when it is installed, else the ``graphviz-pure
 running interpreter (a virtual environment's ``bin/``, activated or not); with neither, only the
 ``.dot`` source is written, with one warning line.
 
-Drawings that scale (measured on a 966-edge GPT-2 IOI circuit diff: 40 s for its SVG with
-graphviz-pure and 154 s with Graphviz 2.42's dot, 1.6 s for either without edge labels):
+Drawings that scale (layout time grows steeply with the number of edges, and edge labels are most
+of it):
   * above ``LABEL_LIMIT`` edges the q/k/v edge labels are left out (the colours and the legend
-    still say which input an edge enters): labels are most of the layout's cost;
+    still say which input an edge enters);
   * above ``FAST_LAYOUT`` edges crossing minimisation makes fewer passes (``mclimit``);
   * above ``PNG_LIMIT`` edges no PNG is written (it would be tens of megapixels): the SVG and the
     interactive ``circuit.html`` show it;
-  * above ``RENDER_LIMIT`` edges nothing is rendered (layout time grows steeply: 2666 edges take
-    8 s, 3888 edges over a minute), only the ``.dot`` source is written.
+  * above ``RENDER_LIMIT`` edges nothing is rendered, only the ``.dot`` source is written.
 Each limit that applies is said in one line (``notes``, or a ``DrawingNote`` warning).
 """
 
@@ -34,7 +33,7 @@ import graphviz
 
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.core.circuit import Circuit
-from acdc_engine.core.nodes import LOGITS, parse_node, split_edge
+from acdc_engine.core.nodes import LOGITS, NodeKind, parse_node, split_edge
 
 EDGE_COLOURS = {"q": "#1f77b4", "k": "#2ca02c", "v": "#d62728", "other": "#7f7f7f"}
 LABEL_LIMIT = 100  # edges: above, no q/k/v edge labels
@@ -44,18 +43,18 @@ RENDER_LIMIT = 2500  # edges: above, the .dot source only
 PNG_DPI = 180  # PNGs at a resolution fit for slides (Graphviz's default is 96)
 FONT = "Helvetica"  # every text of a drawing: nodes, edge labels, legend (SVG: "Helvetica,sans-Serif")
 LEGEND_PLACE = {"labelloc": "t", "labeljust": "r"}  # the legend (the graph's label): above the drawing, at the right
-NODE_STYLE = {
-    "input": {"shape": "box", "fillcolor": "#fff2cc"},
-    "head": {"shape": "ellipse", "fillcolor": "#dae8fc"},
-    "mlp": {"shape": "box", "fillcolor": "#e1d5e7"},
-    "logits": {"shape": "box", "fillcolor": "#d5e8d4"},
+NODE_STYLE = {  # by the kind of a node drawn; the input senders are all drawn as NodeKind.INPUT
+    NodeKind.INPUT: {"shape": "box", "fillcolor": "#fff2cc"},
+    NodeKind.HEAD: {"shape": "ellipse", "fillcolor": "#dae8fc"},
+    NodeKind.MLP: {"shape": "box", "fillcolor": "#e1d5e7"},
+    NodeKind.LOGITS: {"shape": "box", "fillcolor": "#d5e8d4"},
 }
 
 
 def node_style(node: str) -> dict[str, str]:
     """The drawing style of a component (``NODE_STYLE`` by its kind; the input senders share one)."""
     parsed = parse_node(node)
-    return NODE_STYLE["input" if parsed.is_input else parsed.kind]
+    return NODE_STYLE[NodeKind.INPUT if parsed.is_input else parsed.kind]
 
 
 class DrawingNote(UserWarning):
@@ -143,7 +142,7 @@ def render(dot_source: str, fmt: str) -> bytes | None:
     resolution = [f"-Gdpi={PNG_DPI}"] if fmt == "png" else []
     result = subprocess.run(command + [f"-T{fmt}", *resolution], input=dot_source.encode(), capture_output=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"{command[0]} failed to render the circuit: {result.stderr.decode(errors='replace')[:500]}")
+        raise RuntimeError(f"{command[0]} failed to render the drawing: {result.stderr.decode(errors='replace')[:500]}")
     return result.stdout
 
 

@@ -65,8 +65,9 @@ import torch
 
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.core.graph import QKV, GraphShape, build_graph
-from acdc_engine.formats.circuit_file import circuit_fields, circuit_to_dict, edge_count
+from acdc_engine.core.graph import QKV, GraphShape, build_graph, edge_count
+from acdc_engine.core.nodes import INPUT, LOGITS, NodeKind, edge_name, head_name, head_receiver_name, mlp_name, parse_node, split_edge
+from acdc_engine.formats.circuit_file import circuit_fields, circuit_to_dict
 from acdc_engine.core.pruning import on_input_to_logits_paths
 from acdc_engine.formats.strict_json import parse_json
 
@@ -82,9 +83,9 @@ PT_KEYS = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph", "n
 
 def eap_ig_src_nodes(n_layers: int, n_heads: int) -> list[str]:
     """EAP-IG's sender (forward) nodes in order: input, then per layer its heads and its MLP."""
-    names = ["input"]
+    names = [INPUT]
     for layer in range(n_layers):
-        names += [f"a{layer}.h{head}" for head in range(n_heads)] + [f"m{layer}"]
+        names += [head_name(layer, head) for head in range(n_heads)] + [mlp_name(layer)]
     return names
 
 
@@ -93,13 +94,13 @@ def eap_ig_dst_nodes(n_layers: int, n_heads: int) -> list[str]:
     (every head's q first) and its MLP; then logits."""
     names = []
     for layer in range(n_layers):
-        names += [f"a{layer}.h{head}<{x}>" for x in QKV for head in range(n_heads)] + [f"m{layer}"]
-    return names + ["logits"]
+        names += [head_receiver_name(layer, head, x) for x in QKV for head in range(n_heads)] + [mlp_name(layer)]
+    return names + [LOGITS]
 
 
 def eap_ig_node_names(n_layers: int, n_heads: int) -> list[str]:
     """The nodes of EAP-IG's ``to_json``, in its order: the senders, then logits."""
-    return eap_ig_src_nodes(n_layers, n_heads) + ["logits"]
+    return eap_ig_src_nodes(n_layers, n_heads) + [LOGITS]
 
 
 def eap_ig_edges(n_layers: int, n_heads: int) -> list[tuple[str, str]]:
@@ -107,18 +108,20 @@ def eap_ig_edges(n_layers: int, n_heads: int) -> list[tuple[str, str]]:
     per layer, every earlier sender into each head's q, k, v, then every sender so far (the layer's
     heads included) into the MLP; last, every sender into logits."""
     edges: list[tuple[str, str]] = []
-    written = ["input"]
+    written = [INPUT]
     for layer in range(n_layers):
-        heads = [f"a{layer}.h{head}" for head in range(n_heads)]
-        edges += [(s, f"{h}<{x}>") for s in written for h in heads for x in QKV]
+        heads = [head_name(layer, head) for head in range(n_heads)]
+        edges += [(s, head_receiver_name(layer, head, x)) for s in written for head in range(n_heads) for x in QKV]
         written += heads
-        edges += [(s, f"m{layer}") for s in written]
-        written.append(f"m{layer}")
-    return edges + [(s, "logits") for s in written]
+        edges += [(s, mlp_name(layer)) for s in written]
+        written.append(mlp_name(layer))
+    return edges + [(s, LOGITS) for s in written]
 
 
-def _is_mlp(name: str) -> bool:
-    return name.startswith("m")
+def _touches_mlp(edge: str) -> bool:
+    """Whether an edge of EAP-IG's graph has an MLP at either end. EAP-IG names nodes and edges as
+    this engine does, so ``parse_node`` reads them (callers pass only names of EAP-IG's graph)."""
+    return any(parse_node(end).kind is NodeKind.MLP for end in split_edge(edge))
 
 
 # ----- writing ------------------------------------------------------------------------------------
@@ -153,7 +156,7 @@ def circuit_to_eap_ig(circuit: Circuit, d_model: int | None = None) -> dict[str,
     ours = native["edges"]
     edges: dict[str, dict[str, Any]] = {}
     for sender, receiver in eap_ig_edges(cfg["n_layers"], cfg["n_heads"]):
-        name = f"{sender}->{receiver}"
+        name = edge_name(sender, receiver)
         entry = ours.get(name)
         if entry is None:  # an MLP edge of an attention-only model
             edges[name] = {"score": 0.0, "in_graph": False}
@@ -164,7 +167,7 @@ def circuit_to_eap_ig(circuit: Circuit, d_model: int | None = None) -> dict[str,
         if entry["kept"] and not entry["in_graph"]:
             edge["kept"] = True
         edges[name] = edge
-    in_graph = set(circuit.nodes()) | {"logits"}
+    in_graph = set(circuit.nodes()) | {LOGITS}
     node_scores = circuit.extra.get("node_scores") or {}
     nodes = {}
     for name in eap_ig_node_names(cfg["n_layers"], cfg["n_heads"]):
@@ -259,7 +262,7 @@ def _score(value: Any, where: str) -> float | None:
 def _decide_attn_only(edges: dict[str, tuple[bool, bool, float | None]], attn_only: bool | None) -> bool:
     if attn_only is not None:
         return attn_only
-    mlp = [entry for name, entry in edges.items() if any(_is_mlp(part) for part in name.split("->"))]
+    mlp = [entry for name, entry in edges.items() if _touches_mlp(name)]
     return not any(in_graph or kept or (score not in (None, 0.0)) for in_graph, kept, score in mlp)
 
 
@@ -281,7 +284,7 @@ def _build(
     attn_only = _decide_attn_only(edges, attn_only)
     native_edges = {}
     for name, (in_graph, kept, score) in edges.items():
-        if attn_only and any(_is_mlp(part) for part in name.split("->")):
+        if attn_only and _touches_mlp(name):
             if in_graph or kept:
                 raise AcdcError(f"{source}: edges['{name}'] is in the circuit, but the model is attention-only")
             continue
@@ -296,7 +299,7 @@ def _build(
     listed = set(native_edges)
     if len(listed) < edge_count(shape):  # EAP-IG's reader takes files that list some edges only
         for sender, receiver in build_graph(shape).edges():
-            native_edges.setdefault(f"{sender}->{receiver}", {"in_graph": False, "kept": False, "score": None})
+            native_edges.setdefault(edge_name(sender, receiver), {"in_graph": False, "kept": False, "score": None})
     fields = circuit_fields(native, source=source)
     if block is None:  # the file's in_graph is the decision; emit its part on input-to-logits paths
         fields["in_graph"] = on_input_to_logits_paths(fields["graph"], fields["kept"])
@@ -341,7 +344,7 @@ def eap_ig_fields(data: Any, source: str = "circuit", attn_only: bool | None = N
     section = data.get("edges")
     if not isinstance(section, dict):
         raise AcdcError(f"{source}: edges: missing, or not an object mapping edge names to {{\"score\", \"in_graph\"}}")
-    known = {f"{s}->{r}" for s, r in eap_ig_edges(n_layers, n_heads)}
+    known = {edge_name(s, r) for s, r in eap_ig_edges(n_layers, n_heads)}
     edges = {}
     for name, entry in section.items():
         where = f"{source}: edges['{name}']"
@@ -418,7 +421,7 @@ def eap_ig_pt_fields(raw: bytes, source: str = "circuit", attn_only: bool | None
         raise AcdcError(f"{source}: edges_in_graph marks ({src[i]}, {dst[j]}), which is no edge of EAP-IG's graph")
     _check_neurons(data, in_graph, src, source)
     edges = {
-        f"{s}->{r}": (bool(g), bool(k), None if not t or math.isnan(v) else v)
+        edge_name(s, r): (bool(g), bool(k), None if not t or math.isnan(v) else v)
         for (s, r), g, k, t, v in zip(
             names, in_graph[rows, cols].tolist(), kept[rows, cols].tolist(), tested[rows, cols].tolist(), scores[rows, cols].tolist()
         )

@@ -194,7 +194,8 @@ def circuit_view(
 def diff_view(comparison: "Comparison", i: int = 0, j: int = 1, level: str | None = None) -> dict[str, Any]:
     """The view of circuit i against circuit j (``acdc_engine.evaluation.overlap``): shared, only-i and only-j
     nodes and edges; at name level an edge's scores in both circuits, at role level its counts."""
-    from acdc_engine.evaluation.overlap import STATUS_COLOURS, STATUS_FILLS, _receiver_parts, _status, edge_keys, node_keys
+    from acdc_engine.evaluation.overlap import _receiver_parts, edge_keys, node_keys
+    from acdc_engine.formats.diff_drawing import STATUS_COLOURS, STATUS_FILLS, status_of as _status
     from acdc_engine.viewer.layout import add_graphviz_x
 
     level = level or comparison.levels[0]
