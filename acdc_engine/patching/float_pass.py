@@ -39,7 +39,7 @@ plus small terms (norm statistics, 2 * 3H * n * T per layer) and, where the mode
 post-attention norms + H * n * T * d per layer (the heads' results), gated MLPs + 2 * n * T *
 d_mlp per MLP, q/k norms + the q/k projections before the norm, norms that upcast + a copy of
 their input (docs/design.md gives a measured case).
-So a float pass holds about S' + 3HL rows of n * T * d per circuit (here 36 + 96), where the
+So a float pass holds about S' + 3HL rows of n * T * d per circuit, where the
 boolean pass, without autograd, holds S' + 3H at a time (and shares what circuits have in common).
 """
 
