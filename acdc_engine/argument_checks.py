@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import torch
 
 from acdc_engine.errors import AcdcError
+from acdc_engine.validation import check_values
 
 # ----- the Python API's arguments (``acdc_engine.discover``), checked before any work ---------------
 
@@ -44,6 +45,8 @@ def check_discover_arguments(
     """
     if uses_threshold:
         try:
+            if isinstance(threshold, (bool, str)):
+                raise TypeError
             float(threshold)
         except (TypeError, ValueError):
             raise AcdcError(f"threshold must be a number (ACDC's tau, in the metric's units), got {threshold!r}") from None
@@ -81,6 +84,7 @@ def _check_task(task: Any, task_params: dict[str, Any]) -> None:
             raise AcdcError(
                 f"unknown task_params {', '.join(unknown)} for task '{task}'; it takes {', '.join(fields) or 'none'}"
             )
+        check_values(spec.config, task_params, "task_params.")
         return
     if task_params:
         raise AcdcError(
@@ -92,6 +96,9 @@ def _check_task(task: Any, task_params: dict[str, Any]) -> None:
         unknown = sorted(set(map(str, task)) - set(fields))
         if unknown:
             raise AcdcError(f"unknown task field(s) {', '.join(unknown)}; a task dict takes {', '.join(fields)}")
+        missing = [key for key in ("clean", "corrupted") if key not in task]
+        if missing:
+            raise AcdcError(f"a task dict needs {' and '.join(missing)} (token ids [n_prompts, pos]); it has {', '.join(map(str, task)) or 'no field'}")
         tensors = {key: task.get(key) for key in TASK_TENSORS}
     elif isinstance(task, TaskData):
         tensors = {key: getattr(task, key) for key in TASK_TENSORS}

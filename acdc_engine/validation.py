@@ -29,9 +29,12 @@ Every node typed by a schema dataclass (the model, task and method groups, the r
 from __future__ import annotations
 
 import dataclasses
+import enum
 import fnmatch
 import math
-from typing import Any, Iterable
+import types
+import typing
+from typing import Any, Iterable, Mapping
 
 import torch
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -165,6 +168,61 @@ def _check_schema_rules(node: DictConfig, where: str, schema_name: str) -> None:
         raise AcdcError(f"{where}: {error}") from None
     except OmegaConfBaseException as error:
         raise AcdcError(f"{where}: does not fit {schema_name}: {str(error).splitlines()[0]}") from None
+
+
+# ----- keyword arguments against a schema (the Python API) ------------------------------------------
+
+
+def check_values(schema: type, values: Mapping[str, Any], where: str, *, ranges: bool = True) -> None:
+    """AcdcError naming ``{where}{key}`` when a value of ``values`` does not have its ``schema``
+    field's type, strictly: an ``int`` field takes an integer (not a bool, not 1.5, not "8"), a
+    ``float`` field a real number (not a bool), ``Optional`` fields None too, an enum field one of
+    its values; and, with ``ranges``, when a number lies outside the field's range (as
+    ``validate_config`` checks the command line's). Keys that are not fields are the caller's to
+    refuse; they are skipped here."""
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in values.items():
+        if key not in fields:
+            continue
+        name = f"{where}{key}"
+        wanted = _type_mismatch(hints.get(key, Any), value)
+        if wanted is not None:
+            raise AcdcError(f"{name} must be {wanted}, got {value!r:.80} ({type(value).__name__})")
+        _check_representable(value, name)
+        if ranges and isinstance(value, (int, float)) and not isinstance(value, bool):
+            _check_bounds(_metadata_bounds(fields[key]) or _named_bounds(key, value), value, name)
+
+
+def _type_mismatch(annotation: Any, value: Any) -> str | None:
+    """None when ``value`` fits ``annotation``, else what it must be ("an integer", ...)."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        arms = typing.get_args(annotation)
+        wants = [_type_mismatch(arm, value) for arm in arms]
+        if None in wants:
+            return None
+        return " or ".join(dict.fromkeys(w for w in wants))
+    if annotation is type(None):
+        return None if value is None else "None"
+    if annotation is bool:
+        return None if isinstance(value, bool) else "True or False"
+    if annotation is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if annotation is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if annotation is str:
+        return None if isinstance(value, str) else "a string"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        allowed = [member.value for member in annotation]
+        return None if isinstance(value, annotation) or value in allowed else f"one of {', '.join(map(str, allowed))}"
+    if origin in (list, tuple) or annotation in (list, tuple):
+        return None if isinstance(value, (list, tuple)) else "a list"
+    if origin is dict or annotation is dict:
+        return None if isinstance(value, Mapping) else "a mapping"
+    return None
 
 
 # ----- load_model's dtype ---------------------------------------------------------------------------

@@ -97,11 +97,12 @@ def run(args: argparse.Namespace):
         ]
         print(notes[0])
         return write_submission(args.out, args.task, model_name, circuits=search.chosen, fmt=args.format, notes=notes)
-    from acdc_engine.evaluation.methods import gradient_metric_for
+    from acdc_engine.evaluation.method_comparison import gradient_metric_for
 
     metric = args.metric or task.default_metric
     scoring = {**common, "metric": gradient_metric_for(task, metric)}  # as acdc-evaluate scores: no zero-gradient distances
-    scored = discover(model, task, method=args.method, steps=args.steps, top_n=0, **scoring)
+    steps = {"steps": args.steps} if args.method == "eap-ig" else {}  # EAP is one pass
+    scored = discover(model, task, method=args.method, top_n=0, **steps, **scoring)
     if args.layout == "importances":
         return write_submission(args.out, args.task, model_name, importances=scored, fmt=args.format)
     chosen = top_k_circuits(model, scored, task, metric=metric, ablation=args.ablation)

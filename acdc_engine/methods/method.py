@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 from torch import Tensor
 
 from acdc_engine.errors import AcdcError
+from acdc_engine.validation import check_values
 from acdc_engine.graph import Graph
 from acdc_engine.metrics import Metric
 
@@ -118,11 +119,13 @@ class MethodSpec:
 
     def parse(self, given: Mapping[str, Any]) -> Any:
         """The method's parameters from keyword arguments (defaults for the rest); AcdcError on a
-        parameter the method does not take, or a value its rules refuse."""
+        parameter the method does not take, a value not of its field's type (``batch_size=1.5``,
+        ``threshold=True``), or a value its rules refuse."""
         names = [f.name for f in dataclasses.fields(self.params)]
         unknown = [key for key in given if key not in names]
         if unknown:
             raise AcdcError(
                 f"method '{self.name}' takes no parameter '{unknown[0]}'; its parameters are {', '.join(names)}"
             )
+        check_values(self.params, given, "", ranges=False)  # the types; __post_init__ checks the ranges
         return self.params(**given)

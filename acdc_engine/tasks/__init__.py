@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from acdc_engine.errors import AcdcError
+from acdc_engine.validation import check_values
 from acdc_engine.tasks import docstring, greater_than, induction, ioi, jsonl
 from acdc_engine.tasks import tracr as tracr_tasks
 from acdc_engine.tasks import predecessor
@@ -20,9 +21,11 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (induction.SPEC, jsonl
 
 
 def make_task(name: str, model: Any, **params: Any) -> TaskData:
-    """Build the built-in task ``name`` for ``model``."""
+    """Build the built-in task ``name`` for ``model``; AcdcError naming the parameter when one of
+    ``params`` is not of its config field's type or lies outside its range."""
     if name not in TASKS:
         raise AcdcError(f"unknown task '{name}'; choose one of {', '.join(TASKS)} or pass a TaskData")
+    check_values(TASKS[name].config, params, "task_params.")
     return TASKS[name].build(model, **params)
 
 
