@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -90,6 +90,7 @@ def discover(
     checkpoint_every: int | None = None,
     checkpoint_seconds: float | None = 60.0,
     run_config: Mapping[str, Any] | None = None,
+    started: Callable[[], None] | None = None,
     **method_params: Any,
 ) -> Circuit:
     """Find the circuit of ``model`` for ``task``.
@@ -124,6 +125,9 @@ def discover(
             other data is refused (AcdcError saying what differs).
         run_config: the settings a checkpoint is tied to (the command line passes its resolved
             config); None: this call's arguments.
+        started: called once the run can start (the model and task resolved, the checkpoint
+            accepted, the self-check passed), just before the method runs; the command line writes
+            its run record then, so that a run refused at start writes nothing.
         method_params: the method's own parameters, checked by its entry (AcdcError naming one it
             does not take):
             acdc: ``threshold`` (tau, default 0.05; a removal stays when it raises the metric by
@@ -178,7 +182,16 @@ def discover(
         evaluate=evaluate, ablation=ablation, progress=progress,
         resume=resumed.state if resumed else None, checkpointer=checkpointer,
     )
-    outcome = spec.run(inputs, params)
+    if started is not None:
+        started()
+    method_start = time.perf_counter()
+    if checkpointer is None:
+        outcome = spec.run(inputs, params)
+    else:
+        if resumed is not None:  # the set-up was counted once, by the run that saved the checkpoint
+            checkpointer.started = method_start
+        with checkpointer.running():  # a SIGTERM saves the state at the next step (checkpoint.stop_on_signal)
+            outcome = spec.run(inputs, params)
 
     graph = measurement.graph
     edge_in_graph, head_in_graph = on_input_to_logits_paths(graph, outcome.edge_kept, outcome.head_input_kept)
@@ -206,7 +219,7 @@ def discover(
         run={
             "seed": seed,
             "versions": _versions(),
-            "seconds": round(time.perf_counter() - start + (resumed.seconds if resumed else 0.0), 3),
+            "seconds": round(time.perf_counter() - (method_start if resumed else start) + (resumed.seconds if resumed else 0.0), 3),
             "forward_passes": outcome.forward_passes + OWN_PASSES,
             "backward_passes": outcome.backward_passes,
             **outcome.run_block,

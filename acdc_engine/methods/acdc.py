@@ -244,7 +244,7 @@ def run_acdc(
     ``skip`` [S, R] bool marks edges to remove untested at their turn, like moot ones (method acdc-eap).
     ``resume`` continues from a saved state (``AcdcState``) instead of the full model: the result is
     the uninterrupted run's. ``checkpointer`` receives the state between batches when it says a
-    save is due, once more when the visit ends, and before the AcdcError that a non-finite metric
+    save is due, once more when the visit ends (unless the resumed state had ended it), and before the AcdcError that a non-finite metric
     of a tested candidate raises (then it holds the circuit before that candidate).
     """
     threshold = check_threshold(threshold)
@@ -280,8 +280,9 @@ def run_acdc(
             if checkpointer is not None and state.visited < limit and checkpointer.due(state.visited):
                 checkpointer.save(state)
     bar.close()
+    finished_before = resume is not None and resume.visited >= limit  # its checkpoint already says so
     state.visited = limit
-    if checkpointer is not None:
+    if checkpointer is not None and not finished_before:
         checkpointer.save(state)
     return state.result()
 
