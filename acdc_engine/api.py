@@ -24,7 +24,7 @@ from acdc_engine.methods import MethodInput, method_spec
 from acdc_engine.metric_cache import MetricCache
 from acdc_engine.pruning import on_input_to_logits_paths
 from acdc_engine.tasks import TaskData
-from acdc_engine.argument_checks import check_discover_arguments, check_task_fits
+from acdc_engine.argument_checks import check_discover_arguments, check_precision, check_task_fits
 
 OWN_PASSES = 5  # besides a method's own: the clean and corrupted runs, full logits, circuit, empty
 
@@ -154,6 +154,7 @@ def discover(
     from acdc_engine.architecture import as_model_spec
 
     model = as_model_spec(model)
+    check_precision(model)
     check_task_fits(model, task, task_params, split_input=split_input)  # a built-in task, before it is built
     task_data = resolve_task(model, task, task_params)
     check_task_fits(model, task_data, split_input=split_input)

@@ -2,9 +2,11 @@
 AcdcError naming the argument and the value."""
 
 import pytest
+import torch
 
 from acdc_engine import AcdcError, discover
 from acdc_engine.tasks import make_task
+from factories import random_task, small_model
 
 
 @pytest.mark.parametrize(
@@ -34,3 +36,21 @@ def test_make_task_checks_parameter_types_for_every_caller(toy_induction_model):
 def test_well_typed_arguments_still_run(toy_induction_model):
     circuit = discover(toy_induction_model, "induction", task_params={"n_prompts": 4}, threshold=1, batch_size=2, progress=False)
     assert circuit.threshold == 1.0 and circuit.task["n_prompts"] == 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_the_cpu_is_refused_as_on_the_command_line(dtype):
+    model = small_model(attn_only=True).to(dtype)
+    with pytest.raises(AcdcError, match=f"model dtype '{str(dtype)[6:]}' is for GPUs"):
+        discover(model, random_task(), progress=False)
+
+
+def test_the_design_notes_state_the_float64_tolerance_the_code_uses():
+    from pathlib import Path
+
+    from acdc_engine.patching.self_check import TOLERANCE
+
+    design = (Path(__file__).resolve().parent.parent / "docs" / "design.md").read_text()
+    written = {f"{TOLERANCE[dtype]:.0e}".replace("e-0", "e-") for dtype in (torch.float64, torch.float32)}
+    assert written == {"1e-5", "1e-4"}
+    assert "Tolerance: 1e-5 (float64" in design and "1e-4 (float32)" in design
