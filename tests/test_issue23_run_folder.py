@@ -203,3 +203,10 @@ def test_a_refused_resume_leaves_no_record_and_a_finished_resume_changes_no_chec
     assert [p.name for p in (tmp_path / "run" / ".hydra").iterdir() if p.name.startswith("resumed-")] == []
     assert command(monkeypatch, tmp_path, "resume=run") == 0
     assert (tmp_path / "run" / "checkpoint.safetensors").read_bytes() == checkpoint
+
+
+def test_a_run_folder_hydra_cannot_create_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a-file").write_text("")
+    assert command(monkeypatch, tmp_path, f"hydra.run.dir={tmp_path / 'a-file' / 'run'}") == 2
+    line = one_error_line(capsys)
+    assert f"cannot create {tmp_path / 'a-file' / 'run'}" in line and "compose the config" not in line
