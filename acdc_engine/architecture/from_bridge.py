@@ -213,9 +213,11 @@ def _rotary_tables(spec: ModelSpec, hf_model: Any, read: Any) -> list[tuple[Tens
         else:
             cos, sin = first[0], second[0]
         if cos.shape != (positions, cfg.rotary_dim):
+            factor = (getattr(hf_model.config, "rope_parameters", None) or {}).get("partial_rotary_factor")
             raise AcdcError(
-                f"model {cfg.model_name}: its rotary tables have shape {tuple(cos.shape)}, expected "
-                f"{(positions, cfg.rotary_dim)}"
+                f"model {cfg.model_name}: its Hugging Face rotary module gives tables {cos.shape[-1]} wide, but its config "
+                f"reads as rotating {cfg.rotary_dim} of each head's {cfg.d_head} dimensions (partial_rotary_factor={factor}); "
+                "the engine cannot tell which the model applies, so it computes no circuit"
             )
         by_kind[kind] = (cos.to(cfg.dtype), sin.to(cfg.dtype))
     return [by_kind[kind] for kind in kinds]
