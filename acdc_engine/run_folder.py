@@ -69,8 +69,11 @@ def run_folder_lock(folder: str | Path) -> Iterator[None]:
         if previous:
             print(f"note: taking over {path} from {_describe(previous)}, which no longer runs", file=sys.stderr)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now().astimezone().isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        except OSError as error:  # a full disk
+            raise AcdcError(f"cannot use run folder {folder}: {_os_error(error)}") from None
         yield
     finally:
         Path(path).unlink(missing_ok=True)  # before unlocking: a run waiting on this file sees it is gone

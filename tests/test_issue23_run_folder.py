@@ -210,3 +210,20 @@ def test_a_run_folder_hydra_cannot_create_is_one_line_naming_it(tmp_path, monkey
     assert command(monkeypatch, tmp_path, f"hydra.run.dir={tmp_path / 'a-file' / 'run'}") == 2
     line = one_error_line(capsys)
     assert f"cannot create {tmp_path / 'a-file' / 'run'}" in line and "compose the config" not in line
+
+
+def test_a_full_disk_while_recording_the_lock_is_one_line_and_leaves_no_lock(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    write = os.pwrite
+
+    def disk_full(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(run_folder.os, "pwrite", disk_full)
+    code = command(monkeypatch, tmp_path, f"hydra.run.dir={folder}")
+    monkeypatch.setattr(run_folder.os, "pwrite", write)
+    assert code == 2
+    line = one_error_line(capsys)
+    assert f"cannot use run folder {folder}" in line and "No space left on device" in line
+    assert os.listdir(folder) == []
