@@ -205,6 +205,20 @@ def write_run_record(folder: str | Path, cfg: DictConfig, resumed: bool = False)
     return record
 
 
+@contextmanager
+def run_record(folder: str | Path, cfg: DictConfig, outputs: tuple[str, ...]) -> Iterator[Path]:
+    """``write_run_record`` for the block, which runs the command; if the block fails before any of
+    ``outputs`` is in ``folder``, the record is discarded (``discard_run_record``), so that the same
+    command can use the folder again."""
+    record = write_run_record(folder, cfg)
+    try:
+        yield record
+    except BaseException:
+        if not any((Path(folder) / name).exists() for name in outputs):
+            discard_run_record(record)
+        raise
+
+
 def discard_run_record(record: str | Path, files: list[Path] | None = None) -> None:
     """Remove a run record ``write_run_record`` wrote (``files``; None: the record folder's three
     files), and the record folder and ``.hydra`` above it when that leaves them empty: the folder is

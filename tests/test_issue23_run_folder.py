@@ -227,3 +227,16 @@ def test_a_full_disk_while_recording_the_lock_is_one_line_and_leaves_no_lock(tmp
     line = one_error_line(capsys)
     assert f"cannot use run folder {folder}" in line and "No space left on device" in line
     assert os.listdir(folder) == []
+
+
+def test_acdc_evaluate_failing_at_start_leaves_the_folder_for_the_same_command(tmp_path, monkeypatch, capsys):
+    from acdc_engine.evaluation import cli as evaluate_cli
+
+    folder = tmp_path / "evaluation"
+    folder.mkdir()
+    args = ("methods=[eap]", "model=local", f"model.path={tmp_path / 'no-such-model'}", f"hydra.run.dir={folder}")
+    for _ in range(2):
+        assert command(monkeypatch, tmp_path, *args, main=evaluate_cli.main, prog="acdc-evaluate") == 2
+        line = one_error_line(capsys, prog="acdc-evaluate")
+        assert "no-such-model" in line and "already holds" not in line
+        assert os.listdir(folder) == []
