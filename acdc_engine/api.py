@@ -24,7 +24,7 @@ from acdc_engine.methods import MethodInput, method_spec
 from acdc_engine.metric_cache import MetricCache
 from acdc_engine.pruning import on_input_to_logits_paths
 from acdc_engine.tasks import TaskData
-from acdc_engine.argument_checks import check_discover_arguments, check_precision, check_task_fits
+from acdc_engine.argument_checks import check_discover_arguments, check_discover_options, check_precision, check_task_fits
 
 OWN_PASSES = 5  # besides a method's own: the clean and corrupted runs, full logits, circuit, empty
 
@@ -140,6 +140,12 @@ def discover(
             eap-ig: eap's and ``steps`` (default 5).
     """
     start = time.perf_counter()
+    check_discover_options(
+        method=method, metric=metric, ablation=ablation, split_input=split_input,
+        permute_corrupted_positions=permute_corrupted_positions, task_params=task_params, model_name=model_name,
+        seed=seed, progress=progress, metric_cache=metric_cache, checkpoint_every=checkpoint_every,
+        checkpoint_seconds=checkpoint_seconds,
+    )
     spec = method_spec(method)
     check_discover_arguments(
         model, task, task_params=task_params, checkpoint=checkpoint,

@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 
 from acdc_engine.errors import AcdcError
+from acdc_engine.metric_cache import MetricCache
 from acdc_engine.validation import check_values
 
 # ----- the Python API's arguments (``acdc_engine.discover``), checked before any work ---------------
@@ -23,6 +24,30 @@ MODEL_CLASSES = ("HookedTransformer", "TransformerBridge", "ModelSpec")
 """Class names a model passed to ``discover`` may have (itself or a base class): TransformerLens 3's
 HookedTransformer, TransformerLens 4's TransformerBridge, ``acdc_engine.architecture.ModelSpec``."""
 TASK_TENSORS = ("clean", "corrupted", "positions", "answers", "wrong_answers", "answer_sets", "wrong_answer_sets")
+
+
+@dataclasses.dataclass
+class DiscoverOptions:
+    """The types of ``discover``'s own keyword arguments (``check_discover_options``)."""
+
+    method: str = "acdc"
+    metric: Optional[str] = None
+    ablation: str = "resample"
+    split_input: bool = False
+    permute_corrupted_positions: bool = False
+    task_params: Optional[dict] = None
+    model_name: Optional[str] = None
+    seed: int = 0
+    progress: bool = True
+    metric_cache: Optional[MetricCache] = None
+    checkpoint_every: Optional[int] = None
+    checkpoint_seconds: Optional[float] = 60.0
+
+
+def check_discover_options(**options: Any) -> None:
+    """AcdcError naming the argument when one of ``discover``'s own keyword arguments (``DiscoverOptions``'
+    fields) does not have its type: ``seed="x"``, ``progress="no"``, ``metric_cache="x"``."""
+    check_values(DiscoverOptions, options, "", ranges=False)
 
 
 def check_discover_arguments(

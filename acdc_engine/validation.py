@@ -222,6 +222,8 @@ def _type_mismatch(annotation: Any, value: Any) -> str | None:
         return None if isinstance(value, (list, tuple)) else "a list"
     if origin is dict or annotation is dict:
         return None if isinstance(value, Mapping) else "a mapping"
+    if isinstance(annotation, type) and origin is None:
+        return None if isinstance(value, annotation) else f"a {annotation.__name__}"
     return None
 
 

@@ -20,11 +20,16 @@ from factories import random_task, small_model
         ({"task": "induction", "threshold": True}, "threshold must be a number"),
         ({"task": "induction", "threshold": "0.1"}, "threshold must be a number"),
         ({"task": "induction", "method": "eap-ig", "steps": 2.0}, "steps must be an integer"),
+        ({"task": "induction", "seed": "x"}, "seed must be an integer, got 'x'"),
+        ({"task": "induction", "progress": "no"}, "progress must be True or False, got 'no'"),
+        ({"task": "induction", "split_input": 1}, "split_input must be True or False, got 1"),
+        ({"task": "induction", "metric_cache": "x"}, "metric_cache must be a MetricCache or None, got 'x'"),
+        ({"task": "induction", "model_name": 5}, "model_name must be a string or None, got 5"),
     ],
 )
 def test_a_wrong_argument_is_one_acdc_error_naming_it(toy_induction_model, kwargs, named):
     with pytest.raises(AcdcError) as raised:
-        discover(toy_induction_model, progress=False, **kwargs)
+        discover(toy_induction_model, **{"progress": False, **kwargs})
     assert named in str(raised.value) and "\n" not in str(raised.value)
 
 
