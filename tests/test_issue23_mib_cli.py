@@ -22,3 +22,11 @@ def test_a_task_param_of_the_wrong_type_is_one_line(tmp_path, capsys):
     assert acdc_mib(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "n_prompts" in err and "abc" in err and "Traceback" not in err
+
+
+def test_an_unknown_task_param_is_one_line(tmp_path, capsys):
+    args = ["--model", "toy-induction-2l", "--task", "induction", "--method", "eap", "--out", str(tmp_path),
+            "--task-param", "foo=1"]
+    assert acdc_mib(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown task_params foo for task 'induction'" in err
