@@ -253,7 +253,8 @@ def _config_error(error: Exception) -> str:
     setting a key below a null node, surface as plain AssertionError/ValueError from Hydra)."""
     if isinstance(error, CompactHydraException):
         cause = error.__cause__
-        return str(error) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
+        text = str(error) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
+        return "; ".join(line.strip() for line in text.splitlines() if line.strip())  # one line
     return (
         f"cannot compose the config from the command line ({type(error).__name__}: {error}); "
         "set HYDRA_FULL_ERROR=1 for Hydra's traceback"

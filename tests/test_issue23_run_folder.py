@@ -240,3 +240,9 @@ def test_acdc_evaluate_failing_at_start_leaves_the_folder_for_the_same_command(t
         line = one_error_line(capsys, prog="acdc-evaluate")
         assert "no-such-model" in line and "already holds" not in line
         assert os.listdir(folder) == []
+
+
+def test_a_value_hydra_cannot_merge_is_one_line(tmp_path, monkeypatch, capsys):
+    assert command(monkeypatch, tmp_path, "method.batch_size=1.5") == 2
+    line = one_error_line(capsys)
+    assert "method.batch_size=1.5" in line and "could not be converted to Integer" in line
