@@ -281,8 +281,11 @@ def record_job_error(job_folder: str | Path, message: str) -> None:
 
 
 def failed_jobs() -> list[str]:
-    """The failed jobs of the sweep that ended last in this process, each "<job folder> (<error>)"."""
-    return list(_failed)
+    """The failed jobs of the sweep that ended last in this process, each "<job folder> (<error>)";
+    forgotten once read, so that a later command in the same process does not report them again."""
+    failed = list(_failed)
+    _failed.clear()
+    return failed
 
 
 def _read_error(path: Path) -> str:

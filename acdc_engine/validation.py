@@ -177,8 +177,8 @@ def check_values(schema: type, values: Mapping[str, Any], where: str, *, ranges:
     """AcdcError naming ``{where}{key}`` when a value of ``values`` does not have its ``schema``
     field's type, strictly: an ``int`` field takes an integer (not a bool, not 1.5, not "8"), a
     ``float`` field a real number (not a bool), ``Optional`` fields None too, an enum field one of
-    its values; and, with ``ranges``, when a number lies outside the field's range (as
-    ``validate_config`` checks the command line's). Keys that are not fields are the caller's to
+    its values; and, with ``ranges``, when a number is not finite, does not fit 64 bits, or lies
+    outside the field's range (as ``validate_config`` checks the command line's). Keys that are not fields are the caller's to
     refuse; they are skipped here."""
     hints = typing.get_type_hints(schema)
     fields = {f.name: f for f in dataclasses.fields(schema)}
@@ -189,9 +189,10 @@ def check_values(schema: type, values: Mapping[str, Any], where: str, *, ranges:
         wanted = _type_mismatch(hints.get(key, Any), value)
         if wanted is not None:
             raise AcdcError(f"{name} must be {wanted}, got {value!r:.80} ({type(value).__name__})")
-        _check_representable(value, name)
-        if ranges and isinstance(value, (int, float)) and not isinstance(value, bool):
-            _check_bounds(_metadata_bounds(fields[key]) or _named_bounds(key, value), value, name)
+        if ranges:
+            _check_representable(value, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                _check_bounds(_metadata_bounds(fields[key]) or _named_bounds(key, value), value, name)
 
 
 def _type_mismatch(annotation: Any, value: Any) -> str | None:

@@ -122,6 +122,7 @@ def test_a_bad_value_in_a_sweep_fails_its_job_only_and_the_sweep_lists_it(tmp_pa
     assert acdc_summary([str(sweep)]) == 0
     table = capsys.readouterr().out
     assert "failed or unfinished): 1_method.threshold=-1,progress=False (method.threshold must be" in table
+    assert command(monkeypatch, tmp_path, "method.threshold=0.3") == 0  # the sweep's failures stay its own
 
 
 def test_a_bad_value_in_a_joblib_sweep_fails_its_job_only(tmp_path):
