@@ -330,9 +330,12 @@ def check_task_fits(model: Any, task: Any, task_params: Mapping[str, Any] | None
     needed = patched_pass_bytes(cfg, n_prompts=n_prompts, n_tokens=n_tokens, n_positions=n_positions, split_input=split_input)
     free = available_memory(cfg.device)
     if free is not None and needed > free:
+        limited = torch.device(cfg.device).type == "cpu" and cgroup_available() == free
         raise AcdcError(
             f"{what}: {n_prompts} prompts of {n_tokens} tokens need about {_gib(needed)} for the patched forward "
-            f"pass, and {cfg.device} has {_gib(free)} available; use {fix}"
+            f"pass, and {cfg.device} has {_gib(free)} available"
+            + (" under this job's memory limit (its cgroup: slurm --mem, docker --memory)" if limited else "")
+            + f"; use {fix}"
         )
 
 

@@ -247,3 +247,12 @@ def test_a_value_hydra_cannot_merge_is_one_line(tmp_path, monkeypatch, capsys):
     assert command(monkeypatch, tmp_path, "method.batch_size=1.5") == 2
     line = one_error_line(capsys)
     assert "method.batch_size=1.5" in line and "could not be converted to Integer" in line
+
+
+def test_a_sweep_whose_jobs_all_failed_is_summarised_by_its_errors(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep"
+    assert command(monkeypatch, tmp_path, "-m", f"hydra.sweep.dir={sweep}", "method.threshold=-1,-2") == 2
+    assert "2 job(s) of the sweep failed" in capsys.readouterr().err
+    assert acdc_summary([str(sweep)]) == 2
+    line = one_error_line(capsys, prog="acdc-summary")
+    assert "no circuit.json under" in line and "0_method.threshold=-1,progress=False (method.threshold must be" in line
