@@ -20,7 +20,7 @@
     model_name: the name recorded in the circuit file (default: the model's config's, or ``model``
         when it is a name).
     seed: recorded in the circuit file (built-in tasks take theirs from ``task_params``).
-    progress: show a progress bar (ACDC).
+    progress: show progress bars (ACDC's candidates, EAP-IG's steps) where a terminal shows them.
     metric_cache: a ``MetricCache`` shared by runs of one setting (e.g. a threshold sweep): circuits
         it has seen are not evaluated again; the circuit is the same as without it.
     checkpoint: a file (``acdc_engine.methods.checkpoint``) where a method that checkpoints (acdc,
@@ -31,6 +31,9 @@
         what differs).
     run_config: the settings a checkpoint is tied to (the command line passes its resolved config);
         None: this call's arguments.
+    started: called once the run can start (the model and task resolved, the checkpoint accepted,
+        the self-check passed), just before the method runs; the command line writes its run record
+        then, so that a run refused at start writes nothing.
     method_params: the method's own parameters, checked by its entry (AcdcError naming one it does
         not take): acdc: ``threshold`` (tau, default 0.05; a removal stays when it raises the metric
         by less), ``batch_size`` (candidates per forward pass; None: from free memory, at most 32,
@@ -46,7 +49,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -60,7 +63,7 @@ from acdc_engine.methods import MethodInput, MethodOutcome, MethodSpec, method_s
 from acdc_engine.measure.metric_cache import MetricCache
 from acdc_engine.core.pruning import on_input_to_logits_paths
 from acdc_engine.core.task_data import TaskData
-from acdc_engine.methods.arguments import check_discover_arguments
+from acdc_engine.methods.arguments import check_discover_arguments, check_discover_options
 from acdc_engine.resolve import Resolved, resolve
 
 OWN_PASSES = 5  # besides a method's own: the clean and corrupted runs, full logits, circuit, empty
@@ -127,6 +130,7 @@ def discover(
     checkpoint_every: int | None = None,
     checkpoint_seconds: float | None = 60.0,
     run_config: Mapping[str, Any] | None = None,
+    started: Callable[[], None] | None = None,
     **method_params: Any,
 ) -> Circuit:
     """Find the circuit of ``model`` for ``task`` with ``method`` (arguments: the module docstring):
@@ -139,12 +143,11 @@ def discover(
         describe  the circuit file's model, task, method and run blocks
     """
     start = time.perf_counter()
-    spec = method_spec(method)
-    check_discover_arguments(
-        model, task, task_params=task_params, checkpoint=checkpoint,
-        threshold=method_params.get("threshold", 0.0), uses_threshold="threshold" in method_params,
+    spec, params = _checked_arguments(
+        model, task, method, method_params, task_params, checkpoint, metric=metric, ablation=ablation, split_input=split_input,
+        permute_corrupted_positions=permute_corrupted_positions, model_name=model_name, seed=seed, progress=progress,
+        metric_cache=metric_cache, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
     )
-    params = spec.parse(method_params)
     resolved = resolve(model, task, task_params, model_name=model_name, split_input=split_input)
     metric = metric or resolved.task.default_metric
     resumed = checkpointer = None
@@ -158,7 +161,7 @@ def discover(
         graph=measurement.graph, patcher=measurement.patcher, metric=measurement.metric, metric_name=metric,
         evaluate=evaluate, ablation=ablation, progress=progress, resume=resumed.state if resumed else None, checkpointer=checkpointer,
     )
-    outcome = spec.run(inputs, params)
+    outcome, method_start = _run_method(spec, inputs, params, checkpointer, resumed, started)
     in_graph, metric_values = _prune_and_measure(spec, outcome, inputs, measurement)
     return Circuit(
         graph=measurement.graph, kept=outcome.kept, in_graph=in_graph, scores=outcome.scores, metric=metric_values,
@@ -166,8 +169,40 @@ def discover(
         model=model_description(resolved.model, resolved.model_name, split_input),
         task=task_description(resolved.task),
         method={**outcome.description, **({"permute_corrupted_positions": True} if permute_corrupted_positions else {})},
-        run=_run_block(outcome, measurement, seed, time.perf_counter() - start + (resumed.seconds if resumed else 0.0)),
+        run=_run_block(outcome, measurement, seed, time.perf_counter() - (method_start if resumed else start) + (resumed.seconds if resumed else 0.0)),
     )
+
+
+def _checked_arguments(
+    model: Any, task: Any, method: str, method_params: dict[str, Any], task_params: Any, checkpoint: Any, **options: Any
+) -> tuple[MethodSpec, Any]:
+    """The method's registry entry and its parameters, once every argument of ``discover`` is
+    checked (one AcdcError naming the argument); nothing is loaded or computed."""
+    check_discover_options(method=method, task_params=task_params, **options)
+    spec = method_spec(method)
+    check_discover_arguments(
+        model, task, task_params=task_params, checkpoint=checkpoint,
+        threshold=method_params.get("threshold", 0.0), uses_threshold="threshold" in method_params,
+    )
+    return spec, spec.parse(method_params)
+
+
+def _run_method(
+    spec: MethodSpec, inputs: MethodInput, params: Any, checkpointer: Checkpointer | None, resumed: Checkpoint | None,
+    started: Callable[[], None] | None,
+) -> tuple[MethodOutcome, float]:
+    """The method's outcome and when it started (``started`` is called first). A run that
+    checkpoints saves its state at its next step on SIGTERM (``Checkpointer.running``); a resumed
+    run counts its set-up once, as the run that saved the checkpoint counted it."""
+    if started is not None:
+        started()
+    method_start = time.perf_counter()
+    if checkpointer is None:
+        return spec.run(inputs, params), method_start
+    if resumed is not None:
+        checkpointer.started = method_start
+    with checkpointer.running():
+        return spec.run(inputs, params), method_start
 
 
 def _prune_and_measure(

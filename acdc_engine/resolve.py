@@ -4,7 +4,8 @@
 tools alike: a model name is loaded (``acdc_engine.models``), a TransformerBridge or
 HookedTransformer becomes a ``ModelSpec`` once (``acdc_engine.architecture.as_model_spec``), a
 built-in task is built for the model (``acdc_engine.tasks``), and the patched pass's memory is
-checked before and after the task is built (``acdc_engine.methods.arguments.check_task_fits``).
+checked before and after the task is built (``acdc_engine.methods.arguments.check_task_fits``); half
+precision is refused on a CPU (``check_precision``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from acdc_engine.architecture import ModelSpec, as_model_spec
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.task_data import TaskData
-from acdc_engine.methods.arguments import check_task_fits
+from acdc_engine.methods.arguments import check_precision, check_task_fits
 from acdc_engine.tasks import make_task
 
 
@@ -46,6 +47,7 @@ def resolve(
         model_name = model_name or model
         model = load_model(model)
     spec = as_model_spec(model)
+    check_precision(spec)
     check_task_fits(spec, task, task_params, split_input=split_input)  # a built-in task, before it is built
     task_data = resolve_task(spec, task, task_params)
     check_task_fits(spec, task_data, split_input=split_input)

@@ -123,7 +123,7 @@ def test_an_unsupported_feature_of_a_supported_family_is_refused_by_name(tmp_pat
     config.rope_parameters = {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "dynamic-llama")
     tokenizer().save_pretrained(tmp_path / "dynamic-llama")
-    with pytest.raises(AcdcError, match="model dynamic-llama: rope type 'dynamic'.*not supported"):
+    with pytest.raises(AcdcError, match="model dynamic-llama: rope_parameters.rope_type='dynamic'.*not supported"):
         from_bridge(bridge(tmp_path / "dynamic-llama"))
 
 

@@ -1,7 +1,7 @@
 """The import layering of docs/design.md: every module has a layer and imports only from its own
 layer or lower ones, and no modules import each other in a cycle. Read from the source with ``ast``:
-every import counts, also one inside a function; imports under ``if TYPE_CHECKING:`` (annotations
-only, never executed) do not."""
+every import counts, also one inside a function and one under ``if TYPE_CHECKING:`` (an annotation
+that names a higher layer is a dependency on it too)."""
 
 import ast
 import re
@@ -45,19 +45,10 @@ def layer_of(module: str) -> int:
     return best[0]
 
 
-def runtime_imports(path: Path, modules: set[str]) -> set[str]:
-    """The package's modules that ``path`` imports outside ``if TYPE_CHECKING:`` blocks."""
-    tree = ast.parse(path.read_text())
-    type_only = {
-        id(node)
-        for block in ast.walk(tree)
-        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-        for node in ast.walk(block)
-    }
+def imports(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules that ``path`` imports, anywhere in the file."""
     found = set()
-    for node in ast.walk(tree):
-        if id(node) in type_only:
-            continue
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -77,7 +68,7 @@ def import_graph() -> nx.DiGraph:
     graph = nx.DiGraph()
     graph.add_nodes_from(modules)
     for module, path in modules.items():
-        graph.add_edges_from((module, target) for target in runtime_imports(path, set(modules)) if target != module)
+        graph.add_edges_from((module, target) for target in imports(path, set(modules)) if target != module)
     return graph
 
 

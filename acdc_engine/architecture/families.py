@@ -1,8 +1,12 @@
 """Per Hugging Face architecture: which ``ArchitectureConfig`` features its config turns on.
 
 Every feature is read from the Hugging Face config itself (transformers' field names), never from
-a TransformerLens config, and every field of a supported family that changes the forward pass is
-either mapped here or refused by name (``AcdcError`` naming the model and the feature).
+a TransformerLens config, and read as the Hugging Face class reads it: a field the class stores
+but never applies is ignored here too (``sliding_window`` on Llama, Gemma and OLMo-2;
+``partial_rotary_factor`` everywhere but GPT-NeoX and Phi-3; ``attn_logit_softcapping`` on
+Gemma-3), and every field of a supported family that changes the forward pass is either mapped
+here or refused by name (``AcdcError`` naming the model, the field and its value). The self-check
+(``acdc_engine.patching.self_check``) then holds the engine to the Hugging Face model's own forward.
 """
 
 from __future__ import annotations
@@ -39,10 +43,10 @@ def _refuse(name: str, feature: str) -> AcdcError:
     return AcdcError(f"model {name}: {feature} is not supported by the edge-patching engine")
 
 
-def _check_rope(name: str, parameters: dict[str, Any] | None) -> None:
+def _check_rope(name: str, parameters: dict[str, Any] | None, field: str = "rope_parameters") -> None:
     rope_type = (parameters or {}).get("rope_type", "default")
     if rope_type not in STATIC_ROPE_TYPES:
-        raise _refuse(name, f"rope type '{rope_type}' (its tables depend on the sequence length; supported: "
+        raise _refuse(name, f"{field}.rope_type='{rope_type}' (its tables depend on the sequence length; supported: "
                             f"{', '.join(STATIC_ROPE_TYPES)})")
 
 
@@ -55,18 +59,23 @@ def _partial_rotary(hf: Any) -> float:
     return float(parameters.get("partial_rotary_factor", getattr(hf, "partial_rotary_factor", 1.0)))
 
 
-def _windows(name: str, hf: Any, per_layer: bool) -> tuple[int | None, ...]:
-    """Sliding window per layer: from ``layer_types`` (per_layer) or ``sliding_window`` on every layer."""
+def _windows(name: str, hf: Any, windows: str) -> tuple[int | None, ...]:
+    """Sliding window per layer, as the class reads it: ``windows`` "per_layer": ``sliding_window``
+    on the layers ``layer_types`` calls sliding (refused without a window: the class cannot run
+    that); "flat": ``sliding_window`` on every layer; "none": the class applies no window
+    (whatever ``sliding_window`` says)."""
     n = hf.num_hidden_layers
     window = getattr(hf, "sliding_window", None)
-    if not per_layer:
+    if windows == "none":
+        return (None,) * n
+    if windows == "flat":
         return (window,) * n
     types = getattr(hf, "layer_types", None) or [FULL] * n
     for kind in types:
         if kind not in (SLIDING, FULL):
-            raise _refuse(name, f"layer type '{kind}'")
+            raise _refuse(name, f"layer_types entry '{kind}'")
     if SLIDING in types and window is None:
-        raise AcdcError(f"model {name}: sliding-attention layers without a sliding_window")
+        raise _refuse(name, "sliding_window=None with sliding_attention layers in layer_types (the Hugging Face model cannot run it)")
     return tuple(window if kind == SLIDING else None for kind in types)
 
 
@@ -89,8 +98,11 @@ def _common(name: str, hf: Any, upcast: str = "float32", **features: Any) -> dic
     )
 
 
-def _llama_like(name: str, hf: Any, per_layer_windows: bool = False, **features: Any) -> dict[str, Any]:
-    """Llama's layout: RMSNorm pre-norms, rotary (neox layout), gated MLP, causal attention."""
+def _llama_like(name: str, hf: Any, windows: str = "none", partial_rotary: bool = False, **features: Any) -> dict[str, Any]:
+    """Llama's layout: RMSNorm pre-norms, rotary (neox layout), gated MLP, causal attention.
+    ``windows``: how the class reads ``sliding_window`` (``_windows``); ``partial_rotary``: whether
+    it rotates only ``partial_rotary_factor`` of each head (GPT-NeoX, Phi-3; Llama and the others
+    rotate the whole head whatever the field says)."""
     parameters = getattr(hf, "rope_parameters", None)
     _check_rope(name, parameters)
     if "act_fn" not in features:
@@ -99,11 +111,18 @@ def _llama_like(name: str, hf: Any, per_layer_windows: bool = False, **features:
         name, hf,
         normalization_type="RMS",
         positional_embedding_type="rotary",
-        rotary_dim=int(_head_dim(hf) * _partial_rotary(hf)),
+        rotary_dim=int(_head_dim(hf) * (_partial_rotary(hf) if partial_rotary else 1.0)),
         gated_mlp=True,
-        sliding_window=_windows(name, hf, per_layer_windows),
+        sliding_window=_windows(name, hf, windows),
         **features,
     )
+
+
+def _no_attention_output_bias(name: str, hf: Any) -> None:
+    """Post-attention-norm families: an output bias would sit before the norm, which the engine's
+    per-head contributions cannot carry (``ModelSpec.attention_out``)."""
+    if getattr(hf, "attention_bias", False):
+        raise _refuse(name, "attention_bias=True (an attention output bias before the post-attention norm)")
 
 
 def _gpt2(name: str, hf: Any) -> HFArchitecture:
@@ -120,6 +139,8 @@ def _gpt2(name: str, hf: Any) -> HFArchitecture:
 
 def _gpt_neox(name: str, hf: Any) -> HFArchitecture:
     _check_rope(name, hf.rope_parameters)
+    if not getattr(hf, "attention_bias", True):
+        raise _refuse(name, "attention_bias=False (GPT-NeoX without attention biases; TransformerLens cannot wrap it)")
     features = _common(
         name, hf, normalization_type="LN", act_fn=hf.hidden_act, positional_embedding_type="rotary",
         rotary_dim=int(_head_dim(hf) * _partial_rotary(hf)), parallel_attn_mlp=bool(hf.use_parallel_residual),
@@ -141,15 +162,15 @@ def _llama(name: str, hf: Any) -> HFArchitecture:
 
 
 def _mistral(name: str, hf: Any) -> HFArchitecture:
-    return HFArchitecture(_llama_like(name, hf), LLAMA_NORMS)
+    return HFArchitecture(_llama_like(name, hf, windows="flat"), LLAMA_NORMS)
 
 
 def _qwen2(name: str, hf: Any) -> HFArchitecture:
-    return HFArchitecture(_llama_like(name, hf, per_layer_windows=True), LLAMA_NORMS)
+    return HFArchitecture(_llama_like(name, hf, windows="per_layer"), LLAMA_NORMS)
 
 
 def _qwen3(name: str, hf: Any) -> HFArchitecture:
-    return HFArchitecture(_llama_like(name, hf, per_layer_windows=True, qk_norm="head"), LLAMA_NORMS)
+    return HFArchitecture(_llama_like(name, hf, windows="per_layer", qk_norm="head"), LLAMA_NORMS)
 
 
 def _gemma(name: str, hf: Any) -> HFArchitecture:
@@ -158,8 +179,9 @@ def _gemma(name: str, hf: Any) -> HFArchitecture:
 
 
 def _gemma2(name: str, hf: Any) -> HFArchitecture:
+    _no_attention_output_bias(name, hf)
     features = _llama_like(
-        name, hf, per_layer_windows=True, act_fn=hf.hidden_activation, norm_offset=1.0,
+        name, hf, windows="per_layer", act_fn=hf.hidden_activation, norm_offset=1.0,
         embedding_scale=hf.hidden_size**0.5, post_norms=True, attn_scale=hf.query_pre_attn_scalar**0.5,
         attn_softcap=hf.attn_logit_softcapping, logit_softcap=hf.final_logit_softcapping,
     )
@@ -170,24 +192,29 @@ def _gemma3(name: str, hf: Any) -> HFArchitecture:
     parameters = hf.rope_parameters or {}
     layer_types = tuple(hf.layer_types)
     for kind in set(layer_types):
-        _check_rope(name, parameters.get(kind))
+        _check_rope(name, parameters.get(kind), f"rope_parameters.{kind}")
+        factor = (parameters.get(kind) or {}).get("partial_rotary_factor", getattr(hf, "partial_rotary_factor", 1.0))
+        if factor not in (None, 1, 1.0):  # its rotary module narrows the tables, its attention then fails
+            raise _refuse(name, f"partial_rotary_factor={factor} (the Hugging Face Gemma-3 model cannot run with it)")
+    _no_attention_output_bias(name, hf)
     features = _common(
         name, hf, normalization_type="RMS", act_fn=hf.hidden_activation, positional_embedding_type="rotary",
-        rotary_dim=_head_dim(hf), gated_mlp=True, sliding_window=_windows(name, hf, per_layer=True),
+        rotary_dim=_head_dim(hf), gated_mlp=True, sliding_window=_windows(name, hf, "per_layer"),
         norm_offset=1.0, post_norms=True, qk_norm="head", attn_scale=hf.query_pre_attn_scalar**0.5,
-        attn_softcap=hf.attn_logit_softcapping, logit_softcap=hf.final_logit_softcapping,
+        logit_softcap=hf.final_logit_softcapping,  # attn_logit_softcapping: stored, never applied by the class
     )
     # embedding_scale comes from the model's own embedding module (see from_bridge)
     return HFArchitecture(features, GEMMA2_NORMS, rope_layer_types=layer_types)
 
 
 def _olmo2(name: str, hf: Any) -> HFArchitecture:
+    _no_attention_output_bias(name, hf)
     features = _llama_like(name, hf, pre_norms=False, post_norms=True, qk_norm="full")
     return HFArchitecture(features, OLMO2_NORMS)
 
 
 def _phi3(name: str, hf: Any) -> HFArchitecture:
-    return HFArchitecture(_llama_like(name, hf), LLAMA_NORMS)
+    return HFArchitecture(_llama_like(name, hf, windows="flat", partial_rotary=True), LLAMA_NORMS)
 
 
 GPT2_NORMS = {"ln1": "ln_1", "ln2": "ln_2"}

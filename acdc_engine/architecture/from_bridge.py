@@ -12,6 +12,7 @@ OLMo-2's post-norms ln1/ln2, 4.3 ln1_post/ln2_post). Every shape is checked agai
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -36,7 +37,8 @@ def _model_name(bridge: Any) -> str:
 
 def from_bridge(bridge: Any) -> ModelSpec:
     """The ``ModelSpec`` of ``bridge``, in its dtype, on its device, in eval mode, with its
-    tokenizer; ``source`` is the bridge. AcdcError for an unsupported architecture or feature, or
+    tokenizer; ``source`` is the bridge, ``reference_forward`` the Hugging Face model's own forward
+    (``hf_logits``), which the self-check holds the engine to. AcdcError for an unsupported architecture or feature, or
     a bridge whose weights were processed (folded norms are not the model's own layout)."""
     hf_model = bridge.original_model
     hf_config = hf_model.config
@@ -60,11 +62,46 @@ def from_bridge(bridge: Any) -> ModelSpec:
     features["norm_eps"] = _norm_eps(hf_model, read.norms, name)
     cfg = ArchitectureConfig(**features)
     spec = ModelSpec(cfg, getattr(bridge, "tokenizer", None), bridge).to(W_E.dtype).to(W_E.device)
+    spec.reference_forward = functools.partial(hf_logits, bridge)
     with torch.no_grad():
         _copy_weights(spec, bridge, hf_model, read.norms)
         if cfg.positional_embedding_type == "rotary":
             spec.set_rotary_tables(_rotary_tables(spec, hf_model, read))
     return spec.eval()
+
+
+@torch.no_grad()
+def hf_logits(bridge: Any, tokens: Tensor) -> Tensor:
+    """The logits [n, pos, d_vocab] of the Hugging Face model inside ``bridge`` by its own forward.
+
+    Booting a bridge puts its components in place of the Hugging Face modules they wrap, inside
+    the Hugging Face model itself, so even ``bridge.original_model(...)`` runs the bridge's code
+    (which re-implements attention and can differ from the model: GPT-2 with
+    ``scale_attn_weights=False``). While this runs, every wrapped module is put back where its
+    wrapper stands (at every depth); the wrappers return when it ends, whatever happens.
+    """
+    hf_model = bridge.original_model
+    swapped: list[tuple[Any, str, Any]] = []
+    try:
+        _unwrap(hf_model, swapped)
+        device = next(hf_model.parameters()).device
+        return hf_model(input_ids=tokens.to(device), use_cache=False).logits
+    finally:
+        for parent, child_name, wrapper in reversed(swapped):
+            parent._modules[child_name] = wrapper
+
+
+def _unwrap(module: Any, swapped: list[tuple[Any, str, Any]]) -> None:
+    """Put back, below ``module``, each Hugging Face module a bridge component wraps, noting in
+    ``swapped`` (parent, name, wrapper) what to restore."""
+    for child_name, child in list(module._modules.items()):
+        original = getattr(child, "original_component", None) if child is not None else None
+        if original is not None:
+            swapped.append((module, child_name, child))
+            module._modules[child_name] = original
+            child = original
+        if child is not None:
+            _unwrap(child, swapped)
 
 
 def _hf_layers(hf_model: Any) -> tuple[list[Any], Any]:
@@ -176,9 +213,11 @@ def _rotary_tables(spec: ModelSpec, hf_model: Any, read: Any) -> list[tuple[Tens
         else:
             cos, sin = first[0], second[0]
         if cos.shape != (positions, cfg.rotary_dim):
+            factor = (getattr(hf_model.config, "rope_parameters", None) or {}).get("partial_rotary_factor")
             raise AcdcError(
-                f"model {cfg.model_name}: its rotary tables have shape {tuple(cos.shape)}, expected "
-                f"{(positions, cfg.rotary_dim)}"
+                f"model {cfg.model_name}: its Hugging Face rotary module gives tables {cos.shape[-1]} wide, but its config "
+                f"reads as rotating {cfg.rotary_dim} of each head's {cfg.d_head} dimensions (partial_rotary_factor={factor}); "
+                "the engine cannot tell which the model applies, so it computes no circuit"
             )
         by_kind[kind] = (cos.to(cfg.dtype), sin.to(cfg.dtype))
     return [by_kind[kind] for kind in kinds]

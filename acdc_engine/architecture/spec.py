@@ -10,7 +10,7 @@ into a plain pass with TransformerLens-style hook points.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -68,6 +68,8 @@ class ModelSpec(HookedRootModule):
         cfg: the ``ArchitectureConfig`` (its ``dtype`` and ``device`` follow ``.to()``).
         tokenizer: the model's tokenizer, or None.
         source: the object it was built from (a TransformerBridge or a HookedTransformer), or None.
+        reference_forward: tokens -> logits of the model inside a wrapping ``source`` by its own
+            forward (``from_bridge`` sets it: the Hugging Face model's), or None.
         embedding, pos_embedding (None for rotary models), blocks, ln_final (None without a final
         norm), unembedding: the modules holding the weights.
         rotary_cos, rotary_sin: rotary models' distinct cos/sin tables [n_tables, positions,
@@ -90,6 +92,7 @@ class ModelSpec(HookedRootModule):
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.source = source
+        self.reference_forward: Callable[[Tensor], Tensor] | None = None  # set by adapters of wrappers
         self.embedding = Embed(cfg.d_vocab, cfg.d_model, cfg.embedding_scale)
         self.pos_embedding = PosEmbed(cfg.n_ctx, cfg.d_model) if cfg.positional_embedding_type == "standard" else None
         self.blocks = nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layers))
@@ -285,10 +288,23 @@ class ModelSpec(HookedRootModule):
         return self.unembed(resid)
 
     def source_logits(self, tokens: Tensor) -> Tensor:
-        """The source model's own logits [n, pos, d_vocab] for tokens [n, pos] (``forward`` for
-        native models)."""
+        """The logits [n, pos, d_vocab] for tokens [n, pos] of the model the user gave, by that
+        model's own forward: ``reference_forward`` where the adapter set one (a TransformerBridge:
+        the Hugging Face model's own forward, ``from_bridge.hf_logits``, not the bridge's), else
+        the source's forward (a HookedTransformer), else ``forward`` (native models)."""
+        if self.reference_forward is not None:
+            return self.reference_forward(tokens)
         if self.source is None:
             return self(tokens)
+        device = next(self.source.parameters()).device
+        return self.source(tokens.to(device))
+
+    def wrapper_logits(self, tokens: Tensor) -> Tensor | None:
+        """The logits of the wrapper the model came in (a TransformerBridge's own forward), which the
+        self-check records beside ``source_logits`` but does not judge by; None when the model came
+        in no wrapper (``source_logits`` is then the source's forward)."""
+        if self.reference_forward is None or self.source is None:
+            return None
         device = next(self.source.parameters()).device
         return self.source(tokens.to(device))
 

@@ -12,7 +12,8 @@ state there (checkpoint.safetensors, see ``acdc_engine.methods.checkpoint``). A 
 folder it resumes, and its record goes to ``.hydra/resumed-<date>_<time>/`` there. One run per
 folder, nothing written before the config is valid, and finished files saved elsewhere when the
 folder cannot take them: ``acdc_engine.commands.run_folder``. Ctrl-C prints the checkpoint and the command
-that continues the run.
+that continues the run; SIGTERM (slurm preemption, ``timeout``) saves an ACDC run's state first.
+In a multirun a failed job never stops the others; the sweep ends listing the failed ones.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shlex
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import hydra
 import torch
@@ -33,11 +37,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from acdc_engine.methods.checkpoint import FILE_NAME as CHECKPOINT_FILE
+from acdc_engine.methods.checkpoint import Terminated, stop_on_signal
 from acdc_engine.commands.config_schema import register_configs
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.commands.run_folder import (
     claim_run_folder,
+    discard_run_record,
+    failed_jobs,
     quote_resume_override,
+    record_job_error,
+    Refused,
     relative_to_cwd,
     remove_unused_folder,
     save_outputs,
@@ -62,12 +71,37 @@ def run(cfg: DictConfig) -> Path:
     validate_config(cfg)  # ranges and rules across fields, before the slow model load
     out_dir = Path(HydraConfig.get().runtime.output_dir)  # under resume=, the resumed run's folder
     _check_resume(cfg, out_dir)
-    with claim_run_folder(out_dir, OUTPUTS, resume=cfg.resume is not None):
-        write_run_record(out_dir, cfg, resumed=cfg.resume is not None)
+    resumed = cfg.resume is not None
+    record: list[Path] = []  # the run record, once written
+
+    def started() -> None:  # the model, task and self-check are ready: the run starts
+        record.append(write_run_record(out_dir, cfg, resumed=resumed))
+
+    with claim_run_folder(out_dir, OUTPUTS, resume=resumed), _terminate_gracefully():
         try:
-            return _discover_into(cfg, out_dir)
-        except KeyboardInterrupt:
-            raise KeyboardInterrupt(_how_to_resume(cfg, out_dir)) from None
+            return _discover_into(cfg, out_dir, started)
+        except BaseException as failure:
+            if record and not any((out_dir / name).exists() for name in OUTPUTS):
+                discard_run_record(record[0])  # it saved nothing: the folder is as it was, for the same command
+            if isinstance(failure, Terminated):
+                raise Terminated(failure.signum, _how_to_resume(cfg, out_dir)) from None
+            if isinstance(failure, KeyboardInterrupt):
+                raise KeyboardInterrupt(_how_to_resume(cfg, out_dir)) from None
+            raise
+
+
+@contextmanager
+def _terminate_gracefully() -> Iterator[None]:
+    """While the block runs, SIGTERM (slurm preemption, ``timeout``) stops the run as Ctrl-C does,
+    after a running ACDC has saved its state (``acdc_engine.methods.checkpoint.stop_on_signal``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers
+        return
+    previous = signal.signal(signal.SIGTERM, stop_on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_resume(cfg: DictConfig, out_dir: Path) -> None:
@@ -95,7 +129,7 @@ def _check_resume(cfg: DictConfig, out_dir: Path) -> None:
         )
 
 
-def _discover_into(cfg: DictConfig, out_dir: Path) -> Path:
+def _discover_into(cfg: DictConfig, out_dir: Path, started: Callable[[], None]) -> Path:
     from acdc_engine.api import discover
     from acdc_engine.formats.drawing import write_drawings
     from acdc_engine.methods import RUN_KEYS, method_spec
@@ -135,6 +169,7 @@ def _discover_into(cfg: DictConfig, out_dir: Path) -> Path:
         model_name=cfg.model.path if cfg.model.name == "local" else cfg.model.name,
         seed=cfg.seed,
         progress=cfg.progress,
+        started=started,
     )
     notes: list[str] = []
 
@@ -163,7 +198,7 @@ def _how_to_resume(cfg: DictConfig, out_dir: Path) -> str:
         return f"method {cfg.method.name} keeps no checkpoint; run it again to finish"
     checkpoint = out_dir / CHECKPOINT_FILE
     if not checkpoint.is_file():
-        return "no checkpoint was saved yet, so there is nothing to resume; run it again"
+        return "no checkpoint was saved yet, so there is nothing to resume; run the same command again"
     folder = relative_to_cwd(out_dir)
     overrides = [o for o in HydraConfig.get().overrides.task if o.partition("=")[0].lstrip("+~") != "resume"]
     command = shlex.join(["acdc-discover", f"resume={folder}", *overrides])
@@ -175,19 +210,28 @@ RAISED_IN_RUN = "_acdc_raised_in_run"  # marks an exception from a run (a bug), 
 
 def hydra_command(prog: str, run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]:
     """``run`` as a Hydra task function: an AcdcError prints one line under ``prog`` and exits 2,
-    removing the run's folder if the run left it empty (``remove_unused_folder``); Ctrl-C prints one
-    line (with what the interrupted ``run`` says, the message of its KeyboardInterrupt) and exits
-    130; any other exception is marked as raised by the run (a bug, to keep its traceback)."""
+    removing the run's folder if the run left it empty (``remove_unused_folder``); in a multirun the
+    job instead leaves its error in its folder (``record_job_error``) and returns, so that the
+    sweep's other jobs run (``run_hydra_command`` lists the failed ones at the end). Ctrl-C prints
+    one line (with what the interrupted ``run`` says, the message of its KeyboardInterrupt) and
+    exits 130, SIGTERM 143; any other exception is marked as raised by the run (a bug, to keep its
+    traceback)."""
 
     def task(cfg: DictConfig) -> None:
         try:
             run(cfg)
         except AcdcError as error:
             hydra_cfg = HydraConfig.get()
-            remove_unused_folder(hydra_cfg.runtime.output_dir, job_folder=hydra_cfg.mode == RunMode.MULTIRUN)
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                record_job_error(hydra_cfg.runtime.output_dir, str(error))
+                print(f"{prog}: error in job {hydra_cfg.job.num}: {error}", file=sys.stderr)
+                return
+            remove_unused_folder(hydra_cfg.runtime.output_dir)
             print(f"{prog}: error: {error}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt as interrupt:
+            hydra_cfg = HydraConfig.get()
+            remove_unused_folder(hydra_cfg.runtime.output_dir, job_folder=hydra_cfg.mode == RunMode.MULTIRUN)
             _interrupted(prog, interrupt)
         except Exception as error:
             setattr(error, RAISED_IN_RUN, True)  # an attribute survives the trip back from a launcher's worker process
@@ -197,7 +241,11 @@ def hydra_command(prog: str, run: Callable[[DictConfig], Any]) -> Callable[[Dict
 
 
 def _interrupted(prog: str, interrupt: KeyboardInterrupt) -> None:
-    print(f"{prog}: interrupted" + (f"; {interrupt}" if str(interrupt) else ""), file=sys.stderr)
+    said = f"; {interrupt}" if str(interrupt) else ""
+    if isinstance(interrupt, Terminated):
+        print(f"{prog}: terminated by {signal.Signals(interrupt.signum).name}{said}", file=sys.stderr)
+        sys.exit(128 + interrupt.signum)
+    print(f"{prog}: interrupted{said}", file=sys.stderr)
     sys.exit(130)
 
 
@@ -207,7 +255,8 @@ def _config_error(error: Exception) -> str:
     setting a key below a null node, surface as plain AssertionError/ValueError from Hydra)."""
     if isinstance(error, CompactHydraException):
         cause = error.__cause__
-        return str(error) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
+        text = str(error) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
+        return "; ".join(line.strip() for line in text.splitlines() if line.strip())  # one line
     return (
         f"cannot compose the config from the command line ({type(error).__name__}: {error}); "
         "set HYDRA_FULL_ERROR=1 for Hydra's traceback"
@@ -254,10 +303,20 @@ def run_hydra_command(prog: str, config_name: str, run: Callable[[DictConfig], A
         entry()
     except KeyboardInterrupt as interrupt:  # while Hydra composes or launches
         _interrupted(prog, interrupt)
+    except Refused as refused:  # by the run folder callback: a sweep folder that holds a sweep
+        print(f"{prog}: error: {refused.args[0]}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:  # Hydra creating a run or sweep folder: a read-only or full disk
+        print(f"{prog}: error: cannot create {error.filename or 'the run folder'}: {error.strerror or error}", file=sys.stderr)
+        sys.exit(2)
     except Exception as error:
         if getattr(error, RAISED_IN_RUN, False):  # not a config error: a bug, keep its traceback
             raise
         print(f"{prog}: error: {_config_error(error)}", file=sys.stderr)
+        sys.exit(2)
+    failed = failed_jobs()
+    if failed:
+        print(f"{prog}: error: {len(failed)} job(s) of the sweep failed: {'; '.join(failed)}", file=sys.stderr)
         sys.exit(2)
 
 

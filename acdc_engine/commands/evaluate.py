@@ -74,15 +74,14 @@ def run(cfg: DictConfig) -> Path:
     from acdc_engine.evaluation.overlap import load_circuit_or_reference
     from acdc_engine.evaluation.method_comparison import compare_methods
     from acdc_engine.models import load_model
-    from acdc_engine.commands.run_folder import claim_run_folder, save_outputs, write_run_record
+    from acdc_engine.commands.run_folder import claim_run_folder, run_record, save_outputs
     from acdc_engine.commands.validation import validate_config
 
     validate_config(cfg)  # ranges and rules across fields, as acdc-discover checks them, before any loading
     require_extra("matplotlib", "plots", needed_for="acdc-evaluate (its ROC and faithfulness figures)")
     truth = load_circuit_or_reference(cfg.truth) if cfg.truth is not None else None
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    with claim_run_folder(out_dir, OUTPUTS):
-        write_run_record(out_dir, cfg)
+    with claim_run_folder(out_dir, OUTPUTS), run_record(out_dir, cfg, OUTPUTS):  # a run that fails before writing leaves no record
         torch.manual_seed(cfg.seed)
         model_cfg = OmegaConf.to_container(cfg.model.config, resolve=True) if cfg.model.config else None
         model = load_model(cfg.model.name, device=cfg.device.value, dtype=cfg.model.dtype.value, config=model_cfg, path=cfg.model.path)

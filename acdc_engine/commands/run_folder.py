@@ -9,8 +9,13 @@ finished results never lost to a failed write.
   a run (its ``.hydra`` record or one of the command's outputs), so it never overwrites one.
 - ``write_run_record``: the run's ``.hydra/`` record (config.yaml, hydra.yaml, overrides.yaml, as
   Hydra writes them; a resumed run's in ``.hydra/resumed-<date>_<time>/``). The configs set
-  ``hydra.output_subdir: null`` so that Hydra itself writes none: the commands write it once the
-  config has passed validation.
+  ``hydra.output_subdir: null`` so that Hydra itself writes none: ``acdc-discover`` writes it once
+  the run can start (model loaded, task built, self-check passed), and ``discard_run_record``
+  removes it again when the run stops before saving anything, so that the same command can use
+  the folder. A write that fails (a full disk) leaves no half record.
+- ``FolderCreation`` (a Hydra callback) also refuses a multirun a sweep folder that already holds a
+  sweep, before Hydra writes its ``multirun.yaml`` there, and at the sweep's end collects the jobs
+  that failed (each left ``JOB_ERROR`` in its folder: ``record_job_error``) for ``failed_jobs``.
 - ``FolderCreation`` (a Hydra callback) notes which folders Hydra is about to create for a run;
   ``remove_unused_folder`` removes them again when the run is rejected before writing anything.
 - ``save_outputs``: writes a finished run's files; when that fails (a name taken by a folder, a full
@@ -53,16 +58,22 @@ def run_folder_lock(folder: str | Path) -> Iterator[None]:
     """Hold ``folder``'s lock while the block runs (see the module docstring); AcdcError naming the
     holder when another run holds it."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    fd = _open_locked(path, folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = _open_locked(path, folder)
+    except OSError as error:  # a read-only or full filesystem, a file where the folder should be
+        raise AcdcError(f"cannot use run folder {folder}: {_os_error(error)}") from None
     try:
         previous = _holder(fd)
         if previous:
             print(f"note: taking over {path} from {_describe(previous)}, which no longer runs", file=sys.stderr)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now().astimezone().isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        except OSError as error:  # a full disk
+            raise AcdcError(f"cannot use run folder {folder}: {_os_error(error)}") from None
         yield
     finally:
         Path(path).unlink(missing_ok=True)  # before unlocking: a run waiting on this file sees it is gone
@@ -160,6 +171,11 @@ def claim_run_folder(folder: str | Path, outputs: tuple[str, ...], resume: bool 
     with run_folder_lock(folder):
         if not resume:
             held = [name for name in (RECORD, *outputs) if (folder / name).exists()]
+            if held == [RECORD]:  # a run killed before it saved anything (an OOM kill, SIGKILL)
+                raise AcdcError(
+                    f"run folder {folder} holds the record of a run that saved no results ({RECORD}); a new run never "
+                    f"writes over one: delete {folder / RECORD} to use the folder, or choose another (hydra.run.dir=...)"
+                )
             if held:
                 raise AcdcError(
                     f"run folder {folder} already holds a run ({', '.join(held)}); a new run never writes over one: "
@@ -179,24 +195,104 @@ def write_run_record(folder: str | Path, cfg: DictConfig, resumed: bool = False)
     if resumed:
         record = record / f"resumed-{datetime.now().strftime('%Y-%m-%d_%H-%M-%S-%f')}"
     hydra_cfg = HydraConfig.instance().cfg
-    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
-        io.atomic_write_bytes(record / name, OmegaConf.to_yaml(node).encode())
+    written: list[Path] = []
+    try:
+        for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
+            written.append(io.atomic_write_bytes(record / name, OmegaConf.to_yaml(node).encode()))
+    except OSError as error:  # a full disk: no half record is left to block the folder
+        discard_run_record(record, written)
+        raise AcdcError(f"cannot write the run's record into {record}: {_os_error(error)}") from None
     return record
+
+
+@contextmanager
+def run_record(folder: str | Path, cfg: DictConfig, outputs: tuple[str, ...]) -> Iterator[Path]:
+    """``write_run_record`` for the block, which runs the command; if the block fails before any of
+    ``outputs`` is in ``folder``, the record is discarded (``discard_run_record``), so that the same
+    command can use the folder again."""
+    record = write_run_record(folder, cfg)
+    try:
+        yield record
+    except BaseException:
+        if not any((Path(folder) / name).exists() for name in outputs):
+            discard_run_record(record)
+        raise
+
+
+def discard_run_record(record: str | Path, files: list[Path] | None = None) -> None:
+    """Remove a run record ``write_run_record`` wrote (``files``; None: the record folder's three
+    files), and the record folder and ``.hydra`` above it when that leaves them empty: the folder is
+    then as it was before the run, for a run that stopped before it saved anything."""
+    record = Path(record)
+    for path in files if files is not None else [record / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")]:
+        Path(path).unlink(missing_ok=True)
+    for folder in (record, record.parent) if record.parent.name == RECORD else (record,):
+        try:
+            folder.rmdir()  # fails, leaving it, unless empty
+        except OSError:
+            return
 
 
 # ----- folders Hydra creates for a run that is then rejected -----------------------------------------
 
 _created: dict[str, Path] = {}  # "top": the highest folder that Hydra is about to create for this run
+_failed: list[str] = []  # the last sweep's failed jobs, "<job folder> (<error>)"
+JOB_ERROR = "error.txt"
+"""A multirun job that fails writes its one-line error here, in its job folder (``acdc-summary`` lists it)."""
+SWEEP_RECORD = "multirun.yaml"
+
+
+class Refused(BaseException):
+    """A run refused by a Hydra callback: its ``args[0]`` is the AcdcError to report. A
+    BaseException, because Hydra turns a callback's Exceptions into warnings and goes on."""
 
 
 class FolderCreation(Callback):
-    """Hydra callback: notes, before Hydra makes the run's folder, the highest folder it will create."""
+    """Hydra callback: notes, before Hydra makes the run's folder, the highest folder it will create;
+    refuses a multirun a sweep folder that holds a sweep already (before Hydra writes into it), and
+    collects the sweep's failed jobs at its end (``failed_jobs``)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _note_new_folders(Path(str(config.hydra.run.dir)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _note_new_folders(Path(str(config.hydra.sweep.dir)))
+        sweep = Path(str(config.hydra.sweep.dir))
+        if (sweep / SWEEP_RECORD).exists():
+            raise Refused(AcdcError(
+                f"sweep folder {sweep} already holds a sweep ({SWEEP_RECORD}); a new sweep never writes over one: "
+                "choose another folder (hydra.sweep.dir=...), or leave hydra.sweep.dir to its default"
+            ))
+        _failed.clear()
+        _note_new_folders(sweep)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(str(config.hydra.sweep.dir))
+        errors = sorted(sweep.glob(f"*/{JOB_ERROR}"), key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", p.parent.name)])
+        _failed[:] = [f"{relative_to_cwd(path.parent)} ({_read_error(path)})" for path in errors]
+
+
+def record_job_error(job_folder: str | Path, message: str) -> None:
+    """Leave ``message`` in a failed multirun job's folder (``JOB_ERROR``), where the sweep's end and
+    ``acdc-summary`` find it; a folder that cannot take it is left as it is."""
+    try:
+        io.atomic_write_bytes(Path(job_folder) / JOB_ERROR, (message + "\n").encode())
+    except OSError:
+        pass
+
+
+def failed_jobs() -> list[str]:
+    """The failed jobs of the sweep that ended last in this process, each "<job folder> (<error>)";
+    forgotten once read, so that a later command in the same process does not report them again."""
+    failed = list(_failed)
+    _failed.clear()
+    return failed
+
+
+def _read_error(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError as error:
+        return f"its {JOB_ERROR} cannot be read: {error.strerror}"
 
 
 def _note_new_folders(folder: Path) -> None:

@@ -8,7 +8,8 @@ its threshold (ACDC's tau, EAP's score threshold, or ``top N``), edges in the ci
 graph's, the metric of the circuit, and the run's seconds. Model, task, method and metric name
 head the table when every run shares them, else they get columns of their own. Rows follow the run
 folders in natural order (Hydra's job numbers: 0, 1, ..., 10). Folders of runs that wrote no circuit
-file (failed or unfinished jobs: a ``.hydra`` folder and no ``circuit.json``) are listed below it.
+file (failed or unfinished jobs: a ``.hydra`` folder or a failed job's ``error.txt``, and no
+``circuit.json``) are listed below it, with the error each failed job left.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.formats.tables import csv_text, markdown_table
+from acdc_engine.commands.run_folder import JOB_ERROR
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -57,17 +59,31 @@ def gather(folder: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
             "circuit": circuit.metric.get("circuit"),
             "seconds": circuit.run.get("seconds"),
         })
+    marks = [*folder.rglob(".hydra"), *folder.rglob(JOB_ERROR)]
     unfinished = sorted(
-        (p.parent.relative_to(folder) for p in folder.rglob(".hydra") if not (p.parent / "circuit.json").is_file()),
-        key=_natural_key,
+        {p.parent.relative_to(folder) for p in marks if not (p.parent / "circuit.json").is_file()}, key=_natural_key
     )
     if not rows:
-        raise AcdcError(f"no circuit.json under {folder}")
+        failed = f"; failed: {_listing(folder, unfinished)}" if unfinished else ""
+        raise AcdcError(f"no circuit.json under {folder}{failed}")
     return rows, unfinished
 
 
-def markdown(rows: list[dict[str, Any]], unfinished: list[Path] | None = None) -> str:
-    """The rows as Markdown: shared model/task/method/metric in a heading line, then the table."""
+def _listing(folder: Path, runs: list[Path]) -> str:
+    """The run folders, each with the error its failed job left (``run_folder.JOB_ERROR``)."""
+    out = []
+    for run in runs:
+        error = Path(folder) / run / JOB_ERROR
+        try:
+            out.append(f"{run} ({error.read_text(errors='replace').strip()})" if error.is_file() else str(run))
+        except OSError:
+            out.append(str(run))
+    return ", ".join(out)
+
+
+def markdown(rows: list[dict[str, Any]], unfinished: list[Path] | None = None, folder: str | Path | None = None) -> str:
+    """The rows as Markdown: shared model/task/method/metric in a heading line, then the table, then
+    the runs without a circuit (with their jobs' errors, read under ``folder``)."""
     shared = [key for key in ("model", "task", "method", "metric") if len({row[key] for row in rows}) == 1]
     varying = [key for key in ("model", "task", "method") if key not in shared]
     metric_header = rows[0]["metric"] if "metric" in shared else "metric"
@@ -85,7 +101,8 @@ def markdown(rows: list[dict[str, Any]], unfinished: list[Path] | None = None) -
         lines.append(", ".join(f"{key}: {rows[0][key]}" for key in shared) + f" ({len(rows)} runs)\n")
     lines.append(markdown_table(header, table))
     if unfinished:
-        lines.append("\nno circuit.json (failed or unfinished): " + ", ".join(str(p) for p in unfinished))
+        listed = _listing(Path(folder), unfinished) if folder is not None else ", ".join(str(p) for p in unfinished)
+        lines.append("\nno circuit.json (failed or unfinished): " + listed)
     return "\n".join(lines)
 
 
@@ -101,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except AcdcError as error:
         print(f"acdc-summary: error: {error}", file=sys.stderr)
         return 2
-    print(markdown(rows, unfinished))
+    print(markdown(rows, unfinished, args.folder))
     if args.csv:
         from acdc_engine.formats.atomic_files import atomic_write_bytes
 

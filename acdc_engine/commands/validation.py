@@ -1,7 +1,7 @@
-"""Checks of the composed run config before any work.
+"""Checks of the composed run config before any work (the rules: ``acdc_engine.core.values``).
 
-``validate_config`` checks a composed run config before any model loads (below). (The Python API's arguments and the memory bound,
-which need the task registry: ``acdc_engine.methods.arguments``.)
+``validate_config`` checks a composed run config before any model loads (below). (The Python API's
+arguments: ``acdc_engine.methods.arguments``.)
 
 Hydra's structured configs (``acdc_engine.commands.config_schema``) reject unknown keys and wrong types while the
 config is composed; they cannot say "at least 1". ``validate_config`` walks the composed config
@@ -28,50 +28,13 @@ Every node typed by a schema dataclass (the model, task and method groups, the r
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import math
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from acdc_engine.core.errors import AcdcError
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-# (pattern on the field name, value type, bounds); the first pattern and type that match apply.
-NAMED_BOUNDS: tuple[tuple[str, type, dict[str, float]], ...] = (
-    ("seed", int, {"ge": 0}),
-    ("*_seed", int, {"ge": 0}),
-    ("n_*", int, {"ge": 1}),  # counts: n_prompts, ...
-    ("*_size", int, {"ge": 1}),  # batch_size, ...
-    ("length", int, {"ge": 1}),
-    ("*_length", int, {"ge": 1}),  # half_length, ...
-    ("steps", int, {"ge": 1}),
-    ("*_steps", int, {"ge": 1}),
-    ("top_n", int, {"ge": 1}),
-    ("every_*", int, {"ge": 1}),  # periods: checkpoint.every_decisions, ...
-    ("every_*", float, {"gt": 0}),  # checkpoint.every_seconds, ...
-    ("*_token", int, {"ge": 0}),  # token ids: bos_token, ...
-    ("threshold", float, {"ge": 0}),
-    ("*_threshold", float, {"ge": 0}),
-)
-_COMPARISONS = {
-    "ge": (lambda value, bound: value >= bound, ">="),
-    "gt": (lambda value, bound: value > bound, ">"),
-    "le": (lambda value, bound: value <= bound, "<="),
-    "lt": (lambda value, bound: value < bound, "<"),
-}
-
-
-def bounds(*, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None) -> dict[str, float]:
-    """Field metadata giving a numeric range: ``field(default=8, metadata=bounds(ge=2))``.
-
-    A field with bounds in its metadata is checked against them instead of ``NAMED_BOUNDS``.
-    """
-    given = {"ge": ge, "gt": gt, "le": le, "lt": lt}
-    return {key: bound for key, bound in given.items() if bound is not None}
-
+from acdc_engine.core.values import check_bounds, check_representable, metadata_bounds, named_bounds
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise AcdcError naming the key if the composed run config ``cfg`` holds a value out of range
@@ -94,7 +57,7 @@ def _check_node(node: DictConfig | ListConfig, path: str) -> None:
             if fields is not None and isinstance(value, ListConfig):
                 _check_items(fields[key], value, where)
             continue
-        _check_representable(value, where)
+        check_representable(value, where)
         if fields is not None:
             _check_field(fields[key], value, where)
     if fields is not None:
@@ -112,13 +75,6 @@ def _resolved(node: DictConfig | ListConfig, key: Any, where: str) -> Any:
         raise AcdcError(f"{where}: {str(error).splitlines()[0]}") from None
 
 
-def _check_representable(value: Any, where: str) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise AcdcError(f"{where} must be a finite number, got {value}")
-    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
-        raise AcdcError(f"{where} must fit in a 64-bit integer, got {value}")
-
-
 def _check_field(spec: dataclasses.Field, value: Any, where: str) -> None:
     if spec.name == "name" and isinstance(spec.default, str) and spec.default != MISSING and value != spec.default:
         group = where.rpartition(".")[0] or "config"
@@ -127,33 +83,15 @@ def _check_field(spec: dataclasses.Field, value: Any, where: str) -> None:
         )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
-    _check_bounds(_metadata_bounds(spec) or _named_bounds(spec.name, value), value, where)
+    check_bounds(metadata_bounds(spec) or named_bounds(spec.name, value), value, where)
 
 
 def _check_items(spec: dataclasses.Field, items: ListConfig, where: str) -> None:
     """Each number of a list field against the bounds in the field's metadata (``thresholds[1]``)."""
-    rules = _metadata_bounds(spec)
+    rules = metadata_bounds(spec)
     for i, item in enumerate(items):
         if rules and not isinstance(item, bool) and isinstance(item, (int, float)):
-            _check_bounds(rules, item, f"{where}[{i}]")
-
-
-def _metadata_bounds(spec: dataclasses.Field) -> dict[str, float]:
-    return {key: spec.metadata[key] for key in _COMPARISONS if key in spec.metadata}
-
-
-def _check_bounds(rules: dict[str, float], value: int | float, where: str) -> None:
-    if not all(_COMPARISONS[key][0](value, bound) for key, bound in rules.items()):
-        wanted = " and ".join(f"{_COMPARISONS[k][1]} {b}" for k, b in rules.items())
-        noun = "a finite number " if isinstance(value, float) else ""
-        raise AcdcError(f"{where} must be {noun}{wanted}, got {value}")
-
-
-def _named_bounds(name: str, value: int | float) -> dict[str, float]:
-    for pattern, kind, rule in NAMED_BOUNDS:
-        if fnmatch.fnmatchcase(name, pattern) and isinstance(value, kind):
-            return rule
-    return {}
+            check_bounds(rules, item, f"{where}[{i}]")
 
 
 def _check_schema_rules(node: DictConfig, where: str, schema_name: str) -> None:

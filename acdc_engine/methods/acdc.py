@@ -239,7 +239,7 @@ def run_acdc(
     ``skip`` [S, R] bool marks edges to remove untested at their turn, like moot ones (method acdc-eap).
     ``resume`` continues from a saved state (``AcdcState``) instead of the full model: the result is
     the uninterrupted run's. ``checkpointer`` receives the state between batches when it says a
-    save is due, once more when the visit ends, and before the AcdcError that a non-finite metric
+    save is due, once more when the visit ends (unless the resumed state had ended it), and before the AcdcError that a non-finite metric
     of a tested candidate raises (then it holds the circuit before that candidate).
     """
     threshold = check_threshold(threshold)
@@ -255,8 +255,9 @@ def run_acdc(
         candidates = segment.candidates[: max(0, min(end, limit) - offset)]
         _visit(state, graph, candidates, segment.start_layer, offset, limit, evaluate, threshold, skip, checkpointer, bar)
     bar.close()
+    finished_before = resume is not None and resume.visited >= limit  # its checkpoint already says so
     state.visited = limit
-    if checkpointer is not None:
+    if checkpointer is not None and not finished_before:
         checkpointer.save(state)
     return state.result()
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
+import torch
 
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.patching.memory import available_memory, patched_pass_bytes
+from acdc_engine.core.values import check_values
+from acdc_engine.measure.metric_cache import MetricCache
+from acdc_engine.patching.memory import available_memory, cgroup_available, patched_pass_bytes
 
 # ----- the Python API's arguments (``acdc_engine.discover``), checked before any work ---------------
 
@@ -22,6 +25,30 @@ MODEL_CLASSES = ("HookedTransformer", "TransformerBridge", "ModelSpec")
 """Class names a model passed to ``discover`` may have (itself or a base class): TransformerLens 3's
 HookedTransformer, TransformerLens 4's TransformerBridge, ``acdc_engine.architecture.ModelSpec``."""
 TASK_TENSORS = ("clean", "corrupted", "positions", "answers", "wrong_answers", "answer_sets", "wrong_answer_sets")
+
+
+@dataclasses.dataclass
+class DiscoverOptions:
+    """The types of ``discover``'s own keyword arguments (``check_discover_options``)."""
+
+    method: str = "acdc"
+    metric: Optional[str] = None
+    ablation: str = "resample"
+    split_input: bool = False
+    permute_corrupted_positions: bool = False
+    task_params: Optional[dict] = None
+    model_name: Optional[str] = None
+    seed: int = 0
+    progress: bool = True
+    metric_cache: Optional[MetricCache] = None
+    checkpoint_every: Optional[int] = None
+    checkpoint_seconds: Optional[float] = 60.0
+
+
+def check_discover_options(**options: Any) -> None:
+    """AcdcError naming the argument when one of ``discover``'s own keyword arguments (``DiscoverOptions``'
+    fields) does not have its type: ``seed="x"``, ``progress="no"``, ``metric_cache="x"``."""
+    check_values(DiscoverOptions, options, "", ranges=False)
 
 
 def check_discover_arguments(
@@ -44,6 +71,8 @@ def check_discover_arguments(
     """
     if uses_threshold:
         try:
+            if isinstance(threshold, (bool, str)):
+                raise TypeError
             float(threshold)
         except (TypeError, ValueError):
             raise AcdcError(f"threshold must be a number (ACDC's tau, in the metric's units), got {threshold!r}") from None
@@ -51,6 +80,19 @@ def check_discover_arguments(
     _check_task(task, dict(task_params or {}))
     if checkpoint is not None:
         _check_writable_file(checkpoint, "checkpoint")
+
+
+def check_precision(model: Any) -> None:
+    """AcdcError when ``model`` (with a TransformerLens-style ``cfg``) holds float16 or bfloat16
+    weights on a CPU: as on the command line (``model.dtype``), half precision is for GPUs."""
+    cfg = getattr(model, "cfg", None)
+    dtype, device = getattr(cfg, "dtype", None), torch.device(getattr(cfg, "device", None) or "cpu")
+    if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
+        name = str(dtype).removeprefix("torch.")
+        raise AcdcError(
+            f"model dtype '{name}' is for GPUs; on the CPU use float32 or float64 (model.to(torch.float32)), "
+            "or move the model to a GPU"
+        )
 
 
 def _check_model(model: Any) -> None:
@@ -81,6 +123,7 @@ def _check_task(task: Any, task_params: dict[str, Any]) -> None:
             raise AcdcError(
                 f"unknown task_params {', '.join(unknown)} for task '{task}'; it takes {', '.join(fields) or 'none'}"
             )
+        check_values(spec.config, task_params, "task_params.")
         return
     if task_params:
         raise AcdcError(
@@ -92,6 +135,9 @@ def _check_task(task: Any, task_params: dict[str, Any]) -> None:
         unknown = sorted(set(map(str, task)) - set(fields))
         if unknown:
             raise AcdcError(f"unknown task field(s) {', '.join(unknown)}; a task dict takes {', '.join(fields)}")
+        missing = [key for key in ("clean", "corrupted") if key not in task]
+        if missing:
+            raise AcdcError(f"a task dict needs {' and '.join(missing)} (token ids [n_prompts, pos]); it has {', '.join(map(str, task)) or 'no field'}")
         tensors = {key: task.get(key) for key in TASK_TENSORS}
     elif isinstance(task, TaskData):
         tensors = {key: getattr(task, key) for key in TASK_TENSORS}
@@ -163,9 +209,12 @@ def check_task_fits(model: Any, task: Any, task_params: Mapping[str, Any] | None
     needed = patched_pass_bytes(cfg, n_prompts=n_prompts, n_tokens=n_tokens, n_positions=n_positions, split_input=split_input)
     free = available_memory(cfg.device)
     if free is not None and needed > free:
+        limited = torch.device(cfg.device).type == "cpu" and cgroup_available() == free
         raise AcdcError(
             f"{what}: {n_prompts} prompts of {n_tokens} tokens need about {_gib(needed)} for the patched forward "
-            f"pass, and {cfg.device} has {_gib(free)} available; use {fix}"
+            f"pass, and {cfg.device} has {_gib(free)} available"
+            + (" under this job's memory limit (its cgroup: slurm --mem, docker --memory)" if limited else "")
+            + f"; use {fix}"
         )
 
 

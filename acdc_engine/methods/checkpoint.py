@@ -26,8 +26,10 @@ import json
 import math
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 
@@ -41,6 +43,28 @@ FORMAT = "acdc-engine/checkpoint"
 VERSION = "1"
 FILE_NAME = "checkpoint.safetensors"
 """The checkpoint's name in a command-line run folder."""
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop by ``signum`` (SIGTERM: slurm preemption, ``timeout``, ``kill``);
+    raised by ``stop_on_signal`` at once, or, during a run with a ``Checkpointer``, right after that
+    run has saved its state (``Checkpointer.save``)."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+_running: list[Checkpointer] = []  # the Checkpointer of the run going on in this process, if any
+
+
+def stop_on_signal(signum: int, frame: Any = None) -> None:
+    """A signal handler (``signal.signal(signal.SIGTERM, stop_on_signal)``): a run whose
+    Checkpointer is ``running`` saves its state at its next step (its next batch of candidates)
+    and then stops with ``Terminated``; with no such run, ``Terminated`` is raised at once."""
+    if not _running:
+        raise Terminated(signum)
+    _running[-1].stop_signal = signum
+
+
 class Checkpointer:
     """Saves ACDC's state to ``path`` when a save is due: after ``every_decisions`` more candidates
     of the visiting order have been visited, or ``every_seconds`` seconds after the last save,
@@ -75,9 +99,22 @@ class Checkpointer:
         self._last_visited = visited
         self._last_time = time.perf_counter()
         self._failures: set[str] = set()  # causes of failed saves already warned about
+        self.stop_signal: int | None = None  # set by stop_on_signal: save at the next step, then stop
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """While the block runs, ``stop_on_signal`` asks this Checkpointer's run to save and stop."""
+        _running.append(self)
+        try:
+            yield
+        finally:
+            _running.remove(self)
 
     def due(self, visited: int) -> bool:
-        """Whether the state after ``visited`` candidates of the visiting order should be saved now."""
+        """Whether the state after ``visited`` candidates of the visiting order should be saved now
+        (always, once a stop was asked for by ``stop_on_signal``)."""
+        if self.stop_signal is not None:
+            return True
         if self.every_decisions is not None and visited - self._last_visited >= self.every_decisions:
             return True
         return self.every_seconds is not None and time.perf_counter() - self._last_time >= self.every_seconds
@@ -85,7 +122,8 @@ class Checkpointer:
     def save(self, state: AcdcState) -> None:
         """Write ``state`` atomically to ``path``. A write that fails (a full disk, a folder gone)
         warns once per cause and leaves the previous checkpoint; the run goes on, and tries again
-        at the next save that is due."""
+        at the next save that is due. Once a stop was asked for (``stop_on_signal``), raises
+        ``Terminated`` after the write."""
         seconds = self.seconds_before + time.perf_counter() - self.started
         try:
             atomic_write_bytes(self.path, checkpoint_bytes(state, self.fingerprint, seconds))
@@ -99,6 +137,8 @@ class Checkpointer:
                     stacklevel=2,
                 )
         self._last_visited, self._last_time = state.visited, time.perf_counter()
+        if self.stop_signal is not None:
+            raise Terminated(self.stop_signal)
 
 
 def checkpoint_bytes(state: AcdcState, fingerprint: Fingerprint, seconds: float) -> bytes:

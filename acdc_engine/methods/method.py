@@ -22,6 +22,7 @@ from acdc_engine.core.graph import Graph
 from acdc_engine.core.patcher import Evaluate, Patcher
 from acdc_engine.measure.metrics import Metric
 
+from acdc_engine.core.values import check_values
 
 RUN_KEYS = ("name", "metric", "ablation")
 """Keys of a method's Hydra config that ``discover`` takes as its own arguments, not the method's."""
@@ -123,11 +124,13 @@ class MethodSpec:
 
     def parse(self, given: Mapping[str, Any]) -> Any:
         """The method's parameters from keyword arguments (defaults for the rest); AcdcError on a
-        parameter the method does not take, or a value its rules refuse."""
+        parameter the method does not take, a value not of its field's type (``batch_size=1.5``,
+        ``threshold=True``), or a value its rules refuse."""
         names = [f.name for f in dataclasses.fields(self.params)]
         unknown = [key for key in given if key not in names]
         if unknown:
             raise AcdcError(
                 f"method '{self.name}' takes no parameter '{unknown[0]}'; its parameters are {', '.join(names)}"
             )
+        check_values(self.params, given, "", ranges=False)  # the types; __post_init__ checks the ranges
         return self.params(**given)

@@ -44,7 +44,7 @@ def load_local(path: str | os.PathLike[str] | None, device: str, dtype: torch.dt
 
     from acdc_engine.architecture import from_bridge
 
-    from acdc_engine.architecture.families import FAMILIES
+    from acdc_engine.architecture.families import FAMILIES, read_hf_config
 
     folder = _model_folder(path)
     raw_config = _read_config(folder)
@@ -55,6 +55,7 @@ def load_local(path: str | os.PathLike[str] | None, device: str, dtype: torch.dt
             f"engine (supported: {', '.join(FAMILIES)})"
         )
     hf_model = _hf_model(folder, dtype)
+    read_hf_config(architecture, hf_model.config, folder.name)  # a feature refused by name before TransformerLens sees it
     tokenizer = _tokenizer(folder)
     try:
         bridge = TransformerBridge.boot_transformers(

@@ -9,6 +9,7 @@ metric's positions): ``patched_pass_bytes`` (what ``discover`` checks before a r
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,13 +57,21 @@ def patched_pass_bytes(cfg: Any, *, n_prompts: int, n_tokens: int, n_positions: 
 
 
 def available_memory(device: str | torch.device) -> int | None:
-    """Bytes that can still be allocated on ``device``: free GPU memory, or the kernel's
-    MemAvailable on a CPU; None where neither can be read."""
+    """Bytes that can still be allocated on ``device``: free GPU memory; on a CPU the smaller of
+    the kernel's MemAvailable and what the process's memory cgroup still allows
+    (``cgroup_available``: the job's limit under slurm ``--mem``, docker ``--memory``); None where
+    none can be read."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     if device.type != "cpu":
         return None
+    limits = [_machine_available(), cgroup_available()]
+    known = [limit for limit in limits if limit is not None]
+    return min(known) if known else None
+
+
+def _machine_available() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
@@ -74,3 +83,65 @@ def available_memory(device: str | torch.device) -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+PROC_CGROUP = Path("/proc/self/cgroup")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge number (9223372036854771712)
+# (mount below CGROUP_ROOT, limit file, usage file, memory.stat key of reclaimable page cache)
+_CGROUP_FILES = {
+    2: ("", "memory.max", "memory.current", "inactive_file"),
+    1: ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+}
+
+
+def cgroup_available(proc_cgroup: Path | None = None, root: Path | None = None) -> int | None:
+    """Bytes the memory cgroups of this process still allow: for its cgroup and each one above it
+    that sets a limit, the limit less the usage (page cache the kernel can drop not counted), the
+    smallest of them; cgroup v2 (``memory.max``) and v1 (``memory.limit_in_bytes``). ``proc_cgroup``
+    names the process's cgroups (None: ``PROC_CGROUP``), ``root`` is where they are mounted (None:
+    ``CGROUP_ROOT``). A
+    cgroup namespace whose path is not found under the mount reads the mount's own files. None:
+    no limit set, or nothing readable."""
+    proc_cgroup, root = proc_cgroup or PROC_CGROUP, root or CGROUP_ROOT
+    try:
+        lines = proc_cgroup.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    allowed: list[int] = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        version = 2 if controllers == "" else 1 if "memory" in controllers.split(",") else None
+        if version is None:
+            continue
+        mount_name, limit_name, usage_name, cache_key = _CGROUP_FILES[version]
+        mount = root / mount_name if mount_name else root
+        folder = mount / path.strip("/")
+        levels = [folder, *(p for p in folder.parents if p.is_relative_to(mount))] if folder.is_dir() else [mount]
+        for here in levels:
+            limit, usage = _read_bytes(here / limit_name), _read_bytes(here / usage_name)
+            if limit is None or usage is None or limit >= _UNLIMITED:
+                continue
+            allowed.append(max(0, limit - max(0, usage - _stat_bytes(here / "memory.stat", cache_key))))
+    return min(allowed) if allowed else None
+
+
+def _read_bytes(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def _stat_bytes(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text(encoding="ascii").splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except (OSError, UnicodeDecodeError):
+        pass
+    return 0
+
+

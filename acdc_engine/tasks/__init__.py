@@ -6,9 +6,11 @@ command line), its Hydra structured config (the schema of ``conf/task/<name>.yam
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.values import check_values
 from acdc_engine.tasks import docstring, greater_than, induction, ioi, jsonl
 from acdc_engine.tasks import tracr as tracr_tasks
 from acdc_engine.tasks import predecessor
@@ -20,9 +22,15 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (induction.SPEC, jsonl
 
 
 def make_task(name: str, model: Any, **params: Any) -> TaskData:
-    """Build the built-in task ``name`` for ``model``."""
+    """Build the built-in task ``name`` for ``model``; AcdcError naming the parameter when one of
+    ``params`` is not a field of the task's config, not of its field's type, or outside its range."""
     if name not in TASKS:
         raise AcdcError(f"unknown task '{name}'; choose one of {', '.join(TASKS)} or pass a TaskData")
+    fields = [f.name for f in dataclasses.fields(TASKS[name].config) if f.name != "name"]
+    unknown = sorted(set(map(str, params)) - set(fields))
+    if unknown:
+        raise AcdcError(f"unknown task_params {', '.join(unknown)} for task '{name}'; it takes {', '.join(fields) or 'none'}")
+    check_values(TASKS[name].config, params, "task_params.")
     return TASKS[name].build(model, **params)
 
 
