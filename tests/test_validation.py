@@ -16,7 +16,8 @@ from acdc_engine.commands.discover import CONF_DIR
 from acdc_engine.commands.config_schema import register_configs
 from acdc_engine.core.graph import GraphShape, build_graph, edge_count
 from acdc_engine.formats.circuit_file import circuit_from_dict
-from acdc_engine.commands.validation import bounds, validate_config
+from acdc_engine.commands.validation import validate_config
+from acdc_engine.core.values import bounds
 from acdc_engine.formats.circuit_file import circuit_to_dict, circuit_to_json
 
 

@@ -29,7 +29,7 @@ from acdc_engine.core.choices import Ablation, Device, Metric
 from acdc_engine.commands.config_schema import register_configs
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.evaluation.faithfulness import MIB_FRACTIONS, check_fractions
-from acdc_engine.commands.validation import bounds
+from acdc_engine.core.values import bounds
 from acdc_engine.formats.circuit_file import save_circuit
 
 

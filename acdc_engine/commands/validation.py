@@ -17,7 +17,7 @@ Every node typed by a schema dataclass (the model, task and method groups, the r
     picks the code that runs, the group picks the schema, and the two must agree;
   - each number lies in its field's range, taken from the field's metadata
     (``field(default=2, metadata=bounds(ge=2))``) or else from the naming conventions in
-    ``NAMED_BOUNDS``, so a new task's ``n_examples`` or ``corrupt_seed`` is checked without
+    ``acdc_engine.core.values.NAMED_BOUNDS``, so a new task's ``n_examples`` or ``corrupt_seed`` is checked without
     registering anything; each number of a list field lies in the range its metadata gives
     (``acdc-evaluate``'s ``thresholds`` and ``fractions``);
   - the dataclass is built from the values, so its ``__post_init__`` can check rules that span
