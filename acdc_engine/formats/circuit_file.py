@@ -28,6 +28,7 @@ import torch
 
 from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.formats.atomic_files import atomic_write_bytes
+from acdc_engine.formats.circuit_header import FORMAT, VERSION, edge_count
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import GraphShape, build_graph
@@ -35,28 +36,10 @@ from acdc_engine.core.nodes import LOGITS, edge_name
 from acdc_engine.core.pruning import emitted_nodes, on_input_to_logits_paths
 
 
-FORMAT = "acdc-engine/circuit"
-VERSION = 1
 KNOWN_FIELDS = {"format", "version", "model", "task", "method", "threshold", "metric", "nodes", "edges", "head_inputs", "run"}
 # A file whose model shape implies more edges than this, but which does not list them all, is
 # rejected before the graph is built: its dense masks would take memory the file never paid for.
 LARGEST_UNLISTED_GRAPH = 1_000_000
-
-
-def edge_count(shape: GraphShape) -> int:
-    """The number of edges of ``build_graph(shape)``, in closed form (cheap for any shape).
-
-    Every receiver reads every sender that writes strictly before it: layer l's head receivers
-    (3 per head) read the I input senders and the H heads (+ MLP) of each earlier layer; layer l's
-    MLP also reads layer l's heads, except in a parallel block; the logits read every sender.
-    """
-    inputs = 2 if shape.split_input else 1
-    mlp = 1 if shape.has_mlp else 0
-    layers, heads = shape.n_layers, shape.n_heads
-    per_layer = heads + mlp  # senders each layer adds
-    earlier = layers * inputs + per_layer * layers * (layers - 1) // 2  # summed over l of senders before layer l
-    same_layer = 0 if shape.parallel_attn_mlp else mlp * layers * heads
-    return (3 * heads + mlp) * earlier + same_layer + inputs + layers * per_layer
 
 
 def _score(value: float) -> float | None:
