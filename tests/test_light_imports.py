@@ -3,37 +3,12 @@ console script's ``--help`` never import it (each runs as its console script doe
 
 import json
 import os
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-# Runs one console script's target as the installed script does, then says on the last line of
-# stderr whether torch was imported.
-WRAPPER = """
-import atexit, importlib, sys
-atexit.register(lambda: print("torch imported:", "torch" in sys.modules, file=sys.stderr))
-module, function = sys.argv[1].split(":")
-sys.argv = sys.argv[2:]
-sys.exit(getattr(importlib.import_module(module), function)())
-"""
-
-
-def console_script(name: str) -> str:
-    """``module:function`` of console script ``name``, as pyproject.toml declares it."""
-    (target,) = re.findall(rf'^{re.escape(name)} = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
-    return target
-
-
-def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-c", WRAPPER, console_script(name), name, *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
+from console_scripts import ROOT, imported_torch, run_script
 
 def test_importing_the_package_does_not_import_torch(tmp_path):
     code = "import sys, acdc_engine; print(sorted(acdc_engine.__all__)); print('torch' in sys.modules)"
@@ -58,7 +33,7 @@ def test_help_of_a_plain_command_does_not_import_torch(tmp_path, name):
     result = run_script(name, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"usage: {name}" in result.stdout
-    assert result.stderr.splitlines()[-1] == "torch imported: False"
+    assert not imported_torch(result)
 
 
 def test_summary_of_a_run_folder_does_not_import_torch(tmp_path, small_circuit):
@@ -68,7 +43,7 @@ def test_summary_of_a_run_folder_does_not_import_torch(tmp_path, small_circuit):
     result = run_script("acdc-summary", str(tmp_path / "runs"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"{small_circuit.n_edges} / {small_circuit.n_edges_total}" in result.stdout
-    assert result.stderr.splitlines()[-1] == "torch imported: False"
+    assert not imported_torch(result)
 
 
 def test_a_circuit_files_header_gives_what_the_full_reader_gives(tmp_path, small_circuit):

@@ -34,6 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from acdc_engine.methods.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from acdc_engine.commands.config_schema import register_configs
+from acdc_engine.commands.hydra_help import CONF_DIR, print_help, wants_help
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.commands.run_folder import (
     claim_run_folder,
@@ -44,8 +45,6 @@ from acdc_engine.commands.run_folder import (
     write_run_record,
 )
 from acdc_engine.formats.circuit_file import save_circuit
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 OUTPUTS = ("circuit.json", "circuit.html", "circuit.dot", "circuit.svg", "circuit.png", CHECKPOINT_FILE)
@@ -233,11 +232,15 @@ def check_launcher(overrides: list[str]) -> None:
 
 
 def run_hydra_command(prog: str, config_name: str, run: Callable[[DictConfig], Any]) -> None:
-    """Run ``run`` under Hydra with ``conf/<config_name>.yaml``. Errors in the command line or the
-    config composition print one line naming the key and exit 2 (``HYDRA_FULL_ERROR=1`` restores
-    Hydra's own reports); errors in ``run`` as ``hydra_command`` says."""
+    """Run ``run`` under Hydra with ``conf/<config_name>.yaml``. ``--help``/``-h`` prints
+    ``hydra_help``'s text instead. Errors in the command line or the config composition print one
+    line naming the key and exit 2 (``HYDRA_FULL_ERROR=1`` restores Hydra's own reports); errors in
+    ``run`` as ``hydra_command`` says."""
     if not CONF_DIR.is_dir():
         sys.exit(f"{prog}: error: config folder {CONF_DIR} not found: the package is installed without its data files")
+    if wants_help(sys.argv[1:]):
+        print_help(prog, config_name, sys.argv[1:])
+        return
     try:
         check_launcher(sys.argv[1:])
     except AcdcError as error:
