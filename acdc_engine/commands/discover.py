@@ -27,10 +27,10 @@ from typing import Any, Callable
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from acdc_engine.methods.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from acdc_engine.commands.config_schema import register_configs
@@ -201,16 +201,31 @@ def _interrupted(prog: str, interrupt: KeyboardInterrupt) -> None:
 
 
 def _config_error(error: Exception) -> str:
-    """One clear message for an error Hydra raised while reading the command line and composing the
-    config (its CompactHydraException and OmegaConf errors name the key; some overrides, such as
-    setting a key below a null node, surface as plain AssertionError/ValueError from Hydra)."""
-    if isinstance(error, CompactHydraException):
-        cause = error.__cause__
-        return str(error) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
+    """One line for an error Hydra raised while reading the command line and composing the config:
+    an unknown choice names its group and the group's choices, an unknown key its group and the
+    group's keys; other Hydra and OmegaConf errors keep their message on one line. Some overrides,
+    such as setting a key below a null node, surface as plain AssertionError/ValueError from Hydra."""
+    if isinstance(error, MissingConfigException) and error.options and "/" in (error.missing_cfg_file or ""):
+        group, choice = error.missing_cfg_file.rsplit("/", 1)
+        return f"unknown choice {group}={choice}; {group} is one of: {', '.join(error.options)}"
+    cause = error.__cause__ if isinstance(error, CompactHydraException) else error
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig) and cause.full_key:
+        parent = cause.full_key.rpartition(".")[0]
+        keys = ", ".join(str(key) for key in cause.parent_node.keys())
+        return f"unknown key {cause.full_key}; {parent or 'the config'} has {keys}"
+    if isinstance(error, (CompactHydraException, OmegaConfBaseException)):
+        text = str(error) if cause is error or not isinstance(cause, OmegaConfBaseException) else f"{error}: {cause.msg}"
+        return _one_line(text)
     return (
-        f"cannot compose the config from the command line ({type(error).__name__}: {error}); "
+        f"cannot compose the config from the command line ({type(error).__name__}: {_one_line(str(error))}); "
         "set HYDRA_FULL_ERROR=1 for Hydra's traceback"
     )
+
+
+def _one_line(text: str) -> str:
+    """``text``'s lines joined into one, omitting OmegaConf's ``full_key:``/``object_type=`` detail lines."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(line for line in lines if not line.startswith(("full_key:", "object_type=")))
 
 
 LAUNCHER_EXTRAS = {"local": ("hydra_plugins.hydra_joblib_launcher", "parallel"), "slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm")}
