@@ -31,6 +31,7 @@ import torch
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.progress import progress_bar
 from acdc_engine.evaluation.faithfulness import (
     MIB_FRACTIONS,
     CircuitEvaluator,
@@ -183,7 +184,7 @@ def compare_methods(
     batch_size: int | None = None,
     task_params: dict[str, Any] | None = None,
     model_name: str | None = None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> MethodComparison:
     """Run ``methods`` on (model, task) and measure them (module docstring).
 
@@ -194,6 +195,8 @@ def compare_methods(
         gradient_metric: the metric EAP and EAP-IG score with; None: see the module docstring.
         split_input: None: the truth's (False without a truth).
         fractions: the k of MIB's top-k circuits.
+        progress: a bar over the methods, and each method's own (``acdc_engine.core.progress``: drawn
+            in a terminal, not under CI).
     """
     check_compared_methods(methods)
     if truth is not None:
@@ -211,7 +214,7 @@ def compare_methods(
         thresholds = default_thresholds(evaluator.empty - evaluator.full)
     common = dict(ablation=ablation, split_input=split_input, model_name=model_name, progress=progress)
     results: dict[str, MethodResult] = {}
-    for method in methods:
+    for method in progress_bar(methods, progress=progress, desc="methods", unit="method"):
         if method == "acdc":
             sweep = acdc_threshold_sweep(model, task_data, thresholds, metric=metric, batch_size=batch_size, **common)
             result = MethodResult(
