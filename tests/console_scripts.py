@@ -1,5 +1,5 @@
 """Run a console script of this checkout as its installed script runs (its pyproject.toml target, in a
-subprocess, with this checkout first on the path), and say whether it imported torch."""
+subprocess; conftest.py puts this checkout first on its path), and say whether it imported torch."""
 
 import os
 import re
@@ -30,7 +30,7 @@ def script_command(name: str, *args: str) -> list[str]:
 
 
 def script_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}  # PYTHONPATH: conftest.py
 
 
 def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
