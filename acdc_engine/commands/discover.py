@@ -136,10 +136,11 @@ def _discover_into(cfg: DictConfig, out_dir: Path) -> Path:
         progress=cfg.progress,
     )
     notes: list[str] = []
+    attention = first_prompt_attention(model, cfg.task.name, task_params)
 
     def write_all(folder: Path) -> list[Path]:
         written = [save_circuit(circuit, folder / "circuit.json"), *write_drawings(circuit, folder, notes=notes)]
-        return [*written, write_circuit_html(circuit, folder / "circuit.html")]  # the interactive view
+        return [*written, write_circuit_html(circuit, folder / "circuit.html", attention=attention)]  # the interactive view
 
     saved = save_outputs(out_dir, write_all, "the circuit files")
     m = circuit.metric
@@ -152,6 +153,32 @@ def _discover_into(cfg: DictConfig, out_dir: Path) -> Path:
     if saved.problem:
         raise AcdcError(saved.problem)
     return out_dir
+
+
+LARGEST_ATTENTION = 1_000_000
+"""Attention weights (layers x heads x positions²) above which a run's page shows no patterns (~8 MB of page)."""
+
+
+def first_prompt_attention(model: Any, task: str, task_params: dict[str, Any]) -> dict[str, Any] | None:
+    """Every head's attention pattern on the task's first clean prompt, for the run's page
+    (``acdc_engine.viewer.attention_block``): one plain forward pass of ``model`` (as the engine's
+    ``ModelSpec``) caching each block's ``attn.hook_pattern``; tokens as the model's tokenizer
+    decodes them, else the token ids. None when the patterns would exceed ``LARGEST_ATTENTION``."""
+    from acdc_engine.architecture import as_model_spec
+    from acdc_engine.resolve import resolve_task
+    from acdc_engine.viewer import attention_block
+
+    spec = as_model_spec(model)
+    tokens = resolve_task(spec, task, task_params).clean[:1]
+    n_pos = tokens.shape[1]
+    if spec.cfg.n_layers * spec.cfg.n_heads * n_pos * n_pos > LARGEST_ATTENTION:
+        return None
+    with torch.no_grad():
+        _, cache = spec.run_with_cache(tokens.to(spec.cfg.device), names_filter=lambda name: name.endswith("attn.hook_pattern"))
+    patterns = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"][0] for layer in range(spec.cfg.n_layers)])
+    ids = tokens[0].tolist()
+    words = [spec.tokenizer.decode([i]) for i in ids] if spec.tokenizer is not None else [str(i) for i in ids]
+    return attention_block(patterns, words)
 
 
 def _how_to_resume(cfg: DictConfig, out_dir: Path) -> str:
