@@ -20,7 +20,8 @@
     model_name: the name recorded in the circuit file (default: the model's config's, or ``model``
         when it is a name).
     seed: recorded in the circuit file (built-in tasks take theirs from ``task_params``).
-    progress: show progress bars (ACDC's candidates, EAP-IG's steps) where a terminal shows them.
+    progress: progress bars (ACDC's candidates, EAP-IG's steps), drawn in a terminal and not under CI
+        (``acdc_engine.core.progress``).
     metric_cache: a ``MetricCache`` shared by runs of one setting (e.g. a threshold sweep): circuits
         it has seen are not evaluated again; the circuit is the same as without it.
     checkpoint: a file (``acdc_engine.methods.checkpoint``) where a method that checkpoints (acdc,

@@ -1,9 +1,12 @@
 """Shared fixtures. No model hub is reachable: a stray hub call must fail at once."""
 
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# commands run in subprocesses import this checkout's package, whatever else is installed
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

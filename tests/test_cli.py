@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -80,3 +81,15 @@ def test_bad_config_fails_with_one_clear_message_and_no_traceback(tmp_path, over
     assert result.returncode != 0
     assert complaint in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_default_runs_page_shows_each_heads_attention_on_the_first_prompt(default_run):
+    tmp_path, _ = default_run
+    (folder,) = run_folders(tmp_path)
+    page = (folder / "circuit.html").read_text()
+    view = json.loads(re.search(r'<script type="application/json" id="view">(.*?)</script>', page, re.S).group(1))
+    attention = view["attention"]
+    assert attention["tokens"][0] == "0" and len(attention["tokens"]) == 17  # BOS and twice 8 tokens, as ids
+    patterns = attention["patterns"]
+    assert (len(patterns), len(patterns[0]), len(patterns[0][0])) == (2, 4, 17)
+    assert all(abs(sum(row) - 1) < 0.01 for row in patterns[1][2])  # each query's weights sum to 1

@@ -16,7 +16,6 @@ pytest.importorskip("transformer_lens.model_bridge", reason="the families load t
 import families  # noqa: E402
 
 from acdc_engine import AcdcError  # noqa: E402
-from acdc_engine.core.graph import build_graph  # noqa: E402
 from acdc_engine.models.local import load_local  # noqa: E402
 from acdc_engine.patching import EdgePatcher  # noqa: E402
 

@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from acdc_engine import AcdcError, TaskData, load_circuit
 from acdc_engine.commands.discover import CONF_DIR
 from acdc_engine.commands.config_schema import register_configs
-from acdc_engine.core.graph import GraphShape, build_graph, edge_count
+from acdc_engine.core.graph import GraphShape, build_graph
+from acdc_engine.core.shape import edge_count
 from acdc_engine.formats.circuit_file import circuit_from_dict
 from acdc_engine.commands.validation import validate_config
 from acdc_engine.core.values import bounds

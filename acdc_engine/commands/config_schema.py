@@ -6,7 +6,7 @@ The model group and the root are defined here; each task's schema comes from its
 A key that is not in the schema, or a value of the wrong type or outside an enum, fails with Hydra's
 message naming the key before anything runs; ranges and rules across fields are checked next, by
 ``acdc_engine.commands.validation.validate_config`` (field metadata ``bounds(...)``, naming conventions,
-``__post_init__``).
+``__post_init__``). The schemas of this module import no torch (the commands' ``--help`` reads them).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from acdc_engine.core.choices import Device, DType
-from acdc_engine.methods import METHODS
-from acdc_engine.tasks import TASKS
 
 
 @dataclass
@@ -66,6 +64,11 @@ def _run_folder(resume: str | None, fresh: str) -> str:
 
 
 def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore: the root's, the model group's, and each registered
+    task's and method's (importing those registries, and with them torch)."""
+    from acdc_engine.methods import METHODS
+    from acdc_engine.tasks import TASKS
+
     OmegaConf.register_new_resolver("acdc.run_folder", _run_folder, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)

@@ -31,14 +31,15 @@ from typing import Any, Callable, Iterator
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from acdc_engine.methods.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from acdc_engine.methods.checkpoint import Terminated, stop_on_signal
 from acdc_engine.commands.config_schema import register_configs
+from acdc_engine.commands.hydra_help import CONF_DIR, print_help, wants_help
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.commands.run_folder import (
     claim_run_folder,
@@ -53,8 +54,6 @@ from acdc_engine.commands.run_folder import (
     write_run_record,
 )
 from acdc_engine.formats.circuit_file import save_circuit
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 OUTPUTS = ("circuit.json", "circuit.html", "circuit.dot", "circuit.svg", "circuit.png", CHECKPOINT_FILE)
@@ -172,10 +171,11 @@ def _discover_into(cfg: DictConfig, out_dir: Path, started: Callable[[], None]) 
         started=started,
     )
     notes: list[str] = []
+    attention = first_prompt_attention(model, cfg.task.name, task_params)
 
     def write_all(folder: Path) -> list[Path]:
         written = [save_circuit(circuit, folder / "circuit.json"), *write_drawings(circuit, folder, notes=notes)]
-        return [*written, write_circuit_html(circuit, folder / "circuit.html")]  # the interactive view
+        return [*written, write_circuit_html(circuit, folder / "circuit.html", attention=attention)]  # the interactive view
 
     saved = save_outputs(out_dir, write_all, "the circuit files")
     m = circuit.metric
@@ -188,6 +188,32 @@ def _discover_into(cfg: DictConfig, out_dir: Path, started: Callable[[], None]) 
     if saved.problem:
         raise AcdcError(saved.problem)
     return out_dir
+
+
+LARGEST_ATTENTION = 1_000_000
+"""Attention weights (layers x heads x positions²) above which a run's page shows no patterns (~8 MB of page)."""
+
+
+def first_prompt_attention(model: Any, task: str, task_params: dict[str, Any]) -> dict[str, Any] | None:
+    """Every head's attention pattern on the task's first clean prompt, for the run's page
+    (``acdc_engine.viewer.attention_block``): one plain forward pass of ``model`` (as the engine's
+    ``ModelSpec``) caching each block's ``attn.hook_pattern``; tokens as the model's tokenizer
+    decodes them, else the token ids. None when the patterns would exceed ``LARGEST_ATTENTION``."""
+    from acdc_engine.architecture import as_model_spec
+    from acdc_engine.resolve import resolve_task
+    from acdc_engine.viewer import attention_block
+
+    spec = as_model_spec(model)
+    tokens = resolve_task(spec, task, task_params).clean[:1]
+    n_pos = tokens.shape[1]
+    if spec.cfg.n_layers * spec.cfg.n_heads * n_pos * n_pos > LARGEST_ATTENTION:
+        return None
+    with torch.no_grad():
+        _, cache = spec.run_with_cache(tokens.to(spec.cfg.device), names_filter=lambda name: name.endswith("attn.hook_pattern"))
+    patterns = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"][0] for layer in range(spec.cfg.n_layers)])
+    ids = tokens[0].tolist()
+    words = [spec.tokenizer.decode([i]) for i in ids] if spec.tokenizer is not None else [str(i) for i in ids]
+    return attention_block(patterns, words)
 
 
 def _how_to_resume(cfg: DictConfig, out_dir: Path) -> str:
@@ -250,17 +276,31 @@ def _interrupted(prog: str, interrupt: KeyboardInterrupt) -> None:
 
 
 def _config_error(error: Exception) -> str:
-    """One clear message for an error Hydra raised while reading the command line and composing the
-    config (its CompactHydraException and OmegaConf errors name the key; some overrides, such as
-    setting a key below a null node, surface as plain AssertionError/ValueError from Hydra)."""
-    if isinstance(error, CompactHydraException):
-        cause = error.__cause__
-        text = str(error) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
-        return "; ".join(line.strip() for line in text.splitlines() if line.strip())  # one line
+    """One line for an error Hydra raised while reading the command line and composing the config:
+    an unknown choice names its group and the group's choices, an unknown key its group and the
+    group's keys; other Hydra and OmegaConf errors keep their message on one line. Some overrides,
+    such as setting a key below a null node, surface as plain AssertionError/ValueError from Hydra."""
+    if isinstance(error, MissingConfigException) and error.options and "/" in (error.missing_cfg_file or ""):
+        group, choice = error.missing_cfg_file.rsplit("/", 1)
+        return f"unknown choice {group}={choice}; {group} is one of: {', '.join(error.options)}"
+    cause = error.__cause__ if isinstance(error, CompactHydraException) else error
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig) and cause.full_key:
+        parent = cause.full_key.rpartition(".")[0]
+        keys = ", ".join(str(key) for key in cause.parent_node.keys())
+        return f"unknown key {cause.full_key}; {parent or 'the config'} has {keys}"
+    if isinstance(error, (CompactHydraException, OmegaConfBaseException)):
+        text = str(error) if cause is error or not isinstance(cause, OmegaConfBaseException) else f"{error}: {cause.msg}"
+        return _one_line(text)
     return (
-        f"cannot compose the config from the command line ({type(error).__name__}: {error}); "
+        f"cannot compose the config from the command line ({type(error).__name__}: {_one_line(str(error))}); "
         "set HYDRA_FULL_ERROR=1 for Hydra's traceback"
     )
+
+
+def _one_line(text: str) -> str:
+    """``text``'s lines joined into one, omitting OmegaConf's ``full_key:``/``object_type=`` detail lines."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(line for line in lines if not line.startswith(("full_key:", "object_type=")))
 
 
 LAUNCHER_EXTRAS = {"local": ("hydra_plugins.hydra_joblib_launcher", "parallel"), "slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm")}
@@ -282,11 +322,15 @@ def check_launcher(overrides: list[str]) -> None:
 
 
 def run_hydra_command(prog: str, config_name: str, run: Callable[[DictConfig], Any]) -> None:
-    """Run ``run`` under Hydra with ``conf/<config_name>.yaml``. Errors in the command line or the
-    config composition print one line naming the key and exit 2 (``HYDRA_FULL_ERROR=1`` restores
-    Hydra's own reports); errors in ``run`` as ``hydra_command`` says."""
+    """Run ``run`` under Hydra with ``conf/<config_name>.yaml``. ``--help``/``-h`` prints
+    ``hydra_help``'s text instead. Errors in the command line or the config composition print one
+    line naming the key and exit 2 (``HYDRA_FULL_ERROR=1`` restores Hydra's own reports); errors in
+    ``run`` as ``hydra_command`` says."""
     if not CONF_DIR.is_dir():
         sys.exit(f"{prog}: error: config folder {CONF_DIR} not found: the package is installed without its data files")
+    if wants_help(sys.argv[1:]):
+        print_help(prog, config_name, sys.argv[1:])
+        return
     try:
         check_launcher(sys.argv[1:])
     except AcdcError as error:

@@ -50,7 +50,7 @@ class EvaluateConfig:
     save_circuits: bool = False  # also write the ACDC sweep's circuit files (circuits/threshold_<t>.json)
     seed: int = 0
     device: Device = Device.auto
-    progress: bool = False
+    progress: bool = True  # bars in a terminal, not under CI (acdc_engine.core.progress)
     defaults: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:  # run by acdc_engine.commands.validation on the composed values

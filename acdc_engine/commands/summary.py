@@ -18,18 +18,22 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acdc_engine.core.errors import AcdcError
+from acdc_engine.formats.circuit_header import CircuitHeader, read_circuit_header
 from acdc_engine.formats.tables import csv_text, markdown_table
 from acdc_engine.commands.run_folder import JOB_ERROR
+
+if TYPE_CHECKING:
+    from acdc_engine.core.circuit import Circuit
 
 
 def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
-def _selection(circuit) -> str:
+def _selection(circuit: CircuitHeader | Circuit) -> str:
     top_n = circuit.method.get("top_n")
     if circuit.threshold is None and top_n is not None:
         return f"top {top_n}"
@@ -37,15 +41,19 @@ def _selection(circuit) -> str:
 
 
 def gather(folder: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
-    """(one row per circuit.json under ``folder``, run folders without one); AcdcError if none."""
-    from acdc_engine.formats.reader import load_circuit
-
+    """(one row per circuit.json under ``folder``, run folders without one); AcdcError if none.
+    A file in the form ``save_circuit`` writes is read for its header only (no torch); any other
+    goes through ``load_circuit`` (``acdc_engine.formats.circuit_header``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise AcdcError(f"no folder {folder}")
     rows = []
     for path in sorted(folder.rglob("circuit.json"), key=_natural_key):
-        circuit = load_circuit(path)
+        circuit = read_circuit_header(path)
+        if circuit is None:
+            from acdc_engine.formats.reader import load_circuit
+
+            circuit = load_circuit(path)
         run = path.parent.relative_to(folder)
         rows.append({
             "run": "." if str(run) == "." else str(run),

@@ -2,15 +2,15 @@
 
 Hydra checks a value against its enum while composing the config, so a typo fails naming the key
 and the allowed values. The Python API takes the plain strings (``metric="kl"``); ``dtype_name``
-reads a dtype given as a name or a torch.dtype.
+reads a dtype given as a name or a torch.dtype. Imports no torch (the commands' ``--help`` reads
+these choices).
 """
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from typing import Any, Iterable
-
-import torch
 
 from acdc_engine.core.errors import AcdcError
 
@@ -48,7 +48,8 @@ def dtype_name(dtype: Any, choices: Iterable[str]) -> str:
     """The name among ``choices`` of ``dtype``, given as a name (``"float16"``) or a torch.dtype
     (``torch.float16``); AcdcError listing the choices otherwise."""
     choices = list(choices)
-    name = str(dtype).removeprefix("torch.") if isinstance(dtype, torch.dtype) else dtype
+    torch = sys.modules.get("torch")  # a torch.dtype exists only once torch is imported: no import here
+    name = str(dtype).removeprefix("torch.") if torch is not None and isinstance(dtype, torch.dtype) else dtype
     if not isinstance(name, str) or name not in choices:
         raise AcdcError(f"unknown dtype {dtype!r}; choose one of {', '.join(choices)} (a name or the torch.dtype)")
     return name

@@ -32,6 +32,7 @@ import torch
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.progress import progress_bar
 from acdc_engine.evaluation.faithfulness import (
     MIB_FRACTIONS,
     CircuitEvaluator,
@@ -185,7 +186,7 @@ def compare_methods(
     batch_size: int | None = None,
     task_params: dict[str, Any] | None = None,
     model_name: str | None = None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> MethodComparison:
     """Run ``methods`` on (model, task) and measure them (module docstring).
 
@@ -197,6 +198,8 @@ def compare_methods(
         split_input: None: the truth's (False without a truth).
         steps: the interpolation steps of a method that takes them (EAP-IG).
         fractions: the k of MIB's top-k circuits.
+        progress: a bar over the methods, and each method's own (``acdc_engine.core.progress``: drawn
+            in a terminal, not under CI).
     """
     check_compared_methods(methods)
     split_input = _split_input(truth, split_input)
@@ -207,7 +210,7 @@ def compare_methods(
     thresholds = default_thresholds(evaluator.empty - evaluator.full) if thresholds is None else thresholds
     common = dict(ablation=ablation, split_input=split_input, model_name=model_name, progress=progress)
     results: dict[str, MethodResult] = {}
-    for method in methods:
+    for method in progress_bar(methods, progress=progress, desc="methods", unit="method"):
         if method_spec(method).circuits is CircuitSelection.THRESHOLD:
             sweep = acdc_threshold_sweep(model, task_data, thresholds, method=method, metric=metric, batch_size=batch_size, **common)
             results[method] = _sweep_result(method, sweep, evaluator, truth)

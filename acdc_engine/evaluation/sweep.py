@@ -17,6 +17,7 @@ import torch
 
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.progress import progress_bar
 from acdc_engine.resolve import resolve_task
 from acdc_engine.measure.metric_cache import MetricCache
 from acdc_engine.tasks import TaskData
@@ -44,6 +45,7 @@ def acdc_threshold_sweep(
     *,
     batch_size: int | None = None,
     task_params: dict[str, Any] | None = None,
+    progress: bool = True,
     **discover_args: Any,
 ) -> ThresholdSweep:
     """Exact ACDC at every threshold of ``thresholds``, sharing evaluations between the runs.
@@ -54,7 +56,9 @@ def acdc_threshold_sweep(
         thresholds: ACDC's tau values, in any order.
         batch_size: candidates per forward pass; None: the first run's automatic choice, kept for
             every run so that their speculative batches coincide.
-        discover_args: passed to ``discover`` (metric, ablation, split_input, model_name, progress, ...).
+        progress: a bar over the thresholds, and each run's own (``acdc_engine.core.progress``: drawn
+            in a terminal, not under CI).
+        discover_args: passed to ``discover`` (metric, ablation, split_input, model_name, ...).
     """
     from acdc_engine.api import discover
 
@@ -67,9 +71,10 @@ def acdc_threshold_sweep(
     cache = MetricCache()
     circuits = []
     start = time.perf_counter()
-    for threshold in thresholds:
+    for threshold in progress_bar(thresholds, progress=progress, desc="ACDC sweep", unit="threshold"):
         circuit = discover(
-            model, task_data, method="acdc", threshold=threshold, batch_size=batch_size, metric_cache=cache, **discover_args
+            model, task_data, method="acdc", threshold=threshold, batch_size=batch_size, metric_cache=cache,
+            progress=progress, **discover_args,
         )
         batch_size = circuit.run["batch_size"]
         circuits.append(circuit)

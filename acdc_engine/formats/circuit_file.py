@@ -28,15 +28,15 @@ import torch
 
 from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.formats.atomic_files import atomic_write_bytes
+from acdc_engine.formats.circuit_header import FORMAT, VERSION
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.core.graph import Graph, GraphShape, build_graph, edge_count
+from acdc_engine.core.graph import Graph, GraphShape, build_graph
+from acdc_engine.core.shape import edge_count
 from acdc_engine.core.nodes import LOGITS, edge_name
 from acdc_engine.core.pruning import emitted_nodes, on_input_to_logits_paths
 
 
-FORMAT = "acdc-engine/circuit"
-VERSION = 1
 KNOWN_FIELDS = {"format", "version", "model", "task", "method", "threshold", "metric", "nodes", "edges", "head_inputs", "run"}
 # A file whose model shape implies more edges than this, but which does not list them all, is
 # rejected before the graph is built: its dense masks would take memory the file never paid for.

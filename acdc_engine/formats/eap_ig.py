@@ -65,7 +65,8 @@ import torch
 
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.core.graph import QKV, GraphShape, build_graph, edge_count
+from acdc_engine.core.graph import QKV, GraphShape, build_graph
+from acdc_engine.core.shape import edge_count
 from acdc_engine.core.nodes import INPUT, LOGITS, NodeKind, edge_name, head_name, head_receiver_name, mlp_name, parse_node, split_edge
 from acdc_engine.formats.circuit_file import circuit_fields, circuit_to_dict
 from acdc_engine.core.pruning import on_input_to_logits_paths

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core import choices
 from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.progress import progress_bar
 from acdc_engine.core.graph import Graph
 from acdc_engine.core.patcher import Evaluate
 from acdc_engine.methods.method import Checkpointing, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
@@ -248,7 +249,7 @@ def run_acdc(
     total = sum(len(s.candidates) for s in segments)
     limit = total if stop_after is None else min(total, stop_after)
     state = _start(graph, evaluate, batch_size) if resume is None else _resumed(graph, resume, batch_size, limit)
-    bar = tqdm(total=total, initial=state.visited, desc="ACDC candidates", unit="cand", disable=not progress, leave=False)
+    bar = progress_bar(total=total, initial=state.visited, progress=progress, desc="ACDC candidates", unit="cand")
     end = 0
     for segment in segments:
         offset, end = end, end + len(segment.candidates)  # the segment's indices in the visiting order

@@ -53,19 +53,17 @@ from __future__ import annotations
 
 import math
 import operator
-import os
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core import choices
 from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.progress import progress_bar
 from acdc_engine.core.graph import Graph
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.measure.metrics import Metric, at_least_float32
@@ -150,17 +148,12 @@ def ig_alphas(steps: int, rule: str = "right") -> list[float]:
     return [(k - shift) / steps for k in range(1, steps + 1)]
 
 
-def show_progress(progress: bool) -> bool:
-    """Whether a progress bar is drawn: asked for, stderr is a terminal, and not under CI."""
-    return progress and sys.stderr.isatty() and not os.environ.get("CI")
-
-
 def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right", progress: bool = False) -> Tensor:
     """EAP-IG (inputs): EAP with g_v averaged over ``steps`` interpolated input embeddings.
 
     The input embeddings run from the ablated ones (alpha = 0, see the module docstring) to the
     clean ones (alpha = 1); ``rule`` picks the points (``ig_alphas``). One forward and one backward
-    pass per step, counted by a progress bar when ``show_progress(progress)``. Returns the same
+    pass per step, counted by a progress bar (``acdc_engine.core.progress``). Returns the same
     layout as ``eap_scores``.
     """
     alphas = ig_alphas(steps, rule)
@@ -169,7 +162,7 @@ def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right", 
     baseline_in = patcher.ablated_sender_out[:, :, :n_in]
     metric = _at_least_float32(metric)
     total = None
-    for alpha in tqdm(alphas, desc="EAP-IG steps", unit="step", disable=not show_progress(progress), leave=False):
+    for alpha in progress_bar(alphas, progress=progress, desc="EAP-IG steps", unit="step"):
         # lerp is exact at both ends: alpha = 1 gives the clean embeddings bit for bit
         embeddings = torch.lerp(baseline_in, clean_in, alpha)
         gradients, _ = patcher.receiver_gradients(metric, input_embeddings=embeddings)
@@ -270,7 +263,7 @@ def run_eap(
         steps, rule: EAP-IG's interpolation points (ignored by "eap").
         top_n, score_threshold: exactly one; see ``select_edges``.
         metric_name: the metric's name, for the KL warning (module docstring).
-        progress: EAP-IG's progress bar over its steps (``show_progress``).
+        progress: EAP-IG's progress bar over its steps (``acdc_engine.core.progress``).
     """
     if method not in VARIANTS:
         raise AcdcError(f"unknown gradient method '{method}'; choose one of {', '.join(VARIANTS)}")

@@ -1,0 +1,44 @@
+"""Run a console script of this checkout as its installed script runs (its pyproject.toml target, in a
+subprocess; conftest.py puts this checkout first on its path), and say whether it imported torch."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Calls the target, then writes on the last line of stderr whether torch was imported.
+WRAPPER = """
+import atexit, importlib, sys
+atexit.register(lambda: print("torch imported:", "torch" in sys.modules, file=sys.stderr))
+module, function = sys.argv[1].split(":")
+sys.argv = sys.argv[2:]
+sys.exit(getattr(importlib.import_module(module), function)())
+"""
+
+
+def console_script(name: str) -> str:
+    """``module:function`` of console script ``name``, as pyproject.toml declares it."""
+    (target,) = re.findall(rf'^{re.escape(name)} = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    return target
+
+
+def script_command(name: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", WRAPPER, console_script(name), name, *args]
+
+
+def script_env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}  # PYTHONPATH: conftest.py
+
+
+def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run console script ``name`` with ``args`` in ``cwd``; stderr's last line is ``torch imported: BOOL``."""
+    return subprocess.run(script_command(name, *args), cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=900)
+
+
+def imported_torch(result: subprocess.CompletedProcess) -> bool:
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("torch imported: "), result.stderr
+    return last == "torch imported: True"
