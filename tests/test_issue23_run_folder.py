@@ -67,7 +67,7 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_a_folder_the_same_command_use
 
 def test_a_full_disk_while_writing_the_record_is_one_line_and_leaves_no_half_record(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "run"
-    write = run_folder.io.atomic_write_bytes
+    write = run_folder.atomic_write_bytes
     calls = []
 
     def disk_fills_up(path, data):
@@ -76,12 +76,12 @@ def test_a_full_disk_while_writing_the_record_is_one_line_and_leaves_no_half_rec
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return write(path, data)
 
-    monkeypatch.setattr(run_folder.io, "atomic_write_bytes", disk_fills_up)
+    monkeypatch.setattr(run_folder, "atomic_write_bytes", disk_fills_up)
     assert command(monkeypatch, tmp_path, f"hydra.run.dir={folder}") == 2
     line = one_error_line(capsys)
     assert "No space left on device" in line and ".hydra" in line
     assert not (folder / ".hydra").exists()
-    monkeypatch.setattr(run_folder.io, "atomic_write_bytes", write)
+    monkeypatch.setattr(run_folder, "atomic_write_bytes", write)
     assert command(monkeypatch, tmp_path, f"hydra.run.dir={folder}") == 0
 
 
@@ -230,7 +230,7 @@ def test_a_full_disk_while_recording_the_lock_is_one_line_and_leaves_no_lock(tmp
 
 
 def test_acdc_evaluate_failing_at_start_leaves_the_folder_for_the_same_command(tmp_path, monkeypatch, capsys):
-    from acdc_engine.evaluation import cli as evaluate_cli
+    from acdc_engine.commands import evaluate as evaluate_cli
 
     folder = tmp_path / "evaluation"
     folder.mkdir()

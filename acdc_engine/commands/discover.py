@@ -350,8 +350,12 @@ def run_hydra_command(prog: str, config_name: str, run: Callable[[DictConfig], A
     except Refused as refused:  # by the run folder callback: a sweep folder that holds a sweep
         print(f"{prog}: error: {refused.args[0]}", file=sys.stderr)
         sys.exit(2)
-    except OSError as error:  # Hydra creating a run or sweep folder: a read-only or full disk
-        print(f"{prog}: error: cannot create {error.filename or 'the run folder'}: {error.strerror or error}", file=sys.stderr)
+    except OSError as error:  # Hydra creating a run or sweep folder (a read-only or full disk), or a choice it cannot find
+        if isinstance(error, MissingConfigException):  # an OSError to Hydra: a config error here
+            message = _config_error(error)
+        else:
+            message = f"cannot create {error.filename or 'the run folder'}: {error.strerror or error}"
+        print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
     except Exception as error:
         if getattr(error, RAISED_IN_RUN, False):  # not a config error: a bug, keep its traceback

@@ -114,18 +114,23 @@ def run(cfg: DictConfig) -> Path:
             return written
 
         saved = save_outputs(out_dir, write, "the evaluation files")
+    _report(comparison, cfg.truth if truth is not None else None, saved.paths)
+    if saved.problem:
+        raise AcdcError(saved.problem)
+    return out_dir
+
+
+def _report(comparison: Any, truth: str | None, paths: list[Path]) -> None:
+    """Print the setting, the methods' table, the ACDC sweep's sharing and the files written."""
     s = comparison.setting
     print(f"{s['model']} on {s['task']}: {s['edges']} edges; {s['metric']}: full model {s['metric_full']:.6g}, "
-          f"empty circuit {s['metric_empty']:.6g}" + (f"; truth {cfg.truth}" if truth is not None else ""))
+          f"empty circuit {s['metric_empty']:.6g}" + (f"; truth {truth}" if truth is not None else ""))
     print(comparison.table())
     if "acdc" in comparison.results:
         stats = comparison.results["acdc"].cache
         print(f"ACDC sweep: {len(s['thresholds'])} thresholds, {stats['circuits_computed']} of "
               f"{stats['circuits_requested']} circuit evaluations computed (the rest shared between thresholds)")
-    print("files: " + ", ".join(str(p) for p in saved.paths))
-    if saved.problem:
-        raise AcdcError(saved.problem)
-    return out_dir
+    print("files: " + ", ".join(str(p) for p in paths))
 
 
 def register_evaluate_configs() -> None:

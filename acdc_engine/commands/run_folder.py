@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from acdc_engine.formats import circuit_file as io
+from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.core.errors import AcdcError
 
 LOCK_NAME = ".acdc-run.lock"
@@ -198,7 +198,7 @@ def write_run_record(folder: str | Path, cfg: DictConfig, resumed: bool = False)
     written: list[Path] = []
     try:
         for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
-            written.append(io.atomic_write_bytes(record / name, OmegaConf.to_yaml(node).encode()))
+            written.append(atomic_write_bytes(record / name, OmegaConf.to_yaml(node).encode()))
     except OSError as error:  # a full disk: no half record is left to block the folder
         discard_run_record(record, written)
         raise AcdcError(f"cannot write the run's record into {record}: {_os_error(error)}") from None
@@ -275,7 +275,7 @@ def record_job_error(job_folder: str | Path, message: str) -> None:
     """Leave ``message`` in a failed multirun job's folder (``JOB_ERROR``), where the sweep's end and
     ``acdc-summary`` find it; a folder that cannot take it is left as it is."""
     try:
-        io.atomic_write_bytes(Path(job_folder) / JOB_ERROR, (message + "\n").encode())
+        atomic_write_bytes(Path(job_folder) / JOB_ERROR, (message + "\n").encode())
     except OSError:
         pass
 
