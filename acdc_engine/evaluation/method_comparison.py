@@ -198,8 +198,7 @@ def compare_methods(
         split_input: None: the truth's (False without a truth).
         steps: the interpolation steps of a method that takes them (EAP-IG).
         fractions: the k of MIB's top-k circuits.
-        progress: a bar over the methods, and each method's own (``acdc_engine.core.progress``: drawn
-            in a terminal, not under CI).
+        progress: a bar over the methods, and each method's own (``acdc_engine.core.progress``).
     """
     check_compared_methods(methods)
     split_input = _split_input(truth, split_input)
@@ -219,16 +218,10 @@ def compare_methods(
             results[method] = _scores_result(method, model, task_data, evaluator, truth, fractions, scoring)
     swept = any(method_spec(m).circuits is CircuitSelection.THRESHOLD for m in methods)
     setting = {
-        "model": model_name or model.cfg.model_name,
-        "task": task_data.name,
-        "metric": metric,
-        "gradient_metric": gradient_metric,
-        "ablation": ablation,
-        "split_input": split_input,
+        "model": model_name or model.cfg.model_name, "task": task_data.name, "metric": metric,
+        "gradient_metric": gradient_metric, "ablation": ablation, "split_input": split_input,
         **_measured(evaluator, truth),
-        "thresholds": list(thresholds) if swept else None,
-        "fractions": list(fractions),
-        "steps": steps,
+        "thresholds": list(thresholds) if swept else None, "fractions": list(fractions), "steps": steps,
     }
     return MethodComparison(setting, results)
 
