@@ -263,3 +263,16 @@ def naive_clean_corrupted_scores(model, clean, corrupted, metric, split_input=Fa
     runs = [naive_gradients(model, clean, metric), naive_gradients(model, corrupted, metric)]
     return naive_scores_from_gradients(model, clean, corrupted, runs, split_input)
 
+
+def naive_exact_scores(model, clean, corrupted, metric, ablation="resample") -> dict:
+    """{edge or head input: metric(full model without it) - metric(full model)}, one hooked pass
+    of ``naive_patched_logits`` per candidate."""
+    from naive_reference import head_input_names, naive_patched_logits
+
+    full = metric(naive_patched_logits(model, clean, corrupted, [], ablation=ablation))
+    scores = {}
+    for edge in graph_names(model.cfg)[2]:
+        scores[edge] = metric(naive_patched_logits(model, clean, corrupted, [edge], ablation=ablation)) - full
+    for name in head_input_names(model.cfg):
+        scores[name] = metric(naive_patched_logits(model, clean, corrupted, [], [name], ablation=ablation)) - full
+    return scores

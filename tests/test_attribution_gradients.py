@@ -199,7 +199,7 @@ def test_clean_corrupted_is_the_mean_of_eap_ig_inputs_at_its_two_ends(models):
 # ----- the registry entries -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["eap-ig", "eap-ig-activations", "clean-corrupted"])
+@pytest.mark.parametrize("method", ["eap-ig", "eap-ig-activations", "clean-corrupted", "exact"])
 def test_each_attribution_method_is_a_score_method_with_a_config_file(method):
     assert METHODS[method].circuits is CircuitSelection.SCORES
     assert OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml").name == method
