@@ -7,7 +7,7 @@ the receivers, and the senders' clean and ablated outputs.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 import torch
 from torch import Tensor
@@ -45,11 +45,15 @@ class Patcher(Protocol):
         ...
 
     def receiver_gradients(
-        self, metric: Callable[[Tensor], Tensor], input_embeddings: Tensor | None = None
+        self,
+        metric: Callable[[Tensor], Tensor],
+        input_embeddings: Tensor | None = None,
+        fixed: Mapping[int, Tensor] | None = None,
     ) -> tuple[Tensor, float]:
         """(d metric / d in_v for every receiver v of the full model, [n_prompts, pos, n_receivers,
         d_model]; the metric's value). ``input_embeddings`` replace the clean input senders'
-        outputs, [n_prompts, pos, n_input_senders, d_model]."""
+        outputs, [n_prompts, pos, n_input_senders, d_model]; ``fixed`` {sender index: [n_prompts,
+        pos, d_model]} replaces those senders' outputs by constants no gradient flows through."""
         ...
 
     def auto_batch_size(self, limit: int = 32, memory_fraction: float = 0.25) -> int:

@@ -3,16 +3,19 @@
   acdc       exact ACDC (Conmy et al. 2023), ``acdc.py``
   acdc-eap   exact ACDC that skips edges EAP-IG rates negligible, ``acdc_eap.py``
   eap        edge attribution patching (Syed et al. 2023), ``eap.py``
-  eap-ig     EAP with integrated gradients (Hanna et al. 2024), ``eap.py``
+  eap-ig     EAP with integrated gradients on the input embeddings (Hanna et al. 2024), ``eap.py``
+  eap-ig-activations  EAP-IG interpolating each sender group's activations, ``attribution.py``
+  clean-corrupted     EAP with gradients at the clean and the corrupted run, ``attribution.py``
+  exact      every edge patched alone, measured, ``exact.py``
 """
 
 from __future__ import annotations
 
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.methods import acdc, acdc_eap, eap
+from acdc_engine.methods import acdc, acdc_eap, attribution, eap, exact
 from acdc_engine.methods.method import RUN_KEYS, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (acdc.SPEC, acdc_eap.SPEC, *eap.SPECS)}
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (acdc.SPEC, acdc_eap.SPEC, *eap.SPECS, *attribution.SPECS, exact.SPEC)}
 
 
 def method_spec(name: str) -> MethodSpec:

@@ -12,23 +12,42 @@ receiver). The metric is already a mean over prompts, so the plain sum is the es
 effect. Same sign convention as ACDC's scores (``m - cur``): positive = patching the edge makes the
 metric worse (higher). Entries of the score matrix where no edge exists are 0.
 
-EAP takes g_v at the clean model. EAP-IG ("EAP-IG-inputs" as in Hanna et al. 2024 and MIB) averages
-g_v over ``steps`` points on the straight line between the baseline and the clean input embeddings,
+EAP takes g_v at the clean model. EAP-IG ("EAP-IG-inputs" in Hanna et al. 2024, MIB and the
+EAP-IG reference code) averages g_v over ``steps`` points on the straight line between the
+baseline and the clean input embeddings,
 
-    emb(alpha) = baseline + alpha * (clean - baseline),   alpha = k / steps, k = 1 .. steps
+    emb(alpha) = baseline + alpha * (clean - baseline)
 
-(the right Riemann sum, as in most versions of the EAP-IG reference code, some of which use
-k = 0 .. steps - 1 instead; it ends at the clean model). ``rule="midpoint"`` takes
-alpha = (k - 1/2) / steps, whose error falls as 1/steps^2 instead of 1/steps. Only the
+at the points the ``interpolation`` option names (``ig_alphas``):
+
+    eap-ig         alpha = k / steps, k = 0 .. steps - 1: EAP-IG's own points
+                   (hannamw/EAP-IG, ``eap/attribute.py::get_scores_eap_ig``: ``range(0, steps)``,
+                   the left Riemann sum, starting at the corrupted input and never reaching the clean
+                   one); the method's default
+    right-riemann  alpha = k / steps, k = 1 .. steps: the right Riemann sum, ending at the clean
+                   model; this engine's convention before it followed EAP-IG
+    midpoint       alpha = (k - 1/2) / steps: error falling as 1/steps^2 instead of 1/steps
+
+The library functions (``ig_alphas``, ``eap_ig_scores``, ``run_eap``) default to right-riemann
+(``rule="right"``), which they always took; the registered method ``eap-ig`` defaults to EAP-IG's
+points and records its choice in the circuit file's method block. Only the
 input senders' outputs are interpolated; every other sender keeps its actual clean - ablated
 difference in the score. The baseline is the ablated embedding output, ``patcher.ablated_sender_out`` at the
 input senders: the corrupted prompts' embeddings under resample ablation, zero under zero ablation,
-the per-position mean of the corrupted embeddings under mean ablation. That is the value a patched
+the per-position mean of the corrupted embeddings under mean ablation (EAP-IG allows only its
+'patching', i.e. resample, here). That is the value a patched
 ``input`` edge carries, so the path integral runs between exactly the two states the scores
-compare. With steps = 1 EAP-IG is EAP. Under zero ablation the path starts at a zero embedding,
+compare. With steps = 1 right-riemann EAP-IG is EAP; eap-ig's one point is the corrupted input. Under zero ablation the path starts at a zero embedding,
 where LayerNorm's 1 / sqrt(var + eps) makes the gradient spike in a sliver alpha ~ sqrt(eps) / |emb|:
 a few steps miss it (on a small test model the input edges' sum was 47% off at 32 midpoint steps
 and 1% off at 256), so zero-ablation EAP-IG needs many more steps than resample or mean ablation.
+
+Scaling and sign, against EAP-IG's code: both score (ablated - clean) . gradient, so positive =
+patching the edge raises the metric (``eap/utils.py::make_hooks_and_matrices``: the difference is
+corrupted minus clean). EAP-IG averages over its points as here, but then also divides by the
+number of prompts although its metric (MIB: ``mean=True``) is already a mean, so its scores are
+ours divided by the number of prompts (by batch size times prompts over several batches). Here
+the scores are on the metric's own scale: to first order, what ``exact`` measures.
 
 Completeness (the integrated-gradients identity): every receiver reads the embedding directly, so
 d metric / d emb = sum_v g_v, and the EAP-IG scores of the input senders' edges sum to
@@ -70,7 +89,8 @@ from acdc_engine.measure.metrics import Metric, at_least_float32
 from acdc_engine.core.nodes import edge_name
 
 VARIANTS = ("eap", "eap-ig")  # what run_eap computes
-RULES = ("right", "midpoint")
+INTERPOLATIONS = ("eap-ig", "right-riemann", "midpoint")  # the method's ``interpolation`` choices
+RULES = (*INTERPOLATIONS, "right")  # "right": the library's old name of right-riemann
 NEGLIGIBLE = 1e-6  # scores all below this times |metric(empty) - metric(full)| count as zero
 _CHUNK_ELEMENTS = 2**26  # bound on the [tokens, senders, receivers] intermediate of the score einsum
 
@@ -82,19 +102,20 @@ class ZeroGradientWarning(UserWarning):
 # ----- scores -----------------------------------------------------------------------------------
 
 
-def _score_dtype(dtype: torch.dtype) -> torch.dtype:
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
     """Sums over prompts, positions and d_model in at least float32."""
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _at_least_float32(metric: Metric) -> Metric:
+def metric_in_float32(metric: Metric) -> Metric:
+    """``metric`` applied to the logits in at least float32."""
     def wrapped(logits: Tensor) -> Tensor:
         return metric(at_least_float32(logits))
 
     return wrapped
 
 
-def _scores_from_gradients(patcher, gradients: Tensor) -> Tensor:
+def scores_from_gradients(patcher, gradients: Tensor) -> Tensor:
     """sum_{n,p,d} (out*_u - out_u) g_v for every (u, v): [S, R] float64, 0 where no edge exists.
 
     One einsum batched over tokens (a [S, d] x [d, R] product per token), then a sum over tokens:
@@ -102,7 +123,7 @@ def _scores_from_gradients(patcher, gradients: Tensor) -> Tensor:
     into [S, n*p*d] and [n*p*d, R] copies. Tokens go in chunks so the [tokens, S, R] intermediate
     stays under ``_CHUNK_ELEMENTS``.
     """
-    dtype = _score_dtype(gradients.dtype)
+    dtype = score_dtype(gradients.dtype)
     diff = (patcher.ablated_sender_out - patcher.clean_sender_out).to(dtype)  # [n, pos, S, d]
     n_senders, n_receivers, d_model = diff.shape[2], gradients.shape[2], diff.shape[3]
     diff, gradients = diff.reshape(-1, n_senders, d_model), gradients.to(dtype).reshape(-1, n_receivers, d_model)
@@ -125,8 +146,8 @@ def eap_scores(patcher, metric: Metric) -> Tensor:
         float64 [n_senders, n_receivers]: score(u->v) ~ metric(edge u->v patched) - metric(full);
         0 where no edge exists.
     """
-    gradients, _ = patcher.receiver_gradients(_at_least_float32(metric))
-    return _scores_from_gradients(patcher, gradients)
+    gradients, _ = patcher.receiver_gradients(metric_in_float32(metric))
+    return scores_from_gradients(patcher, gradients)
 
 
 def check_steps(steps: int) -> int:
@@ -139,12 +160,20 @@ def check_steps(steps: int) -> int:
     return value
 
 
-def ig_alphas(steps: int, rule: str = "right") -> list[float]:
-    """The interpolation points: k / steps (k = 1..steps) or, for ``midpoint``, (k - 1/2) / steps."""
-    steps = check_steps(steps)
+def check_interpolation(rule: str) -> str:
     if rule not in RULES:
-        raise AcdcError(f"unknown integration rule '{rule}'; choose one of {', '.join(RULES)}")
-    shift = 0.0 if rule == "right" else 0.5
+        raise AcdcError(f"unknown integration rule '{rule}'; choose one of {', '.join(INTERPOLATIONS)}")
+    return "right-riemann" if rule == "right" else rule
+
+
+def ig_alphas(steps: int, rule: str = "right") -> list[float]:
+    """The interpolation points (module docstring): ``eap-ig`` k / steps for k = 0 .. steps - 1;
+    ``right`` / ``right-riemann`` k / steps for k = 1 .. steps; ``midpoint`` (k - 1/2) / steps."""
+    steps = check_steps(steps)
+    rule = check_interpolation(rule)
+    if rule == "eap-ig":
+        return [k / steps for k in range(steps)]
+    shift = 0.0 if rule == "right-riemann" else 0.5
     return [(k - shift) / steps for k in range(1, steps + 1)]
 
 
@@ -152,24 +181,25 @@ def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right", 
     """EAP-IG (inputs): EAP with g_v averaged over ``steps`` interpolated input embeddings.
 
     The input embeddings run from the ablated ones (alpha = 0, see the module docstring) to the
-    clean ones (alpha = 1); ``rule`` picks the points (``ig_alphas``). One forward and one backward
-    pass per step, counted by a progress bar (``acdc_engine.core.progress``). Returns the same
+    clean ones (alpha = 1); ``rule`` picks the points (``ig_alphas``: "eap-ig", "right" /
+    "right-riemann" or "midpoint"). One forward and one backward pass per step, counted by a
+    progress bar (``acdc_engine.core.progress``). Returns the same
     layout as ``eap_scores``.
     """
     alphas = ig_alphas(steps, rule)
     n_in = len(patcher.graph.input_senders)
     clean_in = patcher.clean_sender_out[:, :, :n_in]
     baseline_in = patcher.ablated_sender_out[:, :, :n_in]
-    metric = _at_least_float32(metric)
+    metric = metric_in_float32(metric)
     total = None
     for alpha in progress_bar(alphas, progress=progress, desc="EAP-IG steps", unit="step"):
         # lerp is exact at both ends: alpha = 1 gives the clean embeddings bit for bit
         embeddings = torch.lerp(baseline_in, clean_in, alpha)
         gradients, _ = patcher.receiver_gradients(metric, input_embeddings=embeddings)
-        gradients = gradients.to(_score_dtype(gradients.dtype))
+        gradients = gradients.to(score_dtype(gradients.dtype))
         total = gradients if total is None else total.add_(gradients)
         del gradients
-    return _scores_from_gradients(patcher, total / len(alphas))
+    return scores_from_gradients(patcher, total / len(alphas))
 
 
 # ----- circuits from scores ---------------------------------------------------------------------
@@ -232,14 +262,25 @@ class EapResult:
     """Scores and the selected edges; ``discover`` prunes them to input-to-logits paths and
     measures the circuit, as for every method.
 
-    edge_kept [S, R]: the selected edges; edge_scores: float64 EAP(-IG) scores (0 where no edge
-    exists); forward_passes / backward_passes: the gradient passes this method ran.
+    kept: the selected edges and every head input; scores: float64 EAP(-IG) edge scores (0 where
+    no edge exists; head inputs NaN, not scored); forward_passes / backward_passes: the gradient
+    passes this method ran.
     """
 
-    edge_kept: Tensor
-    edge_scores: Tensor
+    kept: CircuitMask
+    scores: Scores
     forward_passes: int
     backward_passes: int
+
+
+def unscored_head_inputs(graph: Graph) -> Tensor:
+    """NaN for every head input [L, H, 3]: the gradient methods score edges only."""
+    return torch.full(tuple(graph.full_head_input_mask().shape), math.nan, dtype=torch.float64)
+
+
+def selected(graph: Graph, scores: Scores, top_n: int | None, score_threshold: float | None) -> CircuitMask:
+    """The circuit a score method keeps: the edges ``select_edges`` picks and every head input."""
+    return CircuitMask(select_edges(graph, scores.edges, top_n, score_threshold), graph.full_head_input_mask())
 
 
 def run_eap(
@@ -260,7 +301,7 @@ def run_eap(
         patcher: an ``EdgePatcher`` on the task's clean and corrupted prompts.
         metric: circuit logits [C, n_prompts, P, d_vocab] -> [C], lower is better.
         method: "eap" or "eap-ig".
-        steps, rule: EAP-IG's interpolation points (ignored by "eap").
+        steps, rule: EAP-IG's interpolation points (``ig_alphas``; ignored by "eap").
         top_n, score_threshold: exactly one; see ``select_edges``.
         metric_name: the metric's name, for the KL warning (module docstring).
         progress: EAP-IG's progress bar over its steps (``acdc_engine.core.progress``).
@@ -278,10 +319,11 @@ def run_eap(
             stacklevel=2,
         )
     if method == "eap":
-        scores, passes = eap_scores(patcher, metric), 1
+        edge_scores, passes = eap_scores(patcher, metric), 1
     else:
-        scores, passes = eap_ig_scores(patcher, metric, steps, rule, progress), len(ig_alphas(steps, rule))
-    return EapResult(select_edges(patcher.graph, scores, top_n, score_threshold), scores, passes, passes)
+        edge_scores, passes = eap_ig_scores(patcher, metric, steps, rule, progress), len(ig_alphas(steps, rule))
+    scores = Scores(edge_scores, unscored_head_inputs(patcher.graph))
+    return EapResult(selected(patcher.graph, scores, top_n, score_threshold), scores, passes, passes)
 
 
 def warn_if_negligible(method: str, metric_name: str, scores: Tensor, metric_full: float, metric_empty: float) -> None:
@@ -329,16 +371,30 @@ class EapConfig(EapParams):
     ablation: choices.Ablation = choices.Ablation.resample
 
 
+SIGN = "(ablated - clean) . gradient: positive = patching the edge raises the metric (EAP-IG's sign)"
+SCALING = (
+    "summed over prompts, positions and d_model with the gradient of the prompt-mean metric, averaged "
+    "over the gradient points: on the metric's scale (EAP-IG's code further divides by the number of prompts)"
+)
+
+
 @dataclass
 class EapIgParams(EapParams):
-    """EAP-IG's parameters: EAP's, and ``steps``, the interpolation steps (one forward and one
-    backward pass each)."""
+    """EAP-IG's parameters: EAP's, and
+
+    steps: the interpolation steps (one forward and one backward pass each);
+    interpolation: the points (module docstring): "eap-ig" (k / steps, k = 0 .. steps - 1, EAP-IG's
+        own), "right-riemann" (k = 1 .. steps, this engine's earlier convention) or "midpoint".
+    """
 
     steps: int = 5
+    interpolation: str = "eap-ig"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_steps(self.steps)
+        if self.interpolation not in INTERPOLATIONS:
+            raise AcdcError(f"unknown interpolation '{self.interpolation}'; choose one of {', '.join(INTERPOLATIONS)}")
 
 
 @dataclass
@@ -351,40 +407,67 @@ class EapIgConfig(EapIgParams):
     ablation: choices.Ablation = choices.Ablation.resample
 
 
-def _outcome(inputs: MethodInput, method: str, params: EapParams, steps: int = 1) -> MethodOutcome:
-    scored = run_eap(
-        inputs.patcher, inputs.metric, method=method, steps=steps, top_n=params.top_n,
-        score_threshold=params.score_threshold, metric_name=inputs.metric_name, progress=inputs.progress,
-    )
-    description = {"name": method, "ablation": inputs.ablation, "top_n": params.top_n, "score_threshold": params.score_threshold}
-    if method == "eap-ig":
-        description.update(steps=steps, integration="right Riemann, from the ablated input embeddings")
+POINTS = {
+    "eap-ig": "alpha = k / steps, k = 0 .. steps - 1 (EAP-IG's points)",
+    "right-riemann": "alpha = k / steps, k = 1 .. steps",
+    "midpoint": "alpha = (k - 1/2) / steps, k = 1 .. steps",
+}
+
+
+def selection_block(inputs: MethodInput, name: str, params: EapParams) -> dict[str, Any]:
+    """The start of a score method's circuit-file method block: name, ablation, the selection."""
+    return {"name": name, "ablation": inputs.ablation, "top_n": params.top_n, "score_threshold": params.score_threshold}
+
+
+def score_outcome(
+    inputs: MethodInput, params: EapParams, scores: Scores, description: dict[str, Any], forward_passes: int, backward_passes: int
+) -> MethodOutcome:
+    """A score method's outcome: the edges ``params`` select by |score|, every head input."""
     return MethodOutcome(
-        kept=CircuitMask(scored.edge_kept, inputs.graph.full_head_input_mask()),
-        scores=Scores(scored.edge_scores, torch.full((inputs.graph.shape.n_layers, inputs.graph.shape.n_heads, 3), math.nan, dtype=torch.float64)),
+        kept=selected(inputs.graph, scores, params.top_n, params.score_threshold),
+        scores=scores,
         description=description,
         threshold=params.score_threshold,
-        forward_passes=scored.forward_passes,
-        backward_passes=scored.backward_passes,
+        forward_passes=forward_passes,
+        backward_passes=backward_passes,
     )
 
 
-def _selection(params: EapParams) -> str:
+def _outcome(inputs: MethodInput, method: str, params: EapParams) -> MethodOutcome:
+    steps, rule = (params.steps, params.interpolation) if method == "eap-ig" else (1, "right")
+    scored = run_eap(
+        inputs.patcher, inputs.metric, method=method, steps=steps, rule=rule, top_n=params.top_n,
+        score_threshold=params.score_threshold, metric_name=inputs.metric_name, progress=inputs.progress,
+    )
+    description = selection_block(inputs, method, params)
+    if method == "eap-ig":
+        description.update(
+            steps=steps, interpolation=rule, points=POINTS[rule],
+            interpolated="the input senders' outputs, from their ablated values to the clean ones",
+        )
+    else:
+        description.update(gradient="at the clean model")
+    description.update(sign=SIGN, scaling=SCALING)
+    return score_outcome(inputs, params, scored.scores, description, scored.forward_passes, scored.backward_passes)
+
+
+def score_selection(params: EapParams) -> str:
     return f"top_n {params.top_n}" if params.top_n is not None else f"score_threshold {params.score_threshold}"
 
 
-def _review(outcome: MethodOutcome, inputs: MethodInput, metric: Mapping[str, Any]) -> None:
+def review_scores(outcome: MethodOutcome, inputs: MethodInput, metric: Mapping[str, Any]) -> None:
+    """Warn when every score is negligible next to the metric's range (``warn_if_negligible``)."""
     warn_if_negligible(outcome.description["name"], inputs.metric_name, outcome.scores.edges, metric["full"], metric["empty"])
 
 
 SPECS = (
     MethodSpec(
         name="eap", params=EapParams, config=EapConfig, run=lambda inputs, params: _outcome(inputs, "eap", params),
-        selection=_selection, circuits=CircuitSelection.SCORES, review=_review,
+        selection=score_selection, circuits=CircuitSelection.SCORES, review=review_scores,
     ),
     MethodSpec(
         name="eap-ig", params=EapIgParams, config=EapIgConfig,
-        run=lambda inputs, params: _outcome(inputs, "eap-ig", params, params.steps), selection=_selection,
-        circuits=CircuitSelection.SCORES, review=_review,
+        run=lambda inputs, params: _outcome(inputs, "eap-ig", params), selection=score_selection,
+        circuits=CircuitSelection.SCORES, review=review_scores,
     ),
 )

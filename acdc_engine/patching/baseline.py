@@ -10,7 +10,7 @@ run, the ablated run (what removed edges carry) and the all-removed inputs deriv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 from torch import Tensor
@@ -118,16 +118,21 @@ def record_run(
     tokens: Tensor,
     input_embeddings: Tensor | None = None,
     leaves: Leaves | None = None,
+    fixed: Mapping[int, Tensor] | None = None,
 ) -> Activations:
     """A plain forward pass of ``tokens`` [n_prompts, pos] that records every sender's output.
 
     ``input_embeddings`` [n_prompts, pos, n_input_senders, d_model] replace the input senders'
     outputs. With ``leaves``, each receiver's input gets a zero leaf added (to take gradients at),
-    appended as (receiver indices, leaf).
+    appended as (receiver indices, leaf). ``fixed`` {sender index: [n_prompts, pos, d_model]}
+    replaces those senders' outputs by constants: later receivers read them, and no gradient flows
+    through those senders (as a forward hook that overwrites a node's output does).
     """
     shape = graph.shape
     n_prompts, n_pos = tokens.shape
+    fixed = fixed or {}
     outs = input_sender_outputs(spec, graph, tokens) if input_embeddings is None else list(input_embeddings.unbind(2))
+    outs = [fixed[i].detach() if i in fixed else out for i, out in enumerate(outs)]
     resid = sum(outs[1:], outs[0])
 
     def with_leaf(value: Tensor, receivers: Tensor) -> Tensor:
@@ -146,12 +151,20 @@ def record_run(
         qkv = spec.qkv(layer, with_leaf(qkv_in, groups.qkv[layer]), every_qkv).unflatten(2, (3, shape.n_heads))
         all_qkv.append(qkv)
         head_out = attention_contributions(spec, layer, qkv, every_head)
+        first = first_head_sender(graph, layer)
+        if any(first + h in fixed for h in range(shape.n_heads)):
+            head_out = torch.stack(
+                [fixed[first + h].detach() if first + h in fixed else head_out[:, :, h] for h in range(shape.n_heads)], dim=2
+            )
         outs.extend(head_out.unbind(2))
         after_attention = resid + head_out.sum(2) + spec.attention_bias(layer)
         if shape.has_mlp:
             mlp_in = resid if shape.parallel_attn_mlp else after_attention
             residuals[shape.mlp_reads(layer)] = mlp_in
             mlp_out = spec.mlp(layer, with_leaf(mlp_in, groups.mlp[layer]))
+            mlp_index = graph.sender_index[mlp_name(layer)]
+            if mlp_index in fixed:
+                mlp_out = fixed[mlp_index].detach()
             outs.append(mlp_out)
             resid = after_attention + mlp_out
         else:

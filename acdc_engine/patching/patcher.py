@@ -10,7 +10,7 @@ reads top to bottom in ``_patched_forward``: the precomputed ``Baseline``, then 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -171,7 +171,10 @@ class EdgePatcher:
         return max(1, min(limit, int(memory_fraction * free / self.bytes_per_circuit())))
 
     def receiver_gradients(
-        self, metric: Callable[[Tensor], Tensor], input_embeddings: Tensor | None = None
+        self,
+        metric: Callable[[Tensor], Tensor],
+        input_embeddings: Tensor | None = None,
+        fixed: Mapping[int, Tensor] | None = None,
     ) -> tuple[Tensor, float]:
         """d metric / d in_v for every receiver v of the full model (for EAP and EAP-IG).
 
@@ -179,6 +182,9 @@ class EdgePatcher:
             metric: circuit logits [1, n_prompts, P, d_vocab] -> [1].
             input_embeddings: [n_prompts, pos, n_input_senders, d_model] to use instead of the clean
                 prompts' input sender outputs (EAP-IG interpolates them); default: the clean ones.
+            fixed: {sender index: output [n_prompts, pos, d_model]}: those senders' outputs replaced
+                by constants, through which no gradient flows (EAP-IG-activations); the receivers
+                that only feed them get gradient 0.
         Returns:
             (gradients [n_prompts, pos, n_receivers, d_model], the metric's value). Each gradient is
             the total derivative: it includes the paths through every later receiver.
@@ -186,14 +192,15 @@ class EdgePatcher:
         g = self.graph
         leaves: Leaves = []
         with torch.enable_grad():
-            run = record_run(self.spec, g, self.groups, self.clean, input_embeddings, leaves)
+            run = record_run(self.spec, g, self.groups, self.clean, input_embeddings, leaves, fixed)
             final = run.resid[g.shape.logits_read][:, self.positions]
             final_leaf = torch.zeros_like(final, requires_grad=True)
             value = metric(self.spec.unembed((final + final_leaf)[None]))
-            grads = torch.autograd.grad(value.sum(), [leaf for _, leaf in leaves] + [final_leaf])
+            grads = torch.autograd.grad(value.sum(), [leaf for _, leaf in leaves] + [final_leaf], allow_unused=True)
         n_prompts, n_pos = self.clean.shape
         out = torch.zeros(n_prompts, n_pos, len(g.receivers), self.spec.cfg.d_model, dtype=self.dtype, device=self.device)
         for (receivers, _), grad in zip(leaves, grads):
-            out[:, :, receivers] = grad.reshape(n_prompts, n_pos, len(receivers), -1)
+            if grad is not None:  # None: the receiver reaches the metric only through fixed senders
+                out[:, :, receivers] = grad.reshape(n_prompts, n_pos, len(receivers), -1)
         out[:, self.positions, g.receiver_index["logits"]] = grads[-1]
         return out, float(value.detach().sum())
