@@ -275,9 +275,9 @@ def test_selection_then_path_pruning_keeps_only_edges_between_input_and_logits(g
 def test_run_eap_selects_from_the_method_s_own_scores():
     *_, graph, patcher, metric, _ = setup(seed=1)
     result = run_eap(patcher, metric, method="eap-ig", steps=3, top_n=12)
-    assert int(result.edge_kept.sum()) == 12
-    assert torch.equal(result.edge_scores, eap_ig_scores(patcher, metric, steps=3))
-    assert torch.equal(result.edge_kept, select_edges(graph, result.edge_scores, top_n=12))
+    assert int(result.kept.edges.sum()) == 12
+    assert torch.equal(result.scores.edges, eap_ig_scores(patcher, metric, steps=3))
+    assert torch.equal(result.kept.edges, select_edges(graph, result.scores.edges, top_n=12))
 
 
 @pytest.mark.parametrize("method, steps, passes", [("eap", 7, 1), ("eap-ig", 7, 7)])
@@ -292,7 +292,7 @@ def test_eap_under_kl_warns_that_every_score_is_rounding_noise():
     *_, patcher, metric, _ = setup(metric="kl")
     with pytest.warns(ZeroGradientWarning, match="KL"):
         result = run_eap(patcher, metric, method="eap", top_n=5, metric_name="kl")
-    assert result.edge_scores.abs().max() < 1e-12
+    assert result.scores.edges.abs().max() < 1e-12
 
 
 def test_eap_ig_under_kl_gives_real_scores_without_a_warning():
@@ -300,12 +300,12 @@ def test_eap_ig_under_kl_gives_real_scores_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ZeroGradientWarning)
         result = run_eap(patcher, metric, method="eap-ig", steps=3, top_n=5, metric_name="kl")
-    assert result.edge_scores.abs().max() > 1e-3
+    assert result.scores.edges.abs().max() > 1e-3
 
 
 def test_negligible_scores_warn_whatever_the_metric_is_called():
     *_, patcher, metric, _ = setup(metric="kl")
-    scores = run_eap(patcher, metric, method="eap-ig", steps=1, top_n=5, metric_name="my_metric").edge_scores
+    scores = run_eap(patcher, metric, method="eap-ig", steps=1, top_n=5, metric_name="my_metric").scores.edges
     with pytest.warns(ZeroGradientWarning, match="negligible"):
         warn_if_negligible("eap-ig", "my_metric", scores, metric_full=0.0, metric_empty=1.0)
 
