@@ -7,7 +7,8 @@
         (``acdc_engine.architecture.as_model_spec``), or a name for ``acdc_engine.models.load_model``.
     task: a built-in task name, a ``TaskData``, a dict of TaskData fields, or (clean, corrupted).
     method: a registry entry's name (``acdc_engine.methods.METHODS``): "acdc" (exact ACDC),
-        "acdc-eap" (ACDC that skips edges EAP-IG rates negligible), "eap", "eap-ig".
+        "acdc-eap" (ACDC that skips edges EAP-IG rates negligible), "eap", "eap-ig",
+        "eap-ig-activations", "clean-corrupted", "exact" (every edge patched alone).
     metric: "kl", "logit_diff", "prob_diff", "nll", ... (``acdc_engine.measure.metrics``); lower is
         better. None: the task's default (kl for induction).
     ablation: what a removed edge carries: "resample" (the corrupted run), "zero" or "mean".
