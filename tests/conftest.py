@@ -36,3 +36,28 @@ def small_circuit():
     from acdc_engine import discover
 
     return discover(small_model(attn_only=False, seed=3), random_task(), threshold=0.002, progress=False)
+
+
+@pytest.fixture(scope="session")
+def attribution_models(tmp_path_factory):
+    """name -> (ModelSpec float64, TaskData), built once per module."""
+    built = {}
+
+    def get(name):
+        if name not in built:
+            if name == "llama":
+                pytest.importorskip("transformer_lens.model_bridge")
+                from families import build_family
+
+                from acdc_engine.models import load_model
+
+                folder = build_family("llama", tmp_path_factory.mktemp("llama"))
+                model = load_model("local", path=str(folder), dtype="float64")
+                task = random_task(d_vocab=model.cfg.d_vocab, n_prompts=3, n_pos=8, seed=3, positions=[5, 7])
+            else:
+                model = small_model(attn_only=name == "attn-only", seed=2)
+                task = random_task(seed=2, positions=[4, 6])
+            built[name] = (model, task)
+        return built[name]
+
+    return get

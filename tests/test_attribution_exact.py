@@ -15,31 +15,7 @@ from acdc_engine.core.mask import CircuitMask
 from acdc_engine.measure.measurement import Measurement
 from acdc_engine.methods.exact import exact_scores, resume_layer
 
-MODELS = ["gpt2-style", "attn-only", "llama"]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    built = {}
-
-    def get(name):
-        if name not in built:
-            if name == "llama":
-                pytest.importorskip("transformer_lens.model_bridge")
-                from families import build_family
-
-                from acdc_engine.models import load_model
-
-                folder = build_family("llama", tmp_path_factory.mktemp("llama"))
-                model = load_model("local", path=str(folder), dtype="float64")
-                task = random_task(d_vocab=model.cfg.d_vocab, n_prompts=3, n_pos=8, seed=3, positions=[5, 7])
-            else:
-                model = small_model(attn_only=name == "attn-only", seed=2)
-                task = random_task(seed=2, positions=[4, 6])
-            built[name] = (model, task)
-        return built[name]
-
-    return get
+MODELS = ["gpt2-style", "attn-only", "llama"]  # attribution_models (conftest.py)
 
 
 def assert_equal_to_naive(circuit, naive):
@@ -53,8 +29,8 @@ def assert_equal_to_naive(circuit, naive):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_exact_scores_equal_a_naive_loop_of_one_hooked_pass_per_edge(models, name):
-    model, task = models(name)
+def test_exact_scores_equal_a_naive_loop_of_one_hooked_pass_per_edge(attribution_models, name):
+    model, task = attribution_models(name)
     circuit = discover(model, task, method="exact", metric="logit_diff", top_n=6, batch_size=5, progress=False)
     metric = naive_logit_diff(task.answers, task.wrong_answers, task.positions.tolist())
     assert_equal_to_naive(circuit, naive_exact_scores(model, task.clean, task.corrupted, metric))
@@ -62,15 +38,15 @@ def test_exact_scores_equal_a_naive_loop_of_one_hooked_pass_per_edge(models, nam
 
 
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
-def test_exact_scores_under_zero_and_mean_ablation(models, ablation):
-    model, task = models("gpt2-style")
+def test_exact_scores_under_zero_and_mean_ablation(attribution_models, ablation):
+    model, task = attribution_models("gpt2-style")
     circuit = discover(model, task, method="exact", metric="logit_diff", ablation=ablation, top_n=3, batch_size=8, progress=False)
     metric = naive_logit_diff(task.answers, task.wrong_answers, task.positions.tolist())
     assert_equal_to_naive(circuit, naive_exact_scores(model, task.clean, task.corrupted, metric, ablation=ablation))
 
 
-def test_exact_scores_are_the_same_bits_for_every_batch_size(models):
-    model, task = models("gpt2-style")
+def test_exact_scores_are_the_same_bits_for_every_batch_size(attribution_models):
+    model, task = attribution_models("gpt2-style")
     measurement = Measurement(model, task, "kl", "resample")
     graph = measurement.graph
     alone = exact_scores(graph, measurement.evaluate, batch_size=1)
@@ -80,8 +56,8 @@ def test_exact_scores_are_the_same_bits_for_every_batch_size(models):
     assert (alone.scores.edges[~graph.edge_exists] == 0).all()
 
 
-def test_each_batch_resumes_at_its_receivers_layer(models):
-    model, task = models("gpt2-style")
+def test_each_batch_resumes_at_its_receivers_layer(attribution_models):
+    model, task = attribution_models("gpt2-style")
     measurement = Measurement(model, task, "kl", "resample")
     graph = measurement.graph
     starts = []
@@ -96,8 +72,8 @@ def test_each_batch_resumes_at_its_receivers_layer(models):
     assert resume_layer(graph, graph.receiver_layer[graph.receiver_index["logits"]]) == graph.shape.n_layers - 1
 
 
-def test_the_exact_method_records_its_definition_and_refuses_a_bad_batch_size(models):
-    model, task = models("attn-only")
+def test_the_exact_method_records_its_definition_and_refuses_a_bad_batch_size(attribution_models):
+    model, task = attribution_models("attn-only")
     circuit = discover(model, task, method="exact", score_threshold=0.01, progress=False)
     assert circuit.method["name"] == "exact" and circuit.method["score_threshold"] == 0.01
     assert "metric(full model without the edge) - metric(full model)" in circuit.method["score"]

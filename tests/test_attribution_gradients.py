@@ -26,32 +26,7 @@ from acdc_engine.methods.attribution import sender_groups
 from acdc_engine.methods.eap import EapIgConfig, EapIgParams, eap_ig_scores, ig_alphas
 from acdc_engine.patching import EdgePatcher
 
-MODELS = ["gpt2-style", "attn-only", "llama"]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """name -> (ModelSpec float64, TaskData), built once per module."""
-    built = {}
-
-    def get(name):
-        if name not in built:
-            if name == "llama":
-                pytest.importorskip("transformer_lens.model_bridge")
-                from families import build_family
-
-                from acdc_engine.models import load_model
-
-                folder = build_family("llama", tmp_path_factory.mktemp("llama"))
-                model = load_model("local", path=str(folder), dtype="float64")
-                task = random_task(d_vocab=model.cfg.d_vocab, n_prompts=3, n_pos=8, seed=3, positions=[5, 7])
-            else:
-                model = small_model(attn_only=name == "attn-only", seed=2)
-                task = random_task(seed=2, positions=[4, 6])
-            built[name] = (model, task)
-        return built[name]
-
-    return get
+MODELS = ["gpt2-style", "attn-only", "llama"]  # attribution_models (conftest.py)
 
 
 def by_name(graph, scores):
@@ -93,8 +68,8 @@ def test_the_eap_ig_method_defaults_to_eap_ig_points_in_the_api_the_schema_and_t
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_eap_ig_scores_equal_the_naive_finite_difference_at_eap_ig_points(models, name):
-    model, task = models(name)
+def test_eap_ig_scores_equal_the_naive_finite_difference_at_eap_ig_points(attribution_models, name):
+    model, task = attribution_models(name)
     circuit = run(model, task, "eap-ig", steps=3)
     assert circuit.method["interpolation"] == "eap-ig" and circuit.method["steps"] == 3
     graph = build_graph(model.cfg)
@@ -106,8 +81,8 @@ def test_eap_ig_scores_equal_the_naive_finite_difference_at_eap_ig_points(models
     assert_scores_match(graph, circuit.scores.edges, naive, rel=1e-8 if name == "llama" else 1e-6)
 
 
-def test_eap_ig_naive_autograd_and_finite_difference_references_agree(models):
-    model, task = models("attn-only")
+def test_eap_ig_naive_autograd_and_finite_difference_references_agree(attribution_models):
+    model, task = attribution_models("attn-only")
     metric, metric_tensor = naive_metrics(task)
     by_autograd = naive_input_ig_scores(model, task.clean, task.corrupted, metric_tensor, alphas=[0, 0.5])
     by_differences = naive_edge_scores(model, task.clean, task.corrupted, metric, alphas=[0, 0.5])
@@ -115,8 +90,8 @@ def test_eap_ig_naive_autograd_and_finite_difference_references_agree(models):
         assert by_autograd[edge] == pytest.approx(value, rel=1e-6, abs=1e-9), edge
 
 
-def test_the_right_riemann_option_keeps_the_old_points_and_is_recorded(models):
-    model, task = models("gpt2-style")
+def test_the_right_riemann_option_keeps_the_old_points_and_is_recorded(attribution_models):
+    model, task = attribution_models("gpt2-style")
     circuit = run(model, task, "eap-ig", steps=3, interpolation="right-riemann")
     assert circuit.method["interpolation"] == "right-riemann"
     assert "k = 1 .. steps" in circuit.method["points"]
@@ -143,8 +118,8 @@ def test_sender_groups_are_the_input_then_each_layers_heads_then_its_mlp():
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_eap_ig_activations_scores_equal_the_naive_autograd_implementation(models, name):
-    model, task = models(name)
+def test_eap_ig_activations_scores_equal_the_naive_autograd_implementation(attribution_models, name):
+    model, task = attribution_models(name)
     circuit = run(model, task, "eap-ig-activations", steps=2)
     graph = build_graph(model.cfg)
     n_groups = 1 + graph.shape.n_layers * (2 if graph.shape.has_mlp else 1)
@@ -154,22 +129,22 @@ def test_eap_ig_activations_scores_equal_the_naive_autograd_implementation(model
 
 
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
-def test_eap_ig_activations_interpolates_from_the_ablated_value_under_zero_and_mean_ablation(models, ablation):
-    model, task = models("gpt2-style")
+def test_eap_ig_activations_interpolates_from_the_ablated_value_under_zero_and_mean_ablation(attribution_models, ablation):
+    model, task = attribution_models("gpt2-style")
     circuit = run(model, task, "eap-ig-activations", steps=2, ablation=ablation)
     naive = naive_ig_activations_scores(model, task.clean, task.corrupted, naive_metrics(task)[1], steps=2, ablation=ablation)
     assert_scores_match(build_graph(model.cfg), circuit.scores.edges, naive)
 
 
-def test_eap_ig_activations_with_split_input_interpolates_both_embeddings_together(models):
-    model, task = models("gpt2-style")
+def test_eap_ig_activations_with_split_input_interpolates_both_embeddings_together(attribution_models):
+    model, task = attribution_models("gpt2-style")
     circuit = run(model, task, "eap-ig-activations", steps=2, split_input=True)
     naive = naive_ig_activations_scores(model, task.clean, task.corrupted, naive_metrics(task)[1], steps=2, split_input=True)
     assert_scores_match(build_graph(model.cfg, split_input=True), circuit.scores.edges, naive)
 
 
-def test_eap_ig_activations_differs_from_eap_ig_inputs(models):
-    model, task = models("gpt2-style")
+def test_eap_ig_activations_differs_from_eap_ig_inputs(attribution_models):
+    model, task = attribution_models("gpt2-style")
     inputs = run(model, task, "eap-ig", steps=2, interpolation="right-riemann").scores.edges
     activations = run(model, task, "eap-ig-activations", steps=2).scores.edges
     assert not torch.allclose(inputs, activations, rtol=1e-3)
@@ -179,16 +154,16 @@ def test_eap_ig_activations_differs_from_eap_ig_inputs(models):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_clean_corrupted_scores_equal_the_naive_autograd_implementation(models, name):
-    model, task = models(name)
+def test_clean_corrupted_scores_equal_the_naive_autograd_implementation(attribution_models, name):
+    model, task = attribution_models(name)
     circuit = run(model, task, "clean-corrupted")
     assert circuit.run["backward_passes"] == 2
     naive = naive_clean_corrupted_scores(model, task.clean, task.corrupted, naive_metrics(task)[1])
     assert_scores_match(build_graph(model.cfg), circuit.scores.edges, naive)
 
 
-def test_clean_corrupted_is_the_mean_of_eap_ig_inputs_at_its_two_ends(models):
-    model, task = models("attn-only")
+def test_clean_corrupted_is_the_mean_of_eap_ig_inputs_at_its_two_ends(attribution_models):
+    model, task = attribution_models("attn-only")
     graph = build_graph(model.cfg)
     patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions)
     metric = make_metric("logit_diff", task, patcher.logits(graph.full_mask()))
@@ -206,8 +181,8 @@ def test_each_attribution_method_is_a_score_method_with_a_config_file(method):
 
 
 @pytest.mark.parametrize("method", ["eap-ig-activations", "clean-corrupted"])
-def test_a_gradient_method_keeps_the_top_n_edges_by_abs_score_and_records_its_definition(models, method):
-    model, task = models("attn-only")
+def test_a_gradient_method_keeps_the_top_n_edges_by_abs_score_and_records_its_definition(attribution_models, method):
+    model, task = attribution_models("attn-only")
     circuit = discover(model, task, method=method, metric="logit_diff", top_n=7, progress=False)
     assert int(circuit.kept.edges.sum()) == 7
     assert {"name", "ablation", "top_n", "score_threshold", "gradient", "sign", "scaling"} <= set(circuit.method)
