@@ -64,8 +64,9 @@ def test_discover_runs_edge_pruning_and_its_circuit_file_round_trips(toy, tmp_pa
 
 def test_top_n_selects_the_highest_scoring_edges(toy):
     model, task = toy
-    circuit = discover(model, task, method="edge-pruning", top_n=4, **FAST)
+    circuit = discover(model, task, method="edge-pruning", top_n=4, samples=2, **FAST)
     assert int(circuit.kept.edges.sum()) == 4 and circuit.threshold is None
+    assert circuit.run["forward_passes"] == 2 * 25 + 5  # two mask samples per step, and the measurement's own
 
 
 def test_one_seed_gives_one_circuit(toy):

@@ -114,8 +114,10 @@ def _check_number(name: str, value: Any, low: float, high: float, closed_low: bo
 
 @dataclass
 class EdgePruningConfig(EdgePruningParams):
-    """``conf/method/edge-pruning.yaml``."""
+    """``conf/method/edge-pruning.yaml``: exactly one of top_n and score_threshold, as the other score
+    methods' configs (score_threshold 0.5 by default: the deterministic mask >= 0.5)."""
 
+    score_threshold: Optional[float] = 0.5  # the paper's circuit; set it to null to give top_n
     name: str = "edge-pruning"
     metric: Optional[choices.Metric] = None  # None: the task's default metric
     ablation: choices.Ablation = choices.Ablation.resample
