@@ -7,15 +7,16 @@
   eap-ig-activations  EAP-IG interpolating each sender group's activations, ``attribution.py``
   clean-corrupted     EAP with gradients at the clean and the corrupted run, ``attribution.py``
   exact      every edge patched alone, measured, ``exact.py``
+  edge-pruning  hard-concrete edge masks trained by gradient (Bhaskar et al. 2024), ``edge_pruning.py``
 """
 
 from __future__ import annotations
 
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.methods import acdc, acdc_eap, attribution, eap, exact
+from acdc_engine.methods import acdc, acdc_eap, attribution, eap, edge_pruning, exact
 from acdc_engine.methods.method import RUN_KEYS, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (acdc.SPEC, acdc_eap.SPEC, *eap.SPECS, *attribution.SPECS, exact.SPEC)}
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (acdc.SPEC, acdc_eap.SPEC, *eap.SPECS, *attribution.SPECS, exact.SPEC, edge_pruning.SPEC)}
 
 
 def method_spec(name: str) -> MethodSpec:
