@@ -30,12 +30,11 @@ import random
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from torch import Tensor
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.task_data import TaskData, TaskSpec
 from acdc_engine.tasks.tokens import (
-    Piece, Tokenized, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack, tokenize,
+    Piece, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack_pair, tokenize,
 )
 
 # Heimersheim & Janiak 2023: variable names and single-token nouns of the docstring dataset.
@@ -179,19 +178,6 @@ def _draw_prompt_pair(rng: random.Random, names: Sequence[str], words: Sequence[
     return clean, corrupt, [[" ", _name(name)] for name in [answer, *others]]
 
 
-def _stack_pair(bos: list[int], clean: Sequence[Tokenized], corrupt: Sequence[Tokenized]) -> tuple[Tensor, Tensor]:
-    """(clean, corrupted) token ids, long [n_prompts, len(bos) + prompt length] each, ``bos``
-    before every prompt; AcdcError unless all prompts, clean and corrupted, have one length."""
-    clean_ids = stack([bos + t.ids for t in clean], [t.text for t in clean], "clean", "docstring")
-    corrupt_ids = stack([bos + t.ids for t in corrupt], [t.text for t in corrupt], "corrupted", "docstring")
-    if clean_ids.shape != corrupt_ids.shape:
-        raise AcdcError(
-            f"task 'docstring': clean prompts have {clean_ids.shape[1]} tokens and their corruptions "
-            f"{corrupt_ids.shape[1]}; a corruption must tokenize to its clean prompt's length"
-        )
-    return clean_ids, corrupt_ids
-
-
 def make_docstring(
     tokenizer: Any,
     n_prompts: int = 50,
@@ -216,7 +202,7 @@ def make_docstring(
     clean, corrupt = tokenize(tokenizer, clean_prompts), tokenize(tokenizer, corrupt_prompts)
     check(clean + corrupt, "docstring")
     ids = next_token_ids(tokenizer, clean_prompts, continuations, "docstring")
-    clean_ids, corrupt_ids = _stack_pair(bos, clean, corrupt)
+    clean_ids, corrupt_ids = stack_pair(bos, clean, corrupt, "docstring", "a corruption must tokenize to its clean prompt's length")
     return TaskData(
         name="docstring",
         clean=clean_ids,

@@ -25,12 +25,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from torch import Tensor
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.task_data import TaskData, TaskSpec
 from acdc_engine.tasks.tokens import (
-    Piece, Tokenized, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack, tokenize,
+    Piece, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack_pair, tokenize,
 )
 
 # Wang et al. 2022: the names, places and objects of the IOI dataset.
@@ -170,19 +169,6 @@ def _draw_prompt_pair(
     return clean, corrupt, [to_io, [to_io[0], Word(s, "task.names")]]
 
 
-def _stack_pair(bos: list[int], clean: Sequence[Tokenized], corrupt: Sequence[Tokenized]) -> tuple[Tensor, Tensor]:
-    """(clean, corrupted) token ids, long [n_prompts, len(bos) + prompt length] each, ``bos``
-    before every prompt; AcdcError unless all prompts, clean and corrupted, have one length."""
-    clean_ids = stack([bos + t.ids for t in clean], [t.text for t in clean], "clean", "ioi")
-    corrupt_ids = stack([bos + t.ids for t in corrupt], [t.text for t in corrupt], "corrupted", "ioi")
-    if clean_ids.shape != corrupt_ids.shape:
-        raise AcdcError(
-            f"task 'ioi': clean prompts have {clean_ids.shape[1]} tokens and their corruptions {corrupt_ids.shape[1]}; "
-            "the names of the corruption must tokenize like the clean ones"
-        )
-    return clean_ids, corrupt_ids
-
-
 def make_ioi(
     tokenizer: Any,
     n_prompts: int = 100,
@@ -212,7 +198,7 @@ def make_ioi(
     clean, corrupt = tokenize(tokenizer, clean_prompts), tokenize(tokenizer, corrupt_prompts)
     check(clean + corrupt, "ioi")
     answer_ids = next_token_ids(tokenizer, clean_prompts, answers, "ioi")
-    clean_ids, corrupt_ids = _stack_pair(bos, clean, corrupt)
+    clean_ids, corrupt_ids = stack_pair(bos, clean, corrupt, "ioi", "the names of the corruption must tokenize like the clean ones")
     return TaskData(
         name="ioi",
         clean=clean_ids,

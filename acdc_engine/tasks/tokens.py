@@ -221,3 +221,17 @@ def stack(rows: Sequence[Sequence[int]], texts: Sequence[str], what: str, task: 
             f"e.g. {example[lengths[0]]!r} and {example[lengths[-1]]!r}); all prompts of a batch need one length"
         )
     return torch.tensor([list(row) for row in rows], dtype=torch.long)
+
+
+def stack_pair(bos: list[int], clean: Sequence[Tokenized], corrupt: Sequence[Tokenized], task: str, hint: str) -> tuple[Tensor, Tensor]:
+    """(clean, corrupted) token ids, long [n_prompts, len(bos) + prompt length] each, ``bos``
+    before every prompt; AcdcError unless all prompts, clean and corrupted, have one length
+    (``hint`` says what the task's corruption must do)."""
+    clean_ids = stack([bos + t.ids for t in clean], [t.text for t in clean], "clean", task)
+    corrupt_ids = stack([bos + t.ids for t in corrupt], [t.text for t in corrupt], "corrupted", task)
+    if clean_ids.shape != corrupt_ids.shape:
+        raise AcdcError(
+            f"task '{task}': clean prompts have {clean_ids.shape[1]} tokens and their corruptions "
+            f"{corrupt_ids.shape[1]}; {hint}"
+        )
+    return clean_ids, corrupt_ids
