@@ -47,6 +47,12 @@ def test_an_eap_ig_circuit_is_worded_as_a_selection_by_score(small_circuit):
     assert labels(view)[2] == "not selected (scored)" and view["values"][0] == "attribution score"
 
 
+@pytest.mark.parametrize("method", ["exact", "clean-corrupted", "eap-ig-activations", "edge-pruning"])
+def test_every_score_method_of_the_registry_is_worded_as_a_selection_by_score(small_circuit, method):
+    view = circuit_view(with_method(small_circuit, name=method, top_n=10))
+    assert labels(view)[2] == "not selected (scored)" and view["values"][0] == "attribution score"
+
+
 def test_a_file_that_names_no_method_has_no_acdc_wording(mib_file):
     view = circuit_view(load_circuit(mib_file), source=mib_file)
     assert not any(re.search("removed|tested|selected", label) for label in labels(view))

@@ -45,7 +45,8 @@ def problems(path: Path) -> list[str]:
             if sum(bool(_kind_literals(key)) for key in node.keys if key is not None) >= 2:
                 found.append(f"{where}: a table keyed by node-kind strings")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("startswith", "endswith"):
-            if any(_kind_literals(a) == [] and isinstance(a, ast.Constant) and a.value in NAME_PIECES for a in node.args):
+            pieces = [p for a in node.args for p in (a.elts if isinstance(a, ast.Tuple) else [a])]
+            if any(isinstance(p, ast.Constant) and p.value in NAME_PIECES for p in pieces):
                 found.append(f"{where}: a node name taken apart by hand ({node.func.attr})")
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("compile", "match", "fullmatch", "search", "findall"):
             if any(isinstance(a, ast.Constant) and isinstance(a.value, str) and NAME_PATTERN.search(a.value) for a in node.args[:1]):
@@ -64,6 +65,7 @@ def test_the_check_finds_what_it_forbids(tmp_path):
         'if node.kind == "head": pass\n'
         'STYLE = {"head": 1, "mlp": 2}\n'
         'if name.startswith("a"): pass\n'
+        'if name.startswith(("m", "mlp@")): pass\n'
         'import re\nre.compile(r"a(\\d+)\\.h(\\d+)")\n'
     )
-    assert len(problems(sample)) == 4
+    assert len(problems(sample)) == 5

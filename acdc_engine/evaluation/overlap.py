@@ -62,7 +62,7 @@ def role_of(component: str, n_layers: int, n_bins: int) -> str:
     if component == EMBED:
         return EMBED
     node = parse_node(component)
-    if node.kind == LOGITS:
+    if node.kind is NodeKind.LOGITS:
         return LOGITS
     if node.is_input:
         return EMBED
@@ -88,7 +88,7 @@ def _receiver_parts(receiver: str, level: str) -> tuple[str, str]:
     return slot, inputs.removesuffix(">")
 
 
-def _placement(node: str, level: str) -> tuple[NodeKind, float]:
+def placement(node: str, level: str) -> tuple[NodeKind, float]:
     """(kind, as drawn: the input senders are all ``NodeKind.INPUT``; vertical rank) of a name-level
     node or a role slot: input at the bottom, layer L's heads at 2L and its MLP at 2L + 1, logits at
     the top."""
@@ -268,7 +268,7 @@ class Comparison:
         a, b = self.circuits[i], self.circuits[j]
         nodes_a, nodes_b = node_keys(a, level, self.n_bins), node_keys(b, level, self.n_bins)
         edges_a, edges_b = edge_keys(a, level, self.n_bins), edge_keys(b, level, self.n_bins)
-        nodes = [DiffNode(node, *_placement(node, level), nodes_a[node], nodes_b[node]) for node in sorted(set(nodes_a) | set(nodes_b))]
+        nodes = [DiffNode(node, *placement(node, level), nodes_a[node], nodes_b[node]) for node in sorted(set(nodes_a) | set(nodes_b))]
         edges = []
         for edge in sorted(set(edges_a) | set(edges_b)):
             sender, receiver = split_edge(edge)

@@ -28,6 +28,8 @@ import torch
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.nodes import NodeKind, component_of, parse_node
+from acdc_engine.evaluation.overlap import placement
+from acdc_engine.methods import METHODS, CircuitSelection
 from acdc_engine.formats.drawing import EDGE_COLOURS, NODE_STYLE
 
 if TYPE_CHECKING:
@@ -49,50 +51,39 @@ SCORE_WORDS = {"acdc": "score (metric change when removed)", "attribution": "att
 ATTENTION_DECIMALS = 3  # attention weights in the page: float16, then rounded to this many decimals
 
 
-def _kind(node: str) -> str:
-    if node == "logits":
-        return "logits"
-    if node.startswith(("a", "heads@")):
-        return "head"
-    if node.startswith(("m", "mlp@")):
-        return "mlp"
-    return "input"
-
-
-def place(node: str, n_layers: int) -> tuple[int, int]:
-    """(rank, order) of a node name (``a3.h1``, ``m2``, ``input``) or a role slot of a comparison
-    across model shapes (``embed``, ``heads@1``, ``mlp@1``: ``acdc_engine.evaluation.overlap``)."""
-    if node == "embed":
-        return 0, 0
-    if "@" in node:
-        slot, depth = node.split("@")
-        return 2 * int(depth) + (1 if slot == "heads" else 2), 0
-    parsed = parse_node(node)
-    if parsed.kind is NodeKind.LOGITS:
+def place(node: str, n_layers: int, level: str = "name") -> tuple[int, int]:
+    """(rank, order) of a node name (``a3.h1``, ``m2``, ``input``) or, at ``level`` "role", a role
+    slot (``embed``, ``heads@1``, ``mlp@1``), placed as ``evaluation.overlap.placement`` places it:
+    input 0, layer L's heads 2L + 1 and its MLP 2L + 2, logits 2 * n_layers + 1; order within a
+    rank: a head's index, ``pos_embed`` after ``tok_embed``."""
+    kind, depth = placement(node, level)
+    if kind is NodeKind.INPUT:
+        return 0, int(level == "name" and parse_node(node).kind is NodeKind.POS_EMBED)
+    if kind is NodeKind.LOGITS:
         return 2 * n_layers + 1, 0
-    if parsed.is_input:
-        return 0, 1 if parsed.kind is NodeKind.POS_EMBED else 0
-    if parsed.kind is NodeKind.MLP:
-        return 2 * parsed.layer + 2, 0
-    return 2 * parsed.layer + 1, parsed.head
+    return int(depth) + 1, parse_node(node).head if level == "name" and kind is NodeKind.HEAD else 0
 
 
 def _number(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def _nodes(names: list[str], n_layers: int, states: dict[str, int] | None = None) -> list[list[Any]]:
-    return [[name, _kind(name), *place(name, n_layers), -1 if states is None else states[name], None] for name in names]
+def _nodes(names: list[str], n_layers: int, states: dict[str, int] | None = None, level: str = "name") -> list[list[Any]]:
+    """[name, kind as drawn, rank, order, state, x] rows of the page's nodes."""
+    return [
+        [name, placement(name, level)[0].value, *place(name, n_layers, level), -1 if states is None else states[name], None]
+        for name in names
+    ]
 
 
 def method_family(circuit: "Circuit") -> str:
-    """Which wording a circuit's states take (``STATE_WORDS``): "acdc", "attribution" or "file"."""
-    name = str(circuit.method.get("name", ""))
-    if name.startswith("acdc"):
-        return "acdc"
-    if name.startswith("eap"):
-        return "attribution"
-    return "file"
+    """Which wording a circuit's states take (``STATE_WORDS``), by how its registered method makes
+    circuits (``CircuitSelection``): "acdc" (threshold methods test removals), "attribution" (score
+    methods select by score), or "file" (a method the registry does not know, or none named)."""
+    spec = METHODS.get(str(circuit.method.get("name", "")))
+    if spec is None:
+        return "file"
+    return "acdc" if spec.circuits is CircuitSelection.THRESHOLD else "attribution"
 
 
 def circuit_title(circuit: "Circuit", source: str | Path | None = None) -> str:
@@ -208,7 +199,7 @@ def diff_view(comparison: "Comparison", i: int = 0, j: int = 1, level: str | Non
     edges_a, edges_b = edge_keys(a, level, bins), edge_keys(b, level, bins)
     statuses = ("shared", "only_a", "only_b")
     n_layers = bins if level == "role" else a.graph.shape.n_layers
-    names = sorted(set(nodes_a) | set(nodes_b), key=lambda n: place(n, n_layers))
+    names = sorted(set(nodes_a) | set(nodes_b), key=lambda n: place(n, n_layers, level))
     node_state = {n: statuses.index(_status(nodes_a[n], nodes_b[n])) for n in names}
     index = {name: k for k, name in enumerate(names)}
 
@@ -234,7 +225,7 @@ def diff_view(comparison: "Comparison", i: int = 0, j: int = 1, level: str | Non
         "title": f"{label_a}: {source_a} vs {label_b}: {source_b}",
         "subtitle": f"{level} level · {shared} shared, {sum(e[3] == 1 for e in edges)} only in {label_a}, "
                     f"{sum(e[3] == 2 for e in edges)} only in {label_b}",
-        "nodes": _nodes(names, n_layers, node_state),
+        "nodes": _nodes(names, n_layers, node_state, level),
         "edges": edges,
         "states": [
             {"label": text, "colour": STATUS_COLOURS[key], "fill": STATUS_FILLS[key], "shown": True, "faint": False}
