@@ -42,3 +42,20 @@ def imported_torch(result: subprocess.CompletedProcess) -> bool:
     last = result.stderr.splitlines()[-1]
     assert last.startswith("torch imported: "), result.stderr
     return last == "torch imported: True"
+
+
+def signal_at_line(script: str, args: list[str], cwd: Path, marker: str, signum: int) -> tuple[int, str]:
+    """Run Python source ``script`` with ``args`` in ``cwd``, send ``signum`` once a line of its
+    standard output starts with ``marker``, and return (its exit code, its standard error). It waits
+    on the process's own output, never on a clock."""
+    process = subprocess.Popen([sys.executable, "-c", script, *args], cwd=cwd, env=script_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:
+            if line.startswith(marker):
+                process.send_signal(signum)
+                break
+        _, err = process.communicate()
+    finally:
+        process.kill()
+    return process.returncode, err

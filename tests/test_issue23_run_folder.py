@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+from console_scripts import script_env, signal_at_line
 
 from acdc_engine.methods import arguments as argument_checks
 from acdc_engine.commands import run_folder
@@ -125,7 +126,7 @@ def test_a_bad_value_in_a_sweep_fails_its_job_only_and_the_sweep_lists_it(tmp_pa
 
 
 def test_a_bad_value_in_a_joblib_sweep_fails_its_job_only(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
+    env = script_env()
     args = [sys.executable, "-m", "acdc_engine.commands.discover", "-m", "hydra/launcher=local", "hydra.sweep.dir=sweep",
             "method.threshold=0.2,-1,0.3", "progress=false"]
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -167,19 +168,9 @@ main()
 
 
 def test_sigterm_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, monkeypatch, capsys):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
     args = ["hydra.run.dir=run", "checkpoint.every_seconds=null", "method.batch_size=1", "progress=false"]
-    process = subprocess.Popen([sys.executable, "-c", TERMINATED_WHILE_DECIDING, *args], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in process.stdout:
-            if line.startswith("deciding"):
-                process.send_signal(signal.SIGTERM)
-                break
-        _, err = process.communicate()
-    finally:
-        process.kill()
-    assert process.returncode == 128 + signal.SIGTERM, err
+    returncode, err = signal_at_line(TERMINATED_WHILE_DECIDING, args, tmp_path, "deciding", signal.SIGTERM)
+    assert returncode == 128 + signal.SIGTERM, err
     (line,) = err.strip().splitlines()
     assert line.startswith("acdc-discover: terminated by SIGTERM; the last checkpoint is run/checkpoint.safetensors")
     assert "acdc-discover resume=run checkpoint.every_seconds=null method.batch_size=1 progress=false" in line

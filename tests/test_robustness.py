@@ -7,13 +7,12 @@ import errno
 import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import warnings
 
 import pytest
 import torch
+from console_scripts import signal_at_line
 from factories import random_task, small_model
 
 import acdc_engine
@@ -218,21 +217,11 @@ main()
 
 
 def test_ctrl_c_prints_one_line_with_the_checkpoint_and_the_command_that_resumes(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
     args = ["checkpoint.every_decisions=1", "progress=false"]
-    process = subprocess.Popen([sys.executable, "-c", INTERRUPTED_AFTER_A_SAVE, *args], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in process.stdout:
-            if line.startswith("checkpoint saved"):
-                process.send_signal(signal.SIGINT)
-                break
-        _, err = process.communicate()
-    finally:
-        process.kill()
+    returncode, err = signal_at_line(INTERRUPTED_AFTER_A_SAVE, args, tmp_path, "checkpoint saved", signal.SIGINT)
     (folder,) = [p.parent for p in (tmp_path / "outputs").rglob("checkpoint.safetensors")]
     folder = folder.relative_to(tmp_path)
-    assert process.returncode == 130
+    assert returncode == 130
     (line,) = err.strip().splitlines()
     assert line.startswith("acdc-discover: interrupted; the last checkpoint is ")
     assert str(folder / "checkpoint.safetensors") in line
