@@ -63,9 +63,6 @@ class EdgeTensors:
     def clone(self: P) -> P:
         return self.map(torch.Tensor.clone)
 
-    def to(self: P, *args, **kwargs) -> P:
-        return type(self)(self.edges.to(*args, **kwargs), self.head_inputs.to(*args, **kwargs))
-
     @classmethod
     def stack(cls: type[P], items: Sequence[P] | Iterable[P]) -> P:
         """Circuits stacked on a new leading axis."""
@@ -83,11 +80,6 @@ class EdgeTensors:
 
 class CircuitMask(EdgeTensors):
     """Which edges and head inputs a circuit keeps: bool (True = in) or float in [0, 1]."""
-
-    @property
-    def n_edges(self) -> int:
-        """Edges kept (summed over every circuit of a batch; a float mask counts its weights)."""
-        return int(self.edges.sum())
 
     def as_float(self, dtype: torch.dtype = torch.float32) -> "CircuitMask":
         return self.map(lambda t: t.to(dtype))
