@@ -26,7 +26,8 @@ from pathlib import Path
 from cases import load_case, machine_line, parse_case
 
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.evaluation.method_comparison import COMPARED_METHODS, LABELS, compare_methods
+from acdc_engine.core.circuit import METHOD_NAMES
+from acdc_engine.evaluation.method_comparison import COMPARED_METHODS, compare_methods
 from acdc_engine.formats.tables import markdown_table
 
 DEFAULT_CASES = (
@@ -81,7 +82,7 @@ def main() -> int:
             records[f"{case.spec} ({ablation})"] = comparison.to_dict()
 
     header = ["model", "task", "truth", "truth faithfulness", "edges", "ablation", "metric", "EAP metric",
-              *(f"{LABELS[m]} edge AUC" for m in COMPARED_METHODS), *(f"{LABELS[m]} node AUC" for m in COMPARED_METHODS)]
+              *(f"{METHOD_NAMES[m]} edge AUC" for m in COMPARED_METHODS), *(f"{METHOD_NAMES[m]} node AUC" for m in COMPARED_METHODS)]
     print(markdown_table(header, rows) if rows else "(no case could run)")
     print(f"\nMeasured on {machine_line()}.")
     for line in skipped:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from acdc_engine.formats.atomic_files import atomic_write_bytes
-from acdc_engine.core.circuit import Circuit
+from acdc_engine.core.circuit import METHOD_NAMES, Circuit
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.progress import progress_bar
 from acdc_engine.evaluation.faithfulness import (
@@ -49,7 +49,6 @@ from acdc_engine.tasks import TaskData
 
 COMPARED_METHODS = ("acdc", "eap", "eap-ig")
 """The methods compared: ACDC as a threshold sweep, EAP and EAP-IG as rankings (module docstring)."""
-LABELS = {"acdc": "ACDC", "eap": "EAP", "eap-ig": "EAP-IG"}
 
 
 @dataclass
@@ -82,7 +81,7 @@ class MethodComparison:
         header = ["method"] + (["edge AUC", "node AUC"] if has_roc else []) + ["CPR", "CMD", "circuits", "seconds"]
         rows = []
         for method, r in self.results.items():
-            cells = [LABELS.get(method, method)]
+            cells = [METHOD_NAMES.get(method, method)]
             if has_roc:
                 cells += [f"{r.roc[level].auc:.3f}" for level in LEVELS]
             curve = r.faithfulness
@@ -141,9 +140,9 @@ class MethodComparison:
         written.append(atomic_write_bytes(folder / "faithfulness.json", (json.dumps(faith_json, indent=1) + "\n").encode()))
         title = f"{self.setting['model']} on {self.setting['task']}"
         if has_roc:
-            curves = {LABELS.get(m, m): r.roc for m, r in self.results.items()}
+            curves = {METHOD_NAMES.get(m, m): r.roc for m, r in self.results.items()}
             written += plotting.plot_roc(curves, folder / "roc", title=title)
-        curves = {LABELS.get(m, m): r.faithfulness for m, r in self.results.items()}
+        curves = {METHOD_NAMES.get(m, m): r.faithfulness for m, r in self.results.items()}
         written += plotting.plot_faithfulness(curves, folder / "faithfulness", title=title, metric=self.setting["metric"])
         return written
 
