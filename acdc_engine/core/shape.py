@@ -79,3 +79,14 @@ def edge_count(shape: GraphShape) -> int:
     earlier = layers * inputs + per_layer * layers * (layers - 1) // 2  # summed over l of senders before layer l
     same_layer = 0 if shape.parallel_attn_mlp else mlp * layers * heads
     return (3 * heads + mlp) * earlier + same_layer + inputs + layers * per_layer
+
+
+def eap_ig_edge_count(shape: GraphShape) -> int:
+    """The number of edges EAP-IG's graph (and so MIB's evaluator) counts for a model of this shape.
+
+    EAP-IG's graph has one ``input`` node and an MLP in every layer even for attention-only models
+    (whose MLP nodes output zero), so it counts ``edge_count`` of the shape with MLPs and without the
+    split input: 110 edges for 2 layers of 4 heads attention-only, where this engine's graph has 81.
+    MIB's budgets ("at most k of the model's edges") and its top-k sizes are fractions of this count.
+    """
+    return edge_count(GraphShape(shape.n_layers, shape.n_heads, True, False, shape.parallel_attn_mlp))
