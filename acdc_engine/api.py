@@ -103,13 +103,16 @@ def model_description(model: torch.nn.Module, name: str | None, split_input: boo
 
 
 def task_description(task: TaskData) -> dict[str, Any]:
-    """The ``task`` block of a circuit file: name, prompt count and length, read positions, and the
-    builder's parameters."""
+    """The ``task`` block of a circuit file: name, prompt count and length (the padded width), read
+    positions ([P], or per prompt), each prompt's real length when padded, and the builder's
+    parameters."""
+    padding = {"lengths": task.lengths.tolist(), "corrupted_lengths": task.corrupted_lengths.tolist()} if task.padded else {}
     return {
         "name": task.name,
         "n_prompts": int(task.clean.shape[0]),
         "n_tokens": int(task.clean.shape[1]),
         "positions": task.positions.tolist(),
+        **padding,
         **task.params,
     }
 

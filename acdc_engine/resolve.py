@@ -17,7 +17,7 @@ import torch
 
 from acdc_engine.architecture import ModelSpec, as_model_spec
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.core.task_data import TaskData
+from acdc_engine.core.task_data import TaskData, task_from_fields
 from acdc_engine.methods.arguments import check_precision, check_task_fits
 from acdc_engine.tasks import make_task
 
@@ -56,19 +56,27 @@ def resolve(
 
 def resolve_task(model: torch.nn.Module, task: Any, task_params: dict[str, Any] | None = None) -> TaskData:
     """A ``TaskData`` for ``model`` from ``task``: a TaskData as it is, a built-in task name (built
-    with ``task_params``), a dict of TaskData fields, or a (clean, corrupted) pair. AcdcError when
-    its token ids fall outside the model's vocabulary or its prompts are longer than the context."""
+    with ``task_params``), a dict of TaskData fields (``task_from_fields``), or a (clean, corrupted)
+    pair. AcdcError when its token ids fall outside the model's vocabulary, its prompts are longer
+    than the context, or right-padded prompts come without their lengths (``TaskData.check_padding``)."""
     if isinstance(task, TaskData):
         task_data = task
     elif isinstance(task, str):
         task_data = make_task(task, model, **dict(task_params or {}))
     elif isinstance(task, dict):
-        task_data = TaskData(name=task.get("name", "custom"), **{k: v for k, v in task.items() if k != "name"})
+        task_data = task_from_fields(task)
     elif isinstance(task, (tuple, list)) and len(task) == 2:
         task_data = TaskData(name="custom", clean=task[0], corrupted=task[1])
     else:
         raise AcdcError(f"task must be a task name, a TaskData, a dict or a (clean, corrupted) pair; got {type(task).__name__}")
     task_data.check_vocabulary(model.cfg.d_vocab)
+    task_data.check_padding(pad_token_of(model))
     if task_data.clean.shape[1] > model.cfg.n_ctx:
         raise AcdcError(f"prompts have {task_data.clean.shape[1]} tokens; the model's context is {model.cfg.n_ctx}")
     return task_data
+
+
+def pad_token_of(model: Any) -> int | None:
+    """The padding token id of ``model``'s tokenizer (None: no tokenizer, or it pads with nothing)."""
+    pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
+    return pad if isinstance(pad, int) else None

@@ -89,7 +89,7 @@ def test_inline_records_give_the_same_task_as_the_same_records_in_a_file(ids_mod
 def test_every_bad_record_is_reported_by_line_and_none_is_used(text_model, tmp_path):
     lines = [
         IOI,                                                                        # 1 good
-        {**IOI, "clean": "When Mary and John went to the store , John gave to"},    # 2 pair lengths differ
+        {**IOI, "clean": "When Mary and John went to the store , John gave to"},    # 2 good: a pair may differ in length
         "",                                                                         # 3 blank: skipped
         {**IOI, "corrupted": "When Zed and Bob went to the store , Mary gave a drink to"},  # 4 unknown word
         {"clean": IOI["clean"], "answer": "Mary", "wrong_answer": "John"},          # 5 no corrupted
@@ -97,17 +97,17 @@ def test_every_bad_record_is_reported_by_line_and_none_is_used(text_model, tmp_p
         {**IOI, "answer": "Mary and"},                                              # 7 two-token answer
         {"clean": [0] * 15, "corrupted": [0] * 14 + [99], "answer": 2, "wrong_answer": 3},  # 8 id 99 > vocab
         {**IOI, "clean": "When Mary and John went to the store , John gave a book to"},  # 9 good
-        {"clean": [0] * 9, "corrupted": [0] * 9, "answer": 2, "wrong_answer": 3},   # 10 shorter than the rest
+        {"clean": [0] * 9, "corrupted": [0] * 9, "answer": 2, "wrong_answer": 3},   # 10 good: shorter than the rest
         {**IOI, "extra": 1},                                                        # 11 unknown field
     ]
     with pytest.raises(AcdcError) as error:
         make_task("jsonl", text_model, path=str(write_jsonl(tmp_path / "d.jsonl", lines)))
     message = str(error.value)
     reported = {int(n) for n in re.findall(r"line (\d+):", message)}
-    assert reported == {2, 4, 5, 6, 7, 8, 10, 11}
-    assert "8 of 10 records are invalid" in message
-    for complaint in ("same length", "does not know", "missing field(s) corrupted", "not valid JSON",
-                      "exactly one token", "99", "the other prompts 15", "unknown field(s) extra"):
+    assert reported == {4, 5, 6, 7, 8, 11}
+    assert "6 of 10 records are invalid" in message
+    for complaint in ("does not know", "missing field(s) corrupted", "not valid JSON",
+                      "exactly one token", "99", "unknown field(s) extra"):
         assert complaint in message
 
 

@@ -55,6 +55,7 @@ class Measurement:
         self.patcher = EdgePatcher(
             model, task.clean, task.corrupted, task.positions, ablation,
             split_input=split_input, permute_corrupted_positions=permute_corrupted_positions,
+            lengths=task.lengths, corrupted_lengths=task.corrupted_lengths,
         )
         self.graph = self.patcher.graph
         full_logits = at_least_float32(

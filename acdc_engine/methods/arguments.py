@@ -111,6 +111,7 @@ def _check_model(model: Any) -> None:
 
 
 def _check_task(task: Any, task_params: dict[str, Any]) -> None:
+    from acdc_engine.core.task_data import EAP_IG_PADDING_FIELDS
     from acdc_engine.tasks import TASKS, TaskData
 
     if isinstance(task, str):
@@ -131,7 +132,7 @@ def _check_task(task: Any, task_params: dict[str, Any]) -> None:
             "so its data and settings go into it (TaskData fields)"
         )
     if isinstance(task, dict):
-        fields = [f.name for f in dataclasses.fields(TaskData)]
+        fields = [f.name for f in dataclasses.fields(TaskData)] + list(EAP_IG_PADDING_FIELDS)
         unknown = sorted(set(map(str, task)) - set(fields))
         if unknown:
             raise AcdcError(f"unknown task field(s) {', '.join(unknown)}; a task dict takes {', '.join(fields)}")
@@ -191,7 +192,7 @@ def check_task_fits(model: Any, task: Any, task_params: Mapping[str, Any] | None
         return
     if isinstance(task, TaskData):
         n_prompts, n_tokens = task.clean.shape
-        n_positions, what, fix = len(task.positions), "the task", "fewer prompts"
+        n_positions, what, fix = task.n_positions, "the task", "fewer prompts"
     elif isinstance(task, str) and task in TASKS:
         params = dict(task_params or {})
         defaults = {f.name: f.default for f in dataclasses.fields(TASKS[task].config)}
@@ -202,7 +203,7 @@ def check_task_fits(model: Any, task: Any, task_params: Mapping[str, Any] | None
             probe = make_task(task, model, **{**params, "n_prompts": PROBE_PROMPTS})
         except AcdcError:
             return
-        n_tokens, n_positions = probe.clean.shape[1], len(probe.positions)
+        n_tokens, n_positions = probe.clean.shape[1], probe.n_positions
         what, fix = f"task.n_prompts={n_prompts}", "a smaller task.n_prompts"
     else:
         return

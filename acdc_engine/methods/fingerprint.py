@@ -23,7 +23,9 @@ from torch import Tensor
 
 IGNORED = ("progress", "resume", "checkpoint", "method.batch_size", "batch_size", "device", "defaults")
 """Config keys (and everything under them) that the fingerprint leaves out."""
-DATA_FIELDS = ("clean", "corrupted", "positions", "answers", "wrong_answers")
+DATA_FIELDS = ("clean", "corrupted", "positions", "answers", "wrong_answers", "lengths", "corrupted_lengths")
+"""The task's tensors a checkpoint is tied to; the lengths count only for a padded task (a task
+without padding has the same fingerprint as before lengths existed)."""
 _MODEL_CONFIG_IGNORED = ("device", "n_devices")
 
 
@@ -113,7 +115,9 @@ def _model_hashes(model: torch.nn.Module) -> dict[str, str]:
 def _data_hashes(data: Any) -> dict[str, str | None]:
     hashes: dict[str, str | None] = {}
     for name in DATA_FIELDS:
-        tensor = getattr(data, name)
+        tensor = getattr(data, name, None)
+        if name.endswith("lengths") and not getattr(data, "padded", False):
+            tensor = None
         if tensor is None:
             hashes[name] = None
         else:

@@ -173,16 +173,39 @@ def record_run(
     return Activations(torch.stack(outs, dim=2), all_qkv, residuals)
 
 
-def ablate(corrupted_run: Activations, ablation: str) -> Activations:
+def check_mean_covers(lengths: Tensor, corrupted_lengths: Tensor) -> None:
+    """AcdcError when mean ablation has no real corrupted token to average at a position that a
+    clean prompt has (``lengths``, ``corrupted_lengths``: [n_prompts] real tokens)."""
+    longest, covered = int(lengths.max()), int(corrupted_lengths.max())
+    if covered < longest:
+        raise AcdcError(
+            f"mean ablation averages the corrupted prompts' real tokens at each position, and positions {covered} .. "
+            f"{longest - 1} of the longest clean prompts have none (the longest corrupted prompt has {covered} tokens); "
+            "give corrupted prompts as long as the longest clean one, or use resample ablation"
+        )
+
+
+def ablate(corrupted_run: Activations, ablation: str, corrupted_lengths: Tensor | None = None) -> Activations:
     """What removed edges and head inputs carry: the corrupted run (resample), zeros, or its mean
-    over the corrupted prompts per position (mean)."""
+    per position over the corrupted prompts that have a real token there (mean; ``corrupted_lengths``
+    [n_prompts], default: every position is real; 0 where no prompt has one)."""
     if ablation == "resample":
         return corrupted_run
     if ablation == "zero":
         transform = torch.zeros_like
     elif ablation == "mean":
+        n_prompts, n_pos = corrupted_run.sender_out.shape[:2]
+        device = corrupted_run.sender_out.device
+        lengths = torch.full((n_prompts,), n_pos, device=device) if corrupted_lengths is None else corrupted_lengths
+        real = torch.arange(n_pos, device=device)[None] < lengths[:, None]  # [n_prompts, pos]
+        count = real.sum(0).clamp(min=1)
+
         def transform(x: Tensor) -> Tensor:
-            return x.mean(0, keepdim=True).expand_as(x).contiguous()
+            if real.all():
+                return x.mean(0, keepdim=True).expand_as(x).contiguous()
+            keep = real.view(n_prompts, n_pos, *[1] * (x.dim() - 2))
+            total = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(0, keepdim=True)
+            return (total / count.view(1, n_pos, *[1] * (x.dim() - 2)).to(x.dtype)).expand_as(x).contiguous()
     else:
         raise AcdcError(f"unknown ablation '{ablation}'; choose one of {', '.join(ABLATIONS)}")
     return Activations(transform(corrupted_run.sender_out), [transform(x) for x in corrupted_run.qkv], corrupted_run.resid)
@@ -218,6 +241,7 @@ class Baseline:
         corrupted: Tensor,
         ablation: str,
         permute_corrupted_positions: bool = False,
+        corrupted_lengths: Tensor | None = None,
     ) -> None:
         shape = graph.shape
         writes = torch.tensor(graph.sender_layer)
@@ -232,7 +256,7 @@ class Baseline:
             self.corrupted_run = record_run(spec, graph, groups, corrupted, permuted_position_inputs(spec, graph, corrupted))
         else:
             self.corrupted_run = record_run(spec, graph, groups, corrupted)
-        self.ablated = ablate(self.corrupted_run, ablation)
+        self.ablated = ablate(self.corrupted_run, ablation, corrupted_lengths)
         self.ablated_out = self.ablated.sender_out.permute(2, 0, 1, 3).contiguous()
         self.sender_diff = (self.clean_run.sender_out.permute(2, 0, 1, 3) - self.ablated_out).contiguous()
         self.ablated_input = {

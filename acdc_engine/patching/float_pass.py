@@ -54,6 +54,7 @@ from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import mlp_name
 from acdc_engine.core.mask import CircuitMask
 from acdc_engine.patching.baseline import first_head_sender
+from acdc_engine.patching.positions import select_positions
 
 if TYPE_CHECKING:
     from acdc_engine.patching.patcher import EdgePatcher
@@ -155,4 +156,4 @@ class _FloatRun:
         """[C, n, P, d_vocab]: the final residual at the patcher's positions, unembedded."""
         final = self.inputs(self.patcher.groups.logits, self.graph.shape.logits_read)
         final = final.view(self.n_circuits, self.n_prompts, self.n_pos, self.d_model)
-        return self.spec.unembed(final[:, :, self.patcher.positions])
+        return self.spec.unembed(select_positions(final, self.patcher.positions))

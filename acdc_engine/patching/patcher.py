@@ -18,9 +18,12 @@ from torch import Tensor
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import build_graph
 from acdc_engine.core.mask import CircuitMask
-from acdc_engine.patching.baseline import ABLATIONS, Activations, Baseline, Leaves, ReceiverGroups, record_run
+from acdc_engine.patching.baseline import (
+    ABLATIONS, Activations, Baseline, Leaves, ReceiverGroups, check_mean_covers, record_run,
+)
 from acdc_engine.patching.memory import available_memory, circuit_elements_per_token
 from acdc_engine.patching.pass_state import PassCache, PassState
+from acdc_engine.patching.positions import ReadPositions, add_at_positions, select_positions
 from acdc_engine.patching.self_check import SelfCheck, check_against_model
 from acdc_engine.patching.steps import attention_layer, logits_at, mlp_layer
 
@@ -31,14 +34,18 @@ class EdgePatcher:
     Args:
         model: a ``ModelSpec``, a TransformerLens 4 ``TransformerBridge`` or a TransformerLens 3
             ``HookedTransformer`` (``acdc_engine.architecture.as_model_spec``).
-        clean, corrupted: token ids [n_prompts, pos], same shape.
-        positions: the positions whose logits are returned, [P] (default: all).
+        clean, corrupted: token ids [n_prompts, pos], same shape (right-padded prompts: see
+            ``TaskData``; a causal model's real positions never read the padding after them).
+        positions: the positions whose logits are returned, [P] for every prompt or [n_prompts, P]
+            per prompt (default: all).
         ablation: "resample" (default), "zero" or "mean".
         split_input: token and positional embeddings as two senders. The patcher builds its
             model's graph (``self.graph``, ``build_graph(spec.cfg, split_input)``).
         self_check: compare the pass with every edge kept (and with every edge removed) against the
             model's own forward pass first; AcdcError if they differ by more than the dtype's
             tolerance (``acdc_engine.patching.self_check``). The result is ``self.self_check``.
+        lengths, corrupted_lengths: [n_prompts], the real tokens of each clean / corrupted prompt
+            (default: all); mean ablation averages the corrupted prompts' real tokens only.
         permute_corrupted_positions: reproduce the original ACDC's resample ablation with split
             embeddings, whose corrupted run sees the positional embedding at permuted positions
             (a fixed seeded permutation, ``baseline.permuted_position_inputs``), so that edges from
@@ -56,6 +63,8 @@ class EdgePatcher:
         split_input: bool = False,
         self_check: bool = True,
         permute_corrupted_positions: bool = False,
+        lengths: Tensor | None = None,
+        corrupted_lengths: Tensor | None = None,
     ) -> None:
         from acdc_engine.architecture import as_model_spec
 
@@ -75,16 +84,25 @@ class EdgePatcher:
         self.dtype = cfg.dtype
         self.clean = clean.to(self.device)
         self.corrupted = corrupted.to(self.device)
-        n_pos = clean.shape[1]
+        n_prompts, n_pos = clean.shape
         self.positions = (torch.arange(n_pos) if positions is None else positions).to(self.device)
+        self._read = ReadPositions.of(self.positions)
         self.groups = ReceiverGroups.of(graph, self.device)
         self._cpu_groups = self.groups.as_numpy()
         self._receiver_layer = torch.tensor(graph.receiver_layer)
         self._cache = PassCache()  # kept between passes
-        every_position = torch.equal(self.positions.cpu(), torch.arange(n_pos))
-        self._pass_positions = None if every_position else self.positions
+        every_position = torch.equal(self._read.computed.cpu(), torch.arange(n_pos))
+        self._pass_positions = None if every_position else self._read.computed
+        full = torch.full((n_prompts,), n_pos)
+        lengths = full if lengths is None else lengths.cpu()
+        corrupted_lengths = lengths if corrupted_lengths is None else corrupted_lengths.cpu()
+        if ablation == "mean":
+            check_mean_covers(lengths, corrupted_lengths)
         with torch.no_grad():
-            self.baseline = Baseline(spec, graph, self.groups, self.clean, self.corrupted, ablation, permute_corrupted_positions)
+            self.baseline = Baseline(
+                spec, graph, self.groups, self.clean, self.corrupted, ablation, permute_corrupted_positions,
+                corrupted_lengths.to(self.device),
+            )
         self.permute_corrupted_positions = permute_corrupted_positions
         self.self_check: SelfCheck | None = check_against_model(self) if self_check else None
 
@@ -129,12 +147,12 @@ class EdgePatcher:
             intact = edge_mask[:, :, below] | ~self.graph.edge_exists[:, below]
             if not (intact.all() and head_input_mask[:, :start_layer].all()):
                 raise ValueError(f"cannot resume at layer {start_layer}: a receiver below it is patched")
-        logits = self._patched_forward(edge_mask, head_input_mask, start_layer)
+        logits = self._read.take(self._patched_forward(edge_mask, head_input_mask, start_layer))
         return logits[0] if squeeze else logits
 
     def _patched_forward(self, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int) -> Tensor:
-        """Logits [C, n_prompts, P, d_vocab] of C circuits (masks bool on the CPU), resuming at
-        ``start_layer``.
+        """Logits [C, n_prompts, U, d_vocab] of C circuits (masks bool on the CPU) at the positions
+        the pass computes (``ReadPositions.computed``), resuming at ``start_layer``.
 
         A receiver whose mask column is the same in every circuit and that keeps no edge from a
         sender that differs between circuits gets the same input in every circuit: it, and a head
@@ -158,7 +176,7 @@ class EdgePatcher:
         (``acdc_engine.patching.memory``)."""
         n_prompts, n_pos = self.clean.shape
         per_token = circuit_elements_per_token(
-            self.spec.cfg, n_senders=len(self.graph.senders), n_tokens=n_pos, n_positions=len(self.positions)
+            self.spec.cfg, n_senders=len(self.graph.senders), n_tokens=n_pos, n_positions=len(self._read.computed)
         )
         return int(per_token * n_prompts * n_pos * self.clean_run.sender_out.element_size())
 
@@ -193,7 +211,7 @@ class EdgePatcher:
         leaves: Leaves = []
         with torch.enable_grad():
             run = record_run(self.spec, g, self.groups, self.clean, input_embeddings, leaves, fixed)
-            final = run.resid[g.shape.logits_read][:, self.positions]
+            final = select_positions(run.resid[g.shape.logits_read], self.positions)
             final_leaf = torch.zeros_like(final, requires_grad=True)
             value = metric(self.spec.unembed((final + final_leaf)[None]))
             grads = torch.autograd.grad(value.sum(), [leaf for _, leaf in leaves] + [final_leaf], allow_unused=True)
@@ -202,5 +220,7 @@ class EdgePatcher:
         for (receivers, _), grad in zip(leaves, grads):
             if grad is not None:  # None: the receiver reaches the metric only through fixed senders
                 out[:, :, receivers] = grad.reshape(n_prompts, n_pos, len(receivers), -1)
-        out[:, self.positions, g.receiver_index["logits"]] = grads[-1]
+        logits_grad = torch.zeros(n_prompts, n_pos, self.spec.cfg.d_model, dtype=self.dtype, device=self.device)
+        add_at_positions(logits_grad, self.positions, grads[-1])
+        out[:, :, g.receiver_index["logits"]] = logits_grad
         return out, float(value.detach().sum())

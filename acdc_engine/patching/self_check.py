@@ -30,6 +30,7 @@ from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
 from acdc_engine.core.mask import CircuitMask
 from acdc_engine.patching.baseline import ReceiverGroups, record_run
+from acdc_engine.patching.positions import select_positions
 
 if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec
@@ -95,8 +96,8 @@ def check_against_model(patcher: CheckedPass) -> SelfCheck:
     spec, graph, positions = patcher.spec, patcher.graph, patcher.positions
     full = graph.full_mask()
     try:
-        model_clean = spec.source_logits(patcher.clean)[:, positions]
-        model_corrupted = spec.source_logits(patcher.corrupted)[:, positions]
+        model_clean = select_positions(spec.source_logits(patcher.clean), positions)
+        model_corrupted = select_positions(spec.source_logits(patcher.corrupted), positions)
     except Exception as error:  # the model cannot run its own forward on these prompts: nothing to hold the engine to
         raise AcdcError(
             f"self-check failed for model '{spec.cfg.model_name}': the model's own forward pass fails on the task's "
@@ -107,14 +108,15 @@ def check_against_model(patcher: CheckedPass) -> SelfCheck:
         engine_empty = patcher.logits(graph.empty_mask())
     else:  # the all-removed pass has no counterpart in the model: check the engine's plain run instead
         corrupted_run = record_run(spec, graph, patcher.groups, patcher.corrupted)
-        engine_empty = spec.unembed(corrupted_run.resid[graph.shape.logits_read][:, positions])
+        engine_empty = spec.unembed(select_positions(corrupted_run.resid[graph.shape.logits_read], positions))
     scale = max(1.0, float(model_clean.abs().max()), float(model_corrupted.abs().max()))
     tolerance = TOLERANCE.get(patcher.dtype, 1e-1) * scale
     wrapper_clean = spec.wrapper_logits(patcher.clean)
     wrapper = None
     if wrapper_clean is not None:
-        wrapper_corrupted = spec.wrapper_logits(patcher.corrupted)[:, positions]
-        wrapper = max(_max_abs_diff(wrapper_clean[:, positions], model_clean), _max_abs_diff(wrapper_corrupted, model_corrupted))
+        wrapper_corrupted = select_positions(spec.wrapper_logits(patcher.corrupted), positions)
+        wrapper_clean = select_positions(wrapper_clean, positions)
+        wrapper = max(_max_abs_diff(wrapper_clean, model_clean), _max_abs_diff(wrapper_corrupted, model_corrupted))
     reference = "huggingface" if spec.reference_forward is not None else "source" if spec.source is not None else "engine"
     result = SelfCheck(
         _max_abs_diff(engine_full, model_clean),

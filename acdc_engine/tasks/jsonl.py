@@ -20,21 +20,24 @@ Fields:
       Llama 3, OLMo-2) writes it "ĠMary" and SentencePiece-style BPE (Llama 2, Mistral, Gemma)
       "▁Mary", the token that follows "... to" in both. Either every record gives a field or none does.
 
-The metric reads the last position. All prompts of a dataset, clean and corrupted, must have the
-same number of tokens: ACDC patches each position with the same position of the corrupted run.
+Prompts may have any number of tokens, and the two prompts of a record may differ. They are
+right-padded to the longest prompt of the dataset (with ``tasks.tokens.padding_token``: the
+tokenizer's pad token, else its EOS token, else 0) and aligned by index, as EAP-IG and MIB batch
+them: each position of a clean prompt is patched from the same position of its corrupted prompt
+(where that prompt is shorter, from its padding, run as tokens). The metric reads each clean
+prompt's last real token; mean ablation averages real tokens only (``TaskData``).
 The default metric is ``logit_diff`` when every record gives both answers, else ``kl``.
 
 Each line is read as strict JSON, as the circuit files are (``acdc_engine.formats.strict_json``: no key
 twice in one record, no NaN or Infinity). Validation is all or nothing: every bad record (not
 strict JSON, missing or unknown field, text without a tokenizer, a token outside the vocabulary or
-unknown to the tokenizer, a multi-token answer, a token count different from the rest) is
+unknown to the tokenizer, a multi-token answer) is
 collected, and one AcdcError lists them all by line (file) or by index (``task.records[i]``); no
 record is ever dropped silently.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -44,7 +47,7 @@ import torch
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.formats.strict_json import JsonProblem, strict_loads
 from acdc_engine.core.task_data import TaskData, TaskSpec
-from acdc_engine.tasks.tokens import bos_prefix, unknown_token_id
+from acdc_engine.tasks.tokens import bos_prefix, pad_pair, padding_token, unknown_token_id
 
 FIELDS = ("clean", "corrupted", "answer", "wrong_answer")
 PROMPTS = ("clean", "corrupted")
@@ -111,10 +114,10 @@ def make_jsonl_task(
         )
 
     given = {key: all(getattr(r, key) is not None for r in good) for key in ANSWERS}
+    pair = pad_pair([r.clean for r in good], [r.corrupted for r in good], padding_token(tokenizer.tokenizer))
     return TaskData(
         name="jsonl",
-        clean=torch.tensor([r.clean for r in good]),
-        corrupted=torch.tensor([r.corrupted for r in good]),
+        **pair.fields,
         answers=torch.tensor([[r.answer] for r in good]) if given["answer"] else None,
         wrong_answers=torch.tensor([[r.wrong_answer] for r in good]) if given["wrong_answer"] else None,
         params={"path": str(path) if path is not None else None, "n_records": len(good), "prepend_bos": prepend_bos},
@@ -208,29 +211,18 @@ def _parse(where: str, record: Any, tokenizer: _Tokenizer, errors: list[str]) ->
         errors.append(f"missing field(s) {', '.join(missing)}")
     prompts = {key: tokenizer.prompt(record[key], key, errors) for key in PROMPTS if key in record}
     answers = {key: tokenizer.answer(record[key], key, errors) if key in record else None for key in ANSWERS}
-    clean, corrupted = prompts.get("clean"), prompts.get("corrupted")
-    if clean is not None and corrupted is not None and len(clean) != len(corrupted):
-        errors.append(f"clean has {len(clean)} tokens, corrupted {len(corrupted)}; a pair must have the same length")
     if errors:
         return None
-    return _Record(where, clean, corrupted, answers["answer"], answers["wrong_answer"])
+    return _Record(where, prompts["clean"], prompts["corrupted"], answers["answer"], answers["wrong_answer"])
 
 
 def _consistency_problems(records: list[_Record]) -> dict[str, list[str]]:
-    """Problems between records, by record: a token count other than the most common one (ties: the
-    one seen first), an answer field that other records give and this one does not."""
+    """Problems between records, by record: an answer field that other records give and this one
+    does not."""
     problems: dict[str, list[str]] = {}
-    if not records:
-        return problems
-    length = Counter(len(r.clean) for r in records).most_common(1)[0][0]
     n_given = {key: sum(getattr(r, key) is not None for r in records) for key in ANSWERS}
     for record in records:
         errors = []
-        if len(record.clean) != length:
-            errors.append(
-                f"has {len(record.clean)} tokens, the other prompts {length}; all prompts must have the same "
-                "number of tokens (ACDC patches position by position)"
-            )
         for key in ANSWERS:
             if getattr(record, key) is None and n_given[key]:
                 errors.append(f"missing field {key} ({n_given[key]} other records give one; give it in all or none)")

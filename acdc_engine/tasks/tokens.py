@@ -235,3 +235,47 @@ def stack_pair(bos: list[int], clean: Sequence[Tokenized], corrupt: Sequence[Tok
             f"{corrupt_ids.shape[1]}; {hint}"
         )
     return clean_ids, corrupt_ids
+
+
+def padding_token(tokenizer: Any) -> int:
+    """The token id right padding is written with: the tokenizer's pad token, else its EOS token (as
+    TransformerLens pads, and so EAP-IG and MIB), else 0 (no tokenizer). Only a corrupted prompt
+    shorter than its clean prompt is ever read at its padding (see ``TaskData``)."""
+    for name in ("pad_token_id", "eos_token_id"):
+        token = getattr(tokenizer, name, None)
+        if isinstance(token, int):
+            return token
+    return 0
+
+
+@dataclass(frozen=True)
+class PaddedPair:
+    """Clean and corrupted prompts right-padded to one width: ids long [n_prompts, width] each,
+    lengths long [n_prompts] each (the real tokens of each row)."""
+
+    clean: Tensor
+    corrupted: Tensor
+    lengths: Tensor
+    corrupted_lengths: Tensor
+
+    @property
+    def fields(self) -> dict[str, Tensor]:
+        """The ``TaskData`` fields this pair gives (lengths only when some row is padded)."""
+        out = {"clean": self.clean, "corrupted": self.corrupted}
+        if (self.lengths < self.clean.shape[1]).any() or (self.corrupted_lengths < self.clean.shape[1]).any():
+            out.update(lengths=self.lengths, corrupted_lengths=self.corrupted_lengths)
+        return out
+
+
+def pad_pair(clean: Sequence[Sequence[int]], corrupted: Sequence[Sequence[int]], pad: int) -> PaddedPair:
+    """Prompts of any lengths (row i of ``clean`` pairs with row i of ``corrupted``), each right-padded
+    with ``pad`` to the longest prompt of either."""
+    width = max(len(row) for row in [*clean, *corrupted])
+
+    def padded(rows: Sequence[Sequence[int]]) -> Tensor:
+        return torch.tensor([list(row) + [pad] * (width - len(row)) for row in rows], dtype=torch.long)
+
+    def lengths(rows: Sequence[Sequence[int]]) -> Tensor:
+        return torch.tensor([len(row) for row in rows], dtype=torch.long)
+
+    return PaddedPair(padded(clean), padded(corrupted), lengths(clean), lengths(corrupted))
