@@ -124,16 +124,25 @@ def _check_model(model):
         raise NotImplementedError(f"the reference needs a hooked model, got {type(model).__name__}")
 
 
-def _ablate(corrupted_value: torch.Tensor, ablation: str) -> torch.Tensor:
+def _ablate(corrupted_value: torch.Tensor, ablation: str, corrupted_lengths=None) -> torch.Tensor:
     """The ablated version out* of an activation, given its value in the plain corrupted run.
 
     resample: the corrupted value itself; zero: a scalar 0 (broadcasts); mean: the batch mean per
-    position, shape [1, pos, ...] (broadcasts to every prompt).
+    position, shape [1, pos, ...] (broadcasts to every prompt). With ``corrupted_lengths`` (one int
+    per prompt, right padding after it) the mean at position p is over the prompts longer than p, one
+    prompt at a time (0 where none is).
     """
     if ablation == "resample":
         return corrupted_value
     if ablation == "zero":
         return torch.zeros((), dtype=corrupted_value.dtype, device=corrupted_value.device)
+    if ablation == "mean" and corrupted_lengths is not None:
+        mean = torch.zeros_like(corrupted_value[:1])
+        for p in range(corrupted_value.shape[1]):
+            real = [i for i, n in enumerate(corrupted_lengths) if int(n) > p]
+            for i in real:
+                mean[0, p] += corrupted_value[i, p] / len(real)
+        return mean
     if ablation == "mean":
         return corrupted_value.mean(dim=0, keepdim=True)
     raise ValueError(f"unknown ablation {ablation!r}; expected one of {ABLATIONS}")
@@ -160,12 +169,14 @@ def naive_patched_logits(
     removed_edges,
     removed_head_inputs=(),
     ablation: str = "resample",
+    corrupted_lengths=None,
 ) -> torch.Tensor:
     """Logits [batch, pos, vocab] of ``model`` on ``clean`` with the given edges and head inputs removed.
 
     For receiver v:  in_v = (value at v's hook in this pass) - sum_{removed u->v} (out_u - out_u*),
     where out_u is sender u's output earlier in this same pass and out_u* its ablated value.
     A removed head input replaces that head's q/k/v activation by its ablated value.
+    ``corrupted_lengths``: the corrupted prompts' real tokens, for mean ablation (``_ablate``).
     """
     if ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}; expected one of {ABLATIONS}")
@@ -198,13 +209,13 @@ def naive_patched_logits(
             needed.add(f"blocks.{layer}.hook_mlp_out")
             needed.update(f"blocks.{layer}.attn.hook_{x}" for x in QKV)
         _, corrupted_cache = model.run_with_cache(corrupted, names_filter=lambda n: n in needed)
-        sender_star = {u: _ablate(_sender_hook_value(corrupted_cache, u), ablation) for u in senders}
+        sender_star = {u: _ablate(_sender_hook_value(corrupted_cache, u), ablation, corrupted_lengths) for u in senders}
         qkv_star = {}
         for layer in range(cfg.n_layers):
             for x in QKV:
                 corrupted_act = corrupted_cache[f"blocks.{layer}.attn.hook_{x}"]
                 for head in range(cfg.n_heads):
-                    qkv_star[f"a{layer}.h{head}<{x}>"] = _ablate(corrupted_act[:, :, head], ablation)
+                    qkv_star[f"a{layer}.h{head}<{x}>"] = _ablate(corrupted_act[:, :, head], ablation, corrupted_lengths)
         del corrupted_cache
 
         # 2. one hooked run on the clean input
@@ -301,7 +312,7 @@ class _StopTesting(Exception):
     pass
 
 
-def naive_acdc(model, clean, corrupted, metric, threshold, ablation="resample", max_tests=None) -> dict:
+def naive_acdc(model, clean, corrupted, metric, threshold, ablation="resample", max_tests=None, corrupted_lengths=None) -> dict:
     """Exact greedy ACDC (Conmy et al. 2023) in the order fixed by docs/design.md.
 
     ``metric(logits) -> float``, lower is better.  ``max_tests`` stops after that many tested
@@ -327,7 +338,7 @@ def naive_acdc(model, clean, corrupted, metric, threshold, ablation="resample", 
 
     def evaluate() -> float:
         logits = naive_patched_logits(
-            model, clean, corrupted, removed_edges, removed_head_inputs, ablation
+            model, clean, corrupted, removed_edges, removed_head_inputs, ablation, corrupted_lengths
         )
         return float(metric(logits))
 
