@@ -119,9 +119,21 @@ def test_ioi_fails_naming_a_word_outside_a_word_level_vocabulary():
         ioi(tokenizer, objects=["lamp"])
 
 
-def test_ioi_templates_of_different_lengths_cannot_share_a_batch(ioi_tok):
-    with pytest.raises(AcdcError, match="different lengths"):
-        ioi(ioi_tok, templates=[BABA_TEMPLATES[0], BABA_TEMPLATES[10]], n_prompts=20)
+def test_ioi_templates_of_different_lengths_share_a_right_padded_batch_read_at_each_last_token(ioi_tok):
+    task = ioi(ioi_tok, templates=[BABA_TEMPLATES[0], BABA_TEMPLATES[10]], n_prompts=20)
+    alone = {t: ioi(ioi_tok, templates=[t], n_prompts=1).clean.shape[1] for t in (BABA_TEMPLATES[0], BABA_TEMPLATES[10])}
+    assert sorted(set(task.lengths.tolist())) == sorted(alone.values())
+    assert torch.equal(task.corrupted_lengths, task.lengths)
+    assert task.positions.tolist() == [[n - 1] for n in task.lengths.tolist()]
+    pad = ioi_tok.pad_token_id if ioi_tok.pad_token_id is not None else ioi_tok.eos_token_id
+    for row, n in zip(task.clean, task.lengths.tolist()):
+        assert (row[n:] == pad).all()
+
+
+def test_ioi_takes_a_whole_template_family_by_name(ioi_tok):
+    task = ioi(ioi_tok, templates=["BABA"], n_prompts=60)
+    assert task.params["templates"] == list(BABA_TEMPLATES)
+    assert len(set(task.lengths.tolist())) > 1
 
 
 def test_ioi_rejects_a_template_without_the_answer_at_its_end(ioi_tok):

@@ -7,15 +7,18 @@ A model that does the task continues with the indirect object (IO, [A]) rather t
 (S, [B]). Corrupted prompt (Wang et al.'s ABC distribution): the same template, place and object with
 the three name slots filled by three fresh names X, Y, Z, distinct from each other and from IO and S:
     "Then, X and Y went to the [PLACE]. Z gave a [OBJECT] to"
-so a patched edge carries no information about which name is repeated. The metric reads the last
-position; ``answers`` is the IO name's token, ``wrong_answers`` the S name's; the default metric is
+so a patched edge carries no information about which name is repeated. The metric reads each
+prompt's last token; ``answers`` is the IO name's token, ``wrong_answers`` the S name's; the default metric is
 ``logit_diff`` (-(logit[IO] - logit[S])).
 
 A template holds [A] twice (the first clause and its end, the answer) and [B] twice (S1 and S2), and
 may hold [PLACE] and [OBJECT] (each filled with one word per prompt). ``BABA_TEMPLATES`` are Wang et
-al.'s fifteen; ``ABBA_TEMPLATES`` the same with [A] and [B] swapped in the first clause. Names,
-places and objects must each be one token of the model's tokenizer (``acdc_engine.tasks.tokens``),
-and all prompts must tokenize to one length (templates of different lengths cannot share a batch).
+al.'s fifteen; ``ABBA_TEMPLATES`` the same with [A] and [B] swapped in the first clause
+(``task.templates`` takes templates, and the words "ABBA" and "BABA" for all fifteen of a family).
+Names, places and objects must each be one token of the model's tokenizer
+(``acdc_engine.tasks.tokens``). Templates of different lengths share a batch: prompts are
+right-padded to the longest (``tokens.pad_pair``) with their lengths, and a clean prompt and its
+corruption always have the same length (same template, one-token names).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Optional, Sequence
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.task_data import TaskData, TaskSpec
 from acdc_engine.tasks.tokens import (
-    Piece, Word, bos_prefix, check, next_token_ids, require_tokenizer, stack_pair, tokenize,
+    Piece, Word, bos_prefix, check, next_token_ids, pad_pair, padding_token, require_tokenizer, tokenize,
 )
 
 # Wang et al. 2022: the names, places and objects of the IOI dataset.
@@ -134,9 +137,14 @@ def _pool(values: Optional[Sequence[str]], default: Sequence[str], key: str, at_
     return pool
 
 
+TEMPLATE_FAMILIES = {"ABBA": ABBA_TEMPLATES, "BABA": BABA_TEMPLATES}
+"""Words ``task.templates`` takes for a whole family of templates."""
+
+
 def _checked_templates(templates: Sequence[str]) -> list[str]:
-    """``templates`` as a list; AcdcError if it is empty or a template is malformed (``_check_template``)."""
-    templates = list(templates)
+    """``templates`` as a list, each family word (``TEMPLATE_FAMILIES``) replaced by its templates;
+    AcdcError if it is empty or a template is malformed (``_check_template``)."""
+    templates = [t for entry in templates for t in TEMPLATE_FAMILIES.get(entry, (entry,))]
     if not templates:
         raise AcdcError("task.templates is empty")
     for template in templates:
@@ -198,11 +206,10 @@ def make_ioi(
     clean, corrupt = tokenize(tokenizer, clean_prompts), tokenize(tokenizer, corrupt_prompts)
     check(clean + corrupt, "ioi")
     answer_ids = next_token_ids(tokenizer, clean_prompts, answers, "ioi")
-    clean_ids, corrupt_ids = stack_pair(bos, clean, corrupt, "ioi", "the names of the corruption must tokenize like the clean ones")
+    pair = pad_pair([bos + t.ids for t in clean], [bos + t.ids for t in corrupt], padding_token(tokenizer))
     return TaskData(
         name="ioi",
-        clean=clean_ids,
-        corrupted=corrupt_ids,
+        **pair.fields,
         answers=[[row[0]] for row in answer_ids],
         wrong_answers=[[row[1]] for row in answer_ids],
         params={
