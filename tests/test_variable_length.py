@@ -204,3 +204,29 @@ def test_every_method_runs_on_a_variable_length_task():
         size = {"top_n": 10} if spec.circuits is CircuitSelection.SCORES else {"threshold": 0.01}
         circuit = discover(model, task, method=method, metric="logit_diff", progress=False, **size)
         assert circuit.task["lengths"] == LENGTHS and torch.isfinite(torch.tensor(circuit.metric["circuit"]))
+
+
+def test_a_variable_length_run_killed_and_resumed_ends_with_the_uninterrupted_circuit(tmp_path):
+    from test_resume import in_child_until_killed, kill_after_save
+
+    model, task = small_model(False, seed=6), ragged_task(LENGTHS, SHORTER_CORRUPTIONS, seed=6)
+    run = dict(metric="kl", threshold=0.005, batch_size=4, progress=False)
+    uninterrupted = kept(discover(model, task, **run))
+    checkpoint = tmp_path / "checkpoint.safetensors"
+
+    def body():
+        kill_after_save(lambda state: state.visited > 20)
+        discover(model, task, **run, checkpoint=checkpoint, checkpoint_every=1)
+
+    in_child_until_killed(body)
+    assert kept(discover(model, task, **run, checkpoint=checkpoint, checkpoint_every=1)) == uninterrupted
+
+
+def test_resume_with_other_prompt_lengths_is_refused_naming_them(tmp_path):
+    model, task = small_model(False, seed=6), ragged_task(LENGTHS, seed=6)
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    discover(model, task, metric="kl", threshold=0.005, progress=False, checkpoint=checkpoint)
+    shorter = TaskData("ragged", task.clean, task.corrupted, answers=task.answers, wrong_answers=task.wrong_answers,
+                       lengths=task.lengths - (task.lengths > 4).long())
+    with pytest.raises(AcdcError, match=r"data differs: the task's positions, lengths, corrupted_lengths"):
+        discover(model, shorter, metric="kl", threshold=0.005, progress=False, checkpoint=checkpoint)
