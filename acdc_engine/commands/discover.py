@@ -195,7 +195,7 @@ LARGEST_ATTENTION = 1_000_000
 
 
 def first_prompt_attention(model: Any, task: str, task_params: dict[str, Any]) -> dict[str, Any] | None:
-    """Every head's attention pattern on the task's first clean prompt, for the run's page
+    """Every head's attention pattern on the task's first clean prompt (its real tokens), for the run's page
     (``acdc_engine.viewer.attention_block``): one plain forward pass of ``model`` (as the engine's
     ``ModelSpec``) caching each block's ``attn.hook_pattern``; tokens as the model's tokenizer
     decodes them, else the token ids. None when the patterns would exceed ``LARGEST_ATTENTION``."""
@@ -204,7 +204,8 @@ def first_prompt_attention(model: Any, task: str, task_params: dict[str, Any]) -
     from acdc_engine.viewer import attention_block
 
     spec = as_model_spec(model)
-    tokens = resolve_task(spec, task, task_params).clean[:1]
+    task_data = resolve_task(spec, task, task_params)
+    tokens = task_data.clean[:1, : int(task_data.lengths[0])]
     n_pos = tokens.shape[1]
     if spec.cfg.n_layers * spec.cfg.n_heads * n_pos * n_pos > LARGEST_ATTENTION:
         return None
