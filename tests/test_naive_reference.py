@@ -298,9 +298,9 @@ def test_acdc_visits_candidates_in_the_documented_order(setup, monkeypatch):
     calls = []
     real = naive_reference.naive_patched_logits
 
-    def recording(model_, clean_, corrupted_, removed_edges, removed_head_inputs, ablation):
+    def recording(model_, clean_, corrupted_, removed_edges, removed_head_inputs, ablation, corrupted_lengths=None):
         calls.append(set(removed_edges) | set(removed_head_inputs))
-        return real(model_, clean_, corrupted_, removed_edges, removed_head_inputs, ablation)
+        return real(model_, clean_, corrupted_, removed_edges, removed_head_inputs, ablation, corrupted_lengths)
 
     monkeypatch.setattr(naive_reference, "naive_patched_logits", recording)
     # KL differences from the full model are >= 0 > -1: every removal is rejected
