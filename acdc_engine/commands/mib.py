@@ -205,6 +205,7 @@ def _task_key(args: argparse.Namespace, task_name: str) -> str:
 
 
 def _warn_if_unscored(folder: str) -> None:
+    """One warning line when MIB's evaluator does not score ``folder`` (not in its table of pairs)."""
     from acdc_engine.formats.mib import MIB_FOLDERS
 
     if folder not in MIB_FOLDERS:
