@@ -1,17 +1,24 @@
 """Finding the circuits of a MIB circuit-track submission (the folder itself: ``acdc_engine.formats.mib``).
 
-For each fraction k of the model's N edges, a circuit with at most ``int(k * N)`` edges, by how the
-method makes circuits of other sizes (its registry entry's ``CircuitSelection``):
+For each fraction k, a circuit with at most B = ``int(k * N)`` edges, N MIB's edge count of the
+model: the edge count of EAP-IG's graph (``core.shape.eap_ig_edge_count``, which MIB's evaluator
+uses; for attention-only models it includes EAP-IG's MLP edges, so B is larger than k times this
+engine's edge count). Circuits are made as the method's registry entry says its circuits of other
+sizes are (``CircuitSelection``):
 
-SCORES (EAP, EAP-IG; ``top_k_circuits``): one scoring run (``discover(method, top_n=0)``); for each
-k, the ``int(k * N)`` edges of largest |score|, pruned to their input-to-logits paths (so at most
-``int(k * N)``).
+SCORES (eap, eap-ig, eap-ig-activations, clean-corrupted, exact, edge-pruning; ``top_k_circuits``):
+one scoring run (``discover(method, top_n=0)``); for each k, the B edges of largest |score|, pruned
+to their input-to-logits paths (so at most B), each measured in a patched pass of its own (one
+circuit's memory at a time). edge-pruning is a SCORES method here too: ONE training run at its
+``target_sparsity`` (0.9 unless set), whose learned mask scores sigmoid(log_alpha) in (0, 1) rank
+every edge, as MIB ranks the continuous masks of its own mask-learning method (UGS) by their value;
+a training run per budget (nine trainings) is not made.
 
-THRESHOLD (ACDC; a threshold search, ``acdc_fraction_search``): every run is ``discover(method,
-threshold=t)`` with one shared ``MetricCache`` and one batch size (the first run's automatic
-choice), so each threshold's circuit is exactly a plain run's, and the circuits runs have in common
-are evaluated once (``acdc_engine.evaluation.sweep``). ACDC's size is not monotone in the threshold
-in general, so the search brackets each budget among the thresholds it has tried:
+THRESHOLD (acdc, acdc-eap; a threshold search, ``acdc_fraction_search``): every run is
+``discover(method, threshold=t)`` with one shared ``MetricCache`` and one batch size (the first
+run's automatic choice), so each threshold's circuit is exactly a plain run's, and the circuits runs
+have in common are evaluated once (``acdc_engine.evaluation.sweep``). ACDC's size is not monotone in
+the threshold in general, so the search brackets each budget among the thresholds it has tried:
 
   1. t = 0 (this gives the metric range r = |m(empty) - m(full)|), then ``coarse`` thresholds spaced
      evenly on a log scale from 1e-4 r to r; then the largest is doubled (at most 30 times) until
@@ -22,6 +29,9 @@ in general, so the search brackets each budget among the thresholds it has tried
      when lo = 0). Stop early when a circuit of exactly B edges is found.
   3. For each k, the circuit with the most edges, at most B, among all thresholds tried (ties: the
      smallest threshold).
+
+A budget B of 0 (a small model's smallest fractions) gives the empty circuit, whatever the method.
+Progress (``acdc_engine.core.progress``): a bar over the thresholds run, or over the budgets measured.
 """
 
 from __future__ import annotations
@@ -37,7 +47,9 @@ import torch
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.mask import CircuitMask
+from acdc_engine.core.progress import progress_bar
 from acdc_engine.core.pruning import on_input_to_logits_paths
+from acdc_engine.core.shape import eap_ig_edge_count
 from acdc_engine.evaluation.faithfulness import CircuitEvaluator, check_fractions
 from acdc_engine.formats.mib import SUBMISSION_FRACTIONS, FractionCircuit, edge_budget
 from acdc_engine.resolve import resolve_task
@@ -73,8 +85,9 @@ def acdc_fraction_search(
     **discover_args: Any,
 ) -> AcdcSearch:
     """Circuits of a threshold method (``CircuitSelection.THRESHOLD``: ACDC) with at most
-    int(k * N) edges for each fraction k, by the search of the module docstring; ``discover_args``
-    go to every ``discover`` run (metric, ablation, model_name, ...)."""
+    int(k * N) edges for each fraction k (N: MIB's edge count, ``eap_ig_edge_count``), by the
+    search of the module docstring; ``discover_args`` go to every ``discover`` run (metric,
+    ablation, model_name, progress, ...); ``progress`` also draws a bar over the thresholds run."""
     fractions = check_fractions(fractions)
     if coarse < 1 or refine < 0:
         raise AcdcError(f"coarse must be >= 1 and refine >= 0, got {coarse} and {refine}")
@@ -82,9 +95,10 @@ def acdc_fraction_search(
         raise AcdcError(f"method '{method}' scores every edge, no threshold sizes its circuits: take its top-k circuits instead")
     runs = _ThresholdRuns(model, resolve_task(model, task, task_params), method, batch_size, discover_args)
     start = time.perf_counter()
-    budgets = _coarse_sweep(runs, fractions, coarse)
-    for budget in sorted(set(budgets)):
-        _refine(runs, budget, refine)
+    with progress_bar(progress=discover_args.get("progress", True), desc=f"MIB {method} thresholds", unit="run") as runs.bar:
+        budgets = _coarse_sweep(runs, fractions, coarse)
+        for budget in sorted(set(budgets)):
+            _refine(runs, budget, refine)
     chosen = _choose(runs, fractions, budgets)
     tried = {t: c.n_edges for t, c in sorted(runs.circuits.items())}
     return AcdcSearch(chosen, tried, runs.cache.stats(), time.perf_counter() - start)
@@ -93,7 +107,7 @@ def acdc_fraction_search(
 @dataclass
 class _ThresholdRuns:
     """The search's runs: ``discover`` once per threshold, all with one ``MetricCache`` and one
-    batch size (the first run's automatic choice unless given)."""
+    batch size (the first run's automatic choice unless given); ``bar`` counts the runs."""
 
     model: torch.nn.Module
     task: TaskData
@@ -102,6 +116,7 @@ class _ThresholdRuns:
     discover_args: dict[str, Any]
     cache: MetricCache = field(default_factory=MetricCache)
     circuits: dict[float, Circuit] = field(default_factory=dict)
+    bar: Any = None
 
     def run(self, threshold: float) -> Circuit:
         from acdc_engine.api import discover
@@ -113,6 +128,8 @@ class _ThresholdRuns:
                 metric_cache=self.cache, **self.discover_args,
             )
             self.batch_size = self.circuits[threshold].run["batch_size"]
+            if self.bar is not None:
+                self.bar.update(1)
         return self.circuits[threshold]
 
     def best(self, budget: int) -> tuple[float, Circuit] | None:
@@ -125,7 +142,7 @@ def _coarse_sweep(runs: _ThresholdRuns, fractions: list[float], coarse: int) -> 
     """Step 1 of the search: t = 0, ``coarse`` log-spaced thresholds, then the largest doubled until
     its circuit fits the smallest budget. Returns each fraction's edge budget."""
     first = runs.run(0.0)
-    budgets = [edge_budget(k, first.n_edges_total) for k in fractions]
+    budgets = [edge_budget(k, eap_ig_edge_count(first.graph.shape)) for k in fractions]
     span = abs(first.metric["empty"] - first.metric["full"]) or 1.0
     for threshold in np.geomspace(1e-4, 1.0, coarse) * span:
         runs.run(threshold)
@@ -174,26 +191,27 @@ def top_k_circuits(
     *,
     metric: str | None = None,
     ablation: str = "resample",
+    progress: bool = True,
 ) -> list[FractionCircuit]:
-    """For each fraction k, the circuit of the int(k * N) edges of largest |score| of a scoring run
-    (``scored``: EAP / EAP-IG), pruned to input-to-logits paths, its metric measured on ``task``."""
+    """For each fraction k, the circuit of the B = int(k * N) edges of largest |score| of a scoring
+    run (``scored``; N: MIB's edge count, ``eap_ig_edge_count``; at most every edge of this engine's
+    graph), pruned to input-to-logits paths, its metric measured on ``task`` one circuit per patched
+    pass (``progress``: a bar over the budgets)."""
     graph = scored.graph
     evaluator = CircuitEvaluator(model, task, metric or scored.metric.get("name"), ablation, graph.shape.split_input)
-    chosen, masks = [], []
-    for fraction in check_fractions(fractions):
-        budget = edge_budget(fraction, graph.n_edges)
-        kept = select_edges(graph, scored.scores.edges, top_n=budget)
-        masks.append(on_input_to_logits_paths(graph, CircuitMask(kept, graph.full_head_input_mask())))
-        chosen.append((fraction, budget, kept))
-    values = evaluator.metrics(CircuitMask.stack(masks)).tolist()
+    metric_block = {"name": evaluator.metric_name, "full": evaluator.full, "empty": evaluator.empty}
+    n_edges = eap_ig_edge_count(graph.shape)
     out = []
-    for (fraction, budget, kept), emitted, value in zip(chosen, masks, values):
+    for fraction in progress_bar(check_fractions(fractions), progress=progress, desc="MIB budgets", unit="circuit"):
+        budget = edge_budget(fraction, n_edges)
+        top_n = min(budget, graph.n_edges)
+        kept = CircuitMask(select_edges(graph, scored.scores.edges, top_n=top_n), graph.full_head_input_mask())
+        emitted = on_input_to_logits_paths(graph, kept)
+        value = float(evaluator.metrics(CircuitMask.stack([emitted]))[0])
         circuit = Circuit(
-            graph=graph, kept=CircuitMask(kept, graph.full_head_input_mask()), in_graph=emitted,
-            scores=scored.scores,
-            metric={"name": evaluator.metric_name, "full": evaluator.full, "circuit": value, "empty": evaluator.empty},
-            threshold=None, model=scored.model, task=scored.task,
-            method={**scored.method, "top_n": budget, "fraction": fraction}, run=scored.run,
+            graph=graph, kept=kept, in_graph=emitted, scores=scored.scores,
+            metric={**metric_block, "circuit": value}, threshold=None, model=scored.model, task=scored.task,
+            method={**scored.method, "top_n": top_n, "fraction": fraction}, run=scored.run,
         )
-        out.append(FractionCircuit(fraction, budget, circuit, top_n=budget))
+        out.append(FractionCircuit(fraction, budget, circuit, top_n=top_n))
     return out
