@@ -84,7 +84,7 @@ def test_top_fraction_circuits_keep_at_most_the_top_k_edges_by_absolute_score(ev
     g = torch.Generator().manual_seed(2)
     scores = torch.randn(evaluator.graph.edge_exists.shape, generator=g, dtype=torch.float64) * evaluator.graph.edge_exists
     n = evaluator.graph.n_edges
-    edges = top_fraction_masks(evaluator, scores, [0.1, 0.5, 1.0]).edges
+    edges = top_fraction_masks(evaluator, scores, "absolute", [0.1, 0.5, 1.0]).edges
     for k, mask in zip([0.1, 0.5, 1.0], edges):
         top = set(torch.argsort(scores.abs().flatten(), descending=True, stable=True)[: int(k * n)].tolist())
         assert set(mask.flatten().nonzero().flatten().tolist()) <= top
@@ -93,7 +93,7 @@ def test_top_fraction_circuits_keep_at_most_the_top_k_edges_by_absolute_score(ev
 
 def test_faithfulness_curve_of_scores_has_one_point_per_fraction(evaluator):
     scores = torch.ones(evaluator.graph.edge_exists.shape, dtype=torch.float64)
-    curve = faithfulness_of_scores(evaluator, scores, [0.25, 0.5, 1.0])
+    curve = faithfulness_of_scores(evaluator, scores, "signed", [0.25, 0.5, 1.0])
     assert curve.cuts == [0.25, 0.5, 1.0] and len(curve.faithfulness) == 3
     assert curve.faithfulness[-1] == pytest.approx(1.0)
 
@@ -101,7 +101,7 @@ def test_faithfulness_curve_of_scores_has_one_point_per_fraction(evaluator):
 def test_fractions_must_increase_within_zero_one(evaluator):
     scores = torch.ones(evaluator.graph.edge_exists.shape, dtype=torch.float64)
     with pytest.raises(AcdcError, match="fractions"):
-        faithfulness_of_scores(evaluator, scores, [0.5, 0.2])
+        faithfulness_of_scores(evaluator, scores, "signed", [0.5, 0.2])
 
 
 def test_method_comparison_writes_roc_and_faithfulness_files(setting, tmp_path):

@@ -1,11 +1,17 @@
-"""ACDC, EAP and EAP-IG side by side on one model and task: ROC against a truth, faithfulness curves.
+"""ACDC, EAP and EAP-IG side by side on one model and task: ROC against a truth, faithfulness curves;
+and any MIB submission (an importances file, or a folder of budgeted circuits) scored as MIB scores it.
 
 ``compare_methods`` runs each method as its registry entry says its circuits of different sizes
 are made (``CircuitSelection``):
   THRESHOLD (acdc)       a threshold sweep (``sweep.acdc_threshold_sweep``, shared evaluations), one
                          circuit per threshold: one ROC point and one faithfulness point each;
-  SCORES (eap, eap-ig)   one scoring run: the ROC of the ranking by |score|, and MIB's top-k
-                         circuits' faithfulness (CPR, CMD).
+  SCORES (eap, eap-ig)   one scoring run: the ROC of the ranking by |score|, and MIB's CPR and CMD
+                         (``faithfulness.mib_scores``: CPR from the top-k circuits of the signed
+                         ranking, CMD from those of the absolute one, unless told otherwise).
+``score_submission`` measures what MIB's evaluator reads from a task folder (``submission_files``):
+one importances file (EAP-IG's graph with a score on every edge; CPR and CMD as for SCORES) or 9
+circuit files ``circuit_<k>.json`` / ``.pt``, one for each k of ``SUBMISSION_FRACTIONS``
+(``faithfulness.faithfulness_of_budgeted_circuits``).
 Every circuit's faithfulness is measured with one metric (``metric``, the task's default when None),
 so the curves compare. The gradient methods score with ``gradient_metric``: by default the same
 metric, except for distances from the full model (``kl``, ``l2``), whose gradient vanishes at the
@@ -32,16 +38,24 @@ import torch
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.core.circuit import METHOD_NAMES, Circuit
 from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.graph import Graph
 from acdc_engine.core.progress import progress_bar
 from acdc_engine.evaluation.faithfulness import (
+    MIB_CMD_RANKING,
+    MIB_CPR_RANKING,
     MIB_FRACTIONS,
     CircuitEvaluator,
     FaithfulnessCurve,
+    MibScores,
+    Ranking,
+    faithfulness_of_budgeted_circuits,
     faithfulness_of_circuits,
-    faithfulness_of_scores,
+    mib_edge_count,
+    mib_scores,
 )
 from acdc_engine.evaluation.roc import LEVELS, RocCurve, check_same_graph, roc_from_circuits, roc_from_scores
 from acdc_engine.evaluation.sweep import ThresholdSweep, acdc_threshold_sweep
+from acdc_engine.formats.mib import SUBMISSION_FRACTIONS
 from acdc_engine.formats.tables import csv_text, markdown_table, number
 from acdc_engine.resolve import resolve_task
 from acdc_engine.methods import CircuitSelection, method_spec
@@ -53,19 +67,34 @@ COMPARED_METHODS = ("acdc", "eap", "eap-ig")
 
 @dataclass
 class MethodResult:
-    """One method's outcome.
+    """One method's (or submission's) outcome.
 
-    roc: {"edge": RocCurve, "node": RocCurve} when a truth was given; faithfulness: its curve;
-    seconds: the method's own time (the sweep's, or the scoring run's); circuits: the ACDC sweep's
-    circuits (empty for ranking methods); cache: the sweep's MetricCache counters.
+    curves: its faithfulness curves (a sweep's one; a ranking's per ranking, CPR's first);
+    mib: MIB's CPR and CMD, each with its curve (None for a threshold sweep);
+    roc: {"edge": RocCurve, "node": RocCurve} when a truth was given;
+    seconds: the method's own time (the sweep's, the scoring run's, or measuring a submission);
+    circuits: the ACDC sweep's circuits (empty otherwise); cache: the sweep's MetricCache counters.
     """
 
     method: str
-    faithfulness: FaithfulnessCurve
+    curves: list[FaithfulnessCurve]
     seconds: float
+    mib: MibScores | None = None
     roc: dict[str, RocCurve] = field(default_factory=dict)
     circuits: list[Circuit] = field(default_factory=list)
     cache: dict[str, int] | None = None
+
+    def label(self, curve: FaithfulnessCurve) -> str:
+        """The method's display name, with the ranking a ranking's curve comes from."""
+        name = METHOD_NAMES.get(self.method, self.method)
+        return f"{name}, {curve.ranking.value} ranking" if curve.ranking is not None else name
+
+
+def _mib_cells(mib: MibScores | None) -> list[str]:
+    """The CPR and CMD cells: each value with what its curve comes from ("0.490 (signed)"); "–" for none."""
+    if mib is None:
+        return ["–", "–"]
+    return [f"{number(mib.cpr)} ({mib.cpr_curve.basis})", f"{number(mib.cmd)} ({mib.cmd_curve.basis})"]
 
 
 @dataclass
@@ -76,7 +105,8 @@ class MethodComparison:
     results: dict[str, MethodResult]
 
     def table(self) -> str:
-        """A Markdown table: method, edge and node AUC (with a truth), CPR, CMD, seconds."""
+        """A Markdown table: method, edge and node AUC (with a truth), CPR and CMD each with the
+        ranking (or circuits) it comes from, circuits measured, seconds."""
         has_roc = any(r.roc for r in self.results.values())
         header = ["method"] + (["edge AUC", "node AUC"] if has_roc else []) + ["CPR", "CMD", "circuits", "seconds"]
         rows = []
@@ -84,8 +114,7 @@ class MethodComparison:
             cells = [METHOD_NAMES.get(method, method)]
             if has_roc:
                 cells += [f"{r.roc[level].auc:.3f}" for level in LEVELS]
-            curve = r.faithfulness
-            cells += [number(curve.cpr), number(curve.cmd), str(len(curve.edges)), f"{r.seconds:.2f}"]
+            cells += _mib_cells(r.mib) + [str(sum(len(curve.edges) for curve in r.curves)), f"{r.seconds:.2f}"]
             rows.append(cells)
         return markdown_table(header, rows)
 
@@ -98,11 +127,14 @@ class MethodComparison:
         ]
 
     def faithfulness_rows(self) -> list[dict[str, Any]]:
+        """One row per circuit measured; ``ranking``: the curve's basis (``FaithfulnessCurve.basis``);
+        ``size``: edges / N (MIB's edge count)."""
         rows = []
         for method, r in self.results.items():
-            curve = r.faithfulness
-            for cut, edges, value, f in zip(curve.cuts, curve.edges, curve.metric, curve.faithfulness):
-                rows.append({"method": method, "cut": cut, "edges": edges, "size": edges / curve.total_edges, "metric": value, "faithfulness": f})
+            for curve in r.curves:
+                for cut, edges, value, f in zip(curve.cuts, curve.edges, curve.metric, curve.faithfulness):
+                    rows.append({"method": method, "ranking": curve.basis, "cut": cut, "edges": edges,
+                                 "size": edges / curve.total_edges, "metric": value, "faithfulness": f})
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,8 +145,10 @@ class MethodComparison:
                     "seconds": r.seconds,
                     "roc": {level: {"auc": c.auc, "points": [p.__dict__ for p in c.points]} for level, c in r.roc.items()},
                     "faithfulness": {
-                        "cpr": r.faithfulness.cpr,
-                        "cmd": r.faithfulness.cmd,
+                        "cpr": r.mib.cpr if r.mib else None,
+                        "cpr_ranking": r.mib.cpr_curve.basis if r.mib else None,
+                        "cmd": r.mib.cmd if r.mib else None,
+                        "cmd_ranking": r.mib.cmd_curve.basis if r.mib else None,
                         "points": [row for row in self.faithfulness_rows() if row["method"] == method],
                     },
                     **({"cache": r.cache} if r.cache is not None else {}),
@@ -142,7 +176,7 @@ class MethodComparison:
         if has_roc:
             curves = {METHOD_NAMES.get(m, m): r.roc for m, r in self.results.items()}
             written += plotting.plot_roc(curves, folder / "roc", title=title)
-        curves = {METHOD_NAMES.get(m, m): r.faithfulness for m, r in self.results.items()}
+        curves = {r.label(curve): curve for r in self.results.values() for curve in r.curves}
         written += plotting.plot_faithfulness(curves, folder / "faithfulness", title=title, metric=self.setting["metric"])
         return written
 
@@ -182,6 +216,8 @@ def compare_methods(
     split_input: bool | None = None,
     steps: int = 5,
     fractions: Sequence[float] = MIB_FRACTIONS,
+    cpr_ranking: Ranking | str = MIB_CPR_RANKING,
+    cmd_ranking: Ranking | str = MIB_CMD_RANKING,
     batch_size: int | None = None,
     task_params: dict[str, Any] | None = None,
     model_name: str | None = None,
@@ -197,9 +233,11 @@ def compare_methods(
         split_input: None: the truth's (False without a truth).
         steps: the interpolation steps of a method that takes them (EAP-IG).
         fractions: the k of MIB's top-k circuits.
+        cpr_ranking, cmd_ranking: the rankings CPR and CMD come from (MIB's: signed, absolute).
         progress: a bar over the methods, and each method's own (``acdc_engine.core.progress``).
     """
     check_compared_methods(methods)
+    rankings = (Ranking(cpr_ranking), Ranking(cmd_ranking))
     split_input = _split_input(truth, split_input)
     task_data = resolve_task(model, task, task_params)
     evaluator = _evaluator(model, task_data, metric, ablation, split_input, truth)
@@ -214,21 +252,25 @@ def compare_methods(
             results[method] = _sweep_result(method, sweep, evaluator, truth)
         else:
             scoring = dict(common, metric=gradient_metric, **_method_params(method, steps=steps))
-            results[method] = _scores_result(method, model, task_data, evaluator, truth, fractions, scoring)
+            results[method] = _scores_result(method, model, task_data, evaluator, truth, fractions, rankings, scoring)
     swept = any(method_spec(m).circuits is CircuitSelection.THRESHOLD for m in methods)
     setting = {
         "model": model_name or model.cfg.model_name, "task": task_data.name, "metric": metric,
         "gradient_metric": gradient_metric, "ablation": ablation, "split_input": split_input,
-        **_measured(evaluator, truth),
+        **_measured(evaluator, truth, rankings),
         "thresholds": list(thresholds) if swept else None, "fractions": list(fractions), "steps": steps,
     }
     return MethodComparison(setting, results)
 
 
-def _measured(evaluator: CircuitEvaluator, truth: Circuit | None) -> dict[str, Any]:
-    """The setting's graph size, the metric of the full model and the empty circuit, and the truth's faithfulness."""
+def _measured(evaluator: CircuitEvaluator, truth: Circuit | None, rankings: tuple[Ranking, Ranking]) -> dict[str, Any]:
+    """The setting's graph size and MIB's N, the rankings CPR and CMD come from, the metric of the
+    full model and the empty circuit, and the truth's faithfulness."""
     return {
         "edges": evaluator.graph.n_edges,
+        "mib_edges": mib_edge_count(evaluator.graph.shape),
+        "cpr_ranking": rankings[0].value,
+        "cmd_ranking": rankings[1].value,
         "metric_full": evaluator.full,
         "metric_empty": evaluator.empty,
         "truth_faithfulness": (
@@ -265,7 +307,7 @@ def _method_params(method: str, **given: Any) -> dict[str, Any]:
 def _sweep_result(method: str, sweep: ThresholdSweep, evaluator: CircuitEvaluator, truth: Circuit | None) -> MethodResult:
     """A threshold sweep's result: one faithfulness point (and ROC point) per circuit."""
     result = MethodResult(
-        method, faithfulness_of_circuits(evaluator, sweep.circuits), sweep.seconds,
+        method, [faithfulness_of_circuits(evaluator, sweep.circuits)], sweep.seconds,
         circuits=sweep.circuits, cache=sweep.cache.stats(),
     )
     if truth is not None:
@@ -275,15 +317,140 @@ def _sweep_result(method: str, sweep: ThresholdSweep, evaluator: CircuitEvaluato
 
 def _scores_result(
     method: str, model: torch.nn.Module, task: TaskData, evaluator: CircuitEvaluator, truth: Circuit | None,
-    fractions: Sequence[float], scoring: dict[str, Any],
+    fractions: Sequence[float], rankings: tuple[Ranking, Ranking], scoring: dict[str, Any],
 ) -> MethodResult:
-    """A scoring run's result: MIB's top-k circuits' faithfulness, and the ROC of its ranking."""
+    """A scoring run's result: MIB's CPR and CMD of its scores, and the ROC of its ranking."""
     from acdc_engine.api import discover
 
     start = time.perf_counter()
     scored = discover(model, task, method=method, top_n=0, **scoring)
     seconds = time.perf_counter() - start
-    result = MethodResult(method, faithfulness_of_scores(evaluator, scored.scores.edges, fractions), seconds)
+    return _ranking_result(method, scored.scores.edges, evaluator, truth, fractions, rankings, seconds)
+
+
+def _ranking_result(
+    method: str, scores: torch.Tensor, evaluator: CircuitEvaluator, truth: Circuit | None,
+    fractions: Sequence[float], rankings: tuple[Ranking, Ranking], seconds: float,
+) -> MethodResult:
+    """MIB's CPR and CMD of edge scores [S, R] (``mib_scores``), with the ROC of their ranking."""
+    mib = mib_scores(evaluator, scores, fractions, *rankings)
+    result = MethodResult(method, mib.curves, seconds, mib=mib)
     if truth is not None:
-        result.roc = {level: roc_from_scores(truth, scored.scores.edges, level) for level in LEVELS}
+        result.roc = {level: roc_from_scores(truth, scores, level) for level in LEVELS}
     return result
+
+
+# ----- MIB submissions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubmissionFiles:
+    """What MIB's evaluator reads from a task folder: one importances file, or the budgeted circuit
+    files {k: path}; ``name``: the folder's (or the file's) name."""
+
+    name: str
+    importances: Path | None = None
+    circuits: dict[float, Path] = field(default_factory=dict)
+
+
+def _circuit_fraction(path: Path) -> float:
+    """k of a circuit file ``circuit_<k>.json`` / ``.pt``; AcdcError for any other name."""
+    text = path.stem.removeprefix("circuit_") if path.stem.startswith("circuit_") else ""
+    try:
+        return float(text)
+    except ValueError:
+        raise AcdcError(f"{path}: not a circuit file of a MIB submission (expected circuit_<k>.json or circuit_<k>.pt)") from None
+
+
+def submission_files(path: str | Path) -> SubmissionFiles:
+    """The files of a MIB submission at ``path``: an importances file itself, or a task folder holding
+    one ``.json`` / ``.pt`` file (importances) or one ``circuit_<k>`` file for each k of
+    ``SUBMISSION_FRACTIONS`` (other files, such as a README, are not read). AcdcError otherwise."""
+    path = Path(path)
+    if path.is_file():
+        return SubmissionFiles(path.name, importances=path)
+    if not path.is_dir():
+        raise AcdcError(f"no submission file or folder '{path}'")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".pt"))
+    if len(files) == 1:
+        return SubmissionFiles(path.name, importances=files[0])
+    circuits: dict[float, Path] = {}
+    for file in files:
+        k = _circuit_fraction(file)
+        if k in circuits:
+            raise AcdcError(f"{path}: two circuit files for k = {k:g}: {circuits[k].name} and {file.name}")
+        circuits[k] = file
+    if sorted(circuits) != sorted(SUBMISSION_FRACTIONS):
+        expected = ", ".join(f"{k:g}" for k in SUBMISSION_FRACTIONS)
+        found = ", ".join(f"{k:g}" for k in sorted(circuits)) or "none"
+        raise AcdcError(
+            f"{path}: MIB reads one importances file or 9 circuit files circuit_<k>.json / .pt, k = {expected}; "
+            f"found {len(files)} .json / .pt files (circuits for k = {found})"
+        )
+    return SubmissionFiles(path.name, circuits=circuits)
+
+
+def mib_metric_for(task: TaskData) -> str:
+    """The metric a submission is measured with when none is given: MIB's logit difference when the
+    task has answers and wrong answers, else the task's default."""
+    return "logit_diff" if task.answers is not None and task.wrong_answers is not None else task.default_metric
+
+
+def _load_for(path: Path, graph: Graph) -> Circuit:
+    """A submission's file as a circuit of ``graph``'s shape; AcdcError naming the file when its graph
+    differs (e.g. it scores MLP edges and the model is attention-only). A file with no MLP edge scored
+    or in its circuit reads as attention-only (``formats.eap_ig``), and is read as the model's when
+    the model has MLPs."""
+    from acdc_engine.formats.reader import load_circuit
+
+    circuit = load_circuit(path)
+    if circuit.graph.shape != graph.shape and graph.shape.has_mlp and not circuit.graph.shape.has_mlp:
+        circuit = load_circuit(path, attn_only=False)
+    if circuit.graph.shape != graph.shape:
+        raise AcdcError(f"{path}: its graph {circuit.graph.shape} is not the model's {graph.shape}")
+    return circuit
+
+
+def score_submission(
+    model: torch.nn.Module,
+    task: TaskData | str,
+    path: str | Path,
+    *,
+    truth: Circuit | None = None,
+    metric: str | None = None,
+    ablation: str = "resample",
+    fractions: Sequence[float] = MIB_FRACTIONS,
+    cpr_ranking: Ranking | str = MIB_CPR_RANKING,
+    cmd_ranking: Ranking | str = MIB_CMD_RANKING,
+    task_params: dict[str, Any] | None = None,
+    model_name: str | None = None,
+) -> MethodComparison:
+    """MIB's CPR and CMD of the submission at ``path`` (``submission_files``) for ``model`` on ``task``:
+    of an importances file's scores at ``fractions`` in the two rankings, or of the budgeted circuits
+    (``fractions`` and the rankings then do not apply). ``metric``: None: ``mib_metric_for`` the task.
+    With a truth, the ROC of the ranking by |score| or of the circuits. One result, named as the folder."""
+    files = submission_files(path)
+    rankings = (Ranking(cpr_ranking), Ranking(cmd_ranking))
+    task_data = resolve_task(model, task, task_params)
+    evaluator = _evaluator(model, task_data, metric or mib_metric_for(task_data), ablation, False, truth)
+    start = time.perf_counter()
+    try:
+        if files.importances is not None:
+            scores = _load_for(files.importances, evaluator.graph).scores.edges
+            result = _ranking_result(files.name, scores, evaluator, truth, fractions, rankings, 0.0)
+        else:
+            circuits = {k: _load_for(p, evaluator.graph) for k, p in sorted(files.circuits.items())}
+            mib = faithfulness_of_budgeted_circuits(evaluator, circuits)
+            result = MethodResult(files.name, mib.curves, 0.0, mib=mib)
+            if truth is not None:
+                result.roc = {level: roc_from_circuits(truth, list(circuits.values()), level) for level in LEVELS}
+    except AcdcError as error:
+        raise AcdcError(f"{path}: {error}" if not str(error).startswith(str(path)) else str(error)) from None
+    result.seconds = time.perf_counter() - start
+    setting = {
+        "model": model_name or model.cfg.model_name, "task": task_data.name, "metric": evaluator.metric_name,
+        "gradient_metric": None, "ablation": ablation, "split_input": False, **_measured(evaluator, truth, rankings),
+        "thresholds": None, "fractions": result.curves[0].cuts, "steps": None,
+        "submission": str(path), "layout": "importances" if files.importances is not None else "circuits",
+    }
+    return MethodComparison(setting, {files.name: result})
