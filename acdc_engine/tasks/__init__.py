@@ -11,14 +11,14 @@ from typing import Any
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.values import check_values
-from acdc_engine.tasks import docstring, greater_than, induction, ioi, jsonl
+from acdc_engine.tasks import docstring, greater_than, induction, ioi, jsonl, mib_data
 from acdc_engine.tasks import tracr as tracr_tasks
 from acdc_engine.tasks import predecessor
 from acdc_engine.tasks.induction import make_induction
 from acdc_engine.tasks.jsonl import make_jsonl_task
 from acdc_engine.core.task_data import TaskData, TaskSpec
 
-TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (induction.SPEC, jsonl.SPEC, ioi.SPEC, greater_than.SPEC, docstring.SPEC, *tracr_tasks.SPECS, predecessor.SPEC)}
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (induction.SPEC, jsonl.SPEC, ioi.SPEC, greater_than.SPEC, docstring.SPEC, *tracr_tasks.SPECS, predecessor.SPEC, mib_data.SPEC)}
 
 
 def make_task(name: str, model: Any, **params: Any) -> TaskData:
