@@ -36,6 +36,8 @@
     started: called once the run can start (the model and task resolved, the checkpoint accepted,
         the self-check passed), just before the method runs; the command line writes its run record
         then, so that a run refused at start writes nothing.
+    threads: CPU threads for the run's tensor work; None: chosen from the work's size and the CPUs
+        free to this process (``acdc_engine.core.threads``). The circuit is the same for any count.
     method_params: the method's own parameters, checked by its entry (AcdcError naming one it does
         not take): acdc: ``threshold`` (tau, default 0.05; a removal stays when it raises the metric
         by less), ``batch_size`` (candidates per forward pass; None: from free memory, at most 32,
@@ -60,6 +62,7 @@ from acdc_engine.methods.checkpoint import Checkpoint, Checkpointer, resume_stat
 from acdc_engine.methods.fingerprint import Fingerprint, fingerprint
 from acdc_engine.core.circuit import Circuit
 from acdc_engine.core.errors import AcdcError
+from acdc_engine.core.threads import thread_count, using_threads
 from acdc_engine.measure.measurement import Measurement
 from acdc_engine.methods import MethodInput, MethodOutcome, MethodSpec, method_spec
 from acdc_engine.measure.metric_cache import MetricCache
@@ -136,12 +139,15 @@ def discover(
     checkpoint_seconds: float | None = 60.0,
     run_config: Mapping[str, Any] | None = None,
     started: Callable[[], None] | None = None,
+    threads: int | None = None,
     **method_params: Any,
 ) -> Circuit:
     """Find the circuit of ``model`` for ``task`` with ``method`` (arguments: the module docstring):
 
         check     the arguments and the method's parameters, before any model loads
         resolve   the model to a ModelSpec, the task to TaskData (``acdc_engine.resolve``)
+        threads   how many CPU threads the run uses (``threads``, else ``core.threads.thread_count``
+                  from the work's size and the free CPUs); the caller's count is restored after
         measure   the graph, the patcher and the metric (``Measurement``; cached if asked)
         run       the method (its registry entry), resuming from and saving to ``checkpoint``
         prune     its decisions to input-to-logits paths, and measure that circuit
@@ -151,9 +157,31 @@ def discover(
     spec, params = _checked_arguments(
         model, task, method, method_params, task_params, checkpoint, metric=metric, ablation=ablation, split_input=split_input,
         permute_corrupted_positions=permute_corrupted_positions, model_name=model_name, seed=seed, progress=progress,
-        metric_cache=metric_cache, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
+        metric_cache=metric_cache, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds, threads=threads,
     )
     resolved = resolve(model, task, task_params, model_name=model_name, split_input=split_input)
+    with using_threads(thread_count(work_elements(resolved), threads)):
+        return _discover_resolved(
+            resolved, spec, params, start, metric=metric, ablation=ablation, split_input=split_input,
+            permute_corrupted_positions=permute_corrupted_positions, task_params=task_params, method=method, seed=seed,
+            progress=progress, metric_cache=metric_cache, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds, run_config=run_config, started=started,
+        )
+
+
+def work_elements(resolved: Resolved) -> int:
+    """The size of one pass of the run, n_prompts x n_tokens x d_model (``core.threads``)."""
+    n_prompts, n_tokens = resolved.task.clean.shape
+    return n_prompts * n_tokens * resolved.model.cfg.d_model
+
+
+def _discover_resolved(
+    resolved: Resolved, spec: MethodSpec, params: Any, start: float, *, metric: str | None, ablation: str,
+    split_input: bool, permute_corrupted_positions: bool, task_params: dict[str, Any] | None, method: str, seed: int,
+    progress: bool, metric_cache: MetricCache | None, checkpoint: str | Path | None, checkpoint_every: int | None,
+    checkpoint_seconds: float | None, run_config: Mapping[str, Any] | None, started: Callable[[], None] | None,
+) -> Circuit:
+    """``discover``'s steps after the model and task are resolved (measure, run, prune, describe)."""
     metric = metric or resolved.task.default_metric
     resumed = checkpointer = None
     if checkpoint is not None:

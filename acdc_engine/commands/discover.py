@@ -168,6 +168,7 @@ def _discover_into(cfg: DictConfig, out_dir: Path, started: Callable[[], None]) 
         model_name=cfg.model.path if cfg.model.name == "local" else cfg.model.name,
         seed=cfg.seed,
         progress=cfg.progress,
+        threads=cfg.threads,
         started=started,
     )
     notes: list[str] = []

@@ -43,6 +43,7 @@ class DiscoverOptions:
     metric_cache: Optional[MetricCache] = None
     checkpoint_every: Optional[int] = None
     checkpoint_seconds: Optional[float] = 60.0
+    threads: Optional[int] = None
 
 
 def check_discover_options(**options: Any) -> None:

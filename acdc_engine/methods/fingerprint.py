@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-IGNORED = ("progress", "resume", "checkpoint", "method.batch_size", "batch_size", "device", "defaults")
+IGNORED = ("progress", "resume", "checkpoint", "method.batch_size", "batch_size", "device", "defaults", "threads")
 """Config keys (and everything under them) that the fingerprint leaves out."""
 DATA_FIELDS = ("clean", "corrupted", "positions", "answers", "wrong_answers", "lengths", "corrupted_lengths")
 """The task's tensors a checkpoint is tied to; the lengths count only for a padded task (a task
