@@ -160,9 +160,10 @@ def discover(
         metric_cache=metric_cache, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds, threads=threads,
     )
     resolved = resolve(model, task, task_params, model_name=model_name, split_input=split_input)
-    with using_threads(thread_count(work_elements(resolved), threads)):
+    threads = thread_count(work_elements(resolved), threads)
+    with using_threads(threads):
         return _discover_resolved(
-            resolved, spec, params, start, metric=metric, ablation=ablation, split_input=split_input,
+            resolved, spec, params, start, threads, metric=metric, ablation=ablation, split_input=split_input,
             permute_corrupted_positions=permute_corrupted_positions, task_params=task_params, method=method, seed=seed,
             progress=progress, metric_cache=metric_cache, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
             checkpoint_seconds=checkpoint_seconds, run_config=run_config, started=started,
@@ -176,7 +177,7 @@ def work_elements(resolved: Resolved) -> int:
 
 
 def _discover_resolved(
-    resolved: Resolved, spec: MethodSpec, params: Any, start: float, *, metric: str | None, ablation: str,
+    resolved: Resolved, spec: MethodSpec, params: Any, start: float, threads: int, *, metric: str | None, ablation: str,
     split_input: bool, permute_corrupted_positions: bool, task_params: dict[str, Any] | None, method: str, seed: int,
     progress: bool, metric_cache: MetricCache | None, checkpoint: str | Path | None, checkpoint_every: int | None,
     checkpoint_seconds: float | None, run_config: Mapping[str, Any] | None, started: Callable[[], None] | None,
@@ -188,7 +189,7 @@ def _discover_resolved(
         settings = run_config or _run_settings(resolved, method, params, metric, ablation, split_input,
                                                permute_corrupted_positions, task_params, seed)
         resumed, checkpointer = _checkpointing(spec, checkpoint, fingerprint(settings, resolved.model, resolved.task), checkpoint_every, checkpoint_seconds, start)
-    measurement = Measurement(resolved.model, resolved.task, metric, ablation, split_input, permute_corrupted_positions)
+    measurement = Measurement(resolved.model, resolved.task, metric, ablation, split_input, permute_corrupted_positions, threads)
     evaluate = measurement.evaluate if metric_cache is None else metric_cache.wrap(measurement.evaluate, **measurement.setting)
     inputs = MethodInput(
         graph=measurement.graph, patcher=measurement.patcher, metric=measurement.metric, metric_name=metric,

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from acdc_engine.core.mask import CircuitMask
 from acdc_engine.core.patcher import Evaluate
+from acdc_engine.core.threads import thread_count, using_threads
 from acdc_engine.measure.metrics import at_least_float32, make_metric
 from acdc_engine.patching import EdgePatcher
 from acdc_engine.core.task_data import TaskData
@@ -34,6 +35,8 @@ class Measurement:
         split_input: token and positional embeddings as two senders.
         permute_corrupted_positions: the original ACDC's permuted positional embedding in the
             corrupted run (``EdgePatcher``).
+        threads: CPU threads for its passes; None: ``core.threads.thread_count`` of the work
+            (n_prompts x n_tokens x d_model), chosen once.
     Attributes:
         model, task, ablation, split_input: the setting, as given.
         graph: the model's graph; patcher: its ``EdgePatcher``.
@@ -49,14 +52,17 @@ class Measurement:
         ablation: str = "resample",
         split_input: bool = False,
         permute_corrupted_positions: bool = False,
+        threads: int | None = None,
     ) -> None:
         self.model, self.task, self.ablation, self.split_input = model, task, ablation, split_input
+        self.threads = thread_count(task.clean.numel() * model.cfg.d_model, threads)
         self.metric_name = metric or task.default_metric
-        self.patcher = EdgePatcher(
-            model, task.clean, task.corrupted, task.positions, ablation,
-            split_input=split_input, permute_corrupted_positions=permute_corrupted_positions,
-            lengths=task.lengths, corrupted_lengths=task.corrupted_lengths,
-        )
+        with using_threads(self.threads):
+            self.patcher = EdgePatcher(
+                model, task.clean, task.corrupted, task.positions, ablation,
+                split_input=split_input, permute_corrupted_positions=permute_corrupted_positions,
+                lengths=task.lengths, corrupted_lengths=task.corrupted_lengths,
+            )
         self.graph = self.patcher.graph
         full_logits = at_least_float32(
             self.patcher.logits(self.graph.full_mask(), start_layer=self.graph.shape.n_layers)
@@ -73,7 +79,8 @@ class Measurement:
         """The metric of circuits ``masks`` (bool, [C, ...]) in one patched pass that may start at
         ``start_layer`` (every receiver below it intact): [C] float64 on the CPU. A circuit gets the
         same bits alone and in any batch (``EdgePatcher.logits``)."""
-        logits = self.patcher.logits(masks, start_layer)
+        with using_threads(self.threads):
+            logits = self.patcher.logits(masks, start_layer)
         return self.metric(at_least_float32(logits)).double().cpu()
 
     def empty(self, evaluate: Evaluate | None = None) -> float:
