@@ -483,3 +483,14 @@ def test_a_model_without_a_tokenizer_is_refused(ioi_dir):
 def test_without_the_datasets_library_the_error_names_the_extra(model, ioi_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     refused(r"not installed: pip install 'acdc-engine\[mib\]'", lambda: mib(model, "ioi", ioi_dir))
+
+
+@pytest.mark.parametrize("dataset, folder_task", [("ioi", "ioi"), ("arc_easy", "arc-easy"), ("arithmetic_addition", "arithmetic-addition")])
+def test_acdc_mib_names_a_mib_dataset_tasks_folder_after_the_dataset_it_reads(model, tmp_path, dataset, folder_task):
+    import argparse
+
+    from acdc_engine.commands.mib import _task_key
+
+    rows = {"ioi": IOI_TRAIN, "arc_easy": CHOICE_ROWS[:2], "arithmetic_addition": ARITHMETIC_ROWS}[dataset]
+    task = mib(model, dataset, save_splits(tmp_path / dataset, train=rows))
+    assert _task_key(argparse.Namespace(task_key=None, task="mib"), task) == folder_task

@@ -35,6 +35,7 @@ from acdc_engine.commands.plain import run_command
 from acdc_engine.core.errors import AcdcError
 
 if TYPE_CHECKING:
+    from acdc_engine.core.task_data import TaskData
     from acdc_engine.formats.mib import Submission
     from acdc_engine.methods import MethodSpec
 
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> Submission:
     model_name = args.model_path if args.model == "local" else _load_name(args.model)
     model = load_model(_load_name(args.model), device=args.device, path=args.model_path)
     task = resolve_task(model, args.task, _key_values(args.task_param, "--task-param"))
-    keys = _task_key(args, task.name), model_key
+    keys = _task_key(args, task), model_key
     check_folder(args.out, mib_folder(*keys))
     _warn_if_unscored(mib_folder(*keys))
     common = dict(metric=args.metric, ablation=args.ablation, model_name=model_name, seed=args.seed, progress=args.progress, **params)
@@ -192,13 +193,14 @@ def _model_key(args: argparse.Namespace) -> str:
     return key
 
 
-def _task_key(args: argparse.Namespace, task_name: str) -> str:
-    """``--task-key``, else MIB's name of ``--task`` or of the built task; AcdcError naming --task-key."""
+def _task_key(args: argparse.Namespace, task: TaskData) -> str:
+    """``--task-key``, else MIB's name of ``--task``, of the built task, or of the MIB dataset task
+    ``mib`` reads (``task.dataset``); AcdcError naming --task-key."""
     from acdc_engine.formats.mib import MIB_TASKS, check_task_key, task_key
 
     if args.task_key is not None:
         return check_task_key(args.task_key)
-    key = task_key(args.task) or task_key(task_name)
+    key = task_key(args.task) or task_key(task.name) or task_key(str(task.params.get("dataset", "")))
     if key is None:
         raise AcdcError(f"task '{args.task}' has no MIB task name ({', '.join(MIB_TASKS)}): give one with --task-key KEY")
     return key
