@@ -29,6 +29,7 @@ METHOD_ARGS = {  # each method as fast as it runs on the toy model
     "clean-corrupted": [],
     "exact": [],
     "edge-pruning": ["--steps", "5"],
+    "information-flow-routes": [],
 }
 SCORE_METHODS = [name for name, spec in METHODS.items() if spec.circuits is CircuitSelection.SCORES]
 

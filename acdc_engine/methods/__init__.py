@@ -8,15 +8,17 @@
   clean-corrupted     EAP with gradients at the clean and the corrupted run, ``attribution.py``
   exact      every edge patched alone, measured, ``exact.py``
   edge-pruning  hard-concrete edge masks trained by gradient (Bhaskar et al. 2024), ``edge_pruning.py``
+  information-flow-routes  norm-based contributions of the clean run (Ferrando and Voita 2024),
+             circuits grown greedily from the logits as MIB does, ``information_flow_routes.py``
 """
 
 from __future__ import annotations
 
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.methods import acdc, acdc_eap, attribution, eap, edge_pruning, exact
+from acdc_engine.methods import acdc, acdc_eap, attribution, eap, edge_pruning, exact, information_flow_routes
 from acdc_engine.methods.method import RUN_KEYS, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (acdc.SPEC, acdc_eap.SPEC, *eap.SPECS, *attribution.SPECS, exact.SPEC, edge_pruning.SPEC)}
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (acdc.SPEC, acdc_eap.SPEC, *eap.SPECS, *attribution.SPECS, exact.SPEC, edge_pruning.SPEC, information_flow_routes.SPEC)}
 
 
 def method_spec(name: str) -> MethodSpec:

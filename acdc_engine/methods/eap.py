@@ -66,10 +66,14 @@ the clean model (alpha < 1), so it does not have this problem; use it, or a metr
 Circuits: ``select_edges`` keeps the top-n edges by |score| (ties: earlier edge in
 ``Graph.edges()`` order first) or the edges with |score| >= a threshold; the method keeps every
 head input, and ``discover`` prunes to the edges on input-to-logits paths, as for every method.
+``greedy_edges`` grows a circuit from the logits instead (MIB's rule for information flow routes,
+``acdc_engine.methods.information_flow_routes``).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import operator
 import warnings
@@ -86,7 +90,7 @@ from acdc_engine.core.progress import progress_bar
 from acdc_engine.core.graph import Graph
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.measure.metrics import Metric, at_least_float32
-from acdc_engine.core.nodes import edge_name
+from acdc_engine.core.nodes import LOGITS, component_of, edge_name
 
 VARIANTS = ("eap", "eap-ig")  # what run_eap computes
 INTERPOLATIONS = ("eap-ig", "right-riemann", "midpoint")  # the method's ``interpolation`` choices
@@ -230,6 +234,22 @@ def check_selection(graph: Graph | None, top_n: int | None, threshold: float | N
     return None, value
 
 
+def edge_magnitudes(graph: Graph, scores: Tensor) -> Tensor:
+    """|score| of every edge: float64 [S, R] on the CPU, 0 where no edge exists. AcdcError when
+    ``scores`` is not [S, R] or an edge's score is not finite (naming the first such edge in
+    ``graph.edges()`` order)."""
+    if tuple(scores.shape) != tuple(graph.edge_exists.shape):
+        expected = tuple(graph.edge_exists.shape)
+        raise AcdcError(f"scores must have shape {expected} (senders x receivers), got {tuple(scores.shape)}")
+    receivers, senders = graph.edge_exists.T.nonzero().unbind(1)  # edge order
+    magnitude = scores.detach().to("cpu", torch.float64).abs()
+    finite = torch.isfinite(magnitude[senders, receivers])
+    if not finite.all():
+        bad = int((~finite).nonzero()[0])
+        raise AcdcError(f"the score of edge '{edge_name(graph.senders[senders[bad]], graph.receivers[receivers[bad]])}' is not finite")
+    return torch.where(graph.edge_exists, magnitude, torch.zeros((), dtype=torch.float64))
+
+
 def select_edges(graph: Graph, scores: Tensor, top_n: int | None = None, threshold: float | None = None) -> Tensor:
     """The edges with the top_n largest |score|, or with |score| >= threshold: bool [S, R].
 
@@ -237,20 +257,56 @@ def select_edges(graph: Graph, scores: Tensor, top_n: int | None = None, thresho
     order, then senders in forward order), so the selection is a function of the scores alone.
     """
     top_n, threshold = check_selection(graph, top_n, threshold)
-    if tuple(scores.shape) != tuple(graph.edge_exists.shape):
-        expected = tuple(graph.edge_exists.shape)
-        raise AcdcError(f"scores must have shape {expected} (senders x receivers), got {tuple(scores.shape)}")
     receivers, senders = graph.edge_exists.T.nonzero().unbind(1)  # edge order
-    magnitude = scores.detach().to("cpu", torch.float64)[senders, receivers].abs()
-    if not torch.isfinite(magnitude).all():
-        bad = int((~torch.isfinite(magnitude)).nonzero()[0])
-        raise AcdcError(f"the score of edge '{edge_name(graph.senders[senders[bad]], graph.receivers[receivers[bad]])}' is not finite")
+    magnitude = edge_magnitudes(graph, scores)[senders, receivers]
     if top_n is not None:
         chosen = torch.sort(magnitude, descending=True, stable=True).indices[:top_n]
     else:
         chosen = (magnitude >= threshold).nonzero().flatten()
     mask = torch.zeros_like(graph.edge_exists)
     mask[senders[chosen], receivers[chosen]] = True
+    return mask
+
+
+def greedy_edges(graph: Graph, scores: Tensor, top_n: int) -> Tensor:
+    """MIB's greedy circuit of ``top_n`` edges, grown from the logits: bool [S, R].
+
+    EAP-IG's ``Graph.apply_greedy`` (hannamw/EAP-IG, ``eap/graph.py``), which MIB's
+    ``run_evaluation.py`` uses instead of the top-n rule for information flow routes: the circuit
+    starts as the ``logits`` node; the candidates are the edges into the circuit's nodes, best
+    |score| first. top_n times, the best candidate joins the circuit; when its sender's node (a
+    head, an MLP, an input sender) is new, that node joins and the edges into it (a head's q, k and
+    v edges, an MLP's input edges) become candidates. Ranking by |score| is EAP-IG's
+    ``absolute=True``; for scores >= 0 it is also its ``absolute=False``.
+
+    Ties in |score| go to the edge that became a candidate first (EAP-IG merges each new node's
+    candidates after the older ones with ``heapq.merge``, which keeps earlier streams first), then
+    to the earlier edge in ``graph.edges()`` order (EAP-IG sorts the logits' edges stably in sender
+    order; a new node's edges come from a Python set, in no fixed order). The edges are not pruned
+    here; ``discover`` prunes them to input-to-logits paths, as EAP-IG's ``prune=True`` does.
+    """
+    top_n, _ = check_selection(graph, top_n, None)
+    magnitude = edge_magnitudes(graph, scores).tolist()
+    into: dict[str, list[int]] = {}
+    for r, name in enumerate(graph.receivers):
+        into.setdefault(component_of(name), []).append(r)
+    candidates: list[tuple[float, int, int, int]] = []
+    arrival = itertools.count()
+
+    def add_candidates(node: str) -> None:
+        for r in into.get(node, []):
+            for s in graph.edge_exists[:, r].nonzero().flatten().tolist():
+                heapq.heappush(candidates, (-magnitude[s][r], next(arrival), s, r))
+
+    in_circuit = {LOGITS}
+    add_candidates(LOGITS)
+    mask = torch.zeros_like(graph.edge_exists)
+    for _ in range(top_n):
+        _, _, s, r = heapq.heappop(candidates)
+        mask[s, r] = True
+        if graph.senders[s] not in in_circuit:
+            in_circuit.add(graph.senders[s])
+            add_candidates(graph.senders[s])
     return mask
 
 

@@ -45,7 +45,8 @@ class EdgePatcher:
             model's own forward pass first; AcdcError if they differ by more than the dtype's
             tolerance (``acdc_engine.patching.self_check``). The result is ``self.self_check``.
         lengths, corrupted_lengths: [n_prompts], the real tokens of each clean / corrupted prompt
-            (default: all); mean ablation averages the corrupted prompts' real tokens only.
+            (default: all); mean ablation averages the corrupted prompts' real tokens only. The
+            clean ones are kept as ``self.lengths`` (long [n_prompts], on the CPU).
         permute_corrupted_positions: reproduce the original ACDC's resample ablation with split
             embeddings, whose corrupted run sees the positional embedding at permuted positions
             (a fixed seeded permutation, ``baseline.permuted_position_inputs``), so that edges from
@@ -95,6 +96,7 @@ class EdgePatcher:
         self._pass_positions = None if every_position else self._read.computed
         full = torch.full((n_prompts,), n_pos)
         lengths = full if lengths is None else lengths.cpu()
+        self.lengths = lengths
         corrupted_lengths = lengths if corrupted_lengths is None else corrupted_lengths.cpu()
         if ablation == "mean":
             check_mean_covers(lengths, corrupted_lengths)
