@@ -47,7 +47,10 @@ Ablation code discretizes log_alpha > tau, tau = 0); ``top_n``: the top_n edges 
   - MIB trains on its dataset in batches of 5 prompts for one pass (1900 steps on IOI), each prompt
     repeated 12 times with its own mask (60 masks per step). Here each step runs the task's prompts
     together under ``samples`` masks (each mask applies to every prompt; default 12, MIB's copies
-    per prompt), for ``steps`` steps.
+    per prompt), for ``steps`` steps. The in-window reweighting counts among the step's masks (MIB:
+    among 60): an edge gets a metric gradient in a step with probability 1 - (1 - w)^samples, so
+    fewer samples weaken the metric against the penalty, and sparsity_weight means what it means in
+    MIB only with samples near 60.
   - The metric is the engine's (KL to the full model by default, as MIB's ``Pruner.forward``).
   - MIB zeroes the masks of edges on no input-to-logits path of each sample's nonzero masks
     (``prune_dangling_edges``). Under resample ablation that changes neither the loss nor its
