@@ -10,15 +10,25 @@
   edge-pruning  hard-concrete edge masks trained by gradient (Bhaskar et al. 2024), ``edge_pruning.py``
   information-flow-routes  norm-based contributions of the clean run (Ferrando and Voita 2024),
              circuits grown greedily from the logits as MIB does, ``information_flow_routes.py``
+  ugs        edge masks sampled uniformly in a window, trained by gradient (Li and Janson 2024, as MIB runs it), ``ugs.py``
+  subnetwork-probing  hard-concrete masks on heads' q/k/v and MLP outputs (the ACDC paper's SP), ``subnetwork_probing.py``
 """
 
 from __future__ import annotations
 
 from acdc_engine.core.errors import AcdcError
-from acdc_engine.methods import acdc, acdc_eap, attribution, eap, edge_pruning, exact, information_flow_routes
+from acdc_engine.methods import (
+    acdc, acdc_eap, attribution, eap, edge_pruning, exact, information_flow_routes, subnetwork_probing, ugs,
+)
 from acdc_engine.methods.method import RUN_KEYS, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (acdc.SPEC, acdc_eap.SPEC, *eap.SPECS, *attribution.SPECS, exact.SPEC, edge_pruning.SPEC, information_flow_routes.SPEC)}
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        acdc.SPEC, acdc_eap.SPEC, *eap.SPECS, *attribution.SPECS, exact.SPEC, edge_pruning.SPEC,
+        information_flow_routes.SPEC, ugs.SPEC, subnetwork_probing.SPEC,
+    )
+}
 
 
 def method_spec(name: str) -> MethodSpec:

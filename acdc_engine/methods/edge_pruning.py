@@ -31,28 +31,35 @@ sweeps could vary cheaply (one full training per value), so the method is no THR
 Selection: neither ``top_n`` nor ``score_threshold`` (the default): score >= 0.5, edges and head
 inputs alike; ``score_threshold``: score >= it, edges and head inputs; ``top_n``: the top_n edges by
 score, the head inputs at >= 0.5.
+
+The hard concrete (``hard_concrete``, ``deterministic_masks``, ``probability_nonzero``) and the
+training loop are ``mask_training``'s, shared with ``ugs`` and ``subnetwork-probing``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
 
 from acdc_engine.core import choices
-from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.mask import CircuitMask, Scores
-from acdc_engine.core.progress import progress_bar
 from acdc_engine.measure.metrics import Metric
 from acdc_engine.methods.eap import check_selection, select_edges
+from acdc_engine.methods.mask_training import (
+    LEFT, RIGHT, StepOutcome, check_int, check_number, deterministic_masks, hard_concrete, probability_nonzero, train_masks,
+)
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.patching.float_pass import float_mask_logits
 
-LEFT, RIGHT = -0.1, 1.1
-"""The hard concrete's stretch interval (l, r), Louizos et al. 2018's and Edge Pruning's."""
+__all__ = [
+    "EdgePruningConfig", "EdgePruningParams", "EdgePruningResult", "SPEC", "deterministic_masks", "probability_nonzero",
+    "sample_masks", "selected", "train_edge_masks",
+]
+
 EPS = 1e-6
 """The uniform noise is drawn from [EPS, 1 - EPS] (log u and log(1 - u) stay finite)."""
 
@@ -86,30 +93,17 @@ class EdgePruningParams:
     score_threshold: Optional[float] = None
 
     def __post_init__(self) -> None:
-        _check_number("target_sparsity", self.target_sparsity, 0.0, 1.0, closed_high=False)
-        _check_int("steps", self.steps, 1)
-        _check_number("lr", self.lr, 0.0, math.inf, closed_low=False)
-        _check_number("lagrangian_lr", self.lagrangian_lr, 0.0, math.inf)
-        _check_number("warmup", self.warmup, 0.0, 1.0)
-        _check_number("init_log_alpha", self.init_log_alpha, -math.inf, math.inf)
-        _check_number("temperature", self.temperature, 0.0, math.inf, closed_low=False)
-        _check_int("mask_seed", self.mask_seed, 0)
-        _check_int("samples", self.samples, 1)
+        check_number("target_sparsity", self.target_sparsity, 0.0, 1.0, closed_high=False)
+        check_int("steps", self.steps, 1)
+        check_number("lr", self.lr, 0.0, math.inf, closed_low=False)
+        check_number("lagrangian_lr", self.lagrangian_lr, 0.0, math.inf)
+        check_number("warmup", self.warmup, 0.0, 1.0)
+        check_number("init_log_alpha", self.init_log_alpha, -math.inf, math.inf)
+        check_number("temperature", self.temperature, 0.0, math.inf, closed_low=False)
+        check_int("mask_seed", self.mask_seed, 0)
+        check_int("samples", self.samples, 1)
         if self.top_n is not None or self.score_threshold is not None:
             check_selection(None, self.top_n, self.score_threshold)
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise AcdcError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_number(name: str, value: Any, low: float, high: float, closed_low: bool = True, closed_high: bool = True) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (value >= low if closed_low else value > low) and (value <= high if closed_high else value < high)
-    if not ok:
-        interval = f"{'[' if closed_low else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
-        raise AcdcError(f"{name} must be a finite number in {interval}, got {value!r}")
 
 
 @dataclass
@@ -127,20 +121,10 @@ class EdgePruningConfig(EdgePruningParams):
 
 
 def sample_masks(log_alpha: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
-    """One stretched-and-clamped hard-concrete sample per entry of ``log_alpha`` (differentiable in it)."""
+    """One stretched-and-clamped hard-concrete sample per entry of ``log_alpha`` (differentiable in
+    it), its noise u drawn from ``generator`` in [EPS, 1 - EPS]."""
     u = torch.rand(log_alpha.shape, generator=generator, dtype=log_alpha.dtype) * (1 - 2 * EPS) + EPS
-    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / temperature)
-    return (s * (RIGHT - LEFT) + LEFT).clamp(0.0, 1.0)
-
-
-def deterministic_masks(log_alpha: Tensor) -> Tensor:
-    """The test-time masks clamp(sigmoid(log_alpha) * (r - l) + l, 0, 1)."""
-    return (torch.sigmoid(log_alpha) * (RIGHT - LEFT) + LEFT).clamp(0.0, 1.0)
-
-
-def probability_nonzero(log_alpha: Tensor, temperature: float) -> Tensor:
-    """P(z != 0) = sigmoid(log_alpha - beta * log(-l / r)): each mask's expected L0."""
-    return torch.sigmoid(log_alpha - temperature * math.log(-LEFT / RIGHT))
+    return hard_concrete(log_alpha, u, temperature)
 
 
 # ----- training ------------------------------------------------------------------------------------
@@ -175,10 +159,11 @@ def train_edge_masks(patcher, metric: Metric, params: EdgePruningParams, progres
     lagrangian_optimizer = torch.optim.Adam([lambdas], lr=params.lagrangian_lr, maximize=True)
     generator = torch.Generator().manual_seed(params.mask_seed)
     warmup_steps = params.warmup * params.steps
-    result = EdgePruningResult(edge_log_alpha, head_log_alpha)
-    bar = progress_bar(range(params.steps), progress=progress, desc="edge pruning", unit="step")
-    for step in bar:
-        target = params.target_sparsity * (min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+    targets: list[float] = []
+
+    def step(i: int) -> StepOutcome:
+        target = params.target_sparsity * (min(1.0, (i + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+        targets.append(target)
         edges = sample_masks(edge_log_alpha.expand(params.samples, -1, -1), params.temperature, generator) * exists
         heads = sample_masks(head_log_alpha.expand(params.samples, -1, -1, -1), params.temperature, generator)
         value = metric(float_mask_logits(patcher, CircuitMask(edges, heads))).float().mean()
@@ -187,25 +172,14 @@ def train_edge_masks(patcher, metric: Metric, params: EdgePruningParams, progres
         ).sum()
         gap = target - (1 - expected_l0 / n_masks)
         loss = value + lambdas[0] * gap + lambdas[1] * gap**2
-        if not torch.isfinite(loss):
-            raise AcdcError(
-                f"edge-pruning: the loss is not finite at step {step + 1} of {params.steps} (metric {float(value.detach()):.6g}, "
-                f"lambdas {lambdas.detach().tolist()}); try a smaller lr"
-            )
-        mask_optimizer.zero_grad()
-        lagrangian_optimizer.zero_grad()
-        loss.backward()
-        mask_optimizer.step()
-        lagrangian_optimizer.step()
         sparsity = 1 - float(expected_l0.detach()) / n_masks
-        result.metric.append(float(value.detach()))
-        result.sparsity.append(sparsity)
-        result.target.append(target)
-        result.loss.append(float(loss.detach()))
-        bar.set_postfix(metric=f"{result.metric[-1]:.4g}", sparsity=f"{sparsity:.3f}", refresh=False)
-    result.edge_log_alpha = edge_log_alpha.detach().double() * graph.edge_exists
-    result.head_log_alpha = head_log_alpha.detach().double()
-    return result
+        return StepOutcome(loss, value, sparsity, f"lambdas {lambdas.detach().tolist()}")
+
+    log = train_masks("edge-pruning", params.steps, step, [mask_optimizer, lagrangian_optimizer], progress)
+    return EdgePruningResult(
+        edge_log_alpha.detach().double() * graph.edge_exists, head_log_alpha.detach().double(),
+        log.metric, log.sparsity, targets, log.loss,
+    )
 
 
 # ----- the method, for discover ----------------------------------------------------------------------
