@@ -67,3 +67,23 @@ def hooked_small_model(attn_only: bool, seed: int = 0, **overrides):
             if name.endswith((".b", ".w")) or ".b_" in name or name.endswith("b_U"):
                 param.add_(0.3 * torch.randn(param.shape, generator=g, dtype=param.dtype))
     return model.eval()
+
+
+LEARNED_MASK_STEPS = 10
+"""Training steps a test gives a learned-mask method (edge-pruning, UGS, subnetwork probing)."""
+
+
+def quick_params(method: str) -> dict:
+    """Keyword arguments that keep ``method``'s run short in a test: few training steps (and two
+    mask samples) for a method that learns masks; nothing for the others."""
+    import dataclasses
+
+    from acdc_engine.methods import METHODS
+
+    fields = {f.name: f for f in dataclasses.fields(METHODS[method].params)}
+    params = {}
+    if "steps" in fields and isinstance(fields["steps"].default, int) and fields["steps"].default >= 100:
+        params["steps"] = LEARNED_MASK_STEPS
+        if "samples" in fields:
+            params["samples"] = 2
+    return params

@@ -30,6 +30,8 @@ METHOD_ARGS = {  # each method as fast as it runs on the toy model
     "exact": [],
     "edge-pruning": ["--steps", "5"],
     "information-flow-routes": [],
+    "ugs": ["--steps", "5", "--method-param", "samples=2"],
+    "subnetwork-probing": ["--steps", "5"],
 }
 SCORE_METHODS = [name for name, spec in METHODS.items() if spec.circuits is CircuitSelection.SCORES]
 

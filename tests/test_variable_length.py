@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from factories import small_model
+from factories import quick_params, small_model
 from naive_reference import naive_acdc
 
 from acdc_engine import AcdcError, TaskData, discover
@@ -202,7 +202,7 @@ def test_every_method_runs_on_a_variable_length_task():
     model, task = small_model(False, seed=9), ragged_task(LENGTHS, SHORTER_CORRUPTIONS, seed=9)
     for method, spec in METHODS.items():
         size = {"top_n": 10} if spec.circuits is CircuitSelection.SCORES else {"threshold": 0.01}
-        circuit = discover(model, task, method=method, metric="logit_diff", progress=False, **size)
+        circuit = discover(model, task, method=method, metric="logit_diff", progress=False, **size, **quick_params(method))
         assert circuit.task["lengths"] == LENGTHS and torch.isfinite(torch.tensor(circuit.metric["circuit"]))
 
 

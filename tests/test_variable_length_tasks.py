@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from factories import small_model
+from factories import quick_params, small_model
 from naive_reference import naive_acdc
 from offline_tokenizers import NAMES, OBJECTS, PLACES, family_tokenizer, ioi_corpus
 
@@ -85,6 +85,6 @@ def test_every_method_runs_on_a_variable_length_text_task(task_name, ablation, t
     task = TASKS[task_name](text_model, tmp_path)
     for method, spec in METHODS.items():
         size = {"top_n": 20} if spec.circuits is CircuitSelection.SCORES else {"threshold": 0.02}
-        circuit = discover(text_model, task, method=method, ablation=ablation, progress=False, **size)
+        circuit = discover(text_model, task, method=method, ablation=ablation, progress=False, **size, **quick_params(method))
         assert circuit.task["lengths"] == task.lengths.tolist()
         assert all(torch.isfinite(torch.tensor(float(circuit.metric[k]))) for k in ("full", "circuit", "empty"))
