@@ -348,3 +348,43 @@ def test_the_eap_ig_export_carries_every_score_and_reads_back(attribution_models
     exists = graph.edge_exists
     assert torch.equal(back.scores.edges[exists], circuit.scores.edges[exists])
     assert torch.equal(back.in_graph.edges, circuit.in_graph.edges)
+
+
+def test_the_greedy_order_begins_with_every_greedy_circuit():
+    from acdc_engine.methods.eap import greedy_edges, greedy_order
+
+    model, task = small_model(False, seed=4), random_task(seed=4)
+    scores = discover(model, task, method="information-flow-routes", top_n=0, progress=False).scores.edges
+    graph = build_graph(model.cfg)
+    order = greedy_order(graph, scores)
+    assert len(order) == graph.n_edges and len({tuple(e) for e in order.tolist()}) == graph.n_edges
+    for n in (1, 5, 17, graph.n_edges):
+        first = torch.zeros_like(graph.edge_exists)
+        first[order[:n, 0], order[:n, 1]] = True
+        assert torch.equal(first, greedy_edges(graph, scores, n))
+
+
+def test_mib_faithfulness_ranks_a_greedy_run_in_greedy_order():
+    from acdc_engine.evaluation.faithfulness import Ranking, mib_edge_count, mib_ranked_edges
+    from acdc_engine.methods.eap import greedy_order
+
+    model, task = small_model(True, seed=4), random_task(seed=4)
+    scores = discover(model, task, method="information-flow-routes", top_n=0, progress=False).scores.edges
+    graph = build_graph(model.cfg)
+    ranked = mib_ranked_edges(graph, scores, Ranking.greedy)
+    assert torch.equal(ranked[: graph.n_edges], greedy_order(graph, scores))
+    assert len(ranked) == mib_edge_count(graph.shape) > graph.n_edges  # EAP-IG's MLP edges of an attention-only model
+    assert (ranked[graph.n_edges :] == -1).all()
+
+
+def test_mib_budgeted_circuits_of_a_greedy_run_are_its_greedy_circuits():
+    from acdc_engine.core.mask import CircuitMask
+    from acdc_engine.core.pruning import on_input_to_logits_paths
+    from acdc_engine.evaluation.mib import top_k_circuits
+
+    model, task = small_model(False, seed=4), random_task(seed=4)
+    scored = discover(model, task, method="information-flow-routes", top_n=0, metric="logit_diff", progress=False)
+    graph = scored.graph
+    for chosen in top_k_circuits(model, scored, task, fractions=(0.05, 0.2), progress=False):
+        expected = on_input_to_logits_paths(graph, CircuitMask(greedy_edges(graph, scored.scores.edges, chosen.top_n), graph.full_head_input_mask()))
+        assert torch.equal(chosen.circuit.in_graph.edges, expected.edges)

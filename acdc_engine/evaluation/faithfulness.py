@@ -20,8 +20,9 @@ MIB's CPR and CMD (Mueller et al. 2025; hannamw/MIB-circuit-track, ``MIB_circuit
   * the circuit at k: the n = int(k * N) edges ranked first (Python's ``int`` of the float product:
     int(0.001 * 110) = 0, the empty circuit), pruned to its input-to-logits paths
     (``core.pruning``; what EAP-IG's ``Graph.apply_topn(n, absolute, prune=True)`` and ``Graph.prune``
-    leave: a node stays while it has an edge in and an edge out). No greedy selection (MIB's
-    ``apply_greedy`` is for its information-flow-routes method only).
+    leave: a node stays while it has an edge in and an edge out). MIB's ``apply_greedy`` is for its
+    information-flow-routes method only: ``Ranking.greedy`` (``methods.eap.greedy_order``), which a
+    run of that method with ``selection=greedy`` is ranked by.
   * the ranking (``Ranking``): ``signed``, by score, largest first (MIB's ``absolute=False``), or
     ``absolute``, by |score| (MIB's ``--absolute``). MIB's results printer reports CPR from the
     signed run and CMD from the absolute run (``MIB_CPR_RANKING``, ``MIB_CMD_RANKING``; ``mib_scores``).
@@ -69,6 +70,7 @@ from acdc_engine.core.nodes import NodeKind, edge_name, parse_node
 from acdc_engine.core.pruning import on_input_to_logits_paths
 from acdc_engine.core.shape import GraphShape, eap_ig_edge_count, edge_count
 from acdc_engine.measure.measurement import Measurement
+from acdc_engine.methods.eap import greedy_order
 from acdc_engine.tasks import TaskData
 
 MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -79,6 +81,7 @@ class Ranking(Enum):
 
     signed = "signed"  # by score, largest first: MIB's absolute=False, its CPR convention
     absolute = "absolute"  # by |score|, largest first: MIB's --absolute, its CMD convention
+    greedy = "greedy"  # grown from the logits (EAP-IG's apply_greedy): MIB's rule for information flow routes
 
 
 MIB_CPR_RANKING = Ranking.signed
@@ -271,6 +274,10 @@ def mib_ranked_edges(graph: Graph, scores: Tensor, ranking: Ranking | str) -> Te
     ranking = Ranking(ranking)
     if tuple(scores.shape) != tuple(graph.edge_exists.shape):
         raise AcdcError(f"scores must have shape {tuple(graph.edge_exists.shape)} (senders x receivers), got {tuple(scores.shape)}")
+    if ranking is Ranking.greedy:  # every edge of the graph in greedy order; EAP-IG's extra MLP edges last
+        order = greedy_order(graph, scores)
+        missing = mib_edge_count(graph.shape) - len(order)
+        return torch.cat([order, torch.full((missing, 2), -1, dtype=torch.long)])
     mib = build_graph(_with_mlps(graph.shape), split_input=graph.shape.split_input)
     eap_ig_order = sorted(range(len(mib.receivers)), key=lambda r: _eap_ig_receiver_key(mib.receivers[r], graph.shape.n_layers))
     receiver_rank = torch.empty(len(mib.receivers), dtype=torch.long)

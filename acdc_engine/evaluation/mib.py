@@ -55,7 +55,7 @@ from acdc_engine.formats.mib import SUBMISSION_FRACTIONS, FractionCircuit, edge_
 from acdc_engine.resolve import resolve_task
 from acdc_engine.measure.metric_cache import MetricCache
 from acdc_engine.methods import CircuitSelection, method_spec
-from acdc_engine.methods.eap import select_edges
+from acdc_engine.methods.eap import greedy_edges, select_edges
 from acdc_engine.tasks import TaskData
 
 MAX_DOUBLINGS = 30
@@ -195,17 +195,20 @@ def top_k_circuits(
 ) -> list[FractionCircuit]:
     """For each fraction k, the circuit of the B = int(k * N) edges of largest |score| of a scoring
     run (``scored``; N: MIB's edge count, ``eap_ig_edge_count``; at most every edge of this engine's
-    graph), pruned to input-to-logits paths, its metric measured on ``task`` one circuit per patched
+    graph), or the first B of its greedy order for a run with ``selection=greedy`` (information flow
+    routes, as MIB sizes them: ``methods.eap.greedy_edges``), pruned to input-to-logits paths, its metric measured on ``task`` one circuit per patched
     pass (``progress``: a bar over the budgets)."""
     graph = scored.graph
     evaluator = CircuitEvaluator(model, task, metric or scored.metric.get("name"), ablation, graph.shape.split_input)
     metric_block = {"name": evaluator.metric_name, "full": evaluator.full, "empty": evaluator.empty}
     n_edges = eap_ig_edge_count(graph.shape)
+    greedy = scored.method.get("selection") == "greedy"  # information flow routes: MIB grows its circuits greedily
+    select = greedy_edges if greedy else lambda graph, scores, n: select_edges(graph, scores, top_n=n)
     out = []
     for fraction in progress_bar(check_fractions(fractions), progress=progress, desc="MIB budgets", unit="circuit"):
         budget = edge_budget(fraction, n_edges)
         top_n = min(budget, graph.n_edges)
-        kept = CircuitMask(select_edges(graph, scored.scores.edges, top_n=top_n), graph.full_head_input_mask())
+        kept = CircuitMask(select(graph, scored.scores.edges, top_n), graph.full_head_input_mask())
         emitted = on_input_to_logits_paths(graph, kept)
         value = float(evaluator.metrics(CircuitMask.stack([emitted]))[0])
         circuit = Circuit(

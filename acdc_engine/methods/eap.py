@@ -268,24 +268,24 @@ def select_edges(graph: Graph, scores: Tensor, top_n: int | None = None, thresho
     return mask
 
 
-def greedy_edges(graph: Graph, scores: Tensor, top_n: int) -> Tensor:
-    """MIB's greedy circuit of ``top_n`` edges, grown from the logits: bool [S, R].
+def greedy_order(graph: Graph, scores: Tensor) -> Tensor:
+    """Every edge of ``graph`` in the order MIB's greedy rule adds them, grown from the logits:
+    long [n_edges, 2] of (sender, receiver).
 
     EAP-IG's ``Graph.apply_greedy`` (hannamw/EAP-IG, ``eap/graph.py``), which MIB's
     ``run_evaluation.py`` uses instead of the top-n rule for information flow routes: the circuit
     starts as the ``logits`` node; the candidates are the edges into the circuit's nodes, best
-    |score| first. top_n times, the best candidate joins the circuit; when its sender's node (a
-    head, an MLP, an input sender) is new, that node joins and the edges into it (a head's q, k and
-    v edges, an MLP's input edges) become candidates. Ranking by |score| is EAP-IG's
-    ``absolute=True``; for scores >= 0 it is also its ``absolute=False``.
+    |score| first. The best candidate joins the circuit; when its sender's node (a head, an MLP, an
+    input sender) is new, that node joins and the edges into it (a head's q, k and v edges, an MLP's
+    input edges) become candidates. The circuit of n edges is the first n of this order (it does
+    not depend on n). Ranking by |score| is EAP-IG's ``absolute=True``; for scores >= 0 it is also
+    its ``absolute=False``.
 
     Ties in |score| go to the edge that became a candidate first (EAP-IG merges each new node's
     candidates after the older ones with ``heapq.merge``, which keeps earlier streams first), then
     to the earlier edge in ``graph.edges()`` order (EAP-IG sorts the logits' edges stably in sender
-    order; a new node's edges come from a Python set, in no fixed order). The edges are not pruned
-    here; ``discover`` prunes them to input-to-logits paths, as EAP-IG's ``prune=True`` does.
+    order; a new node's edges come from a Python set, in no fixed order).
     """
-    top_n, _ = check_selection(graph, top_n, None)
     magnitude = edge_magnitudes(graph, scores).tolist()
     into: dict[str, list[int]] = {}
     for r, name in enumerate(graph.receivers):
@@ -300,13 +300,24 @@ def greedy_edges(graph: Graph, scores: Tensor, top_n: int) -> Tensor:
 
     in_circuit = {LOGITS}
     add_candidates(LOGITS)
-    mask = torch.zeros_like(graph.edge_exists)
-    for _ in range(top_n):
+    order = []
+    while candidates:
         _, _, s, r = heapq.heappop(candidates)
-        mask[s, r] = True
+        order.append((s, r))
         if graph.senders[s] not in in_circuit:
             in_circuit.add(graph.senders[s])
             add_candidates(graph.senders[s])
+    return torch.tensor(order, dtype=torch.long).reshape(-1, 2)
+
+
+def greedy_edges(graph: Graph, scores: Tensor, top_n: int) -> Tensor:
+    """MIB's greedy circuit of ``top_n`` edges (``greedy_order``'s first top_n): bool [S, R]. The
+    edges are not pruned here; ``discover`` prunes them to input-to-logits paths, as EAP-IG's
+    ``prune=True`` does."""
+    top_n, _ = check_selection(graph, top_n, None)
+    first = greedy_order(graph, scores)[:top_n]
+    mask = torch.zeros_like(graph.edge_exists)
+    mask[first[:, 0], first[:, 1]] = True
     return mask
 
 
