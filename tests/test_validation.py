@@ -117,7 +117,7 @@ def test_shipped_evaluate_config_passes_validation(composed_evaluate):
         (["task.n_prompts=0"], "task.n_prompts must be >= 1, got 0"),
         (["+task.colour=blue"], "unknown key task.colour; InductionTaskConfig has name"),
         (["fractions=[0.5,0.1]"], "config: fractions must be increasing numbers in (0, 1]"),
-        (["methods=[acdc,eep]"], "config: unknown or no methods ['eep']; choose from acdc, eap, eap-ig"),
+        (["methods=[acdc,eep]"], "config: unknown or no methods ['eep']; choose from acdc, acdc-eap, eap, eap-ig"),
         (["thresholds=[]"], "config: give at least one threshold"),
     ],
 )

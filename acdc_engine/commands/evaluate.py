@@ -53,7 +53,7 @@ class EvaluateConfig:
     metric: Optional[Metric] = None  # ACDC's and every measurement's; null: the task's default
     gradient_metric: Optional[Metric] = None  # EAP/EAP-IG scoring; null: the metric, logit_diff for kl and l2
     ablation: Ablation = Ablation.resample
-    steps: int = 5  # EAP-IG
+    steps: Optional[int] = None  # every method's that takes them (EAP-IG's interpolation, a learned mask's training); None: its own
     fractions: list[float] = field(default_factory=lambda: list(MIB_FRACTIONS), metadata=bounds(gt=0, le=1))  # MIB's top-k
     cpr_ranking: Ranking = MIB_CPR_RANKING  # the ranking CPR's top-k circuits come from (MIB: signed)
     cmd_ranking: Ranking = MIB_CMD_RANKING  # the ranking CMD's top-k circuits come from (MIB: absolute)

@@ -62,7 +62,8 @@ from acdc_engine.methods import CircuitSelection, method_spec
 from acdc_engine.tasks import TaskData
 
 COMPARED_METHODS = ("acdc", "eap", "eap-ig")
-"""The methods compared: ACDC as a threshold sweep, EAP and EAP-IG as rankings (module docstring)."""
+"""The methods compared by default: ACDC as a threshold sweep, EAP and EAP-IG as rankings (module
+docstring); any registered method may be named."""
 
 
 @dataclass
@@ -182,10 +183,12 @@ class MethodComparison:
 
 
 def check_compared_methods(methods: Sequence[str]) -> None:
-    """AcdcError unless ``methods`` is a non-empty list of ``COMPARED_METHODS``."""
-    unknown = [m for m in methods if m not in COMPARED_METHODS]
+    """AcdcError unless ``methods`` is a non-empty list of registered methods."""
+    from acdc_engine.methods import METHODS
+
+    unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise AcdcError(f"unknown or no methods {list(unknown or methods)}; choose from {', '.join(COMPARED_METHODS)}")
+        raise AcdcError(f"unknown or no methods {list(unknown or methods)}; choose from {', '.join(METHODS)}")
 
 
 def default_thresholds(metric_range: float, n: int = 16) -> list[float]:
@@ -214,7 +217,7 @@ def compare_methods(
     gradient_metric: str | None = None,
     ablation: str = "resample",
     split_input: bool | None = None,
-    steps: int = 5,
+    steps: int | None = None,
     fractions: Sequence[float] = MIB_FRACTIONS,
     cpr_ranking: Ranking | str = MIB_CPR_RANKING,
     cmd_ranking: Ranking | str = MIB_CMD_RANKING,
@@ -231,7 +234,8 @@ def compare_methods(
         metric: the metric ACDC prunes with and every circuit is measured with; None: the task's.
         gradient_metric: the metric EAP and EAP-IG score with; None: see the module docstring.
         split_input: None: the truth's (False without a truth).
-        steps: the interpolation steps of a method that takes them (EAP-IG).
+        steps: the ``steps`` of every method that takes them (EAP-IG's interpolation steps, a
+            learned-mask method's training steps); None: each method's own default.
         fractions: the k of MIB's top-k circuits.
         cpr_ranking, cmd_ranking: the rankings CPR and CMD come from (MIB's: signed, absolute).
         progress: a bar over the methods, and each method's own (``acdc_engine.core.progress``).
@@ -251,7 +255,7 @@ def compare_methods(
             sweep = acdc_threshold_sweep(model, task_data, thresholds, method=method, metric=metric, batch_size=batch_size, **common)
             results[method] = _sweep_result(method, sweep, evaluator, truth)
         else:
-            scoring = dict(common, metric=gradient_metric, **_method_params(method, steps=steps))
+            scoring = dict(common, metric=gradient_metric, **_method_params(method, **({} if steps is None else {"steps": steps})))
             results[method] = _scores_result(method, model, task_data, evaluator, truth, fractions, rankings, scoring)
     swept = any(method_spec(m).circuits is CircuitSelection.THRESHOLD for m in methods)
     setting = {
