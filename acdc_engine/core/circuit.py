@@ -20,7 +20,9 @@ from acdc_engine.core.pruning import emitted_nodes, on_input_to_logits_paths
 
 METHOD_NAMES = {
     "acdc": "ACDC", "acdc-eap": "ACDC (EAP-IG skips)", "eap": "EAP", "eap-ig": "EAP-IG",
-    "information-flow-routes": "Information flow routes", "ugs": "UGS", "subnetwork-probing": "SP",
+    "eap-ig-activations": "EAP-IG-activations", "clean-corrupted": "Clean-corrupted", "exact": "Exact",
+    "edge-pruning": "Edge pruning", "information-flow-routes": "Information flow routes", "ugs": "UGS",
+    "subnetwork-probing": "SP",
 }
 """Display names of the registered methods (others are shown by their own name)."""
 

@@ -43,12 +43,14 @@ def acdc_threshold_sweep(
     task: TaskData | str,
     thresholds: Sequence[float],
     *,
+    method: str = "acdc",
     batch_size: int | None = None,
     task_params: dict[str, Any] | None = None,
     progress: bool = True,
     **discover_args: Any,
 ) -> ThresholdSweep:
-    """Exact ACDC at every threshold of ``thresholds``, sharing evaluations between the runs.
+    """A threshold method (exact ACDC by default, or another ``CircuitSelection.THRESHOLD`` method
+    such as acdc-eap) at every threshold of ``thresholds``, sharing evaluations between the runs.
 
     Args:
         model: a HookedTransformer.
@@ -61,10 +63,10 @@ def acdc_threshold_sweep(
         discover_args: passed to ``discover`` (metric, ablation, split_input, model_name, ...).
     """
     from acdc_engine.api import discover
+    from acdc_engine.methods import CircuitSelection, method_spec
 
-    if "method" in discover_args and discover_args["method"] != "acdc":
-        raise AcdcError(f"a threshold sweep runs method 'acdc', not '{discover_args['method']}'")
-    discover_args.pop("method", None)
+    if method_spec(method).circuits is not CircuitSelection.THRESHOLD:
+        raise AcdcError(f"a threshold sweep runs a threshold method such as acdc; '{method}' scores every edge")
     if not thresholds:
         raise AcdcError("a threshold sweep needs at least one threshold")
     task_data = resolve_task(model, task, task_params)
@@ -73,7 +75,7 @@ def acdc_threshold_sweep(
     start = time.perf_counter()
     for threshold in progress_bar(thresholds, progress=progress, desc="ACDC sweep", unit="threshold"):
         circuit = discover(
-            model, task_data, method="acdc", threshold=threshold, batch_size=batch_size, metric_cache=cache,
+            model, task_data, method=method, threshold=threshold, batch_size=batch_size, metric_cache=cache,
             progress=progress, **discover_args,
         )
         batch_size = circuit.run["batch_size"]
