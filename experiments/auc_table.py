@@ -52,11 +52,11 @@ DEFAULT_CASES = (
 )
 
 
-def threshold_mib(model, task, method: str, evaluator, ablation: str, model_name: str):
+def threshold_mib(model, task, method: str, evaluator, ablation: str, split_input: bool, model_name: str):
     """MIB's CPR and CMD of a threshold method: its ``acdc-mib`` circuits at the 9 budgets, and seconds."""
     start = time.perf_counter()
     search = acdc_fraction_search(model, task, method=method, metric=evaluator.metric_name, ablation=ablation,
-                                  model_name=model_name, progress=False)
+                                  split_input=split_input, model_name=model_name, progress=False)
     scores = faithfulness_of_budgeted_circuits(evaluator, {c.fraction: c.circuit for c in search.chosen})
     return scores, time.perf_counter() - start
 
@@ -71,7 +71,7 @@ def case_rows(case, model, task, truth, ablation: str, methods: list[str], args)
     for method, r in comparison.results.items():
         mib, seconds = r.mib, r.seconds
         if method_spec(method).circuits is CircuitSelection.THRESHOLD:
-            mib, search_seconds = threshold_mib(model, task, method, evaluator, ablation, case.model_name)
+            mib, search_seconds = threshold_mib(model, task, method, evaluator, ablation, s["split_input"], case.model_name)
             seconds += search_seconds
         rows.append([case.model_name, case.task_name, case.truth_spec, f'{s["truth_faithfulness"]:.3f}', ablation,
                      METHOD_NAMES.get(method, method), *(f"{r.roc[level].auc:.3f}" for level in ("edge", "node")),
