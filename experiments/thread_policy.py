@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CASES = {
     "default": "from acdc_engine.models import load_model; model = load_model('toy-induction-2l'); task = 'induction'; kw = dict(threshold=0.05)",
-    "eap-gpt2-width": (
+    "eap-gpt2-width": (  # 64 prompts x 48 tokens x d_model 768: 2.4M elements a pass, two threads' worth
         "from acdc_engine.architecture import random_model; import torch;"
         "model = random_model(dict(n_layers=4, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=2048, n_ctx=64,"
         " act_fn='gelu', normalization_type='LN', attn_only=False, seed=0), seed=0).eval();"
         "from acdc_engine import TaskData; g = torch.Generator().manual_seed(0);"
-        "task = TaskData('random', torch.randint(0, 2048, (32, 48), generator=g), torch.randint(0, 2048, (32, 48), generator=g));"
-        "kw = dict(method='eap-ig', top_n=100)"
+        "task = TaskData('random', torch.randint(0, 2048, (64, 48), generator=g), torch.randint(0, 2048, (64, 48), generator=g));"
+        "kw = dict(method='eap', metric='kl', top_n=100)"
     ),
 }
 SETTINGS = ("one", "all", "policy")
