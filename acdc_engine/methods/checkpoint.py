@@ -1,7 +1,8 @@
-"""ACDC checkpoints: a running ACDC's state on disk, tied to its inputs by a fingerprint.
+"""Checkpoints: a running method's state on disk (ACDC's, a learned-mask run's), tied to its inputs
+by a fingerprint.
 
 A checkpoint is one safetensors file (no pickle), written atomically (temporary name, then rename),
-so a kill at any moment leaves the previous checkpoint or the new one, never a mix:
+so a kill at any moment leaves the previous checkpoint or the new one, never a mix. ACDC's:
 
     tensors   edge_kept [S, R] bool, head_input_kept [L, H, 3] bool,
               edge_scores [S, R] float64, head_input_scores [L, H, 3] float64 (NaN: not tested),
@@ -13,6 +14,11 @@ so a kill at any moment leaves the previous checkpoint or the new one, never a m
                            lone evaluation)},
               fingerprint: JSON {config: {dotted key: value}, model: {architecture, weights, device},
                                  data: {clean, corrupted, positions, answers, wrong_answers}}
+
+A learned-mask run's (``edge-pruning``, ``ugs``, ``subnetwork-probing``: a ``MaskTrainingState``,
+whose tensors ``acdc_engine.methods.mask_training``'s docstring lists) has the metadata format
+"acdc-engine/mask-checkpoint", version "1", state: JSON {method, step, optimizers, seconds}, and the
+same fingerprint.
 
 ``seconds`` is the run time spent up to the save, so that a resumed run reports the time of all the
 work its circuit is built from (work lost to the kill after the last save is not counted).
@@ -38,11 +44,16 @@ from acdc_engine.core.errors import AcdcError
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.methods.acdc import AcdcState
 from acdc_engine.methods.fingerprint import Fingerprint
+from acdc_engine.methods.mask_training import MaskTrainingState
 
 FORMAT = "acdc-engine/checkpoint"
 VERSION = "1"
+MASK_FORMAT = "acdc-engine/mask-checkpoint"
+MASK_VERSION = "1"
 FILE_NAME = "checkpoint.safetensors"
 """The checkpoint's name in a command-line run folder."""
+
+
 class Terminated(KeyboardInterrupt):
     """The process was asked to stop by ``signum`` (SIGTERM: slurm preemption, ``timeout``, ``kill``);
     raised by ``stop_on_signal`` at once, or, during a run with a ``Checkpointer``, right after that
@@ -58,18 +69,20 @@ _running: list[Checkpointer] = []  # the Checkpointer of the run going on in thi
 
 def stop_on_signal(signum: int, frame: Any = None) -> None:
     """A signal handler (``signal.signal(signal.SIGTERM, stop_on_signal)``): a run whose
-    Checkpointer is ``running`` saves its state at its next step (its next batch of candidates)
-    and then stops with ``Terminated``; with no such run, ``Terminated`` is raised at once."""
+    Checkpointer is ``running`` saves its state at its next step (ACDC: its next batch of
+    candidates; learned masks: the next training step) and then stops with ``Terminated``; with
+    no such run, ``Terminated`` is raised at once."""
     if not _running:
         raise Terminated(signum)
     _running[-1].stop_signal = signum
 
 
 class Checkpointer:
-    """Saves ACDC's state to ``path`` when a save is due: after ``every_decisions`` more candidates
-    of the visiting order have been visited, or ``every_seconds`` seconds after the last save,
-    whichever comes first (None turns that trigger off). ``run_acdc`` also saves at the end and
-    before stopping on a non-finite metric.
+    """Saves a run's state (``AcdcState``, ``MaskTrainingState``) to ``path`` when a save is due:
+    after ``every_decisions`` more steps (ACDC: candidates of the visiting order visited; learned
+    masks: training steps), or ``every_seconds`` seconds after the last save, whichever comes first
+    (None turns that trigger off). ``run_acdc`` and ``train_masks`` also save at the end and before
+    stopping on a non-finite metric or loss.
 
     visited: where the run starts (a resumed state's ``visited``, else 0).
     started: ``time.perf_counter()`` when the run started; seconds_before: run time spent before
@@ -111,7 +124,7 @@ class Checkpointer:
             _running.remove(self)
 
     def due(self, visited: int) -> bool:
-        """Whether the state after ``visited`` candidates of the visiting order should be saved now
+        """Whether the state after ``visited`` steps should be saved now
         (always, once a stop was asked for by ``stop_on_signal``)."""
         if self.stop_signal is not None:
             return True
@@ -119,7 +132,7 @@ class Checkpointer:
             return True
         return self.every_seconds is not None and time.perf_counter() - self._last_time >= self.every_seconds
 
-    def save(self, state: AcdcState) -> None:
+    def save(self, state: AcdcState | MaskTrainingState) -> None:
         """Write ``state`` atomically to ``path``. A write that fails (a full disk, a folder gone)
         warns once per cause and leaves the previous checkpoint; the run goes on, and tries again
         at the next save that is due. Once a stop was asked for (``stop_on_signal``), raises
@@ -141,10 +154,14 @@ class Checkpointer:
             raise Terminated(self.stop_signal)
 
 
-def checkpoint_bytes(state: AcdcState, fingerprint: Fingerprint, seconds: float) -> bytes:
+def checkpoint_bytes(state: AcdcState | MaskTrainingState, fingerprint: Fingerprint, seconds: float) -> bytes:
     """The checkpoint file's contents (see the module docstring)."""
     from safetensors.torch import save
 
+    if isinstance(state, MaskTrainingState):
+        counters = {"method": state.method, "step": state.step, "optimizers": len(state.optimizers), "seconds": seconds}
+        metadata = {"format": MASK_FORMAT, "version": MASK_VERSION, "state": json.dumps(counters)}
+        return save(state.to_tensors(), metadata={**metadata, "fingerprint": fingerprint.to_json()})
     tensors = {
         "edge_kept": state.kept.edges.detach().to("cpu").contiguous(),
         "head_input_kept": state.kept.head_inputs.detach().to("cpu").contiguous(),
@@ -172,13 +189,14 @@ def checkpoint_bytes(state: AcdcState, fingerprint: Fingerprint, seconds: float)
 class Checkpoint:
     """A checkpoint read back: the state, its fingerprint, and the run time spent up to it."""
 
-    state: AcdcState
+    state: AcdcState | MaskTrainingState
     fingerprint: Fingerprint
     seconds: float
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint file; AcdcError naming the file if it is missing or malformed."""
+    """Read a checkpoint file (ACDC's or a learned-mask run's); AcdcError naming the file if it is
+    missing or malformed."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -190,29 +208,38 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise AcdcError(f"{path}: not a readable checkpoint file ({error})") from None
-    if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
-        raise AcdcError(f"{path}: not an {FORMAT} version {VERSION} file")
+    kind = (metadata.get("format"), metadata.get("version"))
+    if kind not in ((FORMAT, VERSION), (MASK_FORMAT, MASK_VERSION)):
+        raise AcdcError(f"{path}: not an {FORMAT} version {VERSION} file (nor an {MASK_FORMAT} version {MASK_VERSION} one)")
     try:
         counters = json.loads(metadata["state"])
         saved = json.loads(metadata["fingerprint"])
-        cur, metric_full = tensors["metrics"].tolist()
-        state = AcdcState(
-            visited=int(counters["position"]),
-            kept=CircuitMask(tensors["edge_kept"].bool(), tensors["head_input_kept"].bool()),
-            scores=Scores(tensors["edge_scores"], tensors["head_input_scores"]),
-            cur=cur,
-            metric_full=metric_full,
-            forward_passes=int(counters["forward_passes"]),
-            candidates_tested=int(counters["candidates_tested"]),
-            window=int(counters["window"]),
-            batch_size=int(counters["batch_size"]),
-            cur_source=_cur_source(tensors, counters.get("cur_source_start_layer")),
-        )
+        state = _acdc_state(tensors, counters) if kind[0] == FORMAT else _mask_state(tensors, counters)
         saved_fingerprint = Fingerprint(config=saved["config"], model=saved["model"], data=saved["data"])
         seconds = float(counters["seconds"])
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, json.JSONDecodeError) as error:
         raise AcdcError(f"{path}: malformed checkpoint ({type(error).__name__}: {error})") from None
     return Checkpoint(state=state, fingerprint=saved_fingerprint, seconds=seconds)
+
+
+def _acdc_state(tensors: dict[str, torch.Tensor], counters: dict[str, Any]) -> AcdcState:
+    cur, metric_full = tensors["metrics"].tolist()
+    return AcdcState(
+        visited=int(counters["position"]),
+        kept=CircuitMask(tensors["edge_kept"].bool(), tensors["head_input_kept"].bool()),
+        scores=Scores(tensors["edge_scores"], tensors["head_input_scores"]),
+        cur=cur,
+        metric_full=metric_full,
+        forward_passes=int(counters["forward_passes"]),
+        candidates_tested=int(counters["candidates_tested"]),
+        window=int(counters["window"]),
+        batch_size=int(counters["batch_size"]),
+        cur_source=_cur_source(tensors, counters.get("cur_source_start_layer")),
+    )
+
+
+def _mask_state(tensors: dict[str, torch.Tensor], counters: dict[str, Any]) -> MaskTrainingState:
+    return MaskTrainingState.from_tensors(str(counters["method"]), int(counters["step"]), int(counters["optimizers"]), tensors)
 
 
 def _cur_source(tensors: dict[str, torch.Tensor], start_layer: int | None) -> tuple[CircuitMask, int] | None:

@@ -33,7 +33,9 @@ inputs alike; ``score_threshold``: score >= it, edges and head inputs; ``top_n``
 score, the head inputs at >= 0.5.
 
 The hard concrete (``hard_concrete``, ``deterministic_masks``, ``probability_nonzero``) and the
-training loop are ``mask_training``'s, shared with ``ugs`` and ``subnetwork-probing``.
+training loop are ``mask_training``'s, shared with ``ugs`` and ``subnetwork-probing``; so are the
+checkpoints (the log_alphas, the multipliers, both optimizers' moments and step counts, the noise
+generator, the log) and the stop on a non-finite loss.
 """
 
 from __future__ import annotations
@@ -50,14 +52,15 @@ from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.measure.metrics import Metric
 from acdc_engine.methods.eap import check_selection, select_edges
 from acdc_engine.methods.mask_training import (
-    LEFT, RIGHT, StepOutcome, check_int, check_number, deterministic_masks, hard_concrete, probability_nonzero, train_masks,
+    LEFT, RIGHT, MaskTraining, MaskTrainingState, StepOutcome, check_int, check_number, deterministic_masks, hard_concrete,
+    probability_nonzero, train_masks,
 )
-from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
+from acdc_engine.methods.method import Checkpointing, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.patching.float_pass import float_mask_logits
 
 __all__ = [
     "EdgePruningConfig", "EdgePruningParams", "EdgePruningResult", "SPEC", "deterministic_masks", "probability_nonzero",
-    "sample_masks", "selected", "train_edge_masks",
+    "sample_masks", "selected", "target_sparsity_at", "train_edge_masks",
 ]
 
 EPS = 1e-6
@@ -147,8 +150,19 @@ class EdgePruningResult:
         return Scores(torch.sigmoid(self.edge_log_alpha), torch.sigmoid(self.head_log_alpha))
 
 
-def train_edge_masks(patcher, metric: Metric, params: EdgePruningParams, progress: bool = False) -> EdgePruningResult:
-    """Edge pruning's training loop (module docstring) on ``patcher``'s graph; AcdcError at a non-finite loss."""
+def target_sparsity_at(params: EdgePruningParams, i: int) -> float:
+    """Step i's (0-based) target sparsity t: ``target_sparsity`` reached linearly over the warmup."""
+    warmup_steps = params.warmup * params.steps
+    return params.target_sparsity * (min(1.0, (i + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+
+
+def train_edge_masks(
+    patcher, metric: Metric, params: EdgePruningParams, progress: bool = False,
+    resume: Optional[MaskTrainingState] = None, checkpointer: Optional[Checkpointing] = None,
+) -> EdgePruningResult:
+    """Edge pruning's training loop (module docstring) on ``patcher``'s graph, from the start or from
+    ``resume`` (a saved ``MaskTrainingState``), saving through ``checkpointer``: ``train_masks``,
+    whose ``NonFiniteLoss`` (an AcdcError) stops it at a non-finite loss."""
     graph = patcher.graph
     exists = graph.edge_exists.to(torch.float32)
     n_masks = int(exists.sum()) + graph.full_head_input_mask().numel()
@@ -158,27 +172,25 @@ def train_edge_masks(patcher, metric: Metric, params: EdgePruningParams, progres
     mask_optimizer = torch.optim.Adam([edge_log_alpha, head_log_alpha], lr=params.lr)
     lagrangian_optimizer = torch.optim.Adam([lambdas], lr=params.lagrangian_lr, maximize=True)
     generator = torch.Generator().manual_seed(params.mask_seed)
-    warmup_steps = params.warmup * params.steps
-    targets: list[float] = []
 
     def step(i: int) -> StepOutcome:
-        target = params.target_sparsity * (min(1.0, (i + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
-        targets.append(target)
         edges = sample_masks(edge_log_alpha.expand(params.samples, -1, -1), params.temperature, generator) * exists
         heads = sample_masks(head_log_alpha.expand(params.samples, -1, -1, -1), params.temperature, generator)
         value = metric(float_mask_logits(patcher, CircuitMask(edges, heads))).float().mean()
         expected_l0 = (probability_nonzero(edge_log_alpha, params.temperature) * exists).sum() + probability_nonzero(
             head_log_alpha, params.temperature
         ).sum()
-        gap = target - (1 - expected_l0 / n_masks)
+        gap = target_sparsity_at(params, i) - (1 - expected_l0 / n_masks)
         loss = value + lambdas[0] * gap + lambdas[1] * gap**2
         sparsity = 1 - float(expected_l0.detach()) / n_masks
         return StepOutcome(loss, value, sparsity, f"lambdas {lambdas.detach().tolist()}")
 
-    log = train_masks("edge-pruning", params.steps, step, [mask_optimizer, lagrangian_optimizer], progress)
+    parameters = {"edge_log_alpha": edge_log_alpha, "head_log_alpha": head_log_alpha, "lambdas": lambdas}
+    training = MaskTraining("edge-pruning", params.steps, step, parameters, [mask_optimizer, lagrangian_optimizer], generator)
+    log = train_masks(training, progress, resume, checkpointer)
     return EdgePruningResult(
         edge_log_alpha.detach().double() * graph.edge_exists, head_log_alpha.detach().double(),
-        log.metric, log.sparsity, targets, log.loss,
+        log.metric, log.sparsity, [target_sparsity_at(params, i) for i in range(params.steps)], log.loss,
     )
 
 
@@ -196,7 +208,7 @@ def selected(graph, scores: Scores, params: EdgePruningParams) -> CircuitMask:
 
 
 def _run(inputs: MethodInput, params: EdgePruningParams) -> MethodOutcome:
-    trained = train_edge_masks(inputs.patcher, inputs.metric, params, inputs.progress)
+    trained = train_edge_masks(inputs.patcher, inputs.metric, params, inputs.progress, inputs.resume, inputs.checkpointer)
     scores = trained.scores()
     description = {
         "name": "edge-pruning", "ablation": inputs.ablation, "top_n": params.top_n, "score_threshold": params.score_threshold,
@@ -229,5 +241,5 @@ def _selection(params: EdgePruningParams) -> str:
 
 SPEC = MethodSpec(
     name="edge-pruning", params=EdgePruningParams, config=EdgePruningConfig, run=_run, selection=_selection,
-    circuits=CircuitSelection.SCORES,
+    circuits=CircuitSelection.SCORES, checkpoints=True,
 )

@@ -68,9 +68,10 @@ from acdc_engine.core.nodes import NodeKind, mlp_name, parse_node
 from acdc_engine.measure.metrics import Metric
 from acdc_engine.methods.eap import check_selection, select_edges
 from acdc_engine.methods.mask_training import (
-    LEFT, RIGHT, StepOutcome, TrainingLog, check_int, check_number, hard_concrete, probability_nonzero, train_masks,
+    LEFT, RIGHT, MaskTraining, MaskTrainingState, StepOutcome, TrainingLog, check_int, check_number, hard_concrete,
+    probability_nonzero, train_masks,
 )
-from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
+from acdc_engine.methods.method import Checkpointing, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.patching.float_pass import float_mask_logits
 
 NOISE_CLAMP = 1e-4
@@ -180,8 +181,13 @@ class SpResult:
     log: TrainingLog
 
 
-def train_subnetwork_probing(patcher, metric: Metric, params: SubnetworkProbingParams, progress: bool = False) -> SpResult:
-    """SP's training loop (module docstring) on ``patcher``'s graph; AcdcError at a non-finite loss."""
+def train_subnetwork_probing(
+    patcher, metric: Metric, params: SubnetworkProbingParams, progress: bool = False,
+    resume: Optional[MaskTrainingState] = None, checkpointer: Optional[Checkpointing] = None,
+) -> SpResult:
+    """SP's training loop (module docstring) on ``patcher``'s graph, from the start or from
+    ``resume`` (a saved ``MaskTrainingState``), saving through ``checkpointer``: ``train_masks``,
+    whose ``NonFiniteLoss`` (an AcdcError) stops it at a non-finite loss."""
     shape = patcher.graph.shape
     logits = NodeLogits(
         torch.full((shape.n_layers, shape.n_heads, 3), float(params.init_log_alpha), requires_grad=True),
@@ -197,7 +203,9 @@ def train_subnetwork_probing(patcher, metric: Metric, params: SubnetworkProbingP
         loss, value = sp_loss(patcher, metric, logits, NodeLogits(noise(logits.qkv), noise(logits.mlp)), params)
         return StepOutcome(loss, value, _expected_sparsity(patcher.graph, logits, params.temperature))
 
-    log = train_masks("subnetwork-probing", params.steps, step, [optimizer], progress)
+    parameters = {"qkv": logits.qkv, "mlp": logits.mlp}
+    training = MaskTraining("subnetwork-probing", params.steps, step, parameters, [optimizer], generator)
+    log = train_masks(training, progress, resume, checkpointer)
     return SpResult(NodeLogits(logits.qkv.detach().double(), logits.mlp.detach().double()), log)
 
 
@@ -246,7 +254,7 @@ def _threshold(params: SubnetworkProbingParams) -> Optional[float]:
 
 
 def _run(inputs: MethodInput, params: SubnetworkProbingParams) -> MethodOutcome:
-    trained = train_subnetwork_probing(inputs.patcher, inputs.metric, params, inputs.progress)
+    trained = train_subnetwork_probing(inputs.patcher, inputs.metric, params, inputs.progress, inputs.resume, inputs.checkpointer)
     scores = sp_scores(inputs.graph, trained.logits)
     description = {
         "name": "subnetwork-probing", "ablation": inputs.ablation, "top_n": params.top_n,
@@ -276,5 +284,5 @@ def _selection(params: SubnetworkProbingParams) -> str:
 
 SPEC = MethodSpec(
     name="subnetwork-probing", params=SubnetworkProbingParams, config=SubnetworkProbingConfig, run=_run,
-    selection=_selection, circuits=CircuitSelection.SCORES,
+    selection=_selection, circuits=CircuitSelection.SCORES, checkpoints=True,
 )

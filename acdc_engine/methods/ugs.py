@@ -79,8 +79,10 @@ from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core.nodes import QKV, NodeKind, head_name, head_receiver_name, parse_node
 from acdc_engine.measure.metrics import Metric
 from acdc_engine.methods.eap import check_selection, selected, unscored_head_inputs
-from acdc_engine.methods.mask_training import StepOutcome, TrainingLog, check_int, check_number, train_masks
-from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
+from acdc_engine.methods.mask_training import (
+    MaskTraining, MaskTrainingState, StepOutcome, TrainingLog, check_int, check_number, train_masks,
+)
+from acdc_engine.methods.method import Checkpointing, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.patching.float_pass import float_mask_logits
 
 ADAM_BETAS = (0.9, 0.995)
@@ -227,8 +229,13 @@ class UgsResult:
         return Scores(torch.sigmoid(self.log_alpha) * graph.edge_exists, unscored_head_inputs(graph))
 
 
-def train_ugs(patcher, metric: Metric, params: UgsParams, lr: float, progress: bool = False) -> UgsResult:
-    """UGS's training loop (module docstring) on ``patcher``'s graph; AcdcError at a non-finite loss."""
+def train_ugs(
+    patcher, metric: Metric, params: UgsParams, lr: float, progress: bool = False,
+    resume: Optional[MaskTrainingState] = None, checkpointer: Optional[Checkpointing] = None,
+) -> UgsResult:
+    """UGS's training loop (module docstring) on ``patcher``'s graph, from the start or from
+    ``resume`` (a saved ``MaskTrainingState``), saving through ``checkpointer``: ``train_masks``,
+    whose ``NonFiniteLoss`` (an AcdcError) stops it at a non-finite loss."""
     graph = patcher.graph
     log_alpha = torch.full(tuple(graph.edge_exists.shape), float(params.init_log_alpha), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.Adam([log_alpha], lr=lr, betas=ADAM_BETAS)
@@ -242,7 +249,11 @@ def train_ugs(patcher, metric: Metric, params: UgsParams, lr: float, progress: b
         kept = float((torch.sigmoid(log_alpha.detach()) * graph.edge_exists).sum()) / graph.n_edges
         return StepOutcome(loss, value, 1 - kept)
 
-    log = train_masks("ugs", params.steps, step, [optimizer], progress, lambda: clip_group_gradients(log_alpha.grad, groups, GRAD_CLIP))
+    training = MaskTraining(
+        "ugs", params.steps, step, {"log_alpha": log_alpha}, [optimizer], generator,
+        before_update=lambda: clip_group_gradients(log_alpha.grad, groups, GRAD_CLIP),
+    )
+    log = train_masks(training, progress, resume, checkpointer)
     return UgsResult(log_alpha.detach() * graph.edge_exists, log)
 
 
@@ -257,7 +268,7 @@ def _threshold(params: UgsParams) -> Optional[float]:
 
 def _run(inputs: MethodInput, params: UgsParams) -> MethodOutcome:
     lr = mib_lr(params.sparsity_weight, inputs.ablation) if params.lr is None else params.lr
-    trained = train_ugs(inputs.patcher, inputs.metric, params, lr, inputs.progress)
+    trained = train_ugs(inputs.patcher, inputs.metric, params, lr, inputs.progress, inputs.resume, inputs.checkpointer)
     scores = trained.scores(inputs.graph)
     description = {
         "name": "ugs", "ablation": inputs.ablation, "top_n": params.top_n, "score_threshold": params.score_threshold,
@@ -286,4 +297,5 @@ def _selection(params: UgsParams) -> str:
 
 SPEC = MethodSpec(
     name="ugs", params=UgsParams, config=UgsConfig, run=_run, selection=_selection, circuits=CircuitSelection.SCORES,
+    checkpoints=True,
 )
