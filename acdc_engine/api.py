@@ -26,8 +26,9 @@
     metric_cache: a ``MetricCache`` shared by runs of one setting (e.g. a threshold sweep): circuits
         it has seen are not evaluated again; the circuit is the same as without it.
     checkpoint: a file (``acdc_engine.methods.checkpoint``) where a method that checkpoints (acdc,
-        acdc-eap) saves its state every ``checkpoint_every`` candidates or ``checkpoint_seconds``
-        seconds (None: not by that trigger), at the end, and before stopping on a non-finite metric.
+        acdc-eap, and the learned masks edge-pruning, ugs, subnetwork-probing) saves its state every
+        ``checkpoint_every`` candidates (training steps) or ``checkpoint_seconds`` seconds (None: not
+        by that trigger), at the end, and before stopping on a non-finite metric (loss).
         If the file exists, the run resumes from it and gives the uninterrupted run's circuit; a
         file made with other settings, another model or other data is refused (AcdcError saying
         what differs).
@@ -290,7 +291,7 @@ def _checkpointing(
     made from other inputs, or the method takes no checkpoints) and the Checkpointer that saves this
     run's state to ``path``."""
     if not spec.checkpoints:
-        raise AcdcError(f"checkpoints are for ACDC runs; method '{spec.name}' takes none")
+        raise AcdcError(f"checkpoints are for methods that save their state (ACDC, the learned masks); method '{spec.name}' takes none")
     resumed = resume_state(path, run_fingerprint) if Path(path).exists() else None
     checkpointer = Checkpointer(
         path, run_fingerprint, every, seconds, started=started,

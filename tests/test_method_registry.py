@@ -81,5 +81,5 @@ def test_every_shipped_method_has_a_config_file_and_a_schema_that_checks_its_par
 
 
 def test_checkpointing_is_refused_for_a_method_that_does_not_checkpoint(tmp_path):
-    with pytest.raises(AcdcError, match="checkpoints are for ACDC runs; method 'eap' takes none"):
+    with pytest.raises(AcdcError, match="checkpoints are for methods that save their state .ACDC, the learned masks.; method 'eap' takes none"):
         discover(small_model(attn_only=True), random_task(), method="eap", top_n=3, checkpoint=tmp_path / "c.safetensors", progress=False)

@@ -52,7 +52,7 @@ class Config:
     device: Device = Device.auto
     progress: bool = True
     threads: Optional[int] = None  # CPU threads; None: from the work's size and the free CPUs (core.threads)
-    resume: Optional[str] = None  # a run folder whose ACDC checkpoint to continue; outputs go there
+    resume: Optional[str] = None  # a run folder whose checkpoint to continue (ACDC, learned masks); outputs go there
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     defaults: list[Any] = field(default_factory=list)
 

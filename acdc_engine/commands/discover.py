@@ -114,11 +114,11 @@ def _check_resume(cfg: DictConfig, out_dir: Path) -> None:
     if not method_spec(cfg.method.name).checkpoints:
         raise AcdcError(
             f"resume={cfg.resume}: method {cfg.method.name} keeps no checkpoint, so it has no run to continue "
-            f"(resume= continues an ACDC run: method={' or method='.join(checkpointing)}); run it again without resume="
+            f"(resume= continues a run of a method that checkpoints: method={' or method='.join(checkpointing)}); run it again without resume="
         )
     checkpoint = Path(cfg.resume) / CHECKPOINT_FILE
     if not checkpoint.is_file():
-        raise AcdcError(f"resume={cfg.resume}: no ACDC checkpoint {checkpoint} to resume")
+        raise AcdcError(f"resume={cfg.resume}: no checkpoint {checkpoint} to resume")
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         raise AcdcError(f"resume={cfg.resume} continues one run in its own folder; it cannot be part of a multirun (drop -m)")
     if not out_dir.samefile(cfg.resume):
