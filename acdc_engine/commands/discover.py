@@ -166,10 +166,7 @@ def _discover_into(cfg: DictConfig, out_dir: Path, started: Callable[[], None]) 
         **checkpointing,
         task_params=task_params,
         model_name=cfg.model.path if cfg.model.name == "local" else cfg.model.name,
-        seed=cfg.seed,
-        progress=cfg.progress,
-        threads=cfg.threads,
-        started=started,
+        seed=cfg.seed, progress=cfg.progress, threads=cfg.threads, started=started,
     )
     notes: list[str] = []
     attention = first_prompt_attention(model, cfg.task.name, task_params)
