@@ -23,6 +23,7 @@ CIRCUIT_FILES = sorted(f"circuit_{k:g}.json" for k in SUBMISSION_FRACTIONS)
 METHOD_ARGS = {  # each method as fast as it runs on the toy model
     "acdc": ["--coarse", "2", "--refine", "0"],
     "acdc-eap": ["--coarse", "2", "--refine", "0", "--steps", "2"],
+    "acdc-nodes": ["--coarse", "2", "--refine", "0"],
     "eap": [],
     "eap-ig": ["--steps", "2"],
     "eap-ig-activations": ["--steps", "2"],

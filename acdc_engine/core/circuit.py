@@ -22,7 +22,7 @@ METHOD_NAMES = {
     "acdc": "ACDC", "acdc-eap": "ACDC (EAP-IG skips)", "eap": "EAP", "eap-ig": "EAP-IG",
     "eap-ig-activations": "EAP-IG-activations", "clean-corrupted": "Clean-corrupted", "exact": "Exact",
     "edge-pruning": "Edge pruning", "information-flow-routes": "Information flow routes", "ugs": "UGS",
-    "subnetwork-probing": "SP",
+    "subnetwork-probing": "SP", "acdc-nodes": "ACDC (nodes)",
 }
 """Display names of the registered methods (others are shown by their own name)."""
 

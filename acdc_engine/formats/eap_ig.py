@@ -44,6 +44,10 @@ Writing (``circuit_to_eap_ig``, ``circuit_to_eap_ig_pt``):
     removed without a test) are written with score 0.0 (no effect was measured; they rank last by
     |score|, beside edges measured at exactly 0) and ``"tested": false``; MLP edges of
     attention-only models with score 0.0 and ``in_graph`` false;
+  * node scores, as EAP-IG's ``attribute_node`` fills ``nodes_scores`` (MIB's node track reads
+    them): a node-level method's (its method block's ``node_scores``) or those read from a file,
+    as each node's ``score`` (``.pt``: ``nodes_scores`` [n_src], NaN = unscored); MLP nodes of an
+    attention-only model score 0.0;
   * what EAP-IG has no field for goes where its readers ignore it: ``"kept": true`` on an edge kept
     but off every input-to-logits path, and the ``acdc_engine`` block (format, version, model, task,
     method, threshold, metric, run, head inputs, other fields). Reading the file back gives the
@@ -149,6 +153,18 @@ def _block(native: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in native.items() if key not in ("nodes", "edges", "node_scores")}
 
 
+def circuit_node_scores(circuit: Circuit, cfg: dict[str, Any]) -> dict[str, float | None]:
+    """The circuit's node scores, {node: score or None}: those read from a file (``extra``), as
+    read; else a node-level method's (its method block's ``node_scores``), with score 0.0 for the
+    MLP nodes of an attention-only model (as its MLP edges); {} when it has none."""
+    if circuit.extra.get("node_scores"):
+        return dict(circuit.extra["node_scores"])
+    scores = dict(circuit.method.get("node_scores") or {})
+    if not scores or circuit.graph.shape.has_mlp:
+        return scores
+    return {**{mlp_name(layer): 0.0 for layer in range(cfg["n_layers"])}, **scores}
+
+
 def circuit_to_eap_ig(circuit: Circuit, d_model: int | None = None) -> dict[str, Any]:
     """The circuit as EAP-IG's ``to_json`` lays a graph out, plus this engine's fields where EAP-IG's
     readers ignore them (module docstring). AcdcError if it has no EAP-IG form or d_model is unknown."""
@@ -169,7 +185,7 @@ def circuit_to_eap_ig(circuit: Circuit, d_model: int | None = None) -> dict[str,
             edge["kept"] = True
         edges[name] = edge
     in_graph = set(circuit.nodes()) | {LOGITS}
-    node_scores = circuit.extra.get("node_scores") or {}
+    node_scores = circuit_node_scores(circuit, cfg)
     nodes = {}
     for name in eap_ig_node_names(cfg["n_layers"], cfg["n_heads"]):
         nodes[name] = {"in_graph": name in in_graph}
@@ -210,7 +226,7 @@ def circuit_to_eap_ig_pt(circuit: Circuit, d_model: int | None = None) -> bytes:
         "nodes_in_graph": torch.tensor([name in in_graph_nodes for name in src]),
         BLOCK: block,
     }
-    node_scores = circuit.extra.get("node_scores")
+    node_scores = circuit_node_scores(circuit, cfg)
     if node_scores:
         data["nodes_scores"] = torch.tensor([math.nan if node_scores.get(n) is None else node_scores[n] for n in src])
     buffer = io.BytesIO()

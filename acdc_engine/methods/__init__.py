@@ -2,6 +2,7 @@
 
   acdc       exact ACDC (Conmy et al. 2023), ``acdc.py``
   acdc-eap   exact ACDC that skips edges EAP-IG rates negligible, ``acdc_eap.py``
+  acdc-nodes exact ACDC over whole nodes (heads, MLPs, the input), latest first, ``acdc_nodes.py``
   eap        edge attribution patching (Syed et al. 2023), ``eap.py``
   eap-ig     EAP with integrated gradients on the input embeddings (Hanna et al. 2024), ``eap.py``
   eap-ig-activations  EAP-IG interpolating each sender group's activations, ``attribution.py``
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.methods import (
-    acdc, acdc_eap, attribution, eap, edge_pruning, exact, information_flow_routes, subnetwork_probing, ugs,
+    acdc, acdc_eap, acdc_nodes, attribution, eap, edge_pruning, exact, information_flow_routes, subnetwork_probing, ugs,
 )
 from acdc_engine.methods.method import RUN_KEYS, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        acdc.SPEC, acdc_eap.SPEC, *eap.SPECS, *attribution.SPECS, exact.SPEC, edge_pruning.SPEC,
+        acdc.SPEC, acdc_eap.SPEC, acdc_nodes.SPEC, *eap.SPECS, *attribution.SPECS, exact.SPEC, edge_pruning.SPEC,
         information_flow_routes.SPEC, ugs.SPEC, subnetwork_probing.SPEC,
     )
 }
