@@ -8,6 +8,8 @@
   eap-ig-activations  EAP-IG interpolating each sender group's activations, ``attribution.py``
   clean-corrupted     EAP with gradients at the clean and the corrupted run, ``attribution.py``
   exact      every edge patched alone, measured, ``exact.py``
+  eap-nodes, eap-ig-nodes, eap-ig-activations-nodes, exact-nodes
+             node-level scores as EAP-IG's attribute_node computes them, ``node_attribution.py``
   edge-pruning  hard-concrete edge masks trained by gradient (Bhaskar et al. 2024), ``edge_pruning.py``
   information-flow-routes  norm-based contributions of the clean run (Ferrando and Voita 2024),
              circuits grown greedily from the logits as MIB does, ``information_flow_routes.py``
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.methods import (
-    acdc, acdc_eap, acdc_nodes, attribution, eap, edge_pruning, exact, information_flow_routes, subnetwork_probing, ugs,
+    acdc, acdc_eap, acdc_nodes, attribution, eap, edge_pruning, exact, information_flow_routes, node_attribution,
+    subnetwork_probing, ugs,
 )
 from acdc_engine.methods.method import RUN_KEYS, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 
@@ -27,7 +30,7 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         acdc.SPEC, acdc_eap.SPEC, acdc_nodes.SPEC, *eap.SPECS, *attribution.SPECS, exact.SPEC, edge_pruning.SPEC,
-        information_flow_routes.SPEC, ugs.SPEC, subnetwork_probing.SPEC,
+        information_flow_routes.SPEC, ugs.SPEC, subnetwork_probing.SPEC, *node_attribution.SPECS,
     )
 }
 
