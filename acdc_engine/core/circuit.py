@@ -24,6 +24,7 @@ METHOD_NAMES = {
     "edge-pruning": "Edge pruning", "information-flow-routes": "Information flow routes", "ugs": "UGS",
     "subnetwork-probing": "SP", "acdc-nodes": "ACDC (nodes)", "eap-nodes": "EAP (nodes)", "eap-ig-nodes": "EAP-IG (nodes)",
     "eap-ig-activations-nodes": "EAP-IG-activations (nodes)", "exact-nodes": "Exact (nodes)",
+    "eap-neurons": "EAP (neurons)", "eap-ig-neurons": "EAP-IG (neurons)", "eap-ig-activations-neurons": "EAP-IG-activations (neurons)",
 }
 """Display names of the registered methods (others are shown by their own name)."""
 

@@ -283,13 +283,18 @@ def _gradient_outcome(inputs: MethodInput, params: NodeGradientParams, name: str
     return node_outcome(inputs, params, name, scores, description, (passes, passes))
 
 
-def _eap_nodes(inputs: MethodInput, params: NodeGradientParams) -> MethodOutcome:
-    if inputs.metric_name == "kl":
+def warn_if_kl(metric_name: str) -> None:
+    """EAP's warning (``eap.run_eap``): under KL every gradient at the clean model is 0."""
+    if metric_name == "kl":
         warnings.warn(
             "EAP with the KL metric: KL(clean || circuit) is minimal at the clean model, so its gradient "
-            "there is exactly 0 and every EAP score is rounding noise; use method eap-ig-nodes or metric logit_diff",
-            ZeroGradientWarning, stacklevel=2,
+            "there is exactly 0 and every EAP score is rounding noise; use an EAP-IG method or metric logit_diff",
+            ZeroGradientWarning, stacklevel=3,
         )
+
+
+def _eap_nodes(inputs: MethodInput, params: NodeGradientParams) -> MethodOutcome:
+    warn_if_kl(inputs.metric_name)
     gradients = eap_node_gradients(inputs.patcher, inputs.metric)
     return _gradient_outcome(inputs, params, "eap-nodes", gradients, 1, {"runs": "the clean model"})
 
@@ -326,12 +331,13 @@ def _exact_nodes(inputs: MethodInput, params: ExactNodesParams) -> MethodOutcome
 
 
 def review_node_scores(outcome: MethodOutcome, inputs: MethodInput, metric: Mapping[str, Any]) -> None:
-    """Warn when every node score is negligible next to the metric's range (``warn_if_negligible``;
-    eap-nodes under KL has warned already)."""
+    """Warn when every node (or neuron) score is negligible next to the metric's range
+    (``warn_if_negligible``; EAP under KL has warned already, ``warn_if_kl``)."""
     name = outcome.description["name"]
-    if name == "eap-nodes" and inputs.metric_name == "kl":
+    if name in ("eap-nodes", "eap-neurons") and inputs.metric_name == "kl":
         return
-    scores = torch.tensor(list(outcome.description["node_scores"].values()), dtype=torch.float64)
+    block = outcome.description.get("node_scores") or outcome.description["neuron_scores"]
+    scores = torch.tensor(list(block.values()), dtype=torch.float64)
     warn_if_negligible(name, inputs.metric_name, scores, metric["full"], metric["empty"])
 
 
