@@ -24,8 +24,10 @@ the layer of a node's earliest reader; the nodes visited before it only change r
 after that layer, so the resumed pass is exact). Within a segment, ``batch_size`` > 1 evaluates
 a speculative chain: circuit j removes the next j + 1 nodes, as if the j before it are all removed;
 decisions are taken in order from it until a node is kept (the chain's later circuits assumed its
-removal and are discarded). The chain's length doubles after a chain that was removed whole, and
-is otherwise the number of decisions the last chain gave (at least ``acdc.MIN_WINDOW``, at most
+removal and are discarded). A chain holds a circuit only while the chance that its guesses come
+true, at the rate nodes were kept so far, is at least ``acdc.MIN_CHANCE`` (as edge-level ACDC's
+speculation), and at most the window: it doubles after a chain that was removed whole, and is
+otherwise the number of decisions the last chain gave (at least ``acdc.MIN_WINDOW``, at most
 ``batch_size``). Near-ties are measured alone as edge-level ACDC measures them
 (``acdc.near_tie_margin``), so the circuit and its scores are the same for every batch size.
 """
@@ -46,7 +48,7 @@ from acdc_engine.core.graph import Graph
 from acdc_engine.core.mask import CircuitMask
 from acdc_engine.core.patcher import Evaluate
 from acdc_engine.core.progress import progress_bar
-from acdc_engine.methods.acdc import MIN_WINDOW, batch_size_for, check_batch_size, check_threshold, near_tie_margin, threshold_selection
+from acdc_engine.methods.acdc import MIN_CHANCE, MIN_WINDOW, batch_size_for, check_batch_size, check_threshold, near_tie_margin, threshold_selection
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.methods.node_circuits import node_circuit, node_edge_scores, node_score_block, start_layer, without_senders
 
@@ -126,7 +128,7 @@ def _decide_chain(
 ) -> int:
     """Measure the speculative chain from node ``start`` of ``segment`` and take its decisions
     (module docstring); returns how many nodes were decided."""
-    chain = segment.senders[start : start + state.window]
+    chain = segment.senders[start : start + _chain_length(state)]
     circuits, kept = [], state.kept.clone()
     for s in chain:
         kept = kept.clone()
@@ -152,6 +154,19 @@ def _decide_chain(
     removed_whole = decided == len(chain) and not state.kept[chain[-1]]
     state.window = min(batch_size, 2 * state.window if removed_whole else max(MIN_WINDOW, decided))
     return decided
+
+
+def _chain_length(state: _State) -> int:
+    """How many circuits the next chain holds: at most the window, and only those whose guesses
+    (every node before it in the chain removed) all come true with a chance of at least
+    ``acdc.MIN_CHANCE``, each node guessed kept at the rate tested nodes were kept so far (with one
+    kept and one removed added, as ``acdc.keep_rate``)."""
+    tested = ~state.scores.isnan()
+    p_keep = (int((tested & state.kept).sum()) + 1) / (int(tested.sum()) + 2)
+    length = 1
+    while length < state.window and (1 - p_keep) ** length >= MIN_CHANCE:
+        length += 1
+    return length
 
 
 # ----- the method, for discover ---------------------------------------------------------------------
