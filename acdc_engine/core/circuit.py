@@ -22,7 +22,9 @@ METHOD_NAMES = {
     "acdc": "ACDC", "acdc-eap": "ACDC (EAP-IG skips)", "eap": "EAP", "eap-ig": "EAP-IG",
     "eap-ig-activations": "EAP-IG-activations", "clean-corrupted": "Clean-corrupted", "exact": "Exact",
     "edge-pruning": "Edge pruning", "information-flow-routes": "Information flow routes", "ugs": "UGS",
-    "subnetwork-probing": "SP",
+    "subnetwork-probing": "SP", "acdc-nodes": "ACDC (nodes)", "eap-nodes": "EAP (nodes)", "eap-ig-nodes": "EAP-IG (nodes)",
+    "eap-ig-activations-nodes": "EAP-IG-activations (nodes)", "exact-nodes": "Exact (nodes)",
+    "eap-neurons": "EAP (neurons)", "eap-ig-neurons": "EAP-IG (neurons)", "eap-ig-activations-neurons": "EAP-IG-activations (neurons)",
 }
 """Display names of the registered methods (others are shown by their own name)."""
 

@@ -44,6 +44,14 @@ Writing (``circuit_to_eap_ig``, ``circuit_to_eap_ig_pt``):
     removed without a test) are written with score 0.0 (no effect was measured; they rank last by
     |score|, beside edges measured at exactly 0) and ``"tested": false``; MLP edges of
     attention-only models with score 0.0 and ``in_graph`` false;
+  * node scores, as EAP-IG's ``attribute_node`` fills ``nodes_scores`` (MIB's node track reads
+    them): a node-level method's (its method block's ``node_scores``) or those read from a file,
+    as each node's ``score`` (``.pt``: ``nodes_scores`` [n_src], NaN = unscored); MLP nodes of an
+    attention-only model score 0.0;
+  * neuron scores, as ``attribute_node(neuron=True)`` fills ``neurons_scores`` (MIB's neuron track):
+    a neuron-level method's (its method block's ``neuron_scores``) as each node's
+    ``neurons_scores`` [d_model] and ``neurons`` (every neuron of a node in the graph: this engine
+    keeps nodes whole) (``.pt``: ``neurons_scores`` and ``neurons_in_graph`` [n_src, d_model]);
   * what EAP-IG has no field for goes where its readers ignore it: ``"kept": true`` on an edge kept
     but off every input-to-logits path, and the ``acdc_engine`` block (format, version, model, task,
     method, threshold, metric, run, head inputs, other fields). Reading the file back gives the
@@ -149,6 +157,27 @@ def _block(native: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in native.items() if key not in ("nodes", "edges", "node_scores")}
 
 
+def circuit_node_scores(circuit: Circuit, cfg: dict[str, Any]) -> dict[str, float | None]:
+    """The circuit's node scores, {node: score or None}: those read from a file (``extra``), as
+    read; else a node-level method's (its method block's ``node_scores``), with score 0.0 for the
+    MLP nodes of an attention-only model (as its MLP edges); {} when it has none."""
+    if circuit.extra.get("node_scores"):
+        return dict(circuit.extra["node_scores"])
+    scores = dict(circuit.method.get("node_scores") or {})
+    if not scores or circuit.graph.shape.has_mlp:
+        return scores
+    return {**{mlp_name(layer): 0.0 for layer in range(cfg["n_layers"])}, **scores}
+
+
+def circuit_neuron_scores(circuit: Circuit, cfg: dict[str, Any]) -> dict[str, list[float]]:
+    """A neuron-level method's scores (its method block's ``neuron_scores``), {node: [d_model
+    scores]}, with zeros for the MLP nodes of an attention-only model; {} when it has none."""
+    scores = dict(circuit.method.get("neuron_scores") or {})
+    if not scores or circuit.graph.shape.has_mlp:
+        return scores
+    return {**{mlp_name(layer): [0.0] * cfg["d_model"] for layer in range(cfg["n_layers"])}, **scores}
+
+
 def circuit_to_eap_ig(circuit: Circuit, d_model: int | None = None) -> dict[str, Any]:
     """The circuit as EAP-IG's ``to_json`` lays a graph out, plus this engine's fields where EAP-IG's
     readers ignore them (module docstring). AcdcError if it has no EAP-IG form or d_model is unknown."""
@@ -169,12 +198,14 @@ def circuit_to_eap_ig(circuit: Circuit, d_model: int | None = None) -> dict[str,
             edge["kept"] = True
         edges[name] = edge
     in_graph = set(circuit.nodes()) | {LOGITS}
-    node_scores = circuit.extra.get("node_scores") or {}
+    node_scores, neuron_scores = circuit_node_scores(circuit, cfg), circuit_neuron_scores(circuit, cfg)
     nodes = {}
     for name in eap_ig_node_names(cfg["n_layers"], cfg["n_heads"]):
         nodes[name] = {"in_graph": name in in_graph}
         if name in node_scores and node_scores[name] is not None:
             nodes[name]["score"] = node_scores[name]
+        if name in neuron_scores:  # this engine keeps nodes whole: every neuron of a node in the graph
+            nodes[name].update(neurons=[nodes[name]["in_graph"]] * cfg["d_model"], neurons_scores=neuron_scores[name])
     return {"cfg": cfg, "nodes": nodes, "edges": edges, BLOCK: _block(native)}
 
 
@@ -210,9 +241,14 @@ def circuit_to_eap_ig_pt(circuit: Circuit, d_model: int | None = None) -> bytes:
         "nodes_in_graph": torch.tensor([name in in_graph_nodes for name in src]),
         BLOCK: block,
     }
-    node_scores = circuit.extra.get("node_scores")
+    node_scores = circuit_node_scores(circuit, cfg)
     if node_scores:
         data["nodes_scores"] = torch.tensor([math.nan if node_scores.get(n) is None else node_scores[n] for n in src])
+    neuron_scores = circuit_neuron_scores(circuit, cfg)
+    if neuron_scores:
+        nan_row = [math.nan] * cfg["d_model"]
+        data["neurons_scores"] = torch.tensor([neuron_scores.get(n, nan_row) for n in src], dtype=torch.float32)
+        data["neurons_in_graph"] = data["nodes_in_graph"][:, None].expand(-1, cfg["d_model"]).clone()
     buffer = io.BytesIO()
     torch.save(data, buffer)
     return buffer.getvalue()

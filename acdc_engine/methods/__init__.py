@@ -12,13 +12,19 @@
              circuits grown greedily from the logits as MIB does, ``information_flow_routes.py``
   ugs        edge masks sampled uniformly in a window, trained by gradient (Li and Janson 2024, as MIB runs it), ``ugs.py``
   subnetwork-probing  hard-concrete masks on heads' q/k/v and MLP outputs (the ACDC paper's SP), ``subnetwork_probing.py``
+  acdc-nodes exact ACDC over whole nodes (heads, MLPs, the input), latest first, ``acdc_nodes.py``
+  eap-nodes, eap-ig-nodes, eap-ig-activations-nodes, exact-nodes
+             node-level scores as EAP-IG's attribute_node computes them, ``node_attribution.py``
+  eap-neurons, eap-ig-neurons, eap-ig-activations-neurons
+             its neuron-level scores (each output dimension of each node), ``neuron_attribution.py``
 """
 
 from __future__ import annotations
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.methods import (
-    acdc, acdc_eap, attribution, eap, edge_pruning, exact, information_flow_routes, subnetwork_probing, ugs,
+    acdc, acdc_eap, acdc_nodes, attribution, eap, edge_pruning, exact, information_flow_routes, neuron_attribution,
+    node_attribution, subnetwork_probing, ugs,
 )
 from acdc_engine.methods.method import RUN_KEYS, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 
@@ -26,7 +32,8 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         acdc.SPEC, acdc_eap.SPEC, *eap.SPECS, *attribution.SPECS, exact.SPEC, edge_pruning.SPEC,
-        information_flow_routes.SPEC, ugs.SPEC, subnetwork_probing.SPEC,
+        information_flow_routes.SPEC, ugs.SPEC, subnetwork_probing.SPEC, acdc_nodes.SPEC, *node_attribution.SPECS,
+        *neuron_attribution.SPECS,
     )
 }
 

@@ -83,6 +83,12 @@ def ig_activations_scores(patcher, metric: Metric, steps: int = 5, progress: boo
     """EAP-IG-activations' edge scores (module docstring): [n_senders, n_receivers] float64, 0 where
     no edge exists. One gradient pass per group and step, counted by a progress bar when
     ``acdc_engine.core.progress``."""
+    return scores_from_gradients(patcher, ig_activations_gradients(patcher, metric, steps, progress))
+
+
+def ig_activations_gradients(patcher, metric: Metric, steps: int = 5, progress: bool = False) -> Tensor:
+    """EAP-IG-activations' g_v (``ig_activations_scores``): every receiver's gradient averaged over
+    all groups x steps runs, [n_prompts, pos, n_receivers, d_model] in ``score_dtype``."""
     alphas = activation_alphas(steps)
     clean, ablated = patcher.clean_sender_out, patcher.ablated_sender_out
     metric = metric_in_float32(metric)
@@ -94,7 +100,7 @@ def ig_activations_scores(patcher, metric: Metric, steps: int = 5, progress: boo
         gradients = gradients.to(score_dtype(gradients.dtype))
         total = gradients if total is None else total.add_(gradients)
         del gradients
-    return scores_from_gradients(patcher, total / len(runs))
+    return total / len(runs)
 
 
 def ig_activations_passes(graph: Graph, steps: int) -> int:

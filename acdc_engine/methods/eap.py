@@ -190,6 +190,12 @@ def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right", 
     progress bar (``acdc_engine.core.progress``). Returns the same
     layout as ``eap_scores``.
     """
+    return scores_from_gradients(patcher, eap_ig_gradients(patcher, metric, steps, rule, progress))
+
+
+def eap_ig_gradients(patcher, metric: Metric, steps: int = 5, rule: str = "right", progress: bool = False) -> Tensor:
+    """EAP-IG-inputs' g_v (``eap_ig_scores``): every receiver's gradient averaged over the
+    interpolated input embeddings, [n_prompts, pos, n_receivers, d_model] in ``score_dtype``."""
     alphas = ig_alphas(steps, rule)
     n_in = len(patcher.graph.input_senders)
     clean_in = patcher.clean_sender_out[:, :, :n_in]
@@ -203,7 +209,7 @@ def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right", 
         gradients = gradients.to(score_dtype(gradients.dtype))
         total = gradients if total is None else total.add_(gradients)
         del gradients
-    return scores_from_gradients(patcher, total / len(alphas))
+    return total / len(alphas)
 
 
 # ----- circuits from scores ---------------------------------------------------------------------
