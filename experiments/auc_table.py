@@ -79,6 +79,22 @@ def case_rows(case, model, task, truth, ablation: str, methods: list[str], args)
     return rows, comparison.to_dict()
 
 
+def summary_table(rows: list[list[str]]) -> str:
+    """Per ablation and method, over the cases: mean edge and node AUC, mean CPR and CMD, total seconds."""
+    groups: dict[tuple[str, str], list[list[str]]] = {}
+    for row in rows:
+        groups.setdefault((row[4], row[5]), []).append(row)
+
+    def mean(values: list[str]) -> str:
+        numbers = [float(v.split()[0]) for v in values]
+        return f"{sum(numbers) / len(numbers):.3f}"
+
+    summary = [[ablation, method, str(len(group)), *(mean([r[i] for r in group]) for i in (6, 7, 8, 9)),
+                f"{sum(float(r[10]) for r in group):.1f}"] for (ablation, method), group in groups.items()]
+    header = ["ablation", "method", "cases", "mean edge AUC", "mean node AUC", "mean CPR", "mean CMD", "seconds (all cases)"]
+    return markdown_table(header, summary)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--case", action="append", dest="cases", metavar="MODEL:TASK:TRUTH",
@@ -115,6 +131,8 @@ def main() -> int:
 
     header = ["model", "task", "truth", "truth f", "ablation", "method", "edge AUC", "node AUC", "CPR", "CMD", "seconds"]
     print(markdown_table(header, rows) if rows else "(no case could run)")
+    if rows:
+        print("\nOver the cases:\n\n" + summary_table(rows))
     print(f"\nMeasured on {machine_line()} (one torch thread).")
     for line in skipped:
         print(f"- skipped {line}")
