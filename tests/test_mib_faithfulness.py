@@ -23,6 +23,7 @@ from acdc_engine.evaluation.faithfulness import (
     CircuitEvaluator,
     faithfulness_of_scores,
     mib_edge_count,
+    mib_node_scores,
 )
 from acdc_engine.evaluation.method_comparison import score_submission
 from acdc_engine.formats.mib import SUBMISSION_FRACTIONS
@@ -319,3 +320,50 @@ def test_acdc_evaluate_refuses_a_malformed_submission_in_one_line_before_loading
     assert command(monkeypatch, tmp_path, *args, main=evaluate_cli.main, prog="acdc-evaluate") == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("acdc-evaluate: error: ") and "a.json: not a circuit file of a MIB submission" in line
+
+
+# ----- MIB's node track ---------------------------------------------------------------------------------
+
+
+NODE_FRACTIONS = (0.3, 0.5, 0.7, 0.9, 1.0)  # with 11 nodes, MIB's own fractions up to 0.5 keep at most 5
+
+
+def naive_node_circuits(model, node_scores, absolute):
+    """MIB's node-track circuits (EAP-IG's apply_topn at level "node", then prune): for each fraction
+    k, every edge out of the first int(k * n_nodes) nodes by score (or |score|; ties in forward
+    order), pruned; as edge names."""
+    _, _, real = graph_names(model.cfg)
+    names = list(node_scores)
+    order = sorted(range(len(names)), key=lambda i: (-(abs(node_scores[names[i]]) if absolute else node_scores[names[i]]), i))
+    circuits = []
+    for k in NODE_FRACTIONS:
+        kept = {names[i] for i in order[: int(k * len(names))]}
+        chosen = [tuple(e.split("->")) for e in real if e.split("->")[0] in kept]
+        circuits.append({f"{u}->{v}" for u, v in naive_prune(chosen)})
+    return circuits
+
+
+@pytest.mark.parametrize("absolute", [False, True], ids=["signed", "absolute"])
+def test_node_track_cpr_and_cmd_of_node_scores_equal_the_naive_mib_evaluation(setting, absolute):
+    model, task, _ = setting
+    nodes = list(discover(model, task, method="eap-nodes", top_n=0, metric="logit_diff", progress=False).method["node_scores"])
+    noise = torch.randn(len(nodes), generator=torch.Generator().manual_seed(0)).tolist()
+    node_scores = {name: 10.0 if name == "input" else value for name, value in zip(nodes, noise)}  # mixed signs
+    ranking = "absolute" if absolute else "signed"
+    scores = mib_node_scores(CircuitEvaluator(model, task, "logit_diff"), node_scores, NODE_FRACTIONS, ranking, ranking)
+    circuits = naive_node_circuits(model, node_scores, absolute)
+    assert len({len(c) for c in circuits}) >= 3  # circuits of several sizes: the comparison means something
+    f = naive_faithfulness(model, task, circuits)
+    assert scores.cpr_curve.edges == [len(c) for c in circuits]
+    assert scores.cpr_curve.faithfulness == pytest.approx(f, abs=1e-9)
+    assert scores.cpr == pytest.approx(naive_area(NODE_FRACTIONS, f), abs=1e-9)
+    assert scores.cmd == pytest.approx(naive_area(NODE_FRACTIONS, [abs(1 - v) for v in f]), abs=1e-9)
+    assert scores.cpr_curve.basis == f"{ranking} nodes"
+
+
+def test_a_node_method_is_compared_on_mibs_node_track():
+    from acdc_engine.evaluation.method_comparison import compare_methods
+
+    model, task = small_model(attn_only=False, n_heads=N_HEADS, d_head=8, seed=11), random_task(n_prompts=6, seed=4)
+    result = compare_methods(model, task, methods=["eap-nodes"], metric="logit_diff", progress=False).results["eap-nodes"]
+    assert (result.mib.cpr_curve.basis, result.mib.cmd_curve.basis) == ("signed nodes", "absolute nodes")

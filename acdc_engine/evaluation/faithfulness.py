@@ -54,6 +54,7 @@ the full model's at k = 1, with CPR and CMD its areas as above (``faithfulness_o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -180,6 +181,8 @@ class FaithfulnessCurve:
     ranked: the circuits are MIB's, one per fraction k (a ranking's top-k circuits, or a
         submission's budgeted ones), so CPR and CMD are defined;
     ranking: the ranking the top-k circuits came from; None for circuits given as such.
+    nodes: the top-k circuits are MIB's node track's (k a fraction of the scored nodes,
+        ``mib_node_scores``), not its edge track's.
     """
 
     cuts: list[float]
@@ -189,6 +192,7 @@ class FaithfulnessCurve:
     total_edges: int
     ranked: bool
     ranking: Ranking | None = None
+    nodes: bool = False
 
     @property
     def sizes(self) -> list[float]:
@@ -197,10 +201,10 @@ class FaithfulnessCurve:
 
     @property
     def basis(self) -> str:
-        """What the circuits came from, for labels: the ranking's name ("signed", "absolute"),
-        "circuits" (a submission's budgeted circuits) or "thresholds" (a sweep)."""
+        """What the circuits came from, for labels: the ranking's name ("signed", "absolute"; of
+        nodes: "signed nodes"), "circuits" (a submission's budgeted circuits) or "thresholds" (a sweep)."""
         if self.ranking is not None:
-            return self.ranking.value
+            return f"{self.ranking.value} nodes" if self.nodes else self.ranking.value
         return "circuits" if self.ranked else "thresholds"
 
     @property
@@ -336,6 +340,53 @@ def mib_scores(
     cpr_curve = faithfulness_of_scores(evaluator, scores, cpr_ranking, fractions)
     cmd_curve = cpr_curve if cmd_ranking is cpr_ranking else faithfulness_of_scores(evaluator, scores, cmd_ranking, fractions)
     return MibScores(cpr_curve, cmd_curve)
+
+
+def node_fraction_masks(
+    evaluator: CircuitEvaluator, node_scores: Mapping[str, float], ranking: Ranking | str, fractions: Sequence[float]
+) -> CircuitMask:
+    """MIB's node-track circuits of ``node_scores`` {node: score} for each fraction k, as EAP-IG's
+    ``Graph.apply_topn(n, absolute, level="node", prune=True)`` makes them: the first
+    n = int(k * n_scored) nodes by score (``signed``) or |score| (``absolute``; ties in forward
+    order), every edge out of a kept node, pruned to input-to-logits paths (an edge into a node
+    that is not kept then goes: that node's output is patched whole): [K, ...]."""
+    ranking = Ranking(ranking)
+    if ranking is Ranking.greedy:
+        raise AcdcError("MIB's node track ranks nodes by score or |score|; the greedy rule is for edges")
+    graph = evaluator.graph
+    unknown = sorted(set(node_scores) - set(graph.senders))
+    if unknown:
+        raise AcdcError(f"node scores name nodes this graph lacks: {', '.join(unknown[:5])}")
+    names = [name for name in graph.senders if name in node_scores]
+    values = torch.tensor([float(node_scores[name]) for name in names], dtype=torch.float64)
+    order = torch.sort(values if ranking is Ranking.signed else values.abs(), descending=True, stable=True).indices
+    sender_row = torch.tensor([graph.sender_index[name] for name in names], dtype=torch.long)
+    masks = []
+    for k in check_fractions(fractions):
+        edges = torch.zeros_like(graph.edge_exists)
+        edges[sender_row[order[: int(k * len(names))]]] = True
+        masks.append(on_input_to_logits_paths(graph, CircuitMask(edges & graph.edge_exists, graph.full_head_input_mask())))
+    return CircuitMask.stack(masks)
+
+
+def mib_node_scores(
+    evaluator: CircuitEvaluator,
+    node_scores: Mapping[str, float],
+    fractions: Sequence[float] = MIB_FRACTIONS,
+    cpr_ranking: Ranking | str = MIB_CPR_RANKING,
+    cmd_ranking: Ranking | str = MIB_CMD_RANKING,
+) -> MibScores:
+    """MIB's node-track CPR and CMD of ``node_scores`` {node: score} (``node_fraction_masks``), CPR
+    from ``cpr_ranking``'s curve and CMD from ``cmd_ranking``'s, as ``mib_scores`` for edges."""
+    fractions = check_fractions(fractions)
+
+    def curve(ranking: Ranking) -> FaithfulnessCurve:
+        masks = node_fraction_masks(evaluator, node_scores, ranking, fractions)
+        return dataclasses.replace(_curve(evaluator, masks, fractions, ranked=True, ranking=ranking), nodes=True)
+
+    cpr_ranking, cmd_ranking = Ranking(cpr_ranking), Ranking(cmd_ranking)
+    cpr_curve = curve(cpr_ranking)
+    return MibScores(cpr_curve, cpr_curve if cmd_ranking is cpr_ranking else curve(cmd_ranking))
 
 
 # ----- circuits given as such -------------------------------------------------------------------

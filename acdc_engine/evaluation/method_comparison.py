@@ -51,6 +51,7 @@ from acdc_engine.evaluation.faithfulness import (
     faithfulness_of_budgeted_circuits,
     faithfulness_of_circuits,
     mib_edge_count,
+    mib_node_scores,
     mib_scores,
 )
 from acdc_engine.evaluation.roc import LEVELS, RocCurve, check_same_graph, roc_from_circuits, roc_from_scores
@@ -331,7 +332,11 @@ def _scores_result(
     seconds = time.perf_counter() - start
     if scored.method.get("selection") == Ranking.greedy.value:  # MIB sizes such a run's circuits greedily
         rankings = (Ranking.greedy, Ranking.greedy)
-    return _ranking_result(method, scored.scores.edges, evaluator, truth, fractions, rankings, seconds)
+    result = _ranking_result(method, scored.scores.edges, evaluator, truth, fractions, rankings, seconds)
+    if "node_scores" in scored.method:  # a node method: MIB's node track sizes its circuits in nodes
+        result.mib = mib_node_scores(evaluator, scored.method["node_scores"], fractions, *rankings)
+        result.curves = result.mib.curves
+    return result
 
 
 def _ranking_result(
