@@ -48,7 +48,7 @@ from acdc_engine.core.graph import Graph
 from acdc_engine.core.mask import CircuitMask
 from acdc_engine.core.patcher import Evaluate
 from acdc_engine.core.progress import progress_bar
-from acdc_engine.methods.acdc import MIN_CHANCE, MIN_WINDOW, batch_size_for, check_batch_size, check_threshold, near_tie_margin, threshold_selection
+from acdc_engine.methods.acdc import MIN_CHANCE, MIN_WINDOW, AcdcParams, batch_size_for, check_batch_size, check_threshold, near_tie_margin, threshold_selection
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.methods.node_circuits import node_circuit, node_edge_scores, node_score_block, start_layer, without_senders
 
@@ -173,22 +173,14 @@ def _chain_length(state: _State) -> int:
 
 
 @dataclass
-class AcdcNodesParams:
-    """Node-level ACDC's parameters (``discover(method="acdc-nodes", ...)``).
+class AcdcNodesParams(AcdcParams):
+    """Node-level ACDC's parameters (``discover(method="acdc-nodes", ...)``), checked as ACDC's.
 
     threshold: tau, in the metric's units: a node stays removed when removing it raises the metric
         by less.
     batch_size: circuits per forward pass (a speculative chain; the circuit is the same for any
         size); None: chosen from free memory (at most 32).
     """
-
-    threshold: float = 0.05
-    batch_size: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        self.threshold = check_threshold(self.threshold)
-        if self.batch_size is not None:
-            check_batch_size(self.batch_size)
 
 
 @dataclass

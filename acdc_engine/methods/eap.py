@@ -154,6 +154,12 @@ def eap_scores(patcher, metric: Metric) -> Tensor:
     return scores_from_gradients(patcher, gradients)
 
 
+def check_interpolation_parameter(interpolation: str) -> None:
+    """AcdcError unless ``interpolation`` (a method's parameter) names one of ``INTERPOLATIONS``."""
+    if interpolation not in INTERPOLATIONS:
+        raise AcdcError(f"unknown interpolation '{interpolation}'; choose one of {', '.join(INTERPOLATIONS)}")
+
+
 def check_steps(steps: int) -> int:
     try:
         value = operator.index(steps)
@@ -466,8 +472,7 @@ class EapIgParams(EapParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_steps(self.steps)
-        if self.interpolation not in INTERPOLATIONS:
-            raise AcdcError(f"unknown interpolation '{self.interpolation}'; choose one of {', '.join(INTERPOLATIONS)}")
+        check_interpolation_parameter(self.interpolation)
 
 
 @dataclass

@@ -96,6 +96,12 @@ def exact_scores(graph: Graph, evaluate: Evaluate, batch_size: int, progress: bo
 # ----- the method, for discover -----------------------------------------------------------------------
 
 
+def check_optional_batch_size(batch_size: int | None) -> None:
+    """AcdcError unless ``batch_size`` (circuits per patched pass) is None or a positive integer."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise AcdcError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
 @dataclass
 class ExactParams(EapParams):
     """exact's parameters: the selection (``top_n`` or ``score_threshold``, by |score|) and
@@ -105,8 +111,7 @@ class ExactParams(EapParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise AcdcError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        check_optional_batch_size(self.batch_size)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from acdc_engine.core import choices
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
 from acdc_engine.methods.attribution import ig_activations_gradients, ig_activations_passes
-from acdc_engine.methods.eap import INTERPOLATIONS, POINTS, SCALING, SIGN, check_selection, check_steps, eap_ig_gradients, ig_alphas, score_selection
+from acdc_engine.methods.eap import POINTS, SCALING, SIGN, check_interpolation_parameter, check_selection, check_steps, eap_ig_gradients, ig_alphas, score_selection
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.methods.node_attribution import (
     MLP_GRADIENT_TEXT, check_mlp_gradient, eap_node_gradients, neuron_scores_from_gradients, review_node_scores, warn_if_kl,
@@ -105,8 +105,7 @@ class EapIgNeuronsParams(NeuronParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_steps(self.steps)
-        if self.interpolation not in INTERPOLATIONS:
-            raise AcdcError(f"unknown interpolation '{self.interpolation}'; choose one of {', '.join(INTERPOLATIONS)}")
+        check_interpolation_parameter(self.interpolation)
 
 
 @dataclass

@@ -60,9 +60,10 @@ from acdc_engine.measure.metrics import Metric
 from acdc_engine.methods.acdc import check_batch_size
 from acdc_engine.methods.attribution import ig_activations_gradients, ig_activations_passes
 from acdc_engine.methods.eap import (
-    INTERPOLATIONS, POINTS, SCALING, SIGN, ZeroGradientWarning, check_steps, eap_ig_gradients, ig_alphas,
+    POINTS, SCALING, SIGN, ZeroGradientWarning, check_interpolation_parameter, check_steps, eap_ig_gradients, ig_alphas,
     metric_in_float32, score_dtype, score_selection, warn_if_negligible,
 )
+from acdc_engine.methods.exact import check_optional_batch_size
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.methods.node_circuits import (
     check_node_selection, node_circuit, node_edge_scores, node_score_block, select_nodes, start_layer, without_senders,
@@ -184,8 +185,7 @@ class EapIgNodesParams(NodeGradientParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_steps(self.steps)
-        if self.interpolation not in INTERPOLATIONS:
-            raise AcdcError(f"unknown interpolation '{self.interpolation}'; choose one of {', '.join(INTERPOLATIONS)}")
+        check_interpolation_parameter(self.interpolation)
 
 
 @dataclass
@@ -208,8 +208,7 @@ class ExactNodesParams(NodeScoreParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise AcdcError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        check_optional_batch_size(self.batch_size)
 
 
 @dataclass
