@@ -26,7 +26,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import hydra
 import torch
@@ -54,6 +54,10 @@ from acdc_engine.commands.run_folder import (
     write_run_record,
 )
 from acdc_engine.formats.circuit_file import save_circuit
+
+if TYPE_CHECKING:
+    from acdc_engine.architecture import ModelSpec
+    from acdc_engine.core.task_data import TaskData
 
 
 OUTPUTS = ("circuit.json", "circuit.html", "circuit.dot", "circuit.svg", "circuit.png", CHECKPOINT_FILE)
@@ -131,6 +135,7 @@ def _check_resume(cfg: DictConfig, out_dir: Path) -> None:
 def _discover_into(cfg: DictConfig, out_dir: Path, started: Callable[[], None]) -> Path:
     from acdc_engine.api import discover
     from acdc_engine.formats.drawing import write_drawings
+    from acdc_engine.resolve import resolve
     from acdc_engine.methods import RUN_KEYS, method_spec
     from acdc_engine.models import load_model
     from acdc_engine.viewer import write_circuit_html
@@ -154,9 +159,11 @@ def _discover_into(cfg: DictConfig, out_dir: Path, started: Callable[[], None]) 
         cfg.model.name, device=cfg.device.value, dtype=cfg.model.dtype.value, config=model_cfg, path=cfg.model.path
     )
     task_params = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
+    model_name = cfg.model.path if cfg.model.name == "local" else cfg.model.name
+    resolved = resolve(model, cfg.task.name, task_params, model_name=model_name, split_input=cfg.model.split_input)
     circuit = discover(
-        model,
-        cfg.task.name,
+        resolved.model,
+        resolved.task,
         method=spec.name,
         metric=cfg.method.metric.value if cfg.method.metric is not None else None,
         ablation=cfg.method.ablation.value,
@@ -164,12 +171,11 @@ def _discover_into(cfg: DictConfig, out_dir: Path, started: Callable[[], None]) 
         permute_corrupted_positions=cfg.model.permute_corrupted_positions,
         **method_params,
         **checkpointing,
-        task_params=task_params,
-        model_name=cfg.model.path if cfg.model.name == "local" else cfg.model.name,
+        model_name=model_name,
         seed=cfg.seed, progress=cfg.progress, threads=cfg.threads, started=started,
     )
     notes: list[str] = []
-    attention = first_prompt_attention(model, cfg.task.name, task_params)
+    attention = first_prompt_attention(resolved.model, resolved.task)
 
     def write_all(folder: Path) -> list[Path]:
         written = [save_circuit(circuit, folder / "circuit.json"), *write_drawings(circuit, folder, notes=notes)]
@@ -192,18 +198,14 @@ LARGEST_ATTENTION = 1_000_000
 """Attention weights (layers x heads x positions²) above which a run's page shows no patterns (~8 MB of page)."""
 
 
-def first_prompt_attention(model: Any, task: str, task_params: dict[str, Any]) -> dict[str, Any] | None:
+def first_prompt_attention(spec: ModelSpec, task: TaskData) -> dict[str, Any] | None:
     """Every head's attention pattern on the task's first clean prompt (its real tokens), for the run's page
-    (``acdc_engine.viewer.attention_block``): one plain forward pass of ``model`` (as the engine's
-    ``ModelSpec``) caching each block's ``attn.hook_pattern``; tokens as the model's tokenizer
-    decodes them, else the token ids. None when the patterns would exceed ``LARGEST_ATTENTION``."""
-    from acdc_engine.architecture import as_model_spec
-    from acdc_engine.resolve import resolve_task
+    (``acdc_engine.viewer.attention_block``): one plain forward pass of ``spec`` caching each
+    block's ``attn.hook_pattern``; tokens as the model's tokenizer decodes them, else the token ids.
+    None when the patterns would exceed ``LARGEST_ATTENTION``."""
     from acdc_engine.viewer import attention_block
 
-    spec = as_model_spec(model)
-    task_data = resolve_task(spec, task, task_params)
-    tokens = task_data.clean[:1, : int(task_data.lengths[0])]
+    tokens = task.clean[:1, : int(task.lengths[0])]
     n_pos = tokens.shape[1]
     if spec.cfg.n_layers * spec.cfg.n_heads * n_pos * n_pos > LARGEST_ATTENTION:
         return None
