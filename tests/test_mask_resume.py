@@ -18,7 +18,7 @@ import time
 import pytest
 import torch
 from factories import random_task, small_model
-from test_resume import in_child_until_killed, kill_after_save, without_timing
+from test_resume import CLI_KILLED_AFTER_SAVES, in_child_until_killed, kill_after_save, without_timing
 
 from acdc_engine import AcdcError, discover
 from acdc_engine.formats.circuit_file import circuit_to_dict
@@ -204,22 +204,6 @@ def test_non_finite_gradient_stops_before_the_update_keeping_the_masks_on_the_er
 
 
 # ----- the command line ----------------------------------------------------------------------------
-
-CLI_KILLED_AFTER_SAVES = """
-import os, signal, sys
-from acdc_engine.methods.checkpoint import Checkpointer
-from acdc_engine.commands.discover import main
-saves, original, limit = [], Checkpointer.save, int(sys.argv[1])
-def save_then_die(self, state):
-    original(self, state)
-    saves.append(state.visited)
-    if len(saves) == limit:
-        os.kill(os.getpid(), signal.SIGKILL)
-Checkpointer.save = save_then_die
-sys.argv = ["acdc-discover", *sys.argv[2:]]
-main()
-"""
-
 
 def test_cli_edge_pruning_killed_and_resumed_writes_the_uninterrupted_circuit_into_its_folder(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
