@@ -205,6 +205,7 @@ def test_non_finite_gradient_stops_before_the_update_keeping_the_masks_on_the_er
 
 # ----- the command line ----------------------------------------------------------------------------
 
+
 def test_cli_edge_pruning_killed_and_resumed_writes_the_uninterrupted_circuit_into_its_folder(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
     args = ["method=edge-pruning", "method.steps=12", "checkpoint.every_decisions=3", "progress=false"]
