@@ -69,7 +69,15 @@ CASES = {
         "naive_tests": 8,
         "fast_candidates": 800,
     },
+    "gpt2-shape-full": {  # opt-in (--cases gpt2-shape-full): the whole exact ACDC run at GPT-2 shape, about an hour
+        "same_as": "gpt2-shape",
+        "threshold": 2e-4,
+        "naive_tests": 8,
+        "fast_candidates": None,
+        "opt_in": True,
+    },
 }
+DEFAULT_CASES = [name for name, spec in CASES.items() if not spec.get("opt_in")]
 METHODS = ("naive", "fast", "eap", "eap-ig")
 
 
@@ -108,6 +116,8 @@ def build(case: str, device: str = "cpu", dtype: str = "float32"):
     from acdc_engine.tasks import make_induction
 
     spec = CASES[case]
+    if "same_as" in spec:
+        return build(spec["same_as"], device, dtype)
     if "model" in spec:
         model = load_model(spec["model"], device=device, dtype=dtype)
         return model, make_induction(model.cfg.d_vocab)
@@ -128,6 +138,7 @@ def flops_of(fn) -> int:
 
 
 WARM_REPEATS_BELOW_S = 5.0
+FLOP_COUNT_BELOW_S = 600.0  # a longer run is not repeated to count its FLOPs
 
 
 def warm_best_seconds(run, first_seconds: float, device: str) -> dict:
@@ -188,28 +199,47 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
                         note=f"naive ran the first {tested} of {n_candidates} candidates; extrapolated linearly")
 
     elif method == "fast":
-        def fast_run():
+        per_layer = {}  # start layer -> [seconds, batched passes]
+
+        def fast_run(record: dict | None = None):
             patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
             metric = kl_divergence(patcher.logits(graph.full_mask()))
             batch_size = patcher.auto_batch_size()
-            result = run_acdc(graph, lambda mask, s=0: metric(patcher.logits(mask, s)).double(), spec["threshold"],
-                              batch_size=batch_size, progress=False, stop_after=spec["fast_candidates"])
-            return result, batch_size
+
+            def evaluate(mask, s=0):
+                begin = time.perf_counter()
+                value = metric(patcher.logits(mask, s)).double()
+                if record is not None:
+                    synchronize(device)
+                    spent = record.setdefault(s, [0.0, 0])
+                    spent[0] += time.perf_counter() - begin
+                    spent[1] += 1
+                return value
+
+            result = run_acdc(graph, evaluate, spec["threshold"], batch_size=batch_size, progress=False,
+                              stop_after=spec["fast_candidates"])
+            return result, batch_size, patcher
 
         start = time.perf_counter()
-        result, batch_size = fast_run()
+        result, batch_size, patcher = fast_run(per_layer)
         synchronize(device)
         seconds = time.perf_counter() - start
-        line.update(warm_best_seconds(fast_run, seconds, device))
-        total_flops = flops_of(fast_run)  # the same run again (it is deterministic), counting its products
+        line.update(warm_best_seconds(lambda: fast_run(), seconds, device))
         decisions = {}
         for name, index, kept, scores in [(e, graph.parse_edge(e), result.kept.edges, result.scores.edges) for e in graph.edge_names()] + \
                 [(h, graph.parse_head_input(h), result.kept.head_inputs, result.scores.head_inputs) for h in graph.head_input_names()]:
             if not torch.isnan(scores[index]):
                 decisions[name] = bool(kept[index])
-        line.update(edges_tested=result.candidates_tested, forward_equivalents=round(total_flops / forward_flops, 1),
-                    seconds=round(seconds, 2), batch_size=batch_size, batched_passes=result.forward_passes,
-                    edges_kept=int(result.kept.edges.sum()), achieved_gflops=round(total_flops / seconds / 1e9, 1))
+        line.update(edges_tested=result.candidates_tested, seconds=round(seconds, 2), batch_size=batch_size,
+                    batched_passes=result.forward_passes, edges_kept=int(result.kept.edges.sum()))
+        if seconds < FLOP_COUNT_BELOW_S:
+            total_flops = flops_of(lambda: fast_run())  # the same run again (it is deterministic), counting its products
+            line.update(forward_equivalents=round(total_flops / forward_flops, 1),
+                        achieved_gflops=round(total_flops / seconds / 1e9, 1))
+        if spec["fast_candidates"] is None and seconds >= FLOP_COUNT_BELOW_S:
+            line["per_layer"] = per_layer_limits(graph, patcher, per_layer)
+            line["note"] = ("whole run; per_layer: each start layer's candidates, measured seconds of its passes, and its "
+                            "limit (its candidates at the per-candidate cost of an 8-circuit pass there, measured after the run)")
         if spec["fast_candidates"] is not None:
             line.update(prefix_candidates=spec["fast_candidates"],
                         note=f"fast ran the first {spec['fast_candidates']} of {n_candidates} candidates "
@@ -235,47 +265,71 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
     return line
 
 
+def per_candidate_costs(graph, patcher, layers: list[int], n_circuits: tuple[int, ...] = (1, 8)) -> dict:
+    """{(start layer, circuits): seconds per candidate} of one resumed pass at each of ``layers``
+    (``n_layers``: the logits), for circuits that differ in one receiver there, on a circuit with
+    10% of the edges above that layer kept (random; the pass before it, on another such circuit,
+    fills the engine's cache as ACDC's previous pass would)."""
+    from acdc_engine.core.mask import CircuitMask
+    from acdc_engine.core.nodes import head_receiver_name
+
+    generator = torch.Generator().manual_seed(0)
+    n_layers = graph.shape.n_layers
+
+    def circuits(layer: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        edges = (torch.rand(graph.edge_exists.shape, generator=generator) < 0.1) & graph.edge_exists
+        intact = torch.tensor(graph.receiver_layer) < graph.shape.attention_reads(layer)
+        edges[:, intact] = graph.edge_exists[:, intact]
+        edges = edges[None].repeat(count, 1, 1)
+        heads = graph.full_head_input_mask()[None].repeat(count, 1, 1, 1)
+        receiver = graph.receiver_index["logits" if layer == n_layers else head_receiver_name(layer, 0, "v")]
+        for c in range(count):
+            edges[c, : c + 1, receiver] = False
+        return edges, heads
+
+    costs = {}
+    for layer in sorted(set(layers), reverse=True):
+        for count in n_circuits:
+            patcher.logits(CircuitMask(*circuits(layer, count)), layer)
+            edges, heads = circuits(layer, count)
+            start = time.perf_counter()
+            patcher.logits(CircuitMask(edges, heads), layer)
+            costs[layer, count] = (time.perf_counter() - start) / count
+    return costs
+
+
+def per_layer_limits(graph, patcher, spent: dict) -> list[dict]:
+    """For each start layer of a whole run: its candidates, the measured seconds and passes of its
+    batched passes (``spent``: start layer -> [seconds, passes]), and its limit: the candidates at the
+    per-candidate cost of an 8-circuit pass at that layer (``per_candidate_costs``)."""
+    from acdc_engine.methods.acdc import visiting_segments
+
+    candidates: dict[int, int] = {}
+    for segment in visiting_segments(graph):
+        candidates[segment.start_layer] = candidates.get(segment.start_layer, 0) + len(segment.candidates)
+    costs = per_candidate_costs(graph, patcher, list(candidates), n_circuits=(8,))
+    return [{"start_layer": layer, "candidates": candidates[layer], "passes": spent.get(layer, [0, 0])[1],
+             "seconds": float(f"{spent.get(layer, [0.0])[0]:.3g}"),
+             "limit_seconds": float(f"{candidates[layer] * costs[layer, 8]:.3g}")}
+            for layer in sorted(candidates, reverse=True)]
+
+
 def pass_costs(case: str) -> list[dict]:
     """Seconds per candidate of one resumed pass at the logits, the top, middle and first layer, for
-    1 and 8 circuits that differ in one receiver there, on a circuit with 10% of the edges above
-    that layer kept (random; the pass before it, on another such circuit, fills the engine's cache
-    as ACDC's previous pass would). Then a projection of a whole exact ACDC run: every candidate
-    of the visiting order at the per-candidate cost of 8-circuit passes at its start layer
+    1 and 8 circuits (``per_candidate_costs``). Then a projection of a whole exact ACDC run: every
+    candidate of the visiting order at the per-candidate cost of 8-circuit passes at its start layer
     (interpolated linearly between the layers measured)."""
     from acdc_engine.core.graph import build_graph
-    from acdc_engine.core.mask import CircuitMask
     from acdc_engine.methods.acdc import visiting_segments
-    from acdc_engine.core.nodes import head_receiver_name
     from acdc_engine.patching import EdgePatcher
 
     model, task = build(case)
     graph = build_graph(model.cfg)
     patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
-    generator = torch.Generator().manual_seed(0)
     n_layers = graph.shape.n_layers
-
-    def circuits(layer: int, n_circuits: int) -> tuple[torch.Tensor, torch.Tensor]:
-        edges = (torch.rand(graph.edge_exists.shape, generator=generator) < 0.1) & graph.edge_exists
-        intact = torch.tensor(graph.receiver_layer) < graph.shape.attention_reads(layer)
-        edges[:, intact] = graph.edge_exists[:, intact]
-        edges = edges[None].repeat(n_circuits, 1, 1)
-        heads = graph.full_head_input_mask()[None].repeat(n_circuits, 1, 1, 1)
-        receiver = graph.receiver_index["logits" if layer == n_layers else head_receiver_name(layer, 0, "v")]
-        for c in range(n_circuits):
-            edges[c, : c + 1, receiver] = False
-        return edges, heads
-
-    lines, per_candidate = [], {}
-    for layer in sorted({n_layers, n_layers - 1, n_layers // 2, 0}, reverse=True):
-        for n_circuits in (1, 8):
-            patcher.logits(CircuitMask(*circuits(layer, n_circuits)), layer)
-            edges, heads = circuits(layer, n_circuits)
-            start = time.perf_counter()
-            patcher.logits(CircuitMask(edges, heads), layer)
-            seconds = (time.perf_counter() - start) / n_circuits
-            per_candidate[layer, n_circuits] = seconds
-            lines.append({"case": case, "method": "fast-pass-cost", "start_layer": layer, "circuits": n_circuits,
-                          "seconds_per_candidate": float(f"{seconds:.3g}")})
+    per_candidate = per_candidate_costs(graph, patcher, [n_layers, n_layers - 1, n_layers // 2, 0])
+    lines = [{"case": case, "method": "fast-pass-cost", "start_layer": layer, "circuits": count,
+              "seconds_per_candidate": float(f"{seconds:.3g}")} for (layer, count), seconds in per_candidate.items()]
     measured = sorted(layer for layer, n in per_candidate if n == 8)
     projected, candidates = 0.0, 0
     for segment in visiting_segments(graph):
@@ -294,7 +348,8 @@ def pass_costs(case: str) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the default case")
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=DEFAULT_CASES,
+                        help=f"default: {' '.join(DEFAULT_CASES)} (opt-in: the whole GPT-2-shape run, gpt2-shape-full)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--pass-costs", action="store_true", help="only the fast engine's per-layer pass costs")
     parser.add_argument("--threads", type=int, default=1,
