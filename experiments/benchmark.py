@@ -1,22 +1,35 @@
-"""Benchmark exact ACDC (naive reference vs fast engine) and the gradient methods, as JSON lines.
+"""Benchmark exact ACDC (naive reference vs fast engine) and the attribution methods, as JSON lines.
 
-    python experiments/benchmark.py            # every case
+    python experiments/benchmark.py            # every default case
     python experiments/benchmark.py --quick    # the default case only (under a minute)
     python experiments/benchmark.py --cases attn4x8 --methods fast
     python experiments/benchmark.py --cases gpt2-shape --pass-costs   # cost of one pass per layer
+    python experiments/benchmark.py --cases gpt2-shape-full --methods naive fast   # the whole GPT-2-shape run (an hour)
 
 The first line describes the machine (cores, torch, measured float32 matmul GFLOP/s). Then one line
-per (case, method) with: case, method, edges, edges_tested, forward_equivalents (matmul FLOPs spent,
-in units of one plain forward pass of the model over the case's prompts; for the fast engine those
-of the whole timed run, set-up included, counted in a second identical run), seconds, peak_rss_mb,
-identical_to_naive (the fast engine's decisions equal the naive reference's on every candidate both
-tested), decisions_per_second, and for the fast engine achieved_gflops and matmul_fraction. Exact
-ACDC runs (naive and fast) shorter than 5 s also give warm_best_seconds: the best of two more runs
-(the first pays first-call costs; the engine builds its pass again in each). Where a
-full naive run would take too long, it runs a stated prefix of the visiting order (``prefix_tests``)
-and ``extrapolated_seconds`` scales its time to all candidates (the naive cost per test does not
-depend on the position in the order). Each (case, method) runs in its own process, so peak memory is
-its own.
+per (case, method) with: case, method, edges, edges_tested, seconds, peak_rss_mb,
+decisions_per_second, and
+
+- exact ACDC (naive, fast): forward_equivalents (matmul FLOPs spent, in units of one plain forward
+  pass of the model over the case's prompts; for the fast engine those of the whole timed run,
+  set-up included, counted in a second identical run, skipped for runs over 10 minutes),
+  identical_to_naive (the fast engine's decisions equal the naive reference's on every candidate
+  both tested), achieved_gflops and matmul_fraction (of the measured rate). Runs shorter than 5 s
+  also give warm_best_seconds: the best of two more runs (the first pays first-call costs; the
+  engine builds its pass again in each). Where a full naive run would take too long, it runs a
+  stated prefix of the visiting order (``prefix_tests``) and ``extrapolated_seconds`` scales its
+  time to all candidates (the naive cost per test does not depend on the position in the order).
+  The whole GPT-2-shape run (opt-in case ``gpt2-shape-full``) adds ``per_layer``: each start
+  layer's candidates, the seconds of its passes, and its limit (``per_layer_limits``).
+- attribution (eap, eap-ig with EAP-IG's 5 points, clean-corrupted): ``setup_seconds`` (the patcher
+  and metric every method shares, ``attribution_setup``: clean and ablated runs, the patched
+  pass's tables, the self-check against the model's own forward) and ``seconds`` (the method
+  itself); ``gflops`` / ``setup_gflops`` (counted FLOPs, in a second identical run) and their
+  ``forward_equivalents``; ``matmul_fraction`` (the method's counted FLOPs per second over the
+  measured matmul rate) and ``run_matmul_fraction`` (set-up and method together);
+  ``method_peak_mb`` (how far the method raised the process's peak resident memory).
+
+Each (case, method) runs in its own process, so peak memory is its own.
 """
 
 from __future__ import annotations
@@ -78,7 +91,7 @@ CASES = {
     },
 }
 DEFAULT_CASES = [name for name, spec in CASES.items() if not spec.get("opt_in")]
-METHODS = ("naive", "fast", "eap", "eap-ig")
+METHODS = ("naive", "fast", "eap", "eap-ig", "clean-corrupted")
 
 
 def matmul_gflops(device: str = "cpu", n: int = 2048, reps: int = 10) -> float:
@@ -245,24 +258,75 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
                         note=f"fast ran the first {spec['fast_candidates']} of {n_candidates} candidates "
                              "(the top layers, where a resumed pass is cheapest)")
     else:
-        from acdc_engine.methods import eap
-
-        start = time.perf_counter()
-        patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
-        metric = kl_divergence(patcher.logits(graph.full_mask()))
-        scores = eap.eap_scores(patcher, metric) if method == "eap" else eap.eap_ig_scores(patcher, metric)
-        synchronize(device)
-        seconds = time.perf_counter() - start
+        scoring = ATTRIBUTION[method]
+        setup_seconds, patcher, metric = timed(device, lambda: attribution_setup(model, task, graph))
+        rss_before = current_rss_mb()
+        seconds, scores = timed(device, lambda: scoring(patcher, metric))
+        method_peak_mb = max(0, round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - rss_before)
+        setup_flops = flops_of(lambda: attribution_setup(model, task, graph))
+        method_flops = flops_of(lambda: scoring(patcher, metric))
         decisions = {}
-        passes = 1 if method == "eap" else 5
-        line.update(edges_tested=graph.n_edges, forward_equivalents=round(2 + 3 * passes, 1), seconds=round(seconds, 2),
-                    nonzero_scores=int((scores[graph.edge_exists] != 0).sum()))
+        line.update(edges_tested=graph.n_edges, seconds=round(seconds, 2), setup_seconds=round(setup_seconds, 2),
+                    gflops=round(method_flops / 1e9, 1), setup_gflops=round(setup_flops / 1e9, 1),
+                    forward_equivalents=round(method_flops / forward_flops, 2),
+                    setup_forward_equivalents=round(setup_flops / forward_flops, 2),
+                    achieved_gflops=round(method_flops / seconds / 1e9, 1),
+                    run_achieved_gflops=round((method_flops + setup_flops) / (seconds + setup_seconds) / 1e9, 1),
+                    method_peak_mb=method_peak_mb, nonzero_scores=int((scores[graph.edge_exists] != 0).sum()))
     line["decisions_per_second"] = float(f"{line['edges_tested'] / line['seconds']:.3g}")
     line["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if device != "cpu":
         line["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
     decisions_out.write_text(json.dumps(decisions))
     return line
+
+
+def attribution_setup(model, task, graph):
+    """What every attribution method runs on, as ``discover`` builds it: the patcher (clean and
+    ablated runs, the patched pass's tables, the self-check against the model's own forward) and
+    the KL metric against the full model's logits."""
+    from acdc_engine.measure.metrics import kl_divergence
+    from acdc_engine.patching import EdgePatcher
+
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
+    return patcher, kl_divergence(patcher.logits(graph.full_mask()))
+
+
+def _eap(patcher, metric):
+    from acdc_engine.methods.eap import eap_scores
+
+    return eap_scores(patcher, metric)
+
+
+def _eap_ig(patcher, metric):
+    from acdc_engine.methods.eap import eap_ig_scores
+
+    return eap_ig_scores(patcher, metric, steps=5, rule="eap-ig")
+
+
+def _clean_corrupted(patcher, metric):
+    from acdc_engine.methods.attribution import clean_corrupted_scores
+
+    return clean_corrupted_scores(patcher, metric)
+
+
+ATTRIBUTION = {"eap": _eap, "eap-ig": _eap_ig, "clean-corrupted": _clean_corrupted}
+"""Attribution methods the benchmark times: name -> (patcher, metric) -> edge scores [S, R]."""
+
+
+def timed(device: str, fn):
+    """(seconds, fn's result, ...): ``fn()`` timed to its end on ``device``; a tuple result is spread."""
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return (seconds, *result) if isinstance(result, tuple) else (seconds, result)
+
+
+def current_rss_mb() -> int:
+    """This process's resident memory now, MiB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
 
 
 def per_candidate_costs(graph, patcher, layers: list[int], n_circuits: tuple[int, ...] = (1, 8)) -> dict:
@@ -388,7 +452,9 @@ def main() -> None:
                     both = naive_decisions.keys() & decisions.keys()
                     line["identical_to_naive"] = bool(both) and all(naive_decisions[k] == decisions[k] for k in both)
                     line["compared_decisions"] = len(both)
-                    line["matmul_fraction"] = round(line["achieved_gflops"] / info["matmul_gflops"], 3)
+                for rate, fraction in (("achieved_gflops", "matmul_fraction"), ("run_achieved_gflops", "run_matmul_fraction")):
+                    if rate in line:
+                        line[fraction] = round(line[rate] / info["matmul_gflops"], 3)
                 print(json.dumps(line), flush=True)
 
 

@@ -12,6 +12,7 @@ from naive_eap import naive_edge_scores, naive_logit_diff, naive_metric_at_ablat
 from acdc_engine.core.mask import CircuitMask
 from acdc_engine import AcdcError, build_graph
 from acdc_engine.core.circuit import on_input_to_logits_paths
+from acdc_engine.patching.patcher import sender_products
 from acdc_engine.methods.eap import (
     ZeroGradientWarning,
     eap_ig_scores,
@@ -102,11 +103,16 @@ def test_right_riemann_points_end_at_the_clean_input():
     assert ig_alphas(4) == [0.25, 0.5, 0.75, 1.0]
 
 
-def test_scores_do_not_depend_on_how_tokens_are_chunked(monkeypatch):
-    *_, patcher, metric, _ = setup(seed=1)
-    whole = eap_scores(patcher, metric)
-    monkeypatch.setattr("acdc_engine.methods.eap._CHUNK_ELEMENTS", 1)  # one token at a time
-    assert torch.allclose(eap_scores(patcher, metric), whole, rtol=1e-12, atol=1e-14)
+def test_sender_products_in_another_dtype_are_float32_products_in_any_row_blocks(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    diff = torch.randn(7, 40, generator=generator).to(torch.bfloat16)
+    grads = torch.randn(3, 40, generator=generator).to(torch.bfloat16)
+    whole = sender_products(diff, grads, torch.float32)
+    monkeypatch.setattr("acdc_engine.patching.patcher._PRODUCT_ELEMENTS", 1)  # one sender row at a time
+    assert whole.dtype == torch.float32
+    exact = diff.double() @ grads.double().T
+    assert torch.allclose(sender_products(diff, grads, torch.float32).double(), exact, rtol=1e-6, atol=1e-5)
+    assert torch.allclose(whole.double(), exact, rtol=1e-6, atol=1e-5)
 
 
 def test_scores_are_zero_where_no_edge_exists():

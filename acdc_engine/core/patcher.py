@@ -56,6 +56,17 @@ class Patcher(Protocol):
         pos, d_model]} replaces those senders' outputs by constants no gradient flows through."""
         ...
 
+    def edge_scores(
+        self,
+        metric: Callable[[Tensor], Tensor],
+        input_embeddings: Tensor | None = None,
+        fixed: Mapping[int, Tensor] | None = None,
+    ) -> tuple[Tensor, float]:
+        """(sum over prompts, positions and d_model of (out*_u - out_u) * d metric / d in_v for
+        every edge u -> v, [n_senders, n_receivers] in at least float32, 0 where no edge exists;
+        the metric's value), one gradient pass with ``receiver_gradients``' arguments."""
+        ...
+
     def auto_batch_size(self, limit: int = 32, memory_fraction: float = 0.25) -> int:
         """Circuits per pass that fit in a fraction of the device's free memory, at most ``limit``."""
         ...

@@ -55,7 +55,7 @@ from acdc_engine.methods.eap import (
     EapParams,
     metric_in_float32,
     score_dtype,
-    scores_from_gradients,
+    mean_edge_scores,
     check_steps,
     review_scores,
     score_outcome,
@@ -83,19 +83,29 @@ def ig_activations_scores(patcher, metric: Metric, steps: int = 5, progress: boo
     """EAP-IG-activations' edge scores (module docstring): [n_senders, n_receivers] float64, 0 where
     no edge exists. One gradient pass per group and step, counted by a progress bar when
     ``acdc_engine.core.progress``."""
-    return scores_from_gradients(patcher, ig_activations_gradients(patcher, metric, steps, progress))
+    runs = [{"fixed": fixed} for fixed in activation_runs(patcher, steps)]
+    return mean_edge_scores(patcher, metric, runs, progress, "EAP-IG-activations runs")
+
+
+def activation_runs(patcher, steps: int) -> list[dict[int, Tensor]]:
+    """EAP-IG-activations' runs, one per sender group and point (``activation_alphas``): the
+    group's senders fixed at ``torch.lerp(ablated, clean, alpha)``, {sender index: [n_prompts, pos,
+    d_model]} each."""
+    clean, ablated = patcher.clean_sender_out, patcher.ablated_sender_out
+    return [
+        {s: torch.lerp(ablated[:, :, s], clean[:, :, s], alpha) for s in group}
+        for group in sender_groups(patcher.graph) for alpha in activation_alphas(steps)
+    ]
 
 
 def ig_activations_gradients(patcher, metric: Metric, steps: int = 5, progress: bool = False) -> Tensor:
     """EAP-IG-activations' g_v (``ig_activations_scores``): every receiver's gradient averaged over
-    all groups x steps runs, [n_prompts, pos, n_receivers, d_model] in ``score_dtype``."""
-    alphas = activation_alphas(steps)
-    clean, ablated = patcher.clean_sender_out, patcher.ablated_sender_out
+    all groups x steps runs, [n_prompts, pos, n_receivers, d_model] in ``score_dtype`` (for the
+    node and neuron methods)."""
     metric = metric_in_float32(metric)
-    runs = [(group, alpha) for group in sender_groups(patcher.graph) for alpha in alphas]
+    runs = activation_runs(patcher, steps)
     total = None
-    for group, alpha in progress_bar(runs, progress=progress, desc="EAP-IG-activations runs", unit="run"):
-        fixed = {s: torch.lerp(ablated[:, :, s], clean[:, :, s], alpha) for s in group}
+    for fixed in progress_bar(runs, progress=progress, desc="EAP-IG-activations runs", unit="run"):
         gradients, _ = patcher.receiver_gradients(metric, fixed=fixed)
         gradients = gradients.to(score_dtype(gradients.dtype))
         total = gradients if total is None else total.add_(gradients)
@@ -111,12 +121,9 @@ def ig_activations_passes(graph: Graph, steps: int) -> int:
 def clean_corrupted_scores(patcher, metric: Metric) -> Tensor:
     """clean-corrupted's edge scores (module docstring): g_v averaged over the clean run and the run
     from the ablated input embeddings. [n_senders, n_receivers] float64, 0 where no edge exists."""
-    metric = metric_in_float32(metric)
     n_in = len(patcher.graph.input_senders)
-    at_clean, _ = patcher.receiver_gradients(metric)
-    at_corrupted, _ = patcher.receiver_gradients(metric, input_embeddings=patcher.ablated_sender_out[:, :, :n_in])
-    dtype = score_dtype(at_clean.dtype)
-    return scores_from_gradients(patcher, (at_clean.to(dtype) + at_corrupted.to(dtype)) / 2)
+    runs = [{}, {"input_embeddings": patcher.ablated_sender_out[:, :, :n_in]}]
+    return mean_edge_scores(patcher, metric, runs)
 
 
 # ----- the methods, for discover ----------------------------------------------------------------------

@@ -96,7 +96,6 @@ VARIANTS = ("eap", "eap-ig")  # what run_eap computes
 INTERPOLATIONS = ("eap-ig", "right-riemann", "midpoint")  # the method's ``interpolation`` choices
 RULES = (*INTERPOLATIONS, "right")  # "right": the library's old name of right-riemann
 NEGLIGIBLE = 1e-6  # scores all below this times |metric(empty) - metric(full)| count as zero
-_CHUNK_ELEMENTS = 2**26  # bound on the [tokens, senders, receivers] intermediate of the score einsum
 
 
 class ZeroGradientWarning(UserWarning):
@@ -119,25 +118,24 @@ def metric_in_float32(metric: Metric) -> Metric:
     return wrapped
 
 
-def scores_from_gradients(patcher, gradients: Tensor) -> Tensor:
-    """sum_{n,p,d} (out*_u - out_u) g_v for every (u, v): [S, R] float64, 0 where no edge exists.
+def edge_scores(patcher, metric: Metric, **gradient_run: Any) -> Tensor:
+    """sum_{n,p,d} (out*_u - out_u) g_v for every (u, v) of one gradient pass
+    (``EdgePatcher.edge_scores``; ``gradient_run``: its ``input_embeddings`` / ``fixed``), the
+    metric in at least float32: [S, R] in ``score_dtype`` on the patcher's device, 0 where no edge
+    exists."""
+    scores, _ = patcher.edge_scores(metric_in_float32(metric), **gradient_run)
+    return scores
 
-    One einsum batched over tokens (a [S, d] x [d, R] product per token), then a sum over tokens:
-    6x faster on CPU than contracting n, p, d in one go, which makes torch permute both operands
-    into [S, n*p*d] and [n*p*d, R] copies. Tokens go in chunks so the [tokens, S, R] intermediate
-    stays under ``_CHUNK_ELEMENTS``.
-    """
-    dtype = score_dtype(gradients.dtype)
-    diff = (patcher.ablated_sender_out - patcher.clean_sender_out).to(dtype)  # [n, pos, S, d]
-    n_senders, n_receivers, d_model = diff.shape[2], gradients.shape[2], diff.shape[3]
-    diff, gradients = diff.reshape(-1, n_senders, d_model), gradients.to(dtype).reshape(-1, n_receivers, d_model)
-    chunk = max(1, _CHUNK_ELEMENTS // (n_senders * n_receivers))
-    scores = sum(
-        torch.einsum("tsd,trd->tsr", diff[i : i + chunk], gradients[i : i + chunk]).sum(0)
-        for i in range(0, diff.shape[0], chunk)
-    )
-    edge_exists = patcher.graph.edge_exists.to(scores.device)
-    return torch.where(edge_exists, scores, torch.zeros((), dtype=dtype, device=scores.device)).double().cpu()
+
+def mean_edge_scores(patcher, metric: Metric, runs: list[dict[str, Any]], progress: bool = False, desc: str = "") -> Tensor:
+    """The mean of ``edge_scores`` over gradient passes ``runs`` (each one's ``input_embeddings`` /
+    ``fixed``), counted by a progress bar: float64 [S, R] on the CPU. Scores are linear in g_v, so
+    this is the score of the mean gradient."""
+    total = None
+    for run in progress_bar(runs, progress=progress, desc=desc, unit="run"):
+        scores = edge_scores(patcher, metric, **run)
+        total = scores if total is None else total.add_(scores)
+    return (total / len(runs)).double().cpu()
 
 
 def eap_scores(patcher, metric: Metric) -> Tensor:
@@ -150,8 +148,7 @@ def eap_scores(patcher, metric: Metric) -> Tensor:
         float64 [n_senders, n_receivers]: score(u->v) ~ metric(edge u->v patched) - metric(full);
         0 where no edge exists.
     """
-    gradients, _ = patcher.receiver_gradients(metric_in_float32(metric))
-    return scores_from_gradients(patcher, gradients)
+    return edge_scores(patcher, metric).double().cpu()
 
 
 def check_interpolation_parameter(interpolation: str) -> None:
@@ -196,26 +193,33 @@ def eap_ig_scores(patcher, metric: Metric, steps: int = 5, rule: str = "right", 
     progress bar (``acdc_engine.core.progress``). Returns the same
     layout as ``eap_scores``.
     """
-    return scores_from_gradients(patcher, eap_ig_gradients(patcher, metric, steps, rule, progress))
+    runs = [{"input_embeddings": embeddings} for embeddings in interpolated_inputs(patcher, steps, rule)]
+    return mean_edge_scores(patcher, metric, runs, progress, "EAP-IG steps")
+
+
+def interpolated_inputs(patcher, steps: int, rule: str) -> list[Tensor]:
+    """The input senders' outputs at EAP-IG's points (``ig_alphas``), [n_prompts, pos, n_input_senders,
+    d_model] each: ``torch.lerp`` from the ablated to the clean ones, exact at both ends (alpha = 1
+    gives the clean embeddings bit for bit)."""
+    n_in = len(patcher.graph.input_senders)
+    clean_in = patcher.clean_sender_out[:, :, :n_in]
+    baseline_in = patcher.ablated_sender_out[:, :, :n_in]
+    return [torch.lerp(baseline_in, clean_in, alpha) for alpha in ig_alphas(steps, rule)]
 
 
 def eap_ig_gradients(patcher, metric: Metric, steps: int = 5, rule: str = "right", progress: bool = False) -> Tensor:
     """EAP-IG-inputs' g_v (``eap_ig_scores``): every receiver's gradient averaged over the
-    interpolated input embeddings, [n_prompts, pos, n_receivers, d_model] in ``score_dtype``."""
-    alphas = ig_alphas(steps, rule)
-    n_in = len(patcher.graph.input_senders)
-    clean_in = patcher.clean_sender_out[:, :, :n_in]
-    baseline_in = patcher.ablated_sender_out[:, :, :n_in]
+    interpolated input embeddings, [n_prompts, pos, n_receivers, d_model] in ``score_dtype``
+    (for the node and neuron methods, which need the gradients themselves)."""
     metric = metric_in_float32(metric)
     total = None
-    for alpha in progress_bar(alphas, progress=progress, desc="EAP-IG steps", unit="step"):
-        # lerp is exact at both ends: alpha = 1 gives the clean embeddings bit for bit
-        embeddings = torch.lerp(baseline_in, clean_in, alpha)
+    inputs = interpolated_inputs(patcher, steps, rule)
+    for embeddings in progress_bar(inputs, progress=progress, desc="EAP-IG steps", unit="step"):
         gradients, _ = patcher.receiver_gradients(metric, input_embeddings=embeddings)
         gradients = gradients.to(score_dtype(gradients.dtype))
         total = gradients if total is None else total.add_(gradients)
         del gradients
-    return total / len(alphas)
+    return total / len(inputs)
 
 
 # ----- circuits from scores ---------------------------------------------------------------------

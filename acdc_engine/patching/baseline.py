@@ -10,7 +10,7 @@ run, the ablated run (what removed edges carry) and the all-removed inputs deriv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -25,22 +25,27 @@ ABLATIONS = ("resample", "zero", "mean")
 REFERENCE_POSITION_SEED = 49
 """The seed of the original ACDC's permutation of the corrupted run's positional embedding."""
 
-Leaves = list[tuple[Tensor, Tensor]]
-"""(receiver indices [R], zero leaf [n_prompts, pos, R, d_model]) pairs, to take gradients at."""
+GradientSink = Callable[[Tensor, Tensor], None]
+"""Called during a backward pass with (receiver indices [R], d metric / d those receivers' inputs
+[n_prompts, pos, R, d_model]) as each receiver group's gradient is computed (``record_run``'s
+``watch``)."""
 
 
 @dataclass
 class Activations:
     """An unpatched run's activations, for every prompt.
 
-    sender_out: [n_prompts, pos, n_senders, d_model]   every sender's output
+    sender_out: [n_prompts, pos, n_senders, d_model]   every sender's output (None: not kept)
     qkv: per layer, [n_prompts, pos, 3, n_heads, d_head]   q, k, v (``ModelSpec.qkv``), per query head
     resid: {read point: [n_prompts, pos, d_model]}, the residual stream where receivers read it
+    anchor: for a run made for a backward pass (``record_run``'s ``watch``), the zero scalar the
+        residual stream starts from, to take the gradient at; None otherwise
     """
 
-    sender_out: Tensor
+    sender_out: Tensor | None
     qkv: list[Tensor]
     resid: dict[int, Tensor]
+    anchor: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -117,16 +122,19 @@ def record_run(
     groups: ReceiverGroups,
     tokens: Tensor,
     input_embeddings: Tensor | None = None,
-    leaves: Leaves | None = None,
+    watch: GradientSink | None = None,
     fixed: Mapping[int, Tensor] | None = None,
 ) -> Activations:
-    """A plain forward pass of ``tokens`` [n_prompts, pos] that records every sender's output.
+    """A plain (unpatched) forward pass of ``tokens`` [n_prompts, pos] that records every sender's output.
 
     ``input_embeddings`` [n_prompts, pos, n_input_senders, d_model] replace the input senders'
-    outputs. With ``leaves``, each receiver's input gets a zero leaf added (to take gradients at),
-    appended as (receiver indices, leaf). ``fixed`` {sender index: [n_prompts, pos, d_model]}
-    replaces those senders' outputs by constants: later receivers read them, and no gradient flows
-    through those senders (as a forward hook that overwrites a node's output does).
+    outputs. With ``watch`` the pass is for a backward pass: each receiver group's input is a view of
+    its own whose gradient goes to ``watch`` when the backward pass computes it, the residual stream
+    starts from a zero anchor that needs a gradient (``Activations.anchor``: take the gradient at
+    it, and every receiver on a path to the metric gets one), and the senders' outputs are not kept.
+    ``fixed`` {sender index: [n_prompts, pos, d_model]} replaces those senders' outputs by constants:
+    later receivers read them, and no gradient flows through those senders (as a forward hook that
+    overwrites a node's output does).
     """
     shape = graph.shape
     n_prompts, n_pos = tokens.shape
@@ -134,13 +142,17 @@ def record_run(
     outs = input_sender_outputs(spec, graph, tokens) if input_embeddings is None else list(input_embeddings.unbind(2))
     outs = [fixed[i].detach() if i in fixed else out for i, out in enumerate(outs)]
     resid = sum(outs[1:], outs[0])
+    anchor = None
+    if watch is not None:
+        anchor = torch.zeros((), dtype=resid.dtype, device=resid.device, requires_grad=True)
+        resid = resid + anchor
 
-    def with_leaf(value: Tensor, receivers: Tensor) -> Tensor:
-        if leaves is None:
+    def watched(value: Tensor, receivers: Tensor) -> Tensor:
+        if watch is None:
             return value
-        leaf = torch.zeros(n_prompts, n_pos, len(receivers), value.shape[-1], dtype=value.dtype, device=value.device, requires_grad=True)
-        leaves.append((receivers, leaf))
-        return value + leaf.view(value.shape)
+        view = value.view_as(value)
+        view.register_hook(lambda grad: watch(receivers, grad.reshape(n_prompts, n_pos, len(receivers), -1)))
+        return view
 
     every_head = torch.arange(shape.n_heads, device=tokens.device)
     every_qkv = torch.arange(3 * shape.n_heads, device=tokens.device)
@@ -148,7 +160,7 @@ def record_run(
     for layer in range(shape.n_layers):
         residuals[shape.attention_reads(layer)] = resid
         qkv_in = resid[:, :, None, :].expand(n_prompts, n_pos, 3 * shape.n_heads, -1)
-        qkv = spec.qkv(layer, with_leaf(qkv_in, groups.qkv[layer]), every_qkv).unflatten(2, (3, shape.n_heads))
+        qkv = spec.qkv(layer, watched(qkv_in, groups.qkv[layer]), every_qkv).unflatten(2, (3, shape.n_heads))
         all_qkv.append(qkv)
         head_out = attention_contributions(spec, layer, qkv, every_head)
         first = first_head_sender(graph, layer)
@@ -161,7 +173,7 @@ def record_run(
         if shape.has_mlp:
             mlp_in = resid if shape.parallel_attn_mlp else after_attention
             residuals[shape.mlp_reads(layer)] = mlp_in
-            mlp_out = spec.mlp(layer, with_leaf(mlp_in, groups.mlp[layer]))
+            mlp_out = spec.mlp(layer, watched(mlp_in, groups.mlp[layer]))
             mlp_index = graph.sender_index[mlp_name(layer)]
             if mlp_index in fixed:
                 mlp_out = fixed[mlp_index].detach()
@@ -170,7 +182,7 @@ def record_run(
         else:
             resid = after_attention
     residuals[shape.logits_read] = resid
-    return Activations(torch.stack(outs, dim=2), all_qkv, residuals)
+    return Activations(None if watch is not None else torch.stack(outs, dim=2), all_qkv, residuals, anchor)
 
 
 def check_mean_covers(lengths: Tensor, corrupted_lengths: Tensor) -> None:
