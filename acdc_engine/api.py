@@ -160,7 +160,7 @@ def discover(
         permute_corrupted_positions=permute_corrupted_positions, model_name=model_name, seed=seed, progress=progress,
         metric_cache=metric_cache, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds, threads=threads,
     )
-    resolved = resolve(model, task, task_params, model_name=model_name, split_input=split_input)
+    resolved = resolve(model, task, task_params, model_name=model_name, split_input=split_input, memory=spec.memory)
     threads = thread_count(work_elements(resolved), threads)
     with using_threads(threads):
         return _discover_resolved(

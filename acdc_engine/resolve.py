@@ -19,6 +19,7 @@ from acdc_engine.architecture import ModelSpec, as_model_spec
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.task_data import TaskData, task_from_fields
 from acdc_engine.methods.arguments import check_precision, check_task_fits
+from acdc_engine.patching.memory import MemoryProfile
 from acdc_engine.tasks import make_task
 
 
@@ -38,9 +39,11 @@ def resolve(
     *,
     model_name: str | None = None,
     split_input: bool = False,
+    memory: MemoryProfile = MemoryProfile.PATCHED_PASS,
 ) -> Resolved:
     """The model and the task ``discover`` takes (see its arguments) as a ``Resolved``; AcdcError
-    naming the problem when either cannot be used."""
+    naming the problem when either cannot be used, or when the task cannot fit in the device's
+    memory for a method of profile ``memory`` (``check_task_fits``)."""
     if isinstance(model, str):
         from acdc_engine.models import load_model
 
@@ -48,9 +51,9 @@ def resolve(
         model = load_model(model)
     spec = as_model_spec(model)
     check_precision(spec)
-    check_task_fits(spec, task, task_params, split_input=split_input)  # a built-in task, before it is built
+    check_task_fits(spec, task, task_params, split_input=split_input, memory=memory)  # a built-in task, before it is built
     task_data = resolve_task(spec, task, task_params)
-    check_task_fits(spec, task_data, split_input=split_input)
+    check_task_fits(spec, task_data, split_input=split_input, memory=memory)
     return Resolved(spec, model_name, task_data)
 
 

@@ -71,5 +71,5 @@ def test_a_task_beyond_the_jobs_cgroup_limit_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "CGROUP_ROOT", root)
     model = small_model(attn_only=False)
     task = random_task(n_prompts=64)
-    with pytest.raises(AcdcError, match=r"need about .* GiB for the patched forward pass, and cpu has 0.0 GiB available under this job's memory limit"):
+    with pytest.raises(AcdcError, match=r"need about .* GiB for the patched pass .*, and cpu has 0.0 GiB available under this job.s memory limit"):
         arguments.check_task_fits(model, task)

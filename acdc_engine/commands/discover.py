@@ -160,7 +160,9 @@ def _discover_into(cfg: DictConfig, out_dir: Path, started: Callable[[], None]) 
     )
     task_params = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
     model_name = cfg.model.path if cfg.model.name == "local" else cfg.model.name
-    resolved = resolve(model, cfg.task.name, task_params, model_name=model_name, split_input=cfg.model.split_input)
+    resolved = resolve(
+        model, cfg.task.name, task_params, model_name=model_name, split_input=cfg.model.split_input, memory=spec.memory
+    )
     circuit = discover(
         resolved.model,
         resolved.task,

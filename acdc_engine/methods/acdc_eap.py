@@ -25,6 +25,7 @@ from acdc_engine.core import choices
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.methods.acdc import AcdcParams, acdc_outcome, batch_size_for, threshold_selection
 from acdc_engine.methods.eap import check_steps, eap_ig_scores, ig_alphas
+from acdc_engine.patching.memory import MemoryProfile
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.measure.metrics import Metric
 
@@ -95,5 +96,5 @@ def _run(inputs: MethodInput, params: AcdcEapParams) -> MethodOutcome:
 
 SPEC = MethodSpec(
     name="acdc-eap", params=AcdcEapParams, config=AcdcEapConfig, run=_run, selection=threshold_selection,
-    circuits=CircuitSelection.THRESHOLD, checkpoints=True
+    circuits=CircuitSelection.THRESHOLD, checkpoints=True, memory=MemoryProfile.GRADIENT_SCORES,
 )

@@ -17,7 +17,7 @@ import torch
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.values import check_values
 from acdc_engine.measure.metric_cache import MetricCache
-from acdc_engine.patching.memory import available_memory, cgroup_available, patched_pass_bytes
+from acdc_engine.patching.memory import MemoryProfile, available_memory, cgroup_available, method_bytes
 
 # ----- the Python API's arguments (``acdc_engine.discover``), checked before any work ---------------
 
@@ -175,9 +175,16 @@ to learn its prompt length, and refused before the real build if its patched pas
 PROBE_PROMPTS = 2
 
 
-def check_task_fits(model: Any, task: Any, task_params: Mapping[str, Any] | None = None, *, split_input: bool = False) -> None:
-    """AcdcError when the patched pass for ``task`` on ``model`` would need more memory than its
-    device has available (``patched_pass_bytes``, ``available_memory``).
+def check_task_fits(
+    model: Any,
+    task: Any,
+    task_params: Mapping[str, Any] | None = None,
+    *,
+    split_input: bool = False,
+    memory: MemoryProfile = MemoryProfile.PATCHED_PASS,
+) -> None:
+    """AcdcError when a method of profile ``memory`` would need more memory for ``task`` on
+    ``model`` than its device has available (``method_bytes``, ``available_memory``).
 
     ``task``: a TaskData (its shapes are used), or a built-in task name with ``task_params``: when
     it asks for more than ``PROBE_ABOVE`` prompts, a ``PROBE_PROMPTS``-prompt build gives the
@@ -208,13 +215,13 @@ def check_task_fits(model: Any, task: Any, task_params: Mapping[str, Any] | None
         what, fix = f"task.n_prompts={n_prompts}", "a smaller task.n_prompts"
     else:
         return
-    needed = patched_pass_bytes(cfg, n_prompts=n_prompts, n_tokens=n_tokens, n_positions=n_positions, split_input=split_input)
+    needed = method_bytes(memory, cfg, n_prompts=n_prompts, n_tokens=n_tokens, n_positions=n_positions, split_input=split_input)
     free = available_memory(cfg.device)
     if free is not None and needed > free:
         limited = torch.device(cfg.device).type == "cpu" and cgroup_available() == free
         raise AcdcError(
-            f"{what}: {n_prompts} prompts of {n_tokens} tokens need about {_gib(needed)} for the patched forward "
-            f"pass, and {cfg.device} has {_gib(free)} available"
+            f"{what}: {n_prompts} prompts of {n_tokens} tokens need about {_gib(needed)} for the {memory.value} "
+            f"(the patcher's tables and the method's working set), and {cfg.device} has {_gib(free)} available"
             + (" under this job's memory limit (its cgroup: slurm --mem, docker --memory)" if limited else "")
             + f"; use {fix}"
         )

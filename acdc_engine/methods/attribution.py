@@ -63,6 +63,7 @@ from acdc_engine.methods.eap import (
     selection_block,
     unscored_head_inputs,
 )
+from acdc_engine.patching.memory import MemoryProfile
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 
 
@@ -195,9 +196,11 @@ SPECS = (
     MethodSpec(
         name="eap-ig-activations", params=IgActivationsParams, config=IgActivationsConfig, run=_ig_activations,
         selection=score_selection, circuits=CircuitSelection.SCORES, review=review_scores,
+        memory=MemoryProfile.GRADIENT_SCORES,
     ),
     MethodSpec(
         name="clean-corrupted", params=EapParams, config=CleanCorruptedConfig, run=_clean_corrupted,
         selection=score_selection, circuits=CircuitSelection.SCORES, review=review_scores,
+        memory=MemoryProfile.GRADIENT_SCORES,
     ),
 )

@@ -88,6 +88,7 @@ from acdc_engine.core import choices
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.progress import progress_bar
 from acdc_engine.core.graph import Graph
+from acdc_engine.patching.memory import MemoryProfile
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.measure.metrics import Metric, at_least_float32
 from acdc_engine.core.nodes import LOGITS, component_of, edge_name
@@ -546,10 +547,11 @@ SPECS = (
     MethodSpec(
         name="eap", params=EapParams, config=EapConfig, run=lambda inputs, params: _outcome(inputs, "eap", params),
         selection=score_selection, circuits=CircuitSelection.SCORES, review=review_scores,
+        memory=MemoryProfile.GRADIENT_SCORES,
     ),
     MethodSpec(
         name="eap-ig", params=EapIgParams, config=EapIgConfig,
         run=lambda inputs, params: _outcome(inputs, "eap-ig", params), selection=score_selection,
-        circuits=CircuitSelection.SCORES, review=review_scores,
+        circuits=CircuitSelection.SCORES, review=review_scores, memory=MemoryProfile.GRADIENT_SCORES,
     ),
 )

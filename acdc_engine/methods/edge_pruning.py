@@ -55,6 +55,7 @@ from acdc_engine.methods.mask_training import (
     LEFT, RIGHT, MaskTraining, MaskTrainingState, StepOutcome, check_int, check_number, deterministic_masks, hard_concrete,
     probability_nonzero, train_masks,
 )
+from acdc_engine.patching.memory import MemoryProfile
 from acdc_engine.methods.method import Checkpointing, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.patching.float_pass import float_mask_logits
 
@@ -241,5 +242,5 @@ def _selection(params: EdgePruningParams) -> str:
 
 SPEC = MethodSpec(
     name="edge-pruning", params=EdgePruningParams, config=EdgePruningConfig, run=_run, selection=_selection,
-    circuits=CircuitSelection.SCORES, checkpoints=True,
+    circuits=CircuitSelection.SCORES, checkpoints=True, memory=MemoryProfile.LEARNED_MASKS,
 )

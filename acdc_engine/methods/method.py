@@ -21,6 +21,7 @@ from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
 from acdc_engine.core.patcher import Evaluate, Patcher
 from acdc_engine.measure.metrics import Metric
+from acdc_engine.patching.memory import MemoryProfile
 
 from acdc_engine.core.values import check_values
 
@@ -111,6 +112,8 @@ class MethodSpec:
     review: called with the outcome, the method's input and the measured metric block
         (``{"name", "full", "circuit", "empty"}``) once the circuit is measured, for warnings
         that need those values; None: nothing to review.
+    memory: what the method holds beside the patcher's tables (``MemoryProfile``), for the memory
+        check before a run (``acdc_engine.patching.memory.method_bytes``).
     """
 
     name: str
@@ -121,6 +124,7 @@ class MethodSpec:
     circuits: CircuitSelection
     checkpoints: bool = False
     review: Callable[[MethodOutcome, MethodInput, Mapping[str, Any]], None] | None = None
+    memory: MemoryProfile = MemoryProfile.PATCHED_PASS
 
     def parse(self, given: Mapping[str, Any]) -> Any:
         """The method's parameters from keyword arguments (defaults for the rest); AcdcError on a

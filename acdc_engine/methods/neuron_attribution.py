@@ -34,6 +34,7 @@ from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
 from acdc_engine.methods.attribution import ig_activations_gradients, ig_activations_passes
 from acdc_engine.methods.eap import POINTS, SCALING, SIGN, check_interpolation_parameter, check_selection, check_steps, eap_ig_gradients, ig_alphas, score_selection
+from acdc_engine.patching.memory import MemoryProfile
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.methods.node_attribution import (
     MLP_GRADIENT_TEXT, check_mlp_gradient, eap_node_gradients, neuron_scores_from_gradients, review_node_scores, warn_if_kl,
@@ -187,7 +188,7 @@ def _ig_activations_neurons(inputs: MethodInput, params: IgActivationsNeuronsPar
 SPECS = tuple(
     MethodSpec(
         name=name, params=params, config=config, run=run, selection=score_selection, circuits=CircuitSelection.SCORES,
-        review=review_node_scores,
+        review=review_node_scores, memory=MemoryProfile.GRADIENTS_HELD,
     )
     for name, params, config, run in (
         ("eap-neurons", NeuronParams, EapNeuronsConfig, _eap_neurons),

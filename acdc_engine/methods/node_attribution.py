@@ -64,6 +64,7 @@ from acdc_engine.methods.eap import (
     metric_in_float32, score_dtype, score_selection, warn_if_negligible,
 )
 from acdc_engine.methods.exact import check_optional_batch_size
+from acdc_engine.patching.memory import MemoryProfile
 from acdc_engine.methods.method import CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.methods.node_circuits import (
     check_node_selection, node_circuit, node_edge_scores, node_score_block, select_nodes, start_layer, without_senders,
@@ -340,13 +341,18 @@ def review_node_scores(outcome: MethodOutcome, inputs: MethodInput, metric: Mapp
     warn_if_negligible(name, inputs.metric_name, scores, metric["full"], metric["empty"])
 
 
-def _spec(name: str, params: type, config: type, run, review=review_node_scores) -> MethodSpec:
-    return MethodSpec(name=name, params=params, config=config, run=run, selection=score_selection, circuits=CircuitSelection.SCORES, review=review)
+def _spec(
+    name: str, params: type, config: type, run, review=review_node_scores, memory: MemoryProfile = MemoryProfile.GRADIENTS_HELD
+) -> MethodSpec:
+    return MethodSpec(
+        name=name, params=params, config=config, run=run, selection=score_selection, circuits=CircuitSelection.SCORES,
+        review=review, memory=memory,
+    )
 
 
 SPECS = (
     _spec("eap-nodes", NodeGradientParams, EapNodesConfig, _eap_nodes),
     _spec("eap-ig-nodes", EapIgNodesParams, EapIgNodesConfig, _eap_ig_nodes),
     _spec("eap-ig-activations-nodes", IgActivationsNodesParams, IgActivationsNodesConfig, _ig_activations_nodes),
-    _spec("exact-nodes", ExactNodesParams, ExactNodesConfig, _exact_nodes, review=None),
+    _spec("exact-nodes", ExactNodesParams, ExactNodesConfig, _exact_nodes, review=None, memory=MemoryProfile.PATCHED_PASS),
 )

@@ -71,6 +71,7 @@ from acdc_engine.methods.mask_training import (
     LEFT, RIGHT, MaskTraining, MaskTrainingState, StepOutcome, TrainingLog, check_int, check_number, hard_concrete,
     probability_nonzero, train_masks,
 )
+from acdc_engine.patching.memory import MemoryProfile
 from acdc_engine.methods.method import Checkpointing, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.patching.float_pass import float_mask_logits
 
@@ -284,5 +285,5 @@ def _selection(params: SubnetworkProbingParams) -> str:
 
 SPEC = MethodSpec(
     name="subnetwork-probing", params=SubnetworkProbingParams, config=SubnetworkProbingConfig, run=_run,
-    selection=_selection, circuits=CircuitSelection.SCORES, checkpoints=True,
+    selection=_selection, circuits=CircuitSelection.SCORES, checkpoints=True, memory=MemoryProfile.LEARNED_MASKS,
 )

@@ -82,6 +82,7 @@ from acdc_engine.methods.eap import check_selection, selected, unscored_head_inp
 from acdc_engine.methods.mask_training import (
     MaskTraining, MaskTrainingState, StepOutcome, TrainingLog, check_int, check_number, train_masks,
 )
+from acdc_engine.patching.memory import MemoryProfile
 from acdc_engine.methods.method import Checkpointing, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.patching.float_pass import float_mask_logits
 
@@ -297,5 +298,5 @@ def _selection(params: UgsParams) -> str:
 
 SPEC = MethodSpec(
     name="ugs", params=UgsParams, config=UgsConfig, run=_run, selection=_selection, circuits=CircuitSelection.SCORES,
-    checkpoints=True,
+    checkpoints=True, memory=MemoryProfile.LEARNED_MASKS,
 )

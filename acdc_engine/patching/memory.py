@@ -1,18 +1,48 @@
-"""The patched pass's memory model: what it holds for a task, and what one more circuit in a batch adds.
+"""The memory model: what the patched pass and each kind of method hold for a task, in bytes.
 
-Both are estimates in bytes, from the model's widths and the task's shape (prompts, tokens, the
-metric's positions): ``patched_pass_bytes`` (what ``discover`` checks before a run),
-``circuit_elements_per_token`` (one circuit's working set, per prompt token: what sizes a batch),
-``available_memory`` (what the device can still allocate).
+Every term is tensor elements per prompt token (times the dtype's size and the task's prompts x
+tokens for bytes), from the model's widths: layers L, heads H, d_model d, d_head, d_mlp, vocabulary
+V, senders S, receivers R, the metric's positions P, and the tokens per prompt n_tokens (attention
+scores). The weights are not counted (they are loaded before any check).
+
+- ``baseline_elements_per_token``: the patcher's tables (clean, ablated and all-removed runs), which
+  every method holds (``Baseline``).
+- one ``MemoryProfile`` term per kind of method on top: one circuit's working set in a patched pass
+  (``circuit_elements_per_token``), one forward and backward pass whose receiver gradients are
+  contracted as they come (``gradient_pass_elements_per_token``), every receiver's gradient held,
+  or the autograd state of a float-mask pass per mask sample (``float_pass_elements_per_token``).
+- ``method_bytes`` adds them up; ``patched_pass_bytes`` is exact ACDC's. ``available_memory`` is
+  what the device can still allocate. ``experiments/mib_memory.py`` checks the model against
+  measured peaks at real widths and projects MIB's models to full depth (README's table).
 """
 
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
+
+
+class MemoryProfile(Enum):
+    """What a method holds on top of the patcher's tables.
+
+    PATCHED_PASS: circuits evaluated in patched passes (exact ACDC and its relatives): one circuit's
+        working set; the batch of circuits adapts to the memory left.
+    GRADIENT_SCORES: edge attribution (EAP, EAP-IG, clean-corrupted): one forward and backward
+        pass at a time, each receiver group's gradient contracted into the [S, R] scores as it comes.
+    GRADIENTS_HELD: node and neuron attribution: every receiver's gradient [tokens, R, d_model] held,
+        with a float32 sum over the integration points, on top of a gradient pass.
+    LEARNED_MASKS: edge pruning, UGS, subnetwork probing: a float-mask pass with its autograd state
+        per mask sample of a step.
+    """
+
+    PATCHED_PASS = "patched pass"
+    GRADIENT_SCORES = "gradient scores"
+    GRADIENTS_HELD = "gradients held"
+    LEARNED_MASKS = "learned masks"
 
 
 def circuit_elements_per_token(cfg: Any, *, n_senders: int, n_tokens: int, n_positions: int) -> float:
@@ -30,30 +60,93 @@ def circuit_elements_per_token(cfg: Any, *, n_senders: int, n_tokens: int, n_pos
     )
 
 
-def patched_pass_bytes(cfg: Any, *, n_prompts: int, n_tokens: int, n_positions: int, split_input: bool) -> int:
-    """An estimate, in bytes, of the memory ``acdc_engine.patching.EdgePatcher`` holds for a task of
-    ``n_prompts`` prompts of ``n_tokens`` tokens whose metric reads ``n_positions`` positions, on a
-    model with TransformerLens config ``cfg``, while it evaluates one circuit: every sender's output,
-    q/k/v and residual reads of the clean, the ablated and the all-edges-removed runs, one circuit's
-    working set, and the logits at the metric's positions. Measured on CPU (the default toy model,
-    and a 4-layer model with MLPs), the peak while evaluating one circuit is about 0.75 of this."""
-    layers, heads, d_model, d_head, d_vocab = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_vocab
+def n_senders_of(cfg: Any, split_input: bool) -> int:
+    """Senders: the input sender(s), then each layer's heads and MLP."""
+    return (2 if split_input else 1) + cfg.n_layers * (cfg.n_heads + (0 if cfg.attn_only else 1))
+
+
+def n_receivers_of(cfg: Any) -> int:
+    """Receivers: each layer's 3 * n_heads q/k/v inputs and MLP input, and the logits."""
+    return cfg.n_layers * (3 * cfg.n_heads + (0 if cfg.attn_only else 1)) + 1
+
+
+def _d_mlp(cfg: Any) -> int:
+    return 0 if cfg.attn_only else (cfg.d_mlp or 0)
+
+
+def baseline_elements_per_token(cfg: Any, *, n_tokens: int, n_positions: int, split_input: bool) -> float:
+    """The patcher's tables, elements per prompt token: every sender's output (clean, ablated,
+    their difference, and the ablated ones sender-major), q/k/v of the clean, ablated and
+    all-removed runs, the residual reads of those runs, the MLP outputs of the all-removed inputs,
+    one layer's q/k/v inputs while they are built, and the full model's logits at the metric's
+    positions (twice: the model's and the metric's reference), and the self-check's logits of the
+    model's own forward at every position (``patching.self_check``)."""
+    layers, heads, d_model, d_head = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head
     has_mlp = 0 if cfg.attn_only else 1
-    senders = (2 if split_input else 1) + layers * (heads + has_mlp)
     reads = 2 * layers + 1  # before each layer's heads, before its MLP, and the logits
-    logits_per_token = n_positions * d_vocab / n_tokens
-    held = (
-        3 * senders * d_model  # sender outputs: clean, ablated, their difference
-        + 3 * layers * 3 * heads * d_head  # q/k/v: clean, ablated, from the all-removed inputs
-        + 3 * reads * d_model  # residual reads: clean, ablated, all-removed
-        + has_mlp * layers * d_model  # MLP outputs of the all-removed inputs
-        + 3 * heads * d_model  # one layer's q/k/v inputs while they are built
-        + heads * n_tokens  # an attention pattern
+    return (
+        4 * n_senders_of(cfg, split_input) * d_model
+        + 3 * layers * 3 * heads * d_head
+        + 3 * reads * d_model
+        + has_mlp * layers * d_model
+        + 3 * heads * d_model
+        + heads * n_tokens
+        + 2 * n_positions * cfg.d_vocab / n_tokens
+        + 2 * cfg.d_vocab  # the self-check: the model's own logits at every position, clean and corrupted
     )
-    circuit = circuit_elements_per_token(cfg, n_senders=senders, n_tokens=n_tokens, n_positions=n_positions)
-    per_token = held + circuit + 2 * logits_per_token  # the full model's logits, and the metric's
+
+
+def gradient_pass_elements_per_token(cfg: Any, *, n_tokens: int, n_positions: int) -> float:
+    """One forward and backward pass of ``EdgePatcher.gradient_pass``, elements per prompt token:
+    per layer what autograd keeps for the backward pass (each q/k/v receiver's normed input, its
+    q/k/v, the attention scores and pattern, the MLP's activations: 4 d_mlp gated, 2 otherwise, and
+    a few residual-width tensors), then one receiver group's gradient and its receiver-major copy
+    while it is contracted, and the logits at the metric's positions."""
+    heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
+    mlp = (4 if getattr(cfg, "gated_mlp", False) else 2) * _d_mlp(cfg)
+    per_layer = 2 * 3 * heads * d_model + 2 * 3 * heads * d_head + 2 * heads * n_tokens + mlp + 6 * d_model
+    return cfg.n_layers * per_layer + 2 * 3 * heads * d_model + 2 * n_positions * cfg.d_vocab / n_tokens
+
+
+def float_pass_elements_per_token(cfg: Any, *, n_tokens: int, split_input: bool) -> float:
+    """One float-mask pass with its autograd state (``patching.float_pass``), elements per prompt
+    token: every sender's output, and per layer the receivers' q/k/v inputs and their normed copies,
+    their q/k/v and gradients, the attention scores and the MLP's input and activations."""
+    has_mlp = 0 if cfg.attn_only else 1
+    heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
+    per_layer = 2 * 3 * heads * d_model + 6 * heads * d_head + heads * n_tokens + has_mlp * (d_model + _d_mlp(cfg))
+    return n_senders_of(cfg, split_input) * d_model + cfg.n_layers * per_layer
+
+
+def method_bytes(
+    profile: MemoryProfile, cfg: Any, *, n_prompts: int, n_tokens: int, n_positions: int, split_input: bool,
+    mask_samples: int = 1,
+) -> int:
+    """An estimate, in bytes, of what a method of ``profile`` holds for a task of ``n_prompts``
+    prompts of ``n_tokens`` tokens whose metric reads ``n_positions`` positions, on a model with
+    TransformerLens-style config ``cfg`` (in its dtype): the patcher's tables plus the profile's
+    term (``MemoryProfile``), the weights not counted. ``mask_samples``: a learned-mask step's
+    mask samples (UGS's ``samples``; 1 for the others)."""
     element = torch.empty((), dtype=cfg.dtype).element_size()
+    per_token = baseline_elements_per_token(cfg, n_tokens=n_tokens, n_positions=n_positions, split_input=split_input)
+    if profile is MemoryProfile.PATCHED_PASS:
+        n_senders = n_senders_of(cfg, split_input)
+        per_token += circuit_elements_per_token(cfg, n_senders=n_senders, n_tokens=n_tokens, n_positions=n_positions)
+    elif profile is MemoryProfile.LEARNED_MASKS:
+        per_token += mask_samples * float_pass_elements_per_token(cfg, n_tokens=n_tokens, split_input=split_input)
+    else:
+        per_token += gradient_pass_elements_per_token(cfg, n_tokens=n_tokens, n_positions=n_positions)
+    if profile is MemoryProfile.GRADIENTS_HELD:  # the gradients, and their float32 sum over points
+        per_token += n_receivers_of(cfg) * cfg.d_model * (1 + 4 / element)
     return int(per_token * n_prompts * n_tokens * element)
+
+
+def patched_pass_bytes(cfg: Any, *, n_prompts: int, n_tokens: int, n_positions: int, split_input: bool) -> int:
+    """``method_bytes`` of exact ACDC (``MemoryProfile.PATCHED_PASS``): the patcher's tables and
+    one circuit's working set. Measured on CPU (the default toy model, and a 4-layer model with
+    MLPs), the peak while evaluating one circuit is about 0.75 of this."""
+    return method_bytes(MemoryProfile.PATCHED_PASS, cfg, n_prompts=n_prompts, n_tokens=n_tokens,
+                        n_positions=n_positions, split_input=split_input)
 
 
 def available_memory(device: str | torch.device) -> int | None:
