@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -116,36 +117,49 @@ def measure(name: str, layers: int, profile: str, prompts: int, tokens: int) -> 
 
 
 def weights_bytes(name: str, bytes_per_param: int = 2) -> int:
-    """The full-depth model's weights: the parameters of 1- and 2-layer slices, extended linearly."""
-    from acdc_engine.architecture.native import tl_architecture
-    from acdc_engine.architecture.spec import ModelSpec
-    import torch
-
-    counts = []
-    for layers in (1, 2):
-        cfg, extras = tl_architecture(dict(MODELS[name], n_layers=layers), "slice")
-        with torch.device("meta"):
-            counts.append(sum(p.numel() for p in ModelSpec(cfg, rotary_bases=extras["rotary_bases"]).parameters()))
-    per_layer = counts[1] - counts[0]
-    return bytes_per_param * (counts[0] + (MODELS[name]["n_layers"] - 1) * per_layer)
+    """The full-depth model's weights as the engine holds them: embedding and unembedding (untied),
+    positional embedding where absolute, and per layer q/k/v/o (with key/value heads) and the MLP
+    (three matrices gated, two otherwise); biases and norms are left out (under 0.1%)."""
+    m = MODELS[name]
+    d, heads, kv, d_head, d_mlp = m["d_model"], m["n_heads"], m.get("n_key_value_heads", m["n_heads"]), m["d_head"], m["d_mlp"]
+    per_layer = d * d_head * (2 * heads + 2 * kv) + (3 if m.get("gated_mlp") else 2) * d * d_mlp
+    positions = m["n_ctx"] * d if m.get("positional_embedding_type", "standard") == "standard" else 0
+    return bytes_per_param * (2 * m["d_vocab"] * d + positions + m["n_layers"] * per_layer)
 
 
 def projection(name: str, prompts: int, tokens: int, gpu_gb: float = 80.0) -> list[dict]:
-    """Full depth, bfloat16, ``prompts`` x ``tokens``: weights plus ``method_bytes`` per profile."""
+    """Full depth, bfloat16, ``prompts`` x ``tokens``: weights plus ``method_bytes`` per profile,
+    gradient passes over all prompts at once and over the most prompts per pass that fit ``gpu_gb``
+    (``prompts_per_pass``: as ``acdc_engine.patching.gradients`` chunks them, passes in
+    ``GRADIENT_MEMORY_FRACTION`` of the memory left after the weights and the tables)."""
+    import dataclasses
+
     import torch
     from acdc_engine.architecture.native import tl_architecture
+    from acdc_engine.patching.gradients import GRADIENT_MEMORY_FRACTION
     from acdc_engine.patching.memory import MemoryProfile, method_bytes
 
-    cfg, _ = tl_architecture(dict(MODELS[name], dtype="bfloat16"), name)
-    weights = weights_bytes(name)
+    cfg, _ = tl_architecture(dict(MODELS[name]), name)
+    cfg = dataclasses.replace(cfg, dtype=torch.bfloat16)
+    weights = weights_bytes(name) / 1e9
     lines = []
     for profile in PROFILES:
-        held = method_bytes(MemoryProfile(profile), cfg, n_prompts=prompts, n_tokens=tokens, n_positions=1,
-                            split_input=False, mask_samples=12 if profile == "learned masks" else 1)
-        total = (weights + held) / 1e9
-        lines.append({"projection": name, "layers": cfg.n_layers, "dtype": str(torch.bfloat16).removeprefix("torch."),
-                      "prompts": prompts, "tokens": tokens, "profile": profile, "weights_gb": round(weights / 1e9, 1),
-                      "method_gb": round(held / 1e9, 1), "total_gb": round(total, 1), f"fits_{gpu_gb:.0f}gb": total <= gpu_gb})
+        def total_gb(per_pass: int | None) -> float:
+            held = method_bytes(MemoryProfile(profile), cfg, n_prompts=prompts, n_tokens=tokens, n_positions=1,
+                                split_input=False, mask_samples=12 if profile == "learned masks" else 1,
+                                prompts_per_pass=per_pass)
+            return weights + held / 1e9
+
+        line = {"projection": name, "layers": cfg.n_layers, "dtype": "bfloat16", "prompts": prompts, "tokens": tokens,
+                "profile": profile, "weights_gb": round(weights, 1), "all_prompts_gb": round(total_gb(None), 1)}
+        if profile in ("gradient scores", "gradients held"):  # the engine's rule: passes in half the memory left
+            per_prompt = (total_gb(2) - total_gb(1)) or math.inf
+            left = gpu_gb - total_gb(1) + per_prompt
+            per_pass = max(1, min(prompts, int(GRADIENT_MEMORY_FRACTION * left / per_prompt)))
+            line["prompts_per_pass"] = per_pass
+            line["chunked_gb"] = round(total_gb(per_pass), 1)
+        line[f"fits_{gpu_gb:.0f}gb"] = min(line["all_prompts_gb"], line.get("chunked_gb", math.inf)) <= gpu_gb
+        lines.append(line)
     return lines
 
 

@@ -12,7 +12,7 @@ from naive_eap import naive_edge_scores, naive_logit_diff, naive_metric_at_ablat
 from acdc_engine.core.mask import CircuitMask
 from acdc_engine import AcdcError, build_graph
 from acdc_engine.core.circuit import on_input_to_logits_paths
-from acdc_engine.patching.patcher import sender_products
+from acdc_engine.patching.gradients import sender_products
 from acdc_engine.methods.eap import (
     ZeroGradientWarning,
     eap_ig_scores,
@@ -108,7 +108,7 @@ def test_sender_products_in_another_dtype_are_float32_products_in_any_row_blocks
     diff = torch.randn(7, 40, generator=generator).to(torch.bfloat16)
     grads = torch.randn(3, 40, generator=generator).to(torch.bfloat16)
     whole = sender_products(diff, grads, torch.float32)
-    monkeypatch.setattr("acdc_engine.patching.patcher._PRODUCT_ELEMENTS", 1)  # one sender row at a time
+    monkeypatch.setattr("acdc_engine.patching.gradients._PRODUCT_ELEMENTS", 1)  # one sender row at a time
     assert whole.dtype == torch.float32
     exact = diff.double() @ grads.double().T
     assert torch.allclose(sender_products(diff, grads, torch.float32).double(), exact, rtol=1e-6, atol=1e-5)

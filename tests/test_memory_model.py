@@ -18,13 +18,13 @@ def estimate(model, task, profile, **extra):
 
 def test_the_memory_check_holds_a_task_to_the_running_methods_estimate(monkeypatch):
     model, task = small_model(attn_only=False), random_task(n_prompts=16)
-    patched = estimate(model, task, MemoryProfile.PATCHED_PASS)
-    held = estimate(model, task, MemoryProfile.GRADIENTS_HELD)
-    assert held > patched
-    monkeypatch.setattr(arguments, "available_memory", lambda device: (patched + held) // 2)
-    arguments.check_task_fits(model, task, memory=MemoryProfile.PATCHED_PASS)
-    with pytest.raises(AcdcError, match=r"16 prompts of \d+ tokens need about .* GiB for the gradients held"):
-        arguments.check_task_fits(model, task, memory=MemoryProfile.GRADIENTS_HELD)
+    needs = {profile: estimate(model, task, profile, prompts_per_pass=1) for profile in MemoryProfile}  # the check's
+    small, large = min(needs, key=needs.get), max(needs, key=needs.get)
+    assert needs[large] > needs[small]
+    monkeypatch.setattr(arguments, "available_memory", lambda device: (needs[small] + needs[large]) // 2)
+    arguments.check_task_fits(model, task, memory=small)
+    with pytest.raises(AcdcError, match=rf"16 prompts of \d+ tokens need about .* GiB for the {large.value}"):
+        arguments.check_task_fits(model, task, memory=large)
 
 
 def test_holding_every_receivers_gradient_adds_it_and_its_float32_sum():
@@ -32,6 +32,13 @@ def test_holding_every_receivers_gradient_adds_it_and_its_float32_sum():
     extra = estimate(model, task, MemoryProfile.GRADIENTS_HELD) - estimate(model, task, MemoryProfile.GRADIENT_SCORES)
     tokens, element = task.clean.numel(), torch.empty((), dtype=model.cfg.dtype).element_size()
     assert extra == pytest.approx(tokens * n_receivers_of(model.cfg) * model.cfg.d_model * (element + 4), abs=1)
+
+
+def test_a_gradient_pass_over_fewer_prompts_needs_less_on_top_of_the_same_tables():
+    model, task = small_model(attn_only=False), random_task(n_prompts=8)
+    whole, half, one = (estimate(model, task, MemoryProfile.GRADIENT_SCORES, prompts_per_pass=k) for k in (None, 4, 1))
+    assert whole > half > one
+    assert whole - half == pytest.approx(4 * (half - one) / 3, rel=1e-6)
 
 
 def test_learned_masks_hold_one_float_pass_per_mask_sample():

@@ -16,6 +16,7 @@ from console_scripts import signal_at_line
 from factories import random_task, small_model
 
 import acdc_engine
+from acdc_engine.patching import memory as memory_model
 from acdc_engine import api
 from acdc_engine.methods import arguments as argument_checks
 from acdc_engine.core import choices
@@ -109,7 +110,7 @@ def test_a_task_too_large_for_memory_is_refused_before_it_is_built(toy_induction
 
 def test_task_data_beyond_the_available_memory_is_refused_naming_both_sizes(model, monkeypatch, no_work):
     task = random_task()
-    needed = argument_checks.patched_pass_bytes(model.cfg, n_prompts=6, n_tokens=7, n_positions=1, split_input=False)
+    needed = memory_model.patched_pass_bytes(model.cfg, n_prompts=6, n_tokens=7, n_positions=1, split_input=False)
     monkeypatch.setattr(argument_checks, "available_memory", lambda device: needed - 1)
     with pytest.raises(AcdcError, match=r"the task: 6 prompts of 7 tokens need about .* GiB .* cpu has .* GiB available"):
         acdc_engine.discover(model, task, progress=False)
@@ -117,7 +118,7 @@ def test_task_data_beyond_the_available_memory_is_refused_naming_both_sizes(mode
 
 def test_the_memory_estimate_grows_with_prompts_tokens_and_model_width(model):
     def estimate(cfg=model.cfg, n_prompts=10, n_tokens=8):
-        return argument_checks.patched_pass_bytes(cfg, n_prompts=n_prompts, n_tokens=n_tokens, n_positions=1, split_input=False)
+        return memory_model.patched_pass_bytes(cfg, n_prompts=n_prompts, n_tokens=n_tokens, n_positions=1, split_input=False)
 
     wider = small_model(attn_only=True, d_model=64).cfg
     assert estimate(n_prompts=20) == pytest.approx(2 * estimate(), rel=0.01)

@@ -215,7 +215,9 @@ def check_task_fits(
         what, fix = f"task.n_prompts={n_prompts}", "a smaller task.n_prompts"
     else:
         return
-    needed = method_bytes(memory, cfg, n_prompts=n_prompts, n_tokens=n_tokens, n_positions=n_positions, split_input=split_input)
+    needed = method_bytes(  # gradient passes shrink to one prompt at a time (``patching.gradients``)
+        memory, cfg, n_prompts=n_prompts, n_tokens=n_tokens, n_positions=n_positions, split_input=split_input, prompts_per_pass=1
+    )
     free = available_memory(cfg.device)
     if free is not None and needed > free:
         limited = torch.device(cfg.device).type == "cpu" and cgroup_available() == free

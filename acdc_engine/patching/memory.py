@@ -120,25 +120,29 @@ def float_pass_elements_per_token(cfg: Any, *, n_tokens: int, split_input: bool)
 
 def method_bytes(
     profile: MemoryProfile, cfg: Any, *, n_prompts: int, n_tokens: int, n_positions: int, split_input: bool,
-    mask_samples: int = 1,
+    mask_samples: int = 1, prompts_per_pass: int | None = None,
 ) -> int:
     """An estimate, in bytes, of what a method of ``profile`` holds for a task of ``n_prompts``
     prompts of ``n_tokens`` tokens whose metric reads ``n_positions`` positions, on a model with
     TransformerLens-style config ``cfg`` (in its dtype): the patcher's tables plus the profile's
     term (``MemoryProfile``), the weights not counted. ``mask_samples``: a learned-mask step's
-    mask samples (UGS's ``samples``; 1 for the others)."""
+    mask samples (UGS's ``samples``; 1 for the others). ``prompts_per_pass``: the prompts of one
+    gradient pass (``acdc_engine.patching.gradients.prompt_chunks``; None: all of them)."""
     element = torch.empty((), dtype=cfg.dtype).element_size()
+    tokens = n_prompts * n_tokens
     per_token = baseline_elements_per_token(cfg, n_tokens=n_tokens, n_positions=n_positions, split_input=split_input)
     if profile is MemoryProfile.PATCHED_PASS:
         n_senders = n_senders_of(cfg, split_input)
         per_token += circuit_elements_per_token(cfg, n_senders=n_senders, n_tokens=n_tokens, n_positions=n_positions)
     elif profile is MemoryProfile.LEARNED_MASKS:
         per_token += mask_samples * float_pass_elements_per_token(cfg, n_tokens=n_tokens, split_input=split_input)
-    else:
-        per_token += gradient_pass_elements_per_token(cfg, n_tokens=n_tokens, n_positions=n_positions)
     if profile is MemoryProfile.GRADIENTS_HELD:  # the gradients, and their float32 sum over points
         per_token += n_receivers_of(cfg) * cfg.d_model * (1 + 4 / element)
-    return int(per_token * n_prompts * n_tokens * element)
+    total = per_token * tokens
+    if profile in (MemoryProfile.GRADIENT_SCORES, MemoryProfile.GRADIENTS_HELD):
+        pass_tokens = min(n_prompts, prompts_per_pass or n_prompts) * n_tokens
+        total += gradient_pass_elements_per_token(cfg, n_tokens=n_tokens, n_positions=n_positions) * pass_tokens
+    return int(total * element)
 
 
 def patched_pass_bytes(cfg: Any, *, n_prompts: int, n_tokens: int, n_positions: int, split_input: bool) -> int:

@@ -19,11 +19,12 @@ from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import build_graph
 from acdc_engine.core.mask import CircuitMask
 from acdc_engine.patching.baseline import (
-    ABLATIONS, Activations, Baseline, GradientSink, ReceiverGroups, check_mean_covers, record_run,
+    ABLATIONS, Activations, Baseline, ReceiverGroups, check_mean_covers,
 )
+from acdc_engine.patching.gradients import chunk_products, gradient_pass
 from acdc_engine.patching.memory import available_memory, circuit_elements_per_token
 from acdc_engine.patching.pass_state import PassCache, PassState
-from acdc_engine.patching.positions import ReadPositions, add_at_positions, select_positions
+from acdc_engine.patching.positions import ReadPositions
 from acdc_engine.patching.self_check import SelfCheck, check_against_model
 from acdc_engine.patching.steps import attention_layer, logits_at, mlp_layer
 
@@ -92,6 +93,7 @@ class EdgePatcher:
         self._cpu_groups = self.groups.as_numpy()
         self._receiver_layer = torch.tensor(graph.receiver_layer)
         self._cache = PassCache()  # kept between passes
+        self.prompts_per_gradient_pass: int | None = None  # None: as many as fit (``patching.gradients``)
         every_position = torch.equal(self._read.computed.cpu(), torch.arange(n_pos))
         self._pass_positions = None if every_position else self._read.computed
         full = torch.full((n_prompts,), n_pos)
@@ -207,15 +209,16 @@ class EdgePatcher:
                 that only feed them get gradient 0.
         Returns:
             (gradients [n_prompts, pos, n_receivers, d_model], the metric's value). Each gradient is
-            the total derivative: it includes the paths through every later receiver.
+            the total derivative: it includes the paths through every later receiver. Prompts go
+            through in chunks that fit in memory (``acdc_engine.patching.gradients``).
         """
         n_prompts, n_pos = self.clean.shape
         out = torch.zeros(n_prompts, n_pos, len(self.graph.receivers), self.spec.cfg.d_model, dtype=self.dtype, device=self.device)
 
-        def store(receivers: Tensor, grad: Tensor) -> None:
-            out[:, :, receivers] = grad
+        def store(receivers: Tensor, grad: Tensor, chunk: slice) -> None:
+            out[chunk, :, receivers] = grad
 
-        return out, self.gradient_pass(metric, store, input_embeddings, fixed)
+        return out, gradient_pass(self, metric, store, input_embeddings, fixed)
 
     def edge_scores(
         self,
@@ -227,58 +230,19 @@ class EdgePatcher:
         u -> v, with g_v = d metric / d in_v as ``receiver_gradients`` takes it (same arguments).
 
         Each receiver group's gradient is contracted with the senders before it as the backward pass
-        computes it (one product [S', n_prompts * pos * d_model] x [n_prompts * pos * d_model, R']),
-        so the gradients of all receivers are never held at once. Returns (scores [n_senders,
-        n_receivers] in at least float32 on the patcher's device, 0 where no edge exists; the
-        metric's value).
+        computes it (``acdc_engine.patching.gradients.chunk_products``), so the gradients of all
+        receivers are never held at once. Returns (scores [n_senders, n_receivers] in at least
+        float32 on the patcher's device, 0 where no edge exists; the metric's value).
         """
         dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
         diff = self.baseline.sender_diff  # out_u - out*_u, sender-major [S, n_prompts, pos, d_model]
         scores = torch.zeros(len(self.graph.senders), len(self.graph.receivers), dtype=dtype, device=self.device)
         senders_before, receiver_layer = self.baseline.senders_before, self.graph.receiver_layer
 
-        def contract(receivers: Tensor, grad: Tensor) -> None:
+        def contract(receivers: Tensor, grad: Tensor, chunk: slice) -> None:
             n_senders = senders_before[receiver_layer[int(receivers[0])]]
-            flat = grad.permute(2, 0, 1, 3).reshape(len(receivers), -1)
-            scores[:n_senders, receivers] -= sender_products(diff[:n_senders].reshape(n_senders, -1), flat, dtype)
+            scores[:n_senders, receivers] -= chunk_products(diff[:n_senders], grad.permute(2, 0, 1, 3), chunk, dtype)
 
-        value = self.gradient_pass(metric, contract, input_embeddings, fixed)
+        value = gradient_pass(self, metric, contract, input_embeddings, fixed)
         exists = self.graph.edge_exists.to(self.device)
         return torch.where(exists, scores, torch.zeros((), dtype=dtype, device=self.device)), value
-
-    def gradient_pass(
-        self,
-        metric: Callable[[Tensor], Tensor],
-        watch: GradientSink,
-        input_embeddings: Tensor | None = None,
-        fixed: Mapping[int, Tensor] | None = None,
-    ) -> float:
-        """One forward and backward pass of the full model on the clean prompts (``record_run``'s
-        ``input_embeddings`` and ``fixed``), handing each receiver group's gradient d metric / d in_v
-        [n_prompts, pos, R', d_model] to ``watch`` as it is computed (the logits' last). Returns
-        the metric's value."""
-        g = self.graph
-        with torch.enable_grad():
-            run = record_run(self.spec, g, self.groups, self.clean, input_embeddings, watch, fixed)
-            final = select_positions(run.resid[g.shape.logits_read], self.positions)
-            final_leaf = torch.zeros_like(final, requires_grad=True)
-            value = metric(self.spec.unembed((final + final_leaf)[None]))
-            _, final_grad = torch.autograd.grad(value.sum(), [run.anchor, final_leaf])
-        n_prompts, n_pos = self.clean.shape
-        logits_grad = torch.zeros(n_prompts, n_pos, self.spec.cfg.d_model, dtype=self.dtype, device=self.device)
-        add_at_positions(logits_grad, self.positions, final_grad)
-        watch(self.groups.logits, logits_grad[:, :, None])
-        return float(value.detach().sum())
-
-
-_PRODUCT_ELEMENTS = 2**26  # bound on the part of an operand converted to the score dtype at a time
-
-
-def sender_products(diff: Tensor, grads: Tensor, dtype: torch.dtype) -> Tensor:
-    """diff [S, K] @ grads [R, K].T in ``dtype`` -> [S, R]; an operand in another dtype is
-    converted a block of rows at a time (at most ``_PRODUCT_ELEMENTS`` elements each)."""
-    if diff.dtype == dtype and grads.dtype == dtype:
-        return diff @ grads.T
-    grads = grads.to(dtype)
-    rows = max(1, _PRODUCT_ELEMENTS // max(1, diff.shape[1]))
-    return torch.cat([diff[i : i + rows].to(dtype) @ grads.T for i in range(0, len(diff), rows)])
