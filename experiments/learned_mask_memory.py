@@ -8,7 +8,8 @@ A random model of GPT-2 small's shape (12 layers x 12 heads, d_model 768, d_mlp 
 method: the peak resident memory of that process (``ru_maxrss``), the same process's resident memory
 just before the method ran (model, prompts and the patcher's baseline), their difference (what
 training adds), and ``patching/float_pass.py``'s estimate of one float pass's autograd memory times
-the mask samples a step runs (UGS: ``samples``; the others: 1). One JSON line per method after a
+the mask samples a step runs (UGS: ``samples``; the others: 1), from the memory model
+(``acdc_engine.patching.memory``). One JSON line per method after a
 line describing the machine.
 """
 
@@ -52,12 +53,14 @@ print(json.dumps({{"before_mb": before / 1024, "peak_mb": peak / 1024}}))
 
 
 def float_pass_estimate_mb(c: int, n: int, t: int) -> float:
-    """``patching/float_pass.py``'s memory formula for GPT-2 small's shape, float32, in MiB."""
-    layers, heads, d, dh, d_mlp = 12, 12, 768, 64, 3072
-    senders = layers * (heads + 1)
-    per_token = senders * d + layers * (3 * heads * d + 6 * heads * dh + heads * t + d + d_mlp)
-    elements = c * (n * t * per_token + layers * 4 * heads * d * dh + n * 1 * d)
-    return 4 * elements / 2**20
+    """The memory model's float pass (``acdc_engine.patching.memory.float_pass_elements_per_token``)
+    for GPT-2 small's shape, float32, ``c`` circuits of ``n`` prompts x ``t`` tokens, in MiB."""
+    sys.path.insert(0, str(ROOT))
+    from acdc_engine.architecture.native import tl_architecture
+    from acdc_engine.patching.memory import float_pass_elements_per_token
+
+    cfg, _ = tl_architecture(GPT2, "gpt2-shape")
+    return 4 * c * n * t * float_pass_elements_per_token(cfg, n_tokens=t, split_input=False) / 2**20
 
 
 def main() -> None:
