@@ -159,8 +159,14 @@ def record_run(
     residuals, all_qkv = {}, []
     for layer in range(shape.n_layers):
         residuals[shape.attention_reads(layer)] = resid
-        qkv_in = resid[:, :, None, :].expand(n_prompts, n_pos, 3 * shape.n_heads, -1)
-        qkv = spec.qkv(layer, watched(qkv_in, groups.qkv[layer]), every_qkv).unflatten(2, (3, shape.n_heads))
+        if watch is None:
+            qkv_in = resid[:, :, None, :].expand(n_prompts, n_pos, 3 * shape.n_heads, -1)
+            qkv = spec.qkv(layer, qkv_in, every_qkv)
+        else:  # receiver-major rows [3H, tokens, d_model]: each receiver's gradient arrives as one block
+            rows = resid.reshape(1, -1, resid.shape[-1]).expand(len(every_qkv), -1, -1).contiguous()  # the norm's input, once
+            rows.register_hook(lambda grad, r=groups.qkv[layer]: watch(r, grad.view(len(r), n_prompts, n_pos, -1).movedim(0, 2)))
+            qkv = spec.qkv_rows(layer, rows, every_qkv).view(len(every_qkv), n_prompts, n_pos, -1).movedim(0, 2)
+        qkv = qkv.unflatten(2, (3, shape.n_heads))
         all_qkv.append(qkv)
         head_out = attention_contributions(spec, layer, qkv, every_head)
         first = first_head_sender(graph, layer)
