@@ -51,6 +51,7 @@ class ReceiverInputs:
         precomputed (``Baseline``).
     The *slots* are the active receivers (in receiver order), then each circuit's varying receivers
     (circuit-major): Ra + C * Rv of them. Slots with the same mask row over the same sender rows
+    (for varying receivers: the same versions of the senders they keep, ``PassState.versions``)
     have the same input, computed once as one *value*; slots of the same receiver and value are
     one *pair* (their q/k/v are the same).
     values [U, n_prompts, P, d_model] or None: the distinct inputs.

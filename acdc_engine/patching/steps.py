@@ -62,36 +62,8 @@ def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state
         return
     shared_heads = computed_heads[~head_varies[computed_heads]]
     varying_heads = head_varies.nonzero()[0]
-    # q, k, v of every head instance (each shared head once, each varying head once per circuit)
-    # (with queries at the logits' positions, the q rows are computed there only where that saves
-    # enough, ``PassState.split_queries``; else at every position and then taken there)
-    split = at_positions and state.split_queries
-    groups = [(kinds, qkv_sources(spec, state, layer, read_at, receivers, kinds, computed_heads, keep, split))
-              for kinds in (((0,), (1, 2)) if split else ((0, 1, 2),))]
+    results, instance_version = head_instances(spec, state, layer, read_at, receivers, keep, shared_heads, varying_heads, at_positions)
     n_shared, n_varying = len(shared_heads), len(varying_heads)
-    rows = np.concatenate([np.concatenate([source.rows[:, 0][:, shared_heads], source.rows[:, :, varying_heads].reshape(len(kinds), -1)], axis=1)
-                           for kinds, source in groups])  # [3, I]: each instance's table rows
-    instance_heads = np.concatenate([shared_heads, np.tile(varying_heads, n_circuits)])
-    # varying instances with the same head and q/k/v rows are the same: computed once (not with a
-    # post-attention norm, which couples a circuit's heads)
-    firsts, instance_version = list(range(len(instance_heads))), None
-    if n_varying and not spec.cfg.post_norms:
-        varying_firsts, instance_version = distinct([(h, rows[:, i].tobytes()) for i, h in enumerate(instance_heads.tolist()) if i >= n_shared])
-        firsts = list(range(n_shared)) + [n_shared + i for i in varying_firsts]
-    qkv: list[Tensor] = []
-    start = 0
-    for kinds, source in groups:
-        index = rows[start : start + len(kinds), firsts]
-        start += len(kinds)
-        gathered = source.table.index_select(0, on_device(index.ravel(), state.device))  # [kinds * I, ...]
-        qkv += gathered.view(len(kinds), -1, *source.value_shape).unbind(0)
-    if at_positions and not split:
-        qkv[0] = qkv[0][:, :, state.positions]
-    query_positions = state.positions if at_positions else None
-    results = spec.head_results(layer, qkv[0], qkv[1], qkv[2], on_device(instance_heads[firsts], state.device), query_positions)  # [I', n, pos, d_model]
-    if spec.cfg.post_norms:  # every head shared, or every head varying
-        per_layer = results.view(-1, n_heads, *results.shape[1:])
-        results = spec.attention_out(layer, per_layer.movedim(1, -2)).movedim(-2, 1).reshape(results.shape)
     if n_shared:
         diffs = state.record_shared(first + shared_heads, results[:n_shared], at_positions=at_positions)
         for i, head in enumerate(shared_heads.tolist()):
@@ -101,12 +73,62 @@ def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state
         per_circuit, versions = results[n_shared:], None
         if instance_version is not None:
             versions = np.array(instance_version).reshape(n_circuits, n_varying) + 1
-            if len(firsts) < len(instance_heads):
+            if len(per_circuit) < len(instance_version):
                 per_circuit = per_circuit.index_select(0, on_device(np.array(instance_version), state.device))
         per_circuit = per_circuit.view(n_circuits, n_varying, *results.shape[1:])
         state.record_circuits(first + varying_heads, per_circuit, versions, at_positions=at_positions)
 
 
+def head_instances(
+    spec: ModelSpec,
+    state: PassState,
+    layer: int,
+    read_at: int,
+    receivers: np.ndarray,
+    keep: np.ndarray,
+    shared_heads: np.ndarray,
+    varying_heads: np.ndarray,
+    at_positions: bool,
+) -> tuple[Tensor, list[int] | None]:
+    """The results of ``layer``'s head instances: each shared head once, then each varying head
+    once per circuit (circuit-major), those with the same head and the same q/k/v rows computed
+    once (not with a post-attention norm, which couples a circuit's heads).
+
+    Returns (results [n_shared + V, n_prompts, pos, d_model] (pos: P with ``at_positions``) of
+    the shared heads then the V distinct varying instances, and for each varying instance the
+    index of its distinct one among the V; None when they were not merged (then V = C * n_varying)).
+    """
+    n_shared, n_circuits = len(shared_heads), state.n_circuits
+    computed_heads = np.sort(np.concatenate([shared_heads, varying_heads]))
+    # q, k, v of every head instance (with queries at the logits' positions, the q rows are
+    # computed there only where that saves enough, ``PassState.split_queries``; else at every
+    # position and then taken there)
+    split = at_positions and state.split_queries
+    sources = [(kinds, qkv_sources(spec, state, layer, read_at, receivers, kinds, computed_heads, keep, split))
+               for kinds in (((0,), (1, 2)) if split else ((0, 1, 2),))]
+    rows = np.concatenate([
+        np.concatenate([source.rows[:, 0][:, shared_heads], source.rows[:, :, varying_heads].reshape(len(kinds), -1)], axis=1)
+        for kinds, source in sources
+    ])  # [3, I]: each instance's table rows, q/k/v
+    instance_heads = np.concatenate([shared_heads, np.tile(varying_heads, n_circuits)])
+    firsts, instance_version = list(range(len(instance_heads))), None
+    if len(varying_heads) and not spec.cfg.post_norms:
+        keys = [(h, rows[:, i].tobytes()) for i, h in enumerate(instance_heads.tolist()) if i >= n_shared]
+        varying_firsts, instance_version = distinct(keys)
+        firsts = list(range(n_shared)) + [n_shared + i for i in varying_firsts]
+    qkv: list[Tensor] = []
+    for (kinds, source), kind_rows in zip(sources, np.split(rows[:, firsts], [1] if split else [])):
+        gathered = source.table.index_select(0, on_device(kind_rows.ravel(), state.device))  # [kinds * I', ...]
+        qkv += gathered.view(len(kinds), -1, *source.value_shape).unbind(0)
+    if at_positions and not split:
+        qkv[0] = qkv[0][:, :, state.positions]
+    query_positions = state.positions if at_positions else None
+    heads = on_device(instance_heads[firsts], state.device)
+    results = spec.head_results(layer, qkv[0], qkv[1], qkv[2], heads, query_positions)  # [I', n, pos, d_model]
+    if spec.cfg.post_norms:  # every head shared, or every head varying
+        per_layer = results.view(-1, spec.cfg.n_heads, *results.shape[1:])
+        results = spec.attention_out(layer, per_layer.movedim(1, -2)).movedim(-2, 1).reshape(results.shape)
+    return results, instance_version
 def is_top_at_positions(graph: Graph, state: PassState, layer: int) -> bool:
     """Whether ``layer`` is computed at the logits' positions only."""
     return state.positions is not None and layer == graph.shape.n_layers - 1
