@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -126,9 +127,9 @@ class AcdcState:
 
     def record_score(self, candidate: Candidate, score: float) -> None:
         if candidate.edge is not None:
-            self.scores.edges[candidate.edge] = score
+            _writable(self.scores.edges)[candidate.edge] = score
         else:
-            self.scores.head_inputs[candidate.head_input] = score
+            _writable(self.scores.head_inputs)[candidate.head_input] = score
 
     def sender_is_dead(self, graph: Graph, sender: str) -> bool:
         """True when ``sender`` has no outgoing edge left in the current circuit."""
@@ -471,9 +472,15 @@ def _is_skipped(candidate: Candidate, skip: Tensor | None) -> bool:
 def _set_mask(candidate: Candidate, kept: bool, mask: CircuitMask) -> None:
     """Set ``candidate``'s entry of ``mask`` (in place)."""
     if candidate.edge is not None:
-        mask.edges[candidate.edge] = kept
+        _writable(mask.edges)[candidate.edge] = kept
     else:
-        mask.head_inputs[candidate.head_input] = kept
+        _writable(mask.head_inputs)[candidate.head_input] = kept
+
+
+def _writable(tensor: Tensor) -> Tensor | np.ndarray:
+    """``tensor`` for writing single entries: a CPU tensor's numpy view (its memory, written
+    without a torch call per entry), else the tensor itself."""
+    return tensor.numpy() if tensor.device.type == "cpu" and not tensor.requires_grad else tensor
 
 
 # ----- the method, for discover ---------------------------------------------------------------------

@@ -15,7 +15,9 @@ sender rows. Every receiver's input is summed in one order, (fixed senders' prod
 pass's senders' product, with the same product shapes (one row per input, all the fixed senders,
 then all this pass's senders before the read point) whichever path computes it, so a circuit's
 input does not depend on the batch it is in. Receivers with the same mask row over the same sender
-rows have the same input: it is computed once.
+rows have the same input: it is computed once. Each sender's row has a *version* per circuit (equal
+versions: the same float bits), so varying receivers of different circuits that keep the same
+senders at the same versions share their input too.
 
 The masks are analysed on the CPU as numpy arrays (they are small, and branching on them needs
 their values); only the mask rows a product needs go to the device.
@@ -49,6 +51,7 @@ class ReceiverInputs:
         precomputed (``Baseline``).
     The *slots* are the active receivers (in receiver order), then each circuit's varying receivers
     (circuit-major): Ra + C * Rv of them. Slots with the same mask row over the same sender rows
+    (for varying receivers: the same versions of the senders they keep, ``PassState.versions``)
     have the same input, computed once as one *value*; slots of the same receiver and value are
     one *pair* (their q/k/v are the same).
     values [U, n_prompts, P, d_model] or None: the distinct inputs.
@@ -203,6 +206,9 @@ class PassState:
         self.split_queries = positions is not None and n_prompts * (n_pos - len(positions)) * d_model >= SPLIT_QUERIES_FROM
         self.varying = np.zeros(baseline.sender_diff.shape[0], dtype=bool)
         self.any_varying = False
+        # [C, n_senders]: the version of each sender's row in each circuit (0: the row every
+        # circuit shares, or a fixed sender's); equal versions are the same float bits
+        self.versions = np.zeros((self.n_circuits, baseline.sender_diff.shape[0]), dtype=np.int64)
 
     @property
     def row_shape(self) -> torch.Size:
@@ -279,9 +285,15 @@ class PassState:
         n_shared_slots = n_active if per_circuit else len(mask)
         firsts, slot_value = distinct([row.tobytes() for row in mask[:n_shared_slots]])
         n_distinct = len(firsts)
-        slot_value += range(n_distinct, n_distinct + len(mask) - n_shared_slots)
-        if n_distinct < n_shared_slots:
-            mask = np.concatenate([mask[firsts], mask[n_shared_slots:]])
+        circuit_firsts: list[int] = []
+        if per_circuit:  # one value per distinct (mask row, versions of the senders it keeps)
+            circuit_mask = mask[n_shared_slots:]
+            kept_versions = self.versions[:, n_fixed:n_before].repeat(n_varies, axis=0) * circuit_mask[:, n_fixed:]
+            circuit_firsts, circuit_value = distinct([row.tobytes() + v.tobytes() for row, v in zip(circuit_mask, kept_versions)])
+            slot_value += [n_distinct + value for value in circuit_value]
+            mask = np.concatenate([mask[firsts], circuit_mask[circuit_firsts]])
+        elif n_distinct < n_shared_slots:
+            mask = mask[firsts]
         pair_slots, slot_pair = distinct(list(zip(slot_receiver.tolist(), slot_value)))
         device_mask = self.device_mask(mask)
         base = sender_rows.rows.ablated_input[read_at]
@@ -295,9 +307,12 @@ class PassState:
             else:
                 if n_distinct:
                     rows[:n_distinct] += mask_rows(new_mask[:n_distinct], shared)
-                per_circuit_mask = new_mask[n_distinct:].view(n_circuits, n_varies, n_new)
+                per_circuit_mask = self.device_mask(column[:, n_fixed:, varies].transpose(0, 2, 1))
                 per_circuit_rows = mask_rows(per_circuit_mask, sender_rows.circuit[:, :n_new].reshape(n_circuits, n_new, -1))
-                rows[n_distinct:] += per_circuit_rows.flatten(0, 1)
+                per_circuit_rows = per_circuit_rows.flatten(0, 1)
+                if len(circuit_firsts) < len(per_circuit_rows):
+                    per_circuit_rows = per_circuit_rows.index_select(0, on_device(np.array(circuit_firsts), self.device))
+                rows[n_distinct:] += per_circuit_rows
         return ReceiverInputs(
             varies, active, rows.view(-1, *base.shape), slot_receiver[pair_slots], [slot_value[i] for i in pair_slots], np.array(slot_pair)
         )
@@ -315,9 +330,16 @@ class PassState:
             self.at_positions.record_shared(slots, last, diff[:, :, self.positions])
         return diff
 
-    def record_circuits(self, senders: np.ndarray, outputs: Tensor, at_positions: bool = False) -> None:
+    def record_circuits(
+        self, senders: np.ndarray, outputs: Tensor, versions: np.ndarray | None = None, at_positions: bool = False
+    ) -> None:
         """Record senders (indices [k]) with outputs per circuit [C, k, n_prompts, pos, d_model]
-        (pos: P with ``at_positions``, as ``record_shared``)."""
+        (pos: P with ``at_positions``, as ``record_shared``). ``versions`` [C, k] (ints > 0): equal
+        where two circuits' outputs of a sender are the same float bits (default: every circuit
+        its own)."""
+        if versions is None:
+            versions = np.arange(1, self.n_circuits + 1)[:, None].repeat(len(senders), axis=1)
+        self.versions[:, senders] = versions
         index = on_device(senders, self.device)
         sender_rows = self.at_positions if at_positions else self.full
         diff = outputs - sender_rows.rows.ablated_out.index_select(0, index)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -91,7 +92,8 @@ class EdgePatcher:
         self._read = ReadPositions.of(self.positions)
         self.groups = ReceiverGroups.of(graph, self.device)
         self._cpu_groups = self.groups.as_numpy()
-        self._receiver_layer = torch.tensor(graph.receiver_layer)
+        self._receiver_layer = np.array(graph.receiver_layer)
+        self._edge_exists = graph.edge_exists.numpy()
         self._cache = PassCache()  # kept between passes
         self.prompts_per_gradient_pass: int | None = None  # None: as many as fit (``patching.gradients``)
         every_position = torch.equal(self._read.computed.cpu(), torch.arange(n_pos))
@@ -148,8 +150,8 @@ class EdgePatcher:
         edge_mask, head_input_mask = edge_mask.cpu().bool(), head_input_mask.cpu().bool()
         if start_layer > 0:
             below = self._receiver_layer < self.graph.shape.attention_reads(start_layer)
-            intact = edge_mask[:, :, below] | ~self.graph.edge_exists[:, below]
-            if not (intact.all() and head_input_mask[:, :start_layer].all()):
+            intact = edge_mask.numpy()[:, :, below] | ~self._edge_exists[:, below]
+            if not (intact.all() and head_input_mask.numpy()[:, :start_layer].all()):
                 raise ValueError(f"cannot resume at layer {start_layer}: a receiver below it is patched")
         logits = self._read.take(self._patched_forward(edge_mask, head_input_mask, start_layer))
         return logits[0] if squeeze else logits

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from acdc_engine.core.graph import Graph, mlp_name
 from acdc_engine.patching.baseline import ReceiverGroups, first_head_sender
-from acdc_engine.patching.pass_state import PassState, each_circuit, on_device
+from acdc_engine.patching.pass_state import PassState, distinct, each_circuit, on_device
 
 if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec
@@ -62,24 +62,7 @@ def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state
         return
     shared_heads = computed_heads[~head_varies[computed_heads]]
     varying_heads = head_varies.nonzero()[0]
-    # q, k, v of every head instance (each shared head once, each varying head once per circuit)
-    # (with queries at the logits' positions, the q rows are computed there only where that saves
-    # enough, ``PassState.split_queries``; else at every position and then taken there)
-    split = at_positions and state.split_queries
-    qkv: list[Tensor] = []
-    for kinds in ((0,), (1, 2)) if split else ((0, 1, 2),):
-        source = qkv_sources(spec, state, layer, read_at, receivers, kinds, computed_heads, keep, split)
-        index = np.concatenate([source.rows[:, 0][:, shared_heads], source.rows[:, :, varying_heads].reshape(len(kinds), -1)], axis=1)
-        gathered = source.table.index_select(0, on_device(index.ravel(), state.device))  # [kinds * I, ...]
-        qkv += gathered.view(len(kinds), -1, *source.value_shape).unbind(0)
-    if at_positions and not split:
-        qkv[0] = qkv[0][:, :, state.positions]
-    instance_heads = on_device(np.concatenate([shared_heads, np.tile(varying_heads, n_circuits)]), state.device)
-    query_positions = state.positions if at_positions else None
-    results = spec.head_results(layer, qkv[0], qkv[1], qkv[2], instance_heads, query_positions)  # [I, n, pos, d_model]
-    if spec.cfg.post_norms:  # every head shared, or every head varying
-        per_layer = results.view(-1, n_heads, *results.shape[1:])
-        results = spec.attention_out(layer, per_layer.movedim(1, -2)).movedim(-2, 1).reshape(results.shape)
+    results, instance_version = head_instances(spec, state, layer, read_at, receivers, keep, shared_heads, varying_heads, at_positions)
     n_shared, n_varying = len(shared_heads), len(varying_heads)
     if n_shared:
         diffs = state.record_shared(first + shared_heads, results[:n_shared], at_positions=at_positions)
@@ -87,10 +70,65 @@ def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state
             if head in keys:
                 state.sender_ids[first + head] = state.cache.store((layer, first + head), keys[head], diffs[i])
     if n_varying:
-        per_circuit = results[n_shared:].view(n_circuits, n_varying, *results.shape[1:])
-        state.record_circuits(first + varying_heads, per_circuit, at_positions=at_positions)
+        per_circuit, versions = results[n_shared:], None
+        if instance_version is not None:
+            versions = np.array(instance_version).reshape(n_circuits, n_varying) + 1
+            if len(per_circuit) < len(instance_version):
+                per_circuit = per_circuit.index_select(0, on_device(np.array(instance_version), state.device))
+        per_circuit = per_circuit.view(n_circuits, n_varying, *results.shape[1:])
+        state.record_circuits(first + varying_heads, per_circuit, versions, at_positions=at_positions)
 
 
+def head_instances(
+    spec: ModelSpec,
+    state: PassState,
+    layer: int,
+    read_at: int,
+    receivers: np.ndarray,
+    keep: np.ndarray,
+    shared_heads: np.ndarray,
+    varying_heads: np.ndarray,
+    at_positions: bool,
+) -> tuple[Tensor, list[int] | None]:
+    """The results of ``layer``'s head instances: each shared head once, then each varying head
+    once per circuit (circuit-major), those with the same head and the same q/k/v rows computed
+    once (not with a post-attention norm, which couples a circuit's heads).
+
+    Returns (results [n_shared + V, n_prompts, pos, d_model] (pos: P with ``at_positions``) of
+    the shared heads then the V distinct varying instances, and for each varying instance the
+    index of its distinct one among the V; None when they were not merged (then V = C * n_varying)).
+    """
+    n_shared, n_circuits = len(shared_heads), state.n_circuits
+    computed_heads = np.sort(np.concatenate([shared_heads, varying_heads]))
+    # q, k, v of every head instance (with queries at the logits' positions, the q rows are
+    # computed there only where that saves enough, ``PassState.split_queries``; else at every
+    # position and then taken there)
+    split = at_positions and state.split_queries
+    sources = [(kinds, qkv_sources(spec, state, layer, read_at, receivers, kinds, computed_heads, keep, split))
+               for kinds in (((0,), (1, 2)) if split else ((0, 1, 2),))]
+    rows = np.concatenate([
+        np.concatenate([source.rows[:, 0][:, shared_heads], source.rows[:, :, varying_heads].reshape(len(kinds), -1)], axis=1)
+        for kinds, source in sources
+    ])  # [3, I]: each instance's table rows, q/k/v
+    instance_heads = np.concatenate([shared_heads, np.tile(varying_heads, n_circuits)])
+    firsts, instance_version = list(range(len(instance_heads))), None
+    if len(varying_heads) and not spec.cfg.post_norms:
+        keys = [(h, rows[:, i].tobytes()) for i, h in enumerate(instance_heads.tolist()) if i >= n_shared]
+        varying_firsts, instance_version = distinct(keys)
+        firsts = list(range(n_shared)) + [n_shared + i for i in varying_firsts]
+    qkv: list[Tensor] = []
+    for (kinds, source), kind_rows in zip(sources, np.split(rows[:, firsts], [1] if split else [])):
+        gathered = source.table.index_select(0, on_device(kind_rows.ravel(), state.device))  # [kinds * I', ...]
+        qkv += gathered.view(len(kinds), -1, *source.value_shape).unbind(0)
+    if at_positions and not split:
+        qkv[0] = qkv[0][:, :, state.positions]
+    query_positions = state.positions if at_positions else None
+    heads = on_device(instance_heads[firsts], state.device)
+    results = spec.head_results(layer, qkv[0], qkv[1], qkv[2], heads, query_positions)  # [I', n, pos, d_model]
+    if spec.cfg.post_norms:  # every head shared, or every head varying
+        per_layer = results.view(-1, spec.cfg.n_heads, *results.shape[1:])
+        results = spec.attention_out(layer, per_layer.movedim(1, -2)).movedim(-2, 1).reshape(results.shape)
+    return results, instance_version
 def is_top_at_positions(graph: Graph, state: PassState, layer: int) -> bool:
     """Whether ``layer`` is computed at the logits' positions only."""
     return state.positions is not None and layer == graph.shape.n_layers - 1
@@ -160,7 +198,8 @@ def mlp_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: Pass
     sender = np.array([graph.sender_index[mlp_name(layer)]])
     if inputs.n_varies:
         outputs = inputs.per_slot(each_circuit(lambda x: spec.mlp(layer, x), inputs.values))
-        state.record_circuits(sender, outputs[:, None], at_positions=at_positions)
+        # the group's one receiver varies: one slot per circuit, whose pair is its value
+        state.record_circuits(sender, outputs[:, None], inputs.slot_pair[:, None] + 1, at_positions=at_positions)
         return
     key = state.sender_key(groups.mlp[layer], graph.shape.mlp_reads(layer), np.zeros(0, dtype=bool))
     hit = None if key is None else state.cache.lookup((layer, int(sender[0])), key)
