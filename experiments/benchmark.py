@@ -50,6 +50,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the naive reference lives with the tests
+sys.path.insert(0, str(ROOT))  # this checkout's engine, whatever is installed
 
 CASES = {
     "default": {

@@ -74,6 +74,17 @@ def _d_mlp(cfg: Any) -> int:
     return 0 if cfg.attn_only else (cfg.d_mlp or 0)
 
 
+def _norm_copies(cfg: Any) -> int:
+    """Tensors of its input's size a pre-norm keeps for the backward pass: LayerNorm's fused kernel
+    its input and output, RMSNorm's chain of operations also its normalised input."""
+    return 3 if (getattr(cfg, "normalization_type", None) or "").startswith("RMS") else 2
+
+
+def _mlp_activations(cfg: Any) -> int:
+    """The MLP's activations autograd keeps, in units of d_mlp: 4 gated, 2 otherwise."""
+    return (4 if getattr(cfg, "gated_mlp", False) else 2) * _d_mlp(cfg)
+
+
 def baseline_elements_per_token(cfg: Any, *, n_tokens: int, n_positions: int, split_input: bool) -> float:
     """The patcher's tables, elements per prompt token: every sender's output (clean, ablated,
     their difference, and the ablated ones sender-major), q/k/v of the clean, ablated and
@@ -98,23 +109,25 @@ def baseline_elements_per_token(cfg: Any, *, n_tokens: int, n_positions: int, sp
 
 def gradient_pass_elements_per_token(cfg: Any, *, n_tokens: int, n_positions: int) -> float:
     """One forward and backward pass of ``EdgePatcher.gradient_pass``, elements per prompt token:
-    per layer what autograd keeps for the backward pass (each q/k/v receiver's normed input, its
-    q/k/v, the attention scores and pattern, the MLP's activations: 4 d_mlp gated, 2 otherwise, and
-    a few residual-width tensors), then one receiver group's gradient and its receiver-major copy
+    per layer what autograd keeps for the backward pass (each q/k/v receiver's input through its
+    pre-norm, ``_norm_copies``; its q/k/v, the attention scores and pattern, the MLP's activations,
+    ``_mlp_activations``, and a few residual-width tensors), then one receiver group's gradient and its receiver-major copy
     while it is contracted, and the logits at the metric's positions."""
     heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
-    mlp = (4 if getattr(cfg, "gated_mlp", False) else 2) * _d_mlp(cfg)
-    per_layer = 2 * 3 * heads * d_model + 2 * 3 * heads * d_head + 2 * heads * n_tokens + mlp + 6 * d_model
+    receivers = _norm_copies(cfg) * 3 * heads * d_model
+    per_layer = receivers + 2 * 3 * heads * d_head + 2 * heads * n_tokens + _mlp_activations(cfg) + 6 * d_model
     return cfg.n_layers * per_layer + 2 * 3 * heads * d_model + 2 * n_positions * cfg.d_vocab / n_tokens
 
 
 def float_pass_elements_per_token(cfg: Any, *, n_tokens: int, split_input: bool) -> float:
     """One float-mask pass with its autograd state (``patching.float_pass``), elements per prompt
-    token: every sender's output, and per layer the receivers' q/k/v inputs and their normed copies,
-    their q/k/v and gradients, the attention scores and the MLP's input and activations."""
+    token: every sender's output, and per layer the receivers' q/k/v inputs through their pre-norm
+    (``_norm_copies``), their q/k/v and gradients, the attention scores and the MLP's input and
+    activations."""
     has_mlp = 0 if cfg.attn_only else 1
     heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
-    per_layer = 2 * 3 * heads * d_model + 6 * heads * d_head + heads * n_tokens + has_mlp * (d_model + _d_mlp(cfg))
+    receivers = _norm_copies(cfg) * 3 * heads * d_model
+    per_layer = receivers + 6 * heads * d_head + heads * n_tokens + has_mlp * d_model + _mlp_activations(cfg) / 2
     return n_senders_of(cfg, split_input) * d_model + cfg.n_layers * per_layer
 
 
