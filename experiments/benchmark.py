@@ -225,9 +225,10 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
                 value = metric(patcher.logits(mask, s)).double()
                 if record is not None:
                     synchronize(device)
-                    spent = record.setdefault(s, [0.0, 0])
+                    spent = record.setdefault(s, [0.0, 0, 0])
                     spent[0] += time.perf_counter() - begin
                     spent[1] += 1
+                    spent[2] += mask.edges.shape[0] if mask.edges.dim() == 3 else 1
                 return value
 
             result = run_acdc(graph, evaluate, spec["threshold"], batch_size=batch_size, progress=False,
@@ -251,9 +252,10 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
             line.update(forward_equivalents=round(total_flops / forward_flops, 1),
                         achieved_gflops=round(total_flops / seconds / 1e9, 1))
         if spec["fast_candidates"] is None and seconds >= FLOP_COUNT_BELOW_S:
-            line["per_layer"] = per_layer_limits(graph, patcher, per_layer)
-            line["note"] = ("whole run; per_layer: each start layer's candidates, measured seconds of its passes, and its "
-                            "limit (its candidates at the per-candidate cost of an 8-circuit pass there, measured after the run)")
+            line["per_layer"] = per_layer_limits(graph, patcher, per_layer, result)
+            line["note"] = ("whole run; per_layer: each start layer's candidates and tested candidates, its passes, the "
+                            "circuits they evaluated, their seconds, and its limit (the tested candidates at the "
+                            "per-candidate cost of an 8-circuit pass there, measured after the run)")
         if spec["fast_candidates"] is not None:
             line.update(prefix_candidates=spec["fast_candidates"],
                         note=f"fast ran the first {spec['fast_candidates']} of {n_candidates} candidates "
@@ -363,20 +365,30 @@ def per_candidate_costs(graph, patcher, layers: list[int], n_circuits: tuple[int
     return costs
 
 
-def per_layer_limits(graph, patcher, spent: dict) -> list[dict]:
-    """For each start layer of a whole run: its candidates, the measured seconds and passes of its
-    batched passes (``spent``: start layer -> [seconds, passes]), and its limit: the candidates at the
-    per-candidate cost of an 8-circuit pass at that layer (``per_candidate_costs``)."""
+def per_layer_limits(graph, patcher, spent: dict, result) -> list[dict]:
+    """For each start layer of a whole run: its candidates, those tested (a score in ``result``),
+    the passes evaluated there, the circuits in them and their seconds (``spent``: start layer ->
+    [seconds, passes, circuits]), and its limit: the tested candidates at the per-candidate cost of
+    an 8-circuit pass at that layer (``per_candidate_costs``)."""
     from acdc_engine.methods.acdc import visiting_segments
 
     candidates: dict[int, int] = {}
+    tested: dict[int, int] = {}
     for segment in visiting_segments(graph):
-        candidates[segment.start_layer] = candidates.get(segment.start_layer, 0) + len(segment.candidates)
+        layer = segment.start_layer
+        candidates[layer] = candidates.get(layer, 0) + len(segment.candidates)
+        for candidate in segment.candidates:
+            scores, index = ((result.scores.head_inputs, candidate.head_input) if candidate.head_input is not None
+                             else (result.scores.edges, candidate.edge))
+            tested[layer] = tested.get(layer, 0) + int(not torch.isnan(scores[index]))
     costs = per_candidate_costs(graph, patcher, list(candidates), n_circuits=(8,))
-    return [{"start_layer": layer, "candidates": candidates[layer], "passes": spent.get(layer, [0, 0])[1],
-             "seconds": float(f"{spent.get(layer, [0.0])[0]:.3g}"),
-             "limit_seconds": float(f"{candidates[layer] * costs[layer, 8]:.3g}")}
-            for layer in sorted(candidates, reverse=True)]
+    lines = []
+    for layer in sorted(candidates, reverse=True):
+        seconds, passes, circuits = spent.get(layer, [0.0, 0, 0])
+        lines.append({"start_layer": layer, "candidates": candidates[layer], "tested": tested[layer], "passes": passes,
+                      "circuits": circuits, "seconds": float(f"{seconds:.3g}"),
+                      "limit_seconds": float(f"{tested[layer] * costs[layer, 8]:.3g}")})
+    return lines
 
 
 def pass_costs(case: str) -> list[dict]:
