@@ -27,6 +27,11 @@ from acdc_engine.methods.eap import EapIgConfig, EapIgParams, eap_ig_scores, ig_
 from acdc_engine.patching import EdgePatcher
 
 MODELS = ["gpt2-style", "attn-only", "llama"]  # attribution_models (conftest.py)
+REL = {"llama": 1e-5}
+"""The llama's RMSNorm computes in float32, as Hugging Face's does even in a float64 model; the engine
+takes each receiver's gradient back through the norm with ``Norm.input_gradients`` (all receivers of a
+layer at once), in another order than autograd, so engine and reference agree to float32's precision
+there. The other models compute in float64 throughout."""
 
 
 def by_name(graph, scores):
@@ -78,7 +83,7 @@ def test_eap_ig_scores_equal_the_naive_finite_difference_at_eap_ig_points(attrib
         naive = naive_input_ig_scores(model, task.clean, task.corrupted, metric_tensor, alphas=[0, 1 / 3, 2 / 3])
     else:
         naive = naive_edge_scores(model, task.clean, task.corrupted, metric, alphas=[0, 1 / 3, 2 / 3])
-    assert_scores_match(graph, circuit.scores.edges, naive, rel=1e-8 if name == "llama" else 1e-6)
+    assert_scores_match(graph, circuit.scores.edges, naive, rel=REL.get(name, 1e-6))
 
 
 def test_eap_ig_naive_autograd_and_finite_difference_references_agree(attribution_models):
@@ -125,7 +130,7 @@ def test_eap_ig_activations_scores_equal_the_naive_autograd_implementation(attri
     n_groups = 1 + graph.shape.n_layers * (2 if graph.shape.has_mlp else 1)
     assert circuit.run["backward_passes"] == 2 * n_groups
     naive = naive_ig_activations_scores(model, task.clean, task.corrupted, naive_metrics(task)[1], steps=2)
-    assert_scores_match(graph, circuit.scores.edges, naive)
+    assert_scores_match(graph, circuit.scores.edges, naive, rel=REL.get(name, 1e-8))
 
 
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
@@ -159,7 +164,7 @@ def test_clean_corrupted_scores_equal_the_naive_autograd_implementation(attribut
     circuit = run(model, task, "clean-corrupted")
     assert circuit.run["backward_passes"] == 2
     naive = naive_clean_corrupted_scores(model, task.clean, task.corrupted, naive_metrics(task)[1])
-    assert_scores_match(build_graph(model.cfg), circuit.scores.edges, naive)
+    assert_scores_match(build_graph(model.cfg), circuit.scores.edges, naive, rel=REL.get(name, 1e-8))
 
 
 def test_clean_corrupted_is_the_mean_of_eap_ig_inputs_at_its_two_ends(attribution_models):

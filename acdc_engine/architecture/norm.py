@@ -40,6 +40,37 @@ class Norm(nn.Module):
             return F.layer_norm(y, (y.shape[-1],), self.w.to(y.dtype), self.b.to(y.dtype), self.eps).to(x.dtype)
         return self.scaled(x, self.inverse_rms(x))
 
+    def input_gradients(self, x: Tensor, grads: Tensor) -> Tensor:
+        """Gradients at the output of this norm applied to x [..., width], K of them (grads
+        [K, ..., width]), taken back to its input: the K vector-Jacobian products at x, [K, ...,
+        width] in x's dtype, computed in the norm's compute dtype. The statistics of x are computed
+        once for all K (the gradient pass gives every receiver of a layer its own gradient this way)."""
+        if self.kind == "LN":
+            y = x.to(compute_dtype(x.dtype))
+            if grads.dtype == y.dtype:  # torch's fused backward, given the statistics of x once
+                width, weight, bias = (y.shape[-1],), self.w.to(y.dtype), self.b.to(y.dtype)
+                _, mean, rstd = torch.ops.aten.native_layer_norm(y, width, weight, bias, self.eps)
+                stats = (len(grads), *y.shape[:-1], 1)  # the kernel reads them as contiguous
+                mean, rstd = mean.expand(stats).contiguous(), rstd.expand(stats).contiguous()
+                at_input, _, _ = torch.ops.aten.native_layer_norm_backward(
+                    grads, y.expand(len(grads), *y.shape), width, mean, rstd, weight, bias, [True, False, False]
+                )
+                return at_input.to(x.dtype)
+            mean = y.mean(-1, keepdim=True)
+            rstd = torch.rsqrt((y - mean).pow(2).mean(-1, keepdim=True) + self.eps)
+            normed = (y - mean) * rstd
+            scaled = grads.to(y.dtype) * self.w.to(y.dtype)
+        else:
+            inverse_rms = self.inverse_rms(x)
+            rstd, normed = inverse_rms, x.to(inverse_rms.dtype) * inverse_rms
+            if self.offset == 0.0:  # the weight multiplies in x's dtype (``scaled``)
+                scaled = (grads * self.w).to(inverse_rms.dtype)
+            else:
+                scaled = grads.to(inverse_rms.dtype) * (self.offset + self.w.to(inverse_rms.dtype))
+        along = (scaled * normed).mean(-1, keepdim=True)
+        centred = scaled - scaled.mean(-1, keepdim=True) if self.kind == "LN" else scaled
+        return (rstd * (centred - normed * along)).to(x.dtype)
+
     def inverse_rms(self, x: Tensor) -> Tensor:
         """1 / sqrt(mean(x^2) + eps) over the last dimension, [..., 1], in the compute dtype."""
         y = x.to(compute_dtype(x.dtype, self.upcast))

@@ -149,6 +149,11 @@ class ModelSpec(HookedRootModule):
         normed = x if block.ln1 is None else block.ln1(x)
         return block.attn.qkv(normed, receivers)
 
+    def qkv_of_normed_rows(self, layer: int, normed: Tensor, receivers: Tensor) -> Tensor:
+        """``qkv_rows`` from rows already through the layer's pre-norm (``blocks[layer].ln1``,
+        where the model has one): normed [R, M, d_model] -> [R, M, d_head]."""
+        return self.blocks[layer].attn.qkv_rows(normed, receivers)
+
     def qkv_rows(self, layer: int, x: Tensor, receivers: Tensor) -> Tensor:
         """``qkv`` on receiver-major rows: x [R, M, d_model] (receiver ``receivers[r]``'s input at M
         token positions) -> [R, M, d_head]."""

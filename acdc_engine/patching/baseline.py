@@ -156,16 +156,31 @@ def record_run(
 
     every_head = torch.arange(shape.n_heads, device=tokens.device)
     every_qkv = torch.arange(3 * shape.n_heads, device=tokens.device)
+
+    def watched_qkv(layer: int, resid: Tensor) -> Tensor:
+        """The layer's q/k/v [n_prompts, pos, 3H, d_head], each receiver's gradient to ``watch``.
+        Every receiver reads the same residual stream, so the pre-norm runs once; the receivers'
+        rows are that output broadcast, and the gradient each receiver's row gets is taken back
+        through the norm by ``Norm.input_gradients`` (the norm's backward once per receiver)."""
+        receivers, norm = groups.qkv[layer], spec.blocks[layer].ln1
+        normed = resid if norm is None else norm(resid)
+        rows = normed.reshape(1, -1, normed.shape[-1]).expand(len(every_qkv), -1, -1)
+        rows = rows.view_as(rows)  # receiver-major rows [3H, tokens, d_model], a view
+
+        def to_watch(grad: Tensor) -> None:
+            grad = grad.reshape(len(receivers), n_prompts, n_pos, -1)
+            watch(receivers, (grad if norm is None else norm.input_gradients(resid.detach(), grad)).movedim(0, 2))
+
+        rows.register_hook(to_watch)
+        return spec.qkv_of_normed_rows(layer, rows, every_qkv).view(len(every_qkv), n_prompts, n_pos, -1).movedim(0, 2)
     residuals, all_qkv = {}, []
     for layer in range(shape.n_layers):
         residuals[shape.attention_reads(layer)] = resid
         if watch is None:
             qkv_in = resid[:, :, None, :].expand(n_prompts, n_pos, 3 * shape.n_heads, -1)
             qkv = spec.qkv(layer, qkv_in, every_qkv)
-        else:  # receiver-major rows [3H, tokens, d_model]: each receiver's gradient arrives as one block
-            rows = resid.reshape(1, -1, resid.shape[-1]).expand(len(every_qkv), -1, -1).contiguous()  # the norm's input, once
-            rows.register_hook(lambda grad, r=groups.qkv[layer]: watch(r, grad.view(len(r), n_prompts, n_pos, -1).movedim(0, 2)))
-            qkv = spec.qkv_rows(layer, rows, every_qkv).view(len(every_qkv), n_prompts, n_pos, -1).movedim(0, 2)
+        else:
+            qkv = watched_qkv(layer, resid)
         qkv = qkv.unflatten(2, (3, shape.n_heads))
         all_qkv.append(qkv)
         head_out = attention_contributions(spec, layer, qkv, every_head)

@@ -109,14 +109,16 @@ def baseline_elements_per_token(cfg: Any, *, n_tokens: int, n_positions: int, sp
 
 def gradient_pass_elements_per_token(cfg: Any, *, n_tokens: int, n_positions: int) -> float:
     """One forward and backward pass of ``EdgePatcher.gradient_pass``, elements per prompt token:
-    per layer what autograd keeps for the backward pass (each q/k/v receiver's input through its
-    pre-norm, ``_norm_copies``; its q/k/v, the attention scores and pattern, the MLP's activations,
-    ``_mlp_activations``, and a few residual-width tensors), then one receiver group's gradient and its receiver-major copy
-    while it is contracted, and the logits at the metric's positions."""
+    per layer what autograd keeps for the backward pass (the pre-norm's input and statistics, once
+    for the layer's receivers; their q/k/v, the attention scores and pattern, the MLP's
+    activations, ``_mlp_activations``, and a few residual-width tensors), then, while one layer's
+    receivers are handled, their gradients at the norm's output, taken back through it
+    (``Norm.input_gradients``, ``_norm_copies`` temporaries) and copied receiver-major, and the
+    logits at the metric's positions."""
     heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
-    receivers = _norm_copies(cfg) * 3 * heads * d_model
-    per_layer = receivers + 2 * 3 * heads * d_head + 2 * heads * n_tokens + _mlp_activations(cfg) + 6 * d_model
-    return cfg.n_layers * per_layer + 2 * 3 * heads * d_model + 2 * n_positions * cfg.d_vocab / n_tokens
+    per_layer = 2 * 3 * heads * d_head + 2 * heads * n_tokens + _mlp_activations(cfg) + 9 * d_model
+    one_layer = (2 + _norm_copies(cfg)) * 3 * heads * d_model
+    return cfg.n_layers * per_layer + one_layer + 2 * n_positions * cfg.d_vocab / n_tokens
 
 
 def float_pass_elements_per_token(cfg: Any, *, n_tokens: int, split_input: bool) -> float:
