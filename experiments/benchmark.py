@@ -88,6 +88,7 @@ CASES = {
         "threshold": 2e-4,
         "naive_tests": 8,
         "fast_candidates": None,
+        "per_layer": True,
         "opt_in": True,
     },
 }
@@ -251,7 +252,7 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
             total_flops = flops_of(lambda: fast_run())  # the same run again (it is deterministic), counting its products
             line.update(forward_equivalents=round(total_flops / forward_flops, 1),
                         achieved_gflops=round(total_flops / seconds / 1e9, 1))
-        if spec["fast_candidates"] is None and seconds >= FLOP_COUNT_BELOW_S:
+        if spec.get("per_layer"):
             line["per_layer"] = per_layer_limits(graph, patcher, per_layer, result)
             line["note"] = ("whole run; per_layer: each start layer's candidates and tested candidates, its passes, the "
                             "circuits they evaluated, their seconds, and its limit (the tested candidates at the "
