@@ -57,6 +57,8 @@ class ReceiverInputs:
     values [U, n_prompts, P, d_model] or None: the distinct inputs.
     pair_receiver, pair_value [Q]: each pair's receiver (its position in the group) and value.
     slot_pair [Ra + C * Rv]: the pair of each slot.
+    value_rows [U, senders] bool or None: each value's mask row, when every sender the values
+        read is fixed (then a value is determined by its row and read point alone); else None.
     """
 
     varies: np.ndarray
@@ -65,6 +67,7 @@ class ReceiverInputs:
     pair_receiver: np.ndarray | None = None
     pair_value: list[int] | None = None
     slot_pair: np.ndarray | None = None
+    value_rows: np.ndarray | None = None
 
     @property
     def n_active(self) -> int:
@@ -131,6 +134,10 @@ class SenderRows:
         self.n_written = max(self.n_written, last_slot + 1)
 
 
+ROWS_KEPT_ELEMENTS = 2**23
+"""The most elements ``PassCache.rows`` keeps (32 MiB in float32)."""
+
+
 class PassCache:
     """What a patcher keeps between passes.
 
@@ -138,12 +145,26 @@ class PassCache:
         alike in every circuit of a pass, under the key of everything it was computed from
         (``PassState.sender_key``); ``id`` names that output in the keys of the senders that read it.
     scratch: buffers reused between passes (``PassState.buffer``, ``PassState.scratch_table``).
+    rows: {key: tensor}: values computed from fixed senders only, under a key of everything they
+        are computed from (``steps.qkv_pairs_kept`` keeps q/k/v rows there); at most
+        ``ROWS_KEPT_ELEMENTS`` elements, emptied when full.
     """
 
     def __init__(self) -> None:
         self.outputs: dict[tuple[int, int], tuple[tuple, int, Tensor]] = {}
         self.scratch: dict = {}
         self.next_id = 0
+        self.rows: dict[tuple, Tensor] = {}
+        self.rows_elements = 0
+
+    def keep_row(self, key: tuple, row: Tensor) -> None:
+        """Keep ``row`` under ``key`` in ``rows`` (emptying ``rows`` first when it would exceed
+        ``ROWS_KEPT_ELEMENTS``)."""
+        if self.rows_elements + row.numel() > ROWS_KEPT_ELEMENTS:
+            self.rows.clear()
+            self.rows_elements = 0
+        self.rows[key] = row
+        self.rows_elements += row.numel()
 
     def lookup(self, place: tuple[int, int], key: tuple) -> tuple[int, Tensor] | None:
         """(id, out - out*) of the output at ``place`` computed from ``key``, if it is the one kept."""
@@ -314,7 +335,8 @@ class PassState:
                     per_circuit_rows = per_circuit_rows.index_select(0, on_device(np.array(circuit_firsts), self.device))
                 rows[n_distinct:] += per_circuit_rows
         return ReceiverInputs(
-            varies, active, rows.view(-1, *base.shape), slot_receiver[pair_slots], [slot_value[i] for i in pair_slots], np.array(slot_pair)
+            varies, active, rows.view(-1, *base.shape), slot_receiver[pair_slots], [slot_value[i] for i in pair_slots], np.array(slot_pair),
+            None if n_new else mask,
         )
 
     def record_shared(self, senders: np.ndarray, outputs: Tensor, as_diff: bool = False, at_positions: bool = False) -> Tensor:

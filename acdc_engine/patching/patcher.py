@@ -95,6 +95,7 @@ class EdgePatcher:
         self._receiver_layer = np.array(graph.receiver_layer)
         self._edge_exists = graph.edge_exists.numpy()
         self._cache = PassCache()  # kept between passes
+        self._full_logits: dict[int, Tensor] = {}  # start layer -> the full circuit's logits (``_full_pass``)
         self.prompts_per_gradient_pass: int | None = None  # None: as many as fit (``patching.gradients``)
         every_position = torch.equal(self._read.computed.cpu(), torch.arange(n_pos))
         self._pass_positions = None if every_position else self._read.computed
@@ -153,8 +154,27 @@ class EdgePatcher:
             intact = edge_mask.numpy()[:, :, below] | ~self._edge_exists[:, below]
             if not (intact.all() and head_input_mask.numpy()[:, :start_layer].all()):
                 raise ValueError(f"cannot resume at layer {start_layer}: a receiver below it is patched")
-        logits = self._read.take(self._patched_forward(edge_mask, head_input_mask, start_layer))
+        if self._is_full(edge_mask, head_input_mask):
+            logits = self._read.take(self._full_pass(edge_mask, head_input_mask, start_layer))
+        else:
+            logits = self._read.take(self._patched_forward(edge_mask, head_input_mask, start_layer))
         return logits[0] if squeeze else logits
+
+    def _is_full(self, edge_mask: Tensor, head_input_mask: Tensor) -> bool:
+        """Whether masks [C, ...] (bool, on the CPU) are one circuit, the full model (every edge
+        that exists kept, and no other)."""
+        return len(edge_mask) == 1 and bool(head_input_mask.all()) and np.array_equal(edge_mask[0].numpy(), self._edge_exists)
+
+    def _full_pass(self, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int) -> Tensor:
+        """``_patched_forward`` of the full model (its masks) from ``start_layer``, [1, n_prompts, U, d_vocab]:
+        from start layers 0 and n_layers (the self-check's pass, a metric's reference logits,
+        ACDC's first measurement) computed once and then copied (the pass is deterministic)."""
+        kept = self._full_logits.get(start_layer)
+        if kept is None:
+            kept = self._patched_forward(edge_mask, head_input_mask, start_layer)
+            if start_layer in (0, self.graph.shape.n_layers):
+                self._full_logits[start_layer] = kept
+        return kept.clone()
 
     def _patched_forward(self, edge_mask: Tensor, head_input_mask: Tensor, start_layer: int) -> Tensor:
         """Logits [C, n_prompts, U, d_vocab] of C circuits (masks bool on the CPU) at the positions

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from acdc_engine.core.graph import Graph, mlp_name
 from acdc_engine.patching.baseline import ReceiverGroups, first_head_sender
-from acdc_engine.patching.pass_state import PassState, distinct, each_circuit, on_device
+from acdc_engine.patching.pass_state import PassState, ReceiverInputs, distinct, each_circuit, on_device
 
 if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec
@@ -179,7 +179,7 @@ def qkv_sources(
     every = np.arange(n_group)
     from_input = np.tile(n_group + every, (n_circuits, 1))  # [C, group]: the all-removed input's rows
     if inputs.values is not None:
-        computed, pair_row = spec.qkv_pairs(layer, inputs.values.flatten(1, 2), in_layer[inputs.pair_receiver].tolist(), inputs.pair_value)
+        computed, pair_row = qkv_pairs_kept(spec, state, layer, inputs, in_layer[inputs.pair_receiver].tolist(), at_positions)
         table = state.scratch_table((layer, kinds), base_table, computed.flatten(1))  # computed: [pairs, n * pos, d_head]
         # slots (``ReceiverInputs``): the active receivers, then the varying ones circuit by circuit
         slot_row = 2 * n_group + np.array(pair_row)[inputs.slot_pair]
@@ -189,6 +189,36 @@ def qkv_sources(
     kept = keep[:, list(kinds)].reshape(n_circuits, n_group)
     rows = np.where(kept, from_input, every).reshape(n_circuits, n_kinds, n_heads).transpose(1, 0, 2)
     return QkvSources(table, rows, (n_prompts, n_pos, table.shape[1] // (n_prompts * n_pos)))
+
+
+def qkv_pairs_kept(
+    spec: ModelSpec, state: PassState, layer: int, inputs: ReceiverInputs, receivers: list[int], at_positions: bool
+) -> tuple[Tensor, list[int]]:
+    """``ModelSpec.qkv_pairs`` of ``inputs``' pairs (``receivers``: each pair's receiver as the
+    layer numbers them): (q/k/v [Q, n_prompts * pos, d_head], the row of each pair). Where the
+    values read fixed senders only (``ReceiverInputs.value_rows``), a pair's rows are determined
+    by its layer, receiver, positions and mask row: they are kept between passes
+    (``PassCache.rows``) and only the pairs not kept are computed, the same float bits (each input
+    is normed alone, each pair projected as one matrix of a batch)."""
+    values = inputs.values.flatten(1, 2)
+    if inputs.value_rows is None:
+        return spec.qkv_pairs(layer, values, receivers, inputs.pair_value)
+    kept = state.cache.rows
+    keys = [("qkv", layer, at_positions, r, inputs.value_rows[u].tobytes()) for r, u in zip(receivers, inputs.pair_value)]
+    pairs = [kept.get(key) for key in keys]
+    missing = [p for p, row in enumerate(pairs) if row is None]
+    if missing:
+        used = list(dict.fromkeys(inputs.pair_value[p] for p in missing))  # numbered as first read, as qkv_pairs expects
+        where = {u: i for i, u in enumerate(used)}
+        if used != list(range(len(values))):
+            values = values.index_select(0, on_device(np.array(used), state.device))
+        computed, row = spec.qkv_pairs(layer, values, [receivers[p] for p in missing], [where[inputs.pair_value[p]] for p in missing])
+        for i, p in enumerate(missing):
+            pairs[p] = computed[row[i]]
+            state.cache.keep_row(keys[p], pairs[p])
+        if len(missing) == len(pairs):
+            return computed, row
+    return torch.stack(pairs), list(range(len(pairs)))
 
 
 def mlp_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: PassState, layer: int) -> None:
