@@ -1,9 +1,10 @@
 """The memory model (``acdc_engine.patching.memory``) against measured peaks at MIB's models' widths,
 and its projection to their full depth.
 
-    python experiments/mib_memory.py                         # every model, 2-layer slices, 10 x 16 tokens
+    python experiments/mib_memory.py                         # every model, 1- and 2-layer slices, 10 x 16 tokens
     python experiments/mib_memory.py --models llama3 --layers 1 2 --prompts 10 --tokens 16
     python experiments/mib_memory.py --project-only          # only the full-depth table
+    python experiments/mib_memory.py --measured OUT.jsonl    # depth check and table from an earlier run's measurements
 
 For each model (MIB's GPT-2 small, Qwen-2.5-0.5B, Gemma-2-2B, Llama-3.1-8B: their widths, heads,
 key/value heads, d_head, d_mlp, vocabulary; random float32 weights) cut to ``--layers`` layers, and
@@ -14,9 +15,14 @@ and EAP-IG's receiver gradients at 2 points; the patcher and one float-mask pass
 and reports how far the peak rose above the resident memory before: the method's memory, the
 weights excluded. Printed beside it: ``method_bytes``' estimate and their ratio.
 
+Then, for each (model, profile) measured at two depths, ``depth_check``: how much a layer adds,
+measured and estimated, and both extended linearly to the model's full depth at the measured size;
+their ratio is the estimate's calibration at full depth.
+
 Then the projection: each model at full depth, in bfloat16, at MIB's batch of 20 prompts of
-``--mib-tokens`` tokens: the weights (counted from the slices' parameters, extended linearly in
-the layers) plus ``method_bytes`` per profile, in GB, and whether it fits an 80 GB GPU.
+``--mib-tokens`` tokens: the weights (from the widths, ``weights_bytes``) plus ``method_bytes`` per
+profile, in GB (gradient methods also with the engine's prompt chunks), the same times the
+calibration where it is above 1 (``calibrated_gb``), and whether that fits an 80 GB GPU.
 One JSON line each, after a line describing the machine.
 """
 
@@ -127,11 +133,13 @@ def weights_bytes(name: str, bytes_per_param: int = 2) -> int:
     return bytes_per_param * (2 * m["d_vocab"] * d + positions + m["n_layers"] * per_layer)
 
 
-def projection(name: str, prompts: int, tokens: int, gpu_gb: float = 80.0) -> list[dict]:
+def projection(name: str, prompts: int, tokens: int, calibration: dict | None = None, gpu_gb: float = 80.0) -> list[dict]:
     """Full depth, bfloat16, ``prompts`` x ``tokens``: weights plus ``method_bytes`` per profile,
     gradient passes over all prompts at once and over the most prompts per pass that fit ``gpu_gb``
     (``prompts_per_pass``: as ``acdc_engine.patching.gradients`` chunks them, passes in
-    ``GRADIENT_MEMORY_FRACTION`` of the memory left after the weights and the tables)."""
+    ``GRADIENT_MEMORY_FRACTION`` of the memory left after the weights and the tables). With
+    ``calibration`` {(model, profile): measured / estimated at full depth} (``depth_check``), also
+    the method's memory times it where it is above 1 (``calibrated_gb``)."""
     import dataclasses
 
     import torch
@@ -158,32 +166,74 @@ def projection(name: str, prompts: int, tokens: int, gpu_gb: float = 80.0) -> li
             per_pass = max(1, min(prompts, int(GRADIENT_MEMORY_FRACTION * left / per_prompt)))
             line["prompts_per_pass"] = per_pass
             line["chunked_gb"] = round(total_gb(per_pass), 1)
-        line[f"fits_{gpu_gb:.0f}gb"] = min(line["all_prompts_gb"], line.get("chunked_gb", math.inf)) <= gpu_gb
+        best = min(line["all_prompts_gb"], line.get("chunked_gb", math.inf))
+        factor = max(1.0, (calibration or {}).get((name, profile), 1.0))
+        if calibration and (name, profile) in calibration:
+            line["calibrated_gb"] = round(weights + factor * (best - weights), 1)
+        line[f"fits_{gpu_gb:.0f}gb"] = line.get("calibrated_gb", best) <= gpu_gb
         lines.append(line)
     return lines
+
+
+def depth_check(lines: list[dict]) -> list[dict]:
+    """For each (model, profile) measured at two depths: the measured growth per layer against the
+    estimate's, and both extended to the model's full depth at the measured size (float32); their
+    ratio calibrates the full-depth projection (``projection``)."""
+    from acdc_engine.architecture.native import tl_architecture
+    from acdc_engine.patching.memory import MemoryProfile, method_bytes
+
+    checks = []
+    for name in MODELS:
+        for profile in PROFILES:
+            found = {line["layers"]: line for line in lines
+                     if line.get("model") == name and line.get("profile") == profile and "method_mb" in line}
+            if len(found) < 2:
+                continue
+            low, high = sorted(found)[:2]
+            first = found[low]
+            per_layer = (found[high]["method_mb"] - first["method_mb"]) / (high - low)
+            full_layers = MODELS[name]["n_layers"]
+            cfg, _ = tl_architecture(dict(MODELS[name], dtype="float32"), name)
+            estimate = method_bytes(MemoryProfile(profile), cfg, n_prompts=first["prompts"], n_tokens=first["tokens"],
+                                    n_positions=1, split_input=False) / 2**20
+            measured = first["method_mb"] + (full_layers - low) * per_layer
+            checks.append({"depth_check": name, "profile": profile, "layers": [low, high],
+                           "measured_mb_per_layer": round(per_layer),
+                           "estimate_mb_per_layer": round((found[high]["estimate_mb"] - first["estimate_mb"]) / (high - low)),
+                           "full_depth_measured_mb": round(measured), "full_depth_estimate_mb": round(estimate),
+                           "calibration": round(measured / estimate, 2)})
+    return checks
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--profiles", nargs="+", choices=PROFILES, default=list(PROFILES))
-    parser.add_argument("--layers", nargs="+", type=int, default=[2])
+    parser.add_argument("--layers", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--prompts", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--mib-tokens", type=int, default=32, help="tokens per prompt in the projection")
     parser.add_argument("--project-only", action="store_true")
+    parser.add_argument("--measured", type=Path, help="take the slices' measurements from this earlier output")
     args = parser.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     print(json.dumps({"machine": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}),
           flush=True)
-    if not args.project_only:
+    measured = [] if args.measured is None else [json.loads(line) for line in args.measured.read_text().splitlines()
+                                                   if '"method_mb"' in line]
+    if not args.project_only and args.measured is None:
         for name in args.models:
             for layers in args.layers:
                 for profile in args.profiles:
-                    print(json.dumps(measure(name, layers, profile, args.prompts, args.tokens)), flush=True)
+                    measured.append(measure(name, layers, profile, args.prompts, args.tokens))
+                    print(json.dumps(measured[-1]), flush=True)
+    checks = depth_check(measured)
+    for line in checks:
+        print(json.dumps(line), flush=True)
+    calibration = {(c["depth_check"], c["profile"]): c["calibration"] for c in checks}
     for name in args.models:
-        for line in projection(name, 20, args.mib_tokens):
+        for line in projection(name, 20, args.mib_tokens, calibration):
             print(json.dumps(line), flush=True)
 
 

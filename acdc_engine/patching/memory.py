@@ -153,17 +153,27 @@ def method_bytes(
         per_token += mask_samples * float_pass_elements_per_token(cfg, n_tokens=n_tokens, split_input=split_input)
     if profile is MemoryProfile.GRADIENTS_HELD:  # the gradients, and their float32 sum over points
         per_token += n_receivers_of(cfg) * cfg.d_model * (1 + 4 / element)
-    total = per_token * tokens
+    total = per_token * tokens + weight_copy_elements(profile, cfg)
     if profile in (MemoryProfile.GRADIENT_SCORES, MemoryProfile.GRADIENTS_HELD):
         pass_tokens = min(n_prompts, prompts_per_pass or n_prompts) * n_tokens
         total += gradient_pass_elements_per_token(cfg, n_tokens=n_tokens, n_positions=n_positions) * pass_tokens
     return int(total * element)
 
 
+def weight_copy_elements(profile: MemoryProfile, cfg: Any) -> int:
+    """Copies of the q/k/v weights a method makes, in elements, whatever the task: every layer's
+    W_Q, W_K, W_V stacked once (``Attention.stacked_weights``), and each receiver's own projection
+    [3 n_heads, d_model, d_head] gathered per layer (``Attention.receiver_weights``), one layer's at a
+    time in a patched pass, every layer's kept for the backward pass of a gradient or float-mask pass."""
+    heads, kv = cfg.n_heads, cfg.n_key_value_heads or cfg.n_heads
+    stacked = cfg.n_layers * (heads + 2 * kv) * cfg.d_model * cfg.d_head
+    gathered = 3 * heads * cfg.d_model * cfg.d_head
+    return stacked + gathered * (1 if profile is MemoryProfile.PATCHED_PASS else cfg.n_layers)
+
+
 def patched_pass_bytes(cfg: Any, *, n_prompts: int, n_tokens: int, n_positions: int, split_input: bool) -> int:
     """``method_bytes`` of exact ACDC (``MemoryProfile.PATCHED_PASS``): the patcher's tables and
-    one circuit's working set. Measured on CPU (the default toy model, and a 4-layer model with
-    MLPs), the peak while evaluating one circuit is about 0.75 of this."""
+    one circuit's working set."""
     return method_bytes(MemoryProfile.PATCHED_PASS, cfg, n_prompts=n_prompts, n_tokens=n_tokens,
                         n_positions=n_positions, split_input=split_input)
 
