@@ -12,7 +12,8 @@ decisions_per_second, and
 
 - exact ACDC (naive, fast): forward_equivalents (matmul FLOPs spent, in units of one plain forward
   pass of the model over the case's prompts; for the fast engine those of the whole timed run,
-  set-up included, counted in a second identical run, skipped for runs over 10 minutes),
+  set-up included, counted in a second identical run, skipped for runs over 10 minutes or with
+  ``BENCHMARK_COUNT_FLOPS=0``),
   identical_to_naive (the fast engine's decisions equal the naive reference's on every candidate
   both tested), achieved_gflops and matmul_fraction (of the measured rate). Runs shorter than 5 s
   also give warm_best_seconds: the best of two more runs (the first pays first-call costs; the
@@ -248,7 +249,7 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
                 decisions[name] = bool(kept[index])
         line.update(edges_tested=result.candidates_tested, seconds=round(seconds, 2), batch_size=batch_size,
                     batched_passes=result.forward_passes, edges_kept=int(result.kept.edges.sum()))
-        if seconds < FLOP_COUNT_BELOW_S:
+        if seconds < FLOP_COUNT_BELOW_S and os.environ.get("BENCHMARK_COUNT_FLOPS", "1") != "0":
             total_flops = flops_of(lambda: fast_run())  # the same run again (it is deterministic), counting its products
             line.update(forward_equivalents=round(total_flops / forward_flops, 1),
                         achieved_gflops=round(total_flops / seconds / 1e9, 1))

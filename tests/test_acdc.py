@@ -181,3 +181,18 @@ def test_token_ids_outside_the_vocabulary_are_rejected():
     task = random_task(d_vocab=50)
     with pytest.raises(AcdcError, match=r"outside the model's vocabulary \[0, 20\)"):
         discover(small_model(attn_only=True), task, progress=False)
+
+
+def test_speculation_guesses_a_segments_next_candidate_from_its_own_latest_decisions():
+    from acdc_engine.methods.acdc import _start, keep_rate, segment_keep_rate, visiting_segments
+
+    graph = build_graph(small_model(attn_only=True, n_heads=4).cfg)
+    state = _start(graph, lambda masks, start_layer=0: torch.zeros(len(masks.edges), dtype=torch.float64), 1)
+    earlier, segment = visiting_segments(graph)[0].candidates, visiting_segments(graph)[-1].candidates
+    for candidate in earlier:  # the run so far removed everything it tested
+        state.record_score(candidate, 0.0)
+        state.set(candidate, False)
+    for candidate in segment[:4]:  # this segment's first four tested candidates were kept
+        state.record_score(candidate, 1.0)
+    assert keep_rate(state) < 0.5 < segment_keep_rate(state, segment, 4)
+    assert segment_keep_rate(state, segment, 0) == pytest.approx(keep_rate(state))  # nothing tested in it yet

@@ -365,9 +365,34 @@ def keep_rate(state: AcdcState) -> float:
     return (kept + 1) / (int(tested.sum()) + int(tested_heads.sum()) + 2)
 
 
+RECENT_DECISIONS = 16
+"""How many of the segment's latest tested candidates ``segment_keep_rate`` looks back at."""
+
+
+def segment_keep_rate(state: AcdcState, candidates: list[Candidate], start: int) -> float:
+    """The chance the segment's next tested candidate is kept, as the speculation guesses it: the
+    kept fraction of its latest ``RECENT_DECISIONS`` tested candidates before ``start``, with the
+    run's ``keep_rate`` as a prior worth two of them. A segment whose candidates are mostly kept
+    (the input's edges into layer 0, say) is then guessed kept, so a batch still decides several of
+    them. It reads only the state, so a resumed run speculates as the uninterrupted one did."""
+    kept = tested = 0
+    for candidate in reversed(candidates[:start]):
+        if tested == RECENT_DECISIONS:
+            break
+        if candidate.edge is not None:
+            score, in_circuit = state.scores.edges[candidate.edge], state.kept.edges[candidate.edge]
+        else:
+            score, in_circuit = state.scores.head_inputs[candidate.head_input], state.kept.head_inputs[candidate.head_input]
+        if not math.isnan(float(score)):
+            tested += 1
+            kept += bool(in_circuit)
+    return (kept + 2 * keep_rate(state)) / (tested + 2)
+
+
 def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], start: int) -> _Batch:
     """The next batch: the ``state.window`` most likely circuits to be needed next (best first:
-    a circuit's chance is the product of its guessed decisions' chances under ``keep_rate``), so
+    a circuit's chance is the product of its guessed decisions' chances under
+    ``segment_keep_rate``), so
     that one pass decides as many candidates as the guesses allow. With every guess "removed" this
     is the chain of circuits with candidates ``start``.. removed one after another."""
     tested, complete = [], True
@@ -379,7 +404,7 @@ def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], 
             tested.append(j)
     if not tested:
         return _Batch(start, [], True, {}, [])
-    p_keep = keep_rate(state)
+    p_keep = segment_keep_rate(state, candidates, start)
     nodes: dict[tuple[bool, ...], int] = {}
     circuits: list[CircuitMask] = []
     # (-chance, order, guesses, the parent's circuit (the state's for the root)), likeliest first
