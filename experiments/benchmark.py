@@ -175,9 +175,7 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
     """One (case, method) measurement as a JSON-able dict; the tested candidates' decisions go to
     ``decisions_out``. ``fast_candidates`` overrides the case's prefix for the fast engine."""
     from acdc_engine.core.graph import build_graph
-    from acdc_engine.methods.acdc import run_acdc, visiting_order
-    from acdc_engine.measure.metrics import kl_divergence
-    from acdc_engine.patching import EdgePatcher
+    from acdc_engine.methods.acdc import visiting_order
 
     spec = dict(CASES[case])
     if fast_candidates is not None:
@@ -191,99 +189,121 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
         forward_flops = flops_of(lambda: model(task.clean))
     line = {"case": case, "method": method, "edges": graph.n_edges}
 
-    if method == "naive":
-        from naive_reference import naive_acdc, naive_kl, naive_patched_logits
-
-        def naive_run():
-            clean_logits = model(task.clean)
-            positions = task.positions.tolist()
-            return naive_acdc(model, task.clean, task.corrupted, lambda lg: naive_kl(clean_logits, lg, positions),
-                              spec["threshold"], max_tests=spec["naive_tests"])
-
-        start = time.perf_counter()
-        result = naive_run()
-        seconds = time.perf_counter() - start
-        line.update(warm_best_seconds(naive_run, seconds, device))
-        per_eval = flops_of(lambda: naive_patched_logits(model, task.clean, task.corrupted, set(), set()))
-        tested = result["tests"]
-        decisions = {name: kept for name, kept in {**result["edges"], **result["head_inputs"]}.items()
-                     if result["scores"][name] is not None}
-        line.update(edges_tested=tested, forward_equivalents=round((tested + 1) * per_eval / forward_flops, 1),
-                    seconds=round(seconds, 2))
-        if spec["naive_tests"] is not None:
-            line.update(prefix_tests=tested, extrapolated_seconds=round(seconds * n_candidates / tested, 1),
-                        note=f"naive ran the first {tested} of {n_candidates} candidates; extrapolated linearly")
-
-    elif method == "fast":
-        per_layer = {}  # start layer -> [seconds, batched passes]
-
-        def fast_run(record: dict | None = None):
-            patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
-            metric = kl_divergence(patcher.logits(graph.full_mask()))
-            batch_size = patcher.auto_batch_size()
-
-            def evaluate(mask, s=0):
-                begin = time.perf_counter()
-                value = metric(patcher.logits(mask, s)).double()
-                if record is not None:
-                    synchronize(device)
-                    spent = record.setdefault(s, [0.0, 0, 0])
-                    spent[0] += time.perf_counter() - begin
-                    spent[1] += 1
-                    spent[2] += mask.edges.shape[0] if mask.edges.dim() == 3 else 1
-                return value
-
-            result = run_acdc(graph, evaluate, spec["threshold"], batch_size=batch_size, progress=False,
-                              stop_after=spec["fast_candidates"])
-            return result, batch_size, patcher
-
-        start = time.perf_counter()
-        result, batch_size, patcher = fast_run(per_layer)
-        synchronize(device)
-        seconds = time.perf_counter() - start
-        line.update(warm_best_seconds(lambda: fast_run(), seconds, device))
-        decisions = {}
-        for name, index, kept, scores in [(e, graph.parse_edge(e), result.kept.edges, result.scores.edges) for e in graph.edge_names()] + \
-                [(h, graph.parse_head_input(h), result.kept.head_inputs, result.scores.head_inputs) for h in graph.head_input_names()]:
-            if not torch.isnan(scores[index]):
-                decisions[name] = bool(kept[index])
-        line.update(edges_tested=result.candidates_tested, seconds=round(seconds, 2), batch_size=batch_size,
-                    batched_passes=result.forward_passes, edges_kept=int(result.kept.edges.sum()))
-        if seconds < FLOP_COUNT_BELOW_S and os.environ.get("BENCHMARK_COUNT_FLOPS", "1") != "0":
-            total_flops = flops_of(lambda: fast_run())  # the same run again (it is deterministic), counting its products
-            line.update(forward_equivalents=round(total_flops / forward_flops, 1),
-                        achieved_gflops=round(total_flops / seconds / 1e9, 1))
-        if spec.get("per_layer"):
-            line["per_layer"] = per_layer_limits(graph, patcher, per_layer, result)
-            line["note"] = ("whole run; per_layer: each start layer's candidates and tested candidates, its passes, the "
-                            "circuits they evaluated, their seconds, and its limit (the tested candidates at the "
-                            "per-candidate cost of an 8-circuit pass there, measured after the run)")
-        if spec["fast_candidates"] is not None:
-            line.update(prefix_candidates=spec["fast_candidates"],
-                        note=f"fast ran the first {spec['fast_candidates']} of {n_candidates} candidates "
-                             "(the top layers, where a resumed pass is cheapest)")
-    else:
-        scoring = ATTRIBUTION[method]
-        setup_seconds, patcher, metric = timed(device, lambda: attribution_setup(model, task, graph))
-        rss_before = current_rss_mb()
-        seconds, scores = timed(device, lambda: scoring(patcher, metric))
-        method_peak_mb = max(0, round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - rss_before)
-        setup_flops = flops_of(lambda: attribution_setup(model, task, graph))
-        method_flops = flops_of(lambda: scoring(patcher, metric))
-        decisions = {}
-        line.update(edges_tested=graph.n_edges, seconds=round(seconds, 2), setup_seconds=round(setup_seconds, 2),
-                    gflops=round(method_flops / 1e9, 1), setup_gflops=round(setup_flops / 1e9, 1),
-                    forward_equivalents=round(method_flops / forward_flops, 2),
-                    setup_forward_equivalents=round(setup_flops / forward_flops, 2),
-                    achieved_gflops=round(method_flops / seconds / 1e9, 1),
-                    run_achieved_gflops=round((method_flops + setup_flops) / (seconds + setup_seconds) / 1e9, 1),
-                    method_peak_mb=method_peak_mb, nonzero_scores=int((scores[graph.edge_exists] != 0).sum()))
+    kind = {"naive": _naive_line, "fast": _fast_line}.get(method, _attribution_line)
+    decisions = kind(model, task, graph, spec, line, device, forward_flops, n_candidates)
     line["decisions_per_second"] = float(f"{line['edges_tested'] / line['seconds']:.3g}")
     line["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if device != "cpu":
         line["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
     decisions_out.write_text(json.dumps(decisions))
     return line
+
+
+
+def _naive_line(model, task, graph, spec: dict, line: dict, device: str, forward_flops: int, n_candidates: int) -> dict:
+    """The naive reference's exact ACDC run (a prefix where the case says). Updates ``line``;
+    returns the tested candidates' decisions {name: kept}."""
+    from naive_reference import naive_acdc, naive_kl, naive_patched_logits
+
+    def naive_run():
+        clean_logits = model(task.clean)
+        positions = task.positions.tolist()
+        return naive_acdc(model, task.clean, task.corrupted, lambda lg: naive_kl(clean_logits, lg, positions),
+                          spec["threshold"], max_tests=spec["naive_tests"])
+
+    start = time.perf_counter()
+    result = naive_run()
+    seconds = time.perf_counter() - start
+    line.update(warm_best_seconds(naive_run, seconds, device))
+    per_eval = flops_of(lambda: naive_patched_logits(model, task.clean, task.corrupted, set(), set()))
+    tested = result["tests"]
+    decisions = {name: kept for name, kept in {**result["edges"], **result["head_inputs"]}.items()
+                 if result["scores"][name] is not None}
+    line.update(edges_tested=tested, forward_equivalents=round((tested + 1) * per_eval / forward_flops, 1),
+                seconds=round(seconds, 2))
+    if spec["naive_tests"] is not None:
+        line.update(prefix_tests=tested, extrapolated_seconds=round(seconds * n_candidates / tested, 1),
+                    note=f"naive ran the first {tested} of {n_candidates} candidates; extrapolated linearly")
+
+    return decisions
+
+
+def _fast_line(model, task, graph, spec: dict, line: dict, device: str, forward_flops: int, n_candidates: int) -> dict:
+    """The fast engine's exact ACDC run: seconds, FLOPs, the per-layer breakdown where the case asks
+    for it. Updates ``line``; returns the tested candidates' decisions {name: kept}."""
+    from acdc_engine.measure.metrics import kl_divergence
+    from acdc_engine.methods.acdc import run_acdc
+    from acdc_engine.patching import EdgePatcher
+
+    per_layer = {}  # start layer -> [seconds, batched passes]
+
+    def fast_run(record: dict | None = None):
+        patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
+        metric = kl_divergence(patcher.logits(graph.full_mask()))
+        batch_size = patcher.auto_batch_size()
+
+        def evaluate(mask, s=0):
+            begin = time.perf_counter()
+            value = metric(patcher.logits(mask, s)).double()
+            if record is not None:
+                synchronize(device)
+                spent = record.setdefault(s, [0.0, 0, 0])
+                spent[0] += time.perf_counter() - begin
+                spent[1] += 1
+                spent[2] += mask.edges.shape[0] if mask.edges.dim() == 3 else 1
+            return value
+
+        result = run_acdc(graph, evaluate, spec["threshold"], batch_size=batch_size, progress=False,
+                          stop_after=spec["fast_candidates"])
+        return result, batch_size, patcher
+
+    start = time.perf_counter()
+    result, batch_size, patcher = fast_run(per_layer)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    line.update(warm_best_seconds(lambda: fast_run(), seconds, device))
+    decisions = {}
+    for name, index, kept, scores in [(e, graph.parse_edge(e), result.kept.edges, result.scores.edges) for e in graph.edge_names()] + \
+            [(h, graph.parse_head_input(h), result.kept.head_inputs, result.scores.head_inputs) for h in graph.head_input_names()]:
+        if not torch.isnan(scores[index]):
+            decisions[name] = bool(kept[index])
+    line.update(edges_tested=result.candidates_tested, seconds=round(seconds, 2), batch_size=batch_size,
+                batched_passes=result.forward_passes, edges_kept=int(result.kept.edges.sum()))
+    if seconds < FLOP_COUNT_BELOW_S and os.environ.get("BENCHMARK_COUNT_FLOPS", "1") != "0":
+        total_flops = flops_of(lambda: fast_run())  # the same run again (it is deterministic), counting its products
+        line.update(forward_equivalents=round(total_flops / forward_flops, 1),
+                    achieved_gflops=round(total_flops / seconds / 1e9, 1))
+    if spec.get("per_layer"):
+        line["per_layer"] = per_layer_limits(graph, patcher, per_layer, result)
+        line["note"] = ("whole run; per_layer: each start layer's candidates and tested candidates, its passes, the "
+                        "circuits they evaluated, their seconds, and its limit (the tested candidates at the "
+                        "per-candidate cost of an 8-circuit pass there, measured after the run)")
+    if spec["fast_candidates"] is not None:
+        line.update(prefix_candidates=spec["fast_candidates"],
+                    note=f"fast ran the first {spec['fast_candidates']} of {n_candidates} candidates "
+                         "(the top layers, where a resumed pass is cheapest)")
+    return decisions
+
+
+def _attribution_line(model, task, graph, spec: dict, line: dict, device: str, forward_flops: int, n_candidates: int) -> dict:
+    """An attribution method (``ATTRIBUTION``): set-up and method apart,
+    counted FLOPs, peak memory. Updates ``line``; returns the tested candidates' decisions (none)."""
+    scoring = ATTRIBUTION[line["method"]]
+    setup_seconds, patcher, metric = timed(device, lambda: attribution_setup(model, task, graph))
+    rss_before = current_rss_mb()
+    seconds, scores = timed(device, lambda: scoring(patcher, metric))
+    method_peak_mb = max(0, round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - rss_before)
+    setup_flops = flops_of(lambda: attribution_setup(model, task, graph))
+    method_flops = flops_of(lambda: scoring(patcher, metric))
+    decisions = {}
+    line.update(edges_tested=graph.n_edges, seconds=round(seconds, 2), setup_seconds=round(setup_seconds, 2),
+                gflops=round(method_flops / 1e9, 1), setup_gflops=round(setup_flops / 1e9, 1),
+                forward_equivalents=round(method_flops / forward_flops, 2),
+                setup_forward_equivalents=round(setup_flops / forward_flops, 2),
+                achieved_gflops=round(method_flops / seconds / 1e9, 1),
+                run_achieved_gflops=round((method_flops + setup_flops) / (seconds + setup_seconds) / 1e9, 1),
+                method_peak_mb=method_peak_mb, nonzero_scores=int((scores[graph.edge_exists] != 0).sum()))
+    return decisions
 
 
 def attribution_setup(model, task, graph):

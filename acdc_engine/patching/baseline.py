@@ -116,6 +116,39 @@ def attention_contributions(spec: ModelSpec, layer: int, qkv: Tensor, heads: Ten
     return spec.attention_out(layer, results) if spec.cfg.post_norms else results
 
 
+def watched_input(value: Tensor, receivers: Tensor, watch: GradientSink | None) -> Tensor:
+    """``value`` [n_prompts, pos, d_model], the input of one receiver (``receivers`` [1]), as a view
+    whose gradient goes to ``watch`` (unchanged without one)."""
+    if watch is None:
+        return value
+    view = value.view_as(value)
+    view.register_hook(lambda grad: watch(receivers, grad[:, :, None]))
+    return view
+
+
+def layer_qkv(spec: ModelSpec, layer: int, resid: Tensor, receivers: Tensor, watch: GradientSink | None) -> Tensor:
+    """Layer ``layer``'s q/k/v [n_prompts, pos, 3H, d_head] from resid [n_prompts, pos, d_model], each
+    of ``receivers`` [3H] reading it. With ``watch`` (a pass for a backward pass) each receiver's
+    gradient goes to ``watch``: every receiver reads the same residual stream, so the pre-norm runs
+    once, the receivers' rows are its output broadcast, and the gradient each receiver's row gets is
+    taken back through the norm by ``Norm.input_gradients`` (the statistics once for all)."""
+    every_qkv = torch.arange(len(receivers), device=resid.device)
+    if watch is None:
+        return spec.qkv(layer, resid[:, :, None, :].expand(*resid.shape[:2], len(receivers), -1), every_qkv)
+    n_prompts, n_pos = resid.shape[:2]
+    norm = spec.blocks[layer].ln1
+    normed = resid if norm is None else norm(resid)
+    rows = normed.reshape(1, -1, normed.shape[-1]).expand(len(receivers), -1, -1)
+    rows = rows.view_as(rows)  # receiver-major rows [3H, tokens, d_model], a view
+
+    def to_watch(grad: Tensor) -> None:
+        grad = grad.reshape(len(receivers), n_prompts, n_pos, -1)
+        watch(receivers, (grad if norm is None else norm.input_gradients(resid.detach(), grad)).movedim(0, 2))
+
+    rows.register_hook(to_watch)
+    return spec.qkv_of_normed_rows(layer, rows, every_qkv).view(len(receivers), n_prompts, n_pos, -1).movedim(0, 2)
+
+
 def record_run(
     spec: ModelSpec,
     graph: Graph,
@@ -147,41 +180,11 @@ def record_run(
         anchor = torch.zeros((), dtype=resid.dtype, device=resid.device, requires_grad=True)
         resid = resid + anchor
 
-    def watched(value: Tensor, receivers: Tensor) -> Tensor:
-        if watch is None:
-            return value
-        view = value.view_as(value)
-        view.register_hook(lambda grad: watch(receivers, grad.reshape(n_prompts, n_pos, len(receivers), -1)))
-        return view
-
     every_head = torch.arange(shape.n_heads, device=tokens.device)
-    every_qkv = torch.arange(3 * shape.n_heads, device=tokens.device)
-
-    def watched_qkv(layer: int, resid: Tensor) -> Tensor:
-        """The layer's q/k/v [n_prompts, pos, 3H, d_head], each receiver's gradient to ``watch``.
-        Every receiver reads the same residual stream, so the pre-norm runs once; the receivers'
-        rows are that output broadcast, and the gradient each receiver's row gets is taken back
-        through the norm by ``Norm.input_gradients`` (the norm's backward once per receiver)."""
-        receivers, norm = groups.qkv[layer], spec.blocks[layer].ln1
-        normed = resid if norm is None else norm(resid)
-        rows = normed.reshape(1, -1, normed.shape[-1]).expand(len(every_qkv), -1, -1)
-        rows = rows.view_as(rows)  # receiver-major rows [3H, tokens, d_model], a view
-
-        def to_watch(grad: Tensor) -> None:
-            grad = grad.reshape(len(receivers), n_prompts, n_pos, -1)
-            watch(receivers, (grad if norm is None else norm.input_gradients(resid.detach(), grad)).movedim(0, 2))
-
-        rows.register_hook(to_watch)
-        return spec.qkv_of_normed_rows(layer, rows, every_qkv).view(len(every_qkv), n_prompts, n_pos, -1).movedim(0, 2)
     residuals, all_qkv = {}, []
     for layer in range(shape.n_layers):
         residuals[shape.attention_reads(layer)] = resid
-        if watch is None:
-            qkv_in = resid[:, :, None, :].expand(n_prompts, n_pos, 3 * shape.n_heads, -1)
-            qkv = spec.qkv(layer, qkv_in, every_qkv)
-        else:
-            qkv = watched_qkv(layer, resid)
-        qkv = qkv.unflatten(2, (3, shape.n_heads))
+        qkv = layer_qkv(spec, layer, resid, groups.qkv[layer], watch).unflatten(2, (3, shape.n_heads))
         all_qkv.append(qkv)
         head_out = attention_contributions(spec, layer, qkv, every_head)
         first = first_head_sender(graph, layer)
@@ -194,7 +197,7 @@ def record_run(
         if shape.has_mlp:
             mlp_in = resid if shape.parallel_attn_mlp else after_attention
             residuals[shape.mlp_reads(layer)] = mlp_in
-            mlp_out = spec.mlp(layer, watched(mlp_in, groups.mlp[layer]))
+            mlp_out = spec.mlp(layer, watched_input(mlp_in, groups.mlp[layer], watch))
             mlp_index = graph.sender_index[mlp_name(layer)]
             if mlp_index in fixed:
                 mlp_out = fixed[mlp_index].detach()
