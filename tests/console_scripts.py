@@ -3,6 +3,7 @@ subprocess; conftest.py puts this checkout first on its path), and say whether i
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,12 +45,20 @@ def imported_torch(result: subprocess.CompletedProcess) -> bool:
     return last == "torch imported: True"
 
 
+def default_signals() -> None:
+    """In the child before it starts: SIGINT and SIGTERM handled by default, as in a terminal, even
+    when the tests themselves run where they are ignored (a shell's background job ignores SIGINT,
+    and Python then installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def signal_at_line(script: str, args: list[str], cwd: Path, marker: str, signum: int) -> tuple[int, str]:
     """Run Python source ``script`` with ``args`` in ``cwd``, send ``signum`` once a line of its
     standard output starts with ``marker``, and return (its exit code, its standard error). It waits
     on the process's own output, never on a clock."""
     process = subprocess.Popen([sys.executable, "-c", script, *args], cwd=cwd, env=script_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
     try:
         for line in process.stdout:
             if line.startswith(marker):
