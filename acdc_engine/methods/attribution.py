@@ -47,15 +47,13 @@ from torch import Tensor
 from acdc_engine.core import choices
 from acdc_engine.core.graph import Graph
 from acdc_engine.core.mask import Scores
-from acdc_engine.core.progress import progress_bar
 from acdc_engine.measure.metrics import Metric
 from acdc_engine.methods.eap import (
     SCALING,
     SIGN,
     EapParams,
-    metric_in_float32,
-    score_dtype,
     mean_edge_scores,
+    mean_receiver_gradients,
     check_steps,
     review_scores,
     score_outcome,
@@ -103,15 +101,8 @@ def ig_activations_gradients(patcher, metric: Metric, steps: int = 5, progress: 
     """EAP-IG-activations' g_v (``ig_activations_scores``): every receiver's gradient averaged over
     all groups x steps runs, [n_prompts, pos, n_receivers, d_model] in ``score_dtype`` (for the
     node and neuron methods)."""
-    metric = metric_in_float32(metric)
-    runs = activation_runs(patcher, steps)
-    total = None
-    for fixed in progress_bar(runs, progress=progress, desc="EAP-IG-activations runs", unit="run"):
-        gradients, _ = patcher.receiver_gradients(metric, fixed=fixed)
-        gradients = gradients.to(score_dtype(gradients.dtype))
-        total = gradients if total is None else total.add_(gradients)
-        del gradients
-    return total / len(runs)
+    runs = [{"fixed": fixed} for fixed in activation_runs(patcher, steps)]
+    return mean_receiver_gradients(patcher, metric, runs, progress, "EAP-IG-activations runs")
 
 
 def ig_activations_passes(graph: Graph, steps: int) -> int:

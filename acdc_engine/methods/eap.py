@@ -212,15 +212,24 @@ def eap_ig_gradients(patcher, metric: Metric, steps: int = 5, rule: str = "right
     """EAP-IG-inputs' g_v (``eap_ig_scores``): every receiver's gradient averaged over the
     interpolated input embeddings, [n_prompts, pos, n_receivers, d_model] in ``score_dtype``
     (for the node and neuron methods, which need the gradients themselves)."""
+    runs = [{"input_embeddings": embeddings} for embeddings in interpolated_inputs(patcher, steps, rule)]
+    return mean_receiver_gradients(patcher, metric, runs, progress, "EAP-IG steps", "step")
+
+
+def mean_receiver_gradients(
+    patcher, metric: Metric, runs: list[dict[str, Any]], progress: bool = False, desc: str = "", unit: str = "run"
+) -> Tensor:
+    """The mean of ``EdgePatcher.receiver_gradients`` over gradient passes ``runs`` (each one's
+    ``input_embeddings`` / ``fixed``), the metric in at least float32, counted by a progress bar:
+    [n_prompts, pos, n_receivers, d_model] in ``score_dtype``."""
     metric = metric_in_float32(metric)
     total = None
-    inputs = interpolated_inputs(patcher, steps, rule)
-    for embeddings in progress_bar(inputs, progress=progress, desc="EAP-IG steps", unit="step"):
-        gradients, _ = patcher.receiver_gradients(metric, input_embeddings=embeddings)
+    for run in progress_bar(runs, progress=progress, desc=desc, unit=unit):
+        gradients, _ = patcher.receiver_gradients(metric, **run)
         gradients = gradients.to(score_dtype(gradients.dtype))
         total = gradients if total is None else total.add_(gradients)
         del gradients
-    return total / len(inputs)
+    return total / len(runs)
 
 
 # ----- circuits from scores ---------------------------------------------------------------------

@@ -66,16 +66,20 @@ def gradient_pass(
     outputs, ``fixed`` {sender: [n_prompts, pos, d_model]} replaces senders' outputs by constants
     (``record_run``). Returns the metric's value on every prompt's logits."""
     chunks = prompt_chunks(patcher)
-    reference = clean_logits(patcher) if len(chunks) > 1 else None
-    logits = []
-    for chunk in chunks:
-        logits.append(_chunk_pass(patcher, metric, watch, chunk, reference, input_embeddings, fixed))
+    if len(chunks) == 1:  # every prompt in one pass: its metric is the value
+        _, value = _chunk_pass(patcher, metric, watch, chunks[0], None, input_embeddings, fixed)
+        return value
+    reference = clean_logits(patcher)
+    logits = [_chunk_pass(patcher, metric, watch, chunk, reference, input_embeddings, fixed)[0] for chunk in chunks]
     with torch.no_grad():
         return float(metric(torch.cat(logits)[None]).sum())
 
 
-def _chunk_pass(patcher, metric, watch: ChunkSink, chunk: slice, reference: Tensor | None, input_embeddings, fixed) -> Tensor:
-    """One chunk's forward and backward pass (``gradient_pass``); returns its logits, detached."""
+def _chunk_pass(
+    patcher, metric, watch: ChunkSink, chunk: slice, reference: Tensor | None, input_embeddings, fixed
+) -> tuple[Tensor, float]:
+    """One chunk's forward and backward pass (``gradient_pass``); returns its logits, detached, and
+    the metric's value on them beside ``reference``'s other rows."""
     g, spec = patcher.graph, patcher.spec
     positions = patcher.positions if patcher.positions.dim() == 1 else patcher.positions[chunk]
     chunk_fixed = None if fixed is None else {s: value[chunk] for s, value in fixed.items()}
@@ -96,7 +100,7 @@ def _chunk_pass(patcher, metric, watch: ChunkSink, chunk: slice, reference: Tens
     logits_grad = torch.zeros(n_chunk, n_pos, spec.cfg.d_model, dtype=patcher.dtype, device=patcher.device)
     add_at_positions(logits_grad, positions, final_grad)
     watch(patcher.groups.logits, logits_grad[:, :, None], chunk)
-    return logits.detach()
+    return logits.detach(), float(value.detach().sum())
 
 
 def clean_logits(patcher: EdgePatcher) -> Tensor:
