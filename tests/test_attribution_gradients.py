@@ -28,10 +28,10 @@ from acdc_engine.patching import EdgePatcher
 
 MODELS = ["gpt2-style", "attn-only", "llama"]  # attribution_models (conftest.py)
 REL = {"llama": 1e-5}
-"""The llama's RMSNorm computes in float32, as Hugging Face's does even in a float64 model; the engine
-takes each receiver's gradient back through the norm with ``Norm.input_gradients`` (all receivers of a
-layer at once), in another order than autograd, so engine and reference agree to float32's precision
-there. The other models compute in float64 throughout."""
+"""The llama's RMSNorm computes in float32, as Hugging Face's does even in a float64 model; autograd
+takes gradients back through it in float32, the engine in float64 from its float32 statistics and in
+factors (``acdc_engine.patching.qkv_gradients``), so engine and reference agree to float32's
+precision there. The other models compute in float64 throughout."""
 
 
 def by_name(graph, scores):

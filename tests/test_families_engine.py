@@ -8,6 +8,7 @@ import torch
 pytest.importorskip("transformer_lens.model_bridge", reason="the families load through TransformerLens 4's TransformerBridge")
 
 from families import FAMILIES, build_family  # noqa: E402
+from naive_eap import naive_gradients, naive_logit_diff_tensor, naive_scores_from_gradients  # noqa: E402
 from naive_reference import naive_kl_acdc_kept_edges, naive_patched_logits  # noqa: E402
 
 from acdc_engine.core.mask import CircuitMask
@@ -95,3 +96,20 @@ def test_the_command_line_runs_the_familys_local_folder_with_a_jsonl_task(family
     assert circuit["task"]["name"] == "jsonl" and circuit["task"]["n_prompts"] == 2
     assert len(circuit["edges"]) == build_graph(model.cfg).n_edges
     assert circuit["run"]["self_check"]["max_abs_logit_diff_full"] <= circuit["run"]["self_check"]["tolerance"]
+
+
+def test_eap_scores_equal_autograd_at_the_receivers_hooks(family):
+    """The gradient pass (a layer's q/k/v as one product, their gradients in factors through the
+    norm) on every family's norms, q/k norms, grouped heads and post-norms."""
+    name, model, task = family
+    g = torch.Generator().manual_seed(2)
+    answers, wrong = (torch.randint(3, model.cfg.d_vocab, (N_PROMPTS, 1), generator=g) for _ in range(2))
+    task = TaskData("random", task.clean, task.corrupted, task.positions, answers, wrong)
+    circuit = discover(model, task, method="eap", metric="logit_diff", top_n=4, progress=False)
+    gradients = naive_gradients(model, task.clean, naive_logit_diff_tensor(answers, wrong, task.positions.tolist()))
+    naive = naive_scores_from_gradients(model, task.clean, task.corrupted, [gradients])
+    graph = build_graph(model.cfg)
+    scale = max(abs(v) for v in naive.values())
+    assert scale > 1e-3  # not vacuous
+    for edge, value in naive.items():
+        assert float(circuit.scores.edges[graph.parse_edge(edge)]) == pytest.approx(value, rel=1e-5, abs=1e-7 * scale), (name, edge)

@@ -20,7 +20,7 @@ from acdc_engine.methods import METHODS, CircuitSelection
 from acdc_engine.methods.node_circuits import node_circuit
 
 MODELS = ["gpt2-style", "attn-only", "llama"]  # attribution_models (conftest.py)
-REL = {"gpt2-style": 1e-8, "attn-only": 1e-8, "llama": 1e-6}  # test_node_attribution.GRADIENT_REL: Llama's float32 norms
+REL = {"gpt2-style": 1e-8, "attn-only": 1e-8, "llama": 1e-5}  # test_node_attribution.GRADIENT_REL: Llama's float32 norms
 
 
 def run(model, task, method, **kwargs):

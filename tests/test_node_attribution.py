@@ -27,9 +27,11 @@ from acdc_engine.methods.node_attribution import EapIgNodesConfig, EapIgNodesPar
 from acdc_engine.methods.node_circuits import node_circuit
 
 MODELS = ["gpt2-style", "attn-only", "llama"]  # attribution_models (conftest.py)
-GRADIENT_REL = {"gpt2-style": 1e-8, "attn-only": 1e-8, "llama": 1e-6}
-"""The Llama family computes its norms in float32 (upcast): autograd at ``hook_embed`` and the sum of
-the receivers' gradients round differently there (1e-7 relative), as float32 sums do."""
+GRADIENT_REL = {"gpt2-style": 1e-8, "attn-only": 1e-8, "llama": 1e-5}
+"""The Llama family computes its norms in float32 (upcast), as Hugging Face's do even in a float64
+model: autograd takes gradients back through them in float32, the engine in float64 from their
+float32 statistics (``acdc_engine.patching.qkv_gradients``), so the two agree to float32's
+precision accumulated over the layers."""
 NODE_METHODS = ["eap-nodes", "eap-ig-nodes", "eap-ig-activations-nodes", "exact-nodes"]
 
 

@@ -70,6 +70,15 @@ class Attention(nn.Module):
         row = row_of.index_select(0, receivers)
         return weights.index_select(0, row), biases.index_select(0, row)
 
+    def every_receiver_weights(self) -> tuple[Tensor, Tensor]:
+        """``receiver_weights`` of every q/k/v receiver of the layer in order ([3 n_heads, d_model,
+        d_head], [3 n_heads, d_head]): the stacked weights themselves where no head shares its
+        key/value head."""
+        weights, biases, row_of = self.stacked_weights()
+        if len(weights) == len(row_of):
+            return weights, biases
+        return weights.index_select(0, row_of), biases.index_select(0, row_of)
+
     def stacked_weights(self) -> tuple[Tensor, Tensor, Tensor]:
         """(W_Q, W_K, W_V stacked [n_heads + 2 n_kv, d_model, d_head], their biases, the row of each
         receiver [3 n_heads]), made again only when a weight has changed (moved or written)."""
@@ -100,7 +109,21 @@ class Attention(nn.Module):
         heads) of that receiver's own input; a k receiver's likewise over all key/value heads.
         """
         weights, biases = self.receiver_weights(receivers)
-        out = batch_matmul(x, weights) + biases[:, None, :]
+        return self.qk_normed(batch_matmul(x, weights) + biases[:, None, :], x, receivers)
+
+    def shared_products(self, x: Tensor) -> Tensor:
+        """x @ W_r for every q/k/v receiver of the layer (``every_receiver_weights``' order) reading
+        one normed input x [M, d_model]: [3 n_heads, M, d_head], before bias and q/k norm; one
+        product of x with every stacked projection (a key/value head's computed once for its
+        group). Equal to ``qkv_rows``' products up to rounding."""
+        weights, _, row_of = self.stacked_weights()
+        n_rows, d_model, d_head = weights.shape
+        every = (x @ weights.permute(1, 0, 2).reshape(d_model, n_rows * d_head)).view(-1, n_rows, d_head)
+        return (every if n_rows == len(row_of) else every.index_select(1, row_of)).transpose(0, 1)
+
+    def qk_normed(self, out: Tensor, x: Tensor | None, receivers: Tensor) -> Tensor:
+        """Receivers' projections out [R, M, d_head] (bias added) through the q/k norms the model
+        has (``qkv_rows``); x [R, M, d_model], their normed inputs, is read with ``qk_norm="full"`` only."""
         if self.cfg.qk_norm is None:
             return out
         kind = receivers // self.cfg.n_heads
@@ -135,10 +158,7 @@ class Attention(nn.Module):
         def head_major(t: Tensor) -> Tensor:  # [..., pos, H', d] -> [H', batch, pos, d]
             return t.reshape(-1, n_pos, *t.shape[-2:]).permute(2, 0, 1, 3).contiguous()
 
-        def hook(pattern: Tensor) -> Tensor:  # the hook sees [batch, H', q, k]
-            return self.hook_pattern(pattern.transpose(0, 1)).transpose(0, 1)
-
-        result = self.results(head_major(q), head_major(k), head_major(v), heads, cos, sin, hook)
+        result = self.results(head_major(q), head_major(k), head_major(v), heads, cos, sin, self._pattern_hook)
         return result.permute(1, 2, 0, 3).reshape(*lead, n_pos, len(heads), -1)
 
     def results(
@@ -154,8 +174,44 @@ class Attention(nn.Module):
     ) -> Tensor:
         """Results z_i @ W_O[heads[i]] [I, b, q, d_model] of I head instances from their q [I, b,
         q, d_head], k, v [I, b, pos, d_head] (instance i is query head ``heads[i]`` over b prompts;
-        k and v given per instance). The queries are at positions 0..pos-1 (q = pos), or at
-        ``query_positions`` [q].
+        k and v given per instance); ``mixed_values`` gives z."""
+        z = self.mixed_values(q, k, v, cos, sin, pattern_hook, query_positions)
+        n_instances, n_prompts, n_queries = z.shape[:3]
+        result = batch_matmul(z.view(n_instances, n_prompts * n_queries, -1), self.W_O.index_select(0, heads))
+        return result.view(n_instances, n_prompts, n_queries, -1)
+
+    def summed_results(
+        self, q: Tensor, k: Tensor, v: Tensor, cos: Tensor | None = None, sin: Tensor | None = None
+    ) -> Tensor:
+        """The sum over every query head of its result z_h @ W_O[h], [batch, pos, d_model], from
+        q, k, v [batch, pos, n_heads, d_head] (k and v given per query head), as one product of all
+        heads' z with W_O; equal to ``heads`` summed up to rounding."""
+        n_prompts, n_pos, n_heads, d_head = q.shape
+
+        def head_major(t: Tensor) -> Tensor:  # [batch, pos, H, d] -> [H, batch, pos, d]
+            return t.permute(2, 0, 1, 3).contiguous()
+
+        z = self.mixed_values(head_major(q), head_major(k), head_major(v), cos, sin, self._pattern_hook)
+        every_z = z.permute(1, 2, 0, 3).reshape(n_prompts, n_pos, n_heads * d_head)
+        return every_z @ self.W_O.reshape(n_heads * d_head, -1)
+
+    def _pattern_hook(self, pattern: Tensor) -> Tensor:
+        """``hook_pattern`` on a head-major pattern [H', b, q, k] (the hook sees [b, H', q, k])."""
+        return self.hook_pattern(pattern.transpose(0, 1)).transpose(0, 1)
+
+    def mixed_values(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cos: Tensor | None = None,
+        sin: Tensor | None = None,
+        pattern_hook: Callable[[Tensor], Tensor] | None = None,
+        query_positions: Tensor | None = None,
+    ) -> Tensor:
+        """The heads' mixed values z [I, b, q, d_head] (pattern times values) of I head instances
+        from their q [I, b, q, d_head], k, v [I, b, pos, d_head] (over b prompts; k and v given
+        per instance). The queries are at positions 0..pos-1 (q = pos), or at ``query_positions`` [q].
 
         Rotary by the tables cos, sin [>= pos, rotary_dim] on q and k, scores / attn_scale,
         soft-cap, causal mask with the layer's sliding window, softmax in the compute dtype (see
@@ -180,8 +236,7 @@ class Attention(nn.Module):
         if pattern_hook is not None:
             pattern = pattern_hook(pattern.view(n_instances, n_prompts, n_queries, n_pos)).reshape(-1, n_queries, n_pos)
         z = batch_matmul(pattern.contiguous(), v.contiguous())  # [I * b, q, d_head]
-        result = batch_matmul(z.view(n_instances, n_prompts * n_queries, -1), self.W_O.index_select(0, heads))
-        return result.view(n_instances, n_prompts, n_queries, -1)
+        return z.view(n_instances, n_prompts, n_queries, -1)
 
     def hidden(self, n_pos: int, device: torch.device | str) -> Tensor:
         """``~visible``, kept per (n_pos, device): the masked-out score positions."""

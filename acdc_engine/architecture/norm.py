@@ -9,6 +9,8 @@ RMSNorm's scale is ``offset + w``: Gemma's (offset 1.0) multiplies in the comput
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,6 +20,36 @@ def compute_dtype(dtype: torch.dtype, upcast: str = "promote") -> torch.dtype:
     """The dtype norms and softmax compute in for inputs of ``dtype``: at least float32
     (``upcast="promote"``) or exactly float32 (``upcast="float32"``)."""
     return torch.float32 if upcast == "float32" else torch.promote_types(dtype, torch.float32)
+
+
+@dataclass(frozen=True)
+class NormBackward:
+    """A norm's vector-Jacobian product at one input x [..., width]: an output gradient u [..., width]
+    goes back to ``rstd * (weight * u - mean(weight * u) - standardized * mean(weight * u * standardized))``,
+    the middle term only where the norm centres (LayerNorm; RMSNorm does not). Means are over width.
+    The norm's output is ``weight * standardized + shift``.
+
+    rstd: [..., 1], 1 / sqrt(var + eps) (LayerNorm) or 1 / sqrt(mean(x^2) + eps) (RMSNorm).
+    standardized: [..., width], (x - mean) * rstd or x * rstd.
+    weight: [width], the scale the norm applies (RMSNorm's offset included).
+    shift: [width], LayerNorm's bias; None for RMSNorm.
+    """
+
+    rstd: Tensor
+    standardized: Tensor
+    weight: Tensor
+    shift: Tensor | None
+
+    @property
+    def centred(self) -> bool:
+        return self.shift is not None
+
+    def vjp(self, u: Tensor) -> Tensor:
+        """u [K, ..., width] (K output gradients) -> [K, ..., width] at the input, in the factors' dtype."""
+        scaled = u.to(self.rstd.dtype) * self.weight
+        along = (scaled * self.standardized).mean(-1, keepdim=True)
+        centred = scaled - scaled.mean(-1, keepdim=True) if self.centred else scaled
+        return self.rstd * (centred - self.standardized * along)
 
 
 class Norm(nn.Module):
@@ -56,20 +88,18 @@ class Norm(nn.Module):
                     grads, y.expand(len(grads), *y.shape), width, mean, rstd, weight, bias, [True, False, False]
                 )
                 return at_input.to(x.dtype)
-            mean = y.mean(-1, keepdim=True)
-            rstd = torch.rsqrt((y - mean).pow(2).mean(-1, keepdim=True) + self.eps)
-            normed = (y - mean) * rstd
-            scaled = grads.to(y.dtype) * self.w.to(y.dtype)
-        else:
-            inverse_rms = self.inverse_rms(x)
-            rstd, normed = inverse_rms, x.to(inverse_rms.dtype) * inverse_rms
-            if self.offset == 0.0:  # the weight multiplies in x's dtype (``scaled``)
-                scaled = (grads * self.w).to(inverse_rms.dtype)
-            else:
-                scaled = grads.to(inverse_rms.dtype) * (self.offset + self.w.to(inverse_rms.dtype))
-        along = (scaled * normed).mean(-1, keepdim=True)
-        centred = scaled - scaled.mean(-1, keepdim=True) if self.kind == "LN" else scaled
-        return (rstd * (centred - normed * along)).to(x.dtype)
+        return self.backward_factors(x).vjp(grads).to(x.dtype)
+
+    def backward_factors(self, x: Tensor) -> NormBackward:
+        """This norm's vector-Jacobian product at x [..., width], in factors (``NormBackward``), in
+        the norm's compute dtype: the statistics of x once for any number of output gradients."""
+        if self.kind == "LN":
+            y = x.to(compute_dtype(x.dtype))
+            _, mean, rstd = torch.ops.aten.native_layer_norm(y, (y.shape[-1],), self.w.to(y.dtype), self.b.to(y.dtype), self.eps)
+            return NormBackward(rstd, (y - mean) * rstd, self.w.to(y.dtype), self.b.to(y.dtype))
+        inverse_rms = self.inverse_rms(x)
+        weight = self.offset + self.w.to(inverse_rms.dtype)
+        return NormBackward(inverse_rms, x.to(inverse_rms.dtype) * inverse_rms, weight, None)
 
     def inverse_rms(self, x: Tensor) -> Tensor:
         """1 / sqrt(mean(x^2) + eps) over the last dimension, [..., 1], in the compute dtype."""

@@ -230,6 +230,15 @@ class ModelSpec(HookedRootModule):
         inverse_rms = norm.inverse_rms(results.sum(-2))
         return norm.scaled(results, inverse_rms.unsqueeze(-2))
 
+    def attention_sum(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Every head's contribution (``attention_out``) summed, [batch, pos, d_model], from q, k, v
+        [batch, pos, n_heads, d_head], the heads' results summed by one product; equal to
+        ``attention_out`` of ``heads`` summed over heads up to rounding."""
+        block = self.blocks[layer]
+        summed = block.attn.summed_results(q, k, v, *self.rotary_tables(layer, q.shape[-3]))
+        norm = block.ln1_post
+        return summed if norm is None else norm.scaled(summed, norm.inverse_rms(summed))
+
     def attention_bias(self, layer: int) -> Tensor:
         """b_O [d_model]: added to the residual stream by the layer's attention, owned by no head."""
         return self.blocks[layer].attn.b_O

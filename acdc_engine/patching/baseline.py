@@ -17,6 +17,7 @@ from torch import Tensor
 
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph, head_name, head_receiver_name, mlp_name, QKV
+from acdc_engine.patching.qkv_gradients import FactoredGradients, Scratch, watched_qkv
 
 if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec
@@ -25,10 +26,10 @@ ABLATIONS = ("resample", "zero", "mean")
 REFERENCE_POSITION_SEED = 49
 """The seed of the original ACDC's permutation of the corrupted run's positional embedding."""
 
-GradientSink = Callable[[Tensor, Tensor], None]
-"""Called during a backward pass with (receiver indices [R], d metric / d those receivers' inputs
-[n_prompts, pos, R, d_model]) as each receiver group's gradient is computed (``record_run``'s
-``watch``)."""
+GradientSink = Callable[[Tensor, FactoredGradients], None]
+"""Called during a backward pass with (receiver indices [R], d metric / d those receivers' inputs, in
+factors or ``FactoredGradients.of_dense``) as each receiver group's gradient is computed
+(``record_run``'s ``watch``); they are valid during the call only (a sink that keeps them copies them)."""
 
 
 @dataclass
@@ -122,31 +123,59 @@ def watched_input(value: Tensor, receivers: Tensor, watch: GradientSink | None) 
     if watch is None:
         return value
     view = value.view_as(value)
-    view.register_hook(lambda grad: watch(receivers, grad[:, :, None]))
+    view.register_hook(lambda grad: watch(receivers, FactoredGradients.of_dense(grad[None])))
     return view
 
 
-def layer_qkv(spec: ModelSpec, layer: int, resid: Tensor, receivers: Tensor, watch: GradientSink | None) -> Tensor:
+def layer_qkv(
+    spec: ModelSpec, layer: int, resid: Tensor, receivers: Tensor, watch: GradientSink | None, scratch: Scratch | None = None
+) -> Tensor:
     """Layer ``layer``'s q/k/v [n_prompts, pos, 3H, d_head] from resid [n_prompts, pos, d_model], each
     of ``receivers`` [3H] reading it. With ``watch`` (a pass for a backward pass) each receiver's
-    gradient goes to ``watch``: every receiver reads the same residual stream, so the pre-norm runs
-    once, the receivers' rows are its output broadcast, and the gradient each receiver's row gets is
-    taken back through the norm by ``Norm.input_gradients`` (the statistics once for all)."""
+    gradient goes to ``watch``: every receiver reads the same residual stream, so the pre-norm and the
+    projections run once for all (``watched_qkv``, writing in ``scratch``), and the gradients come in
+    factors, valid during ``watch``'s call only. A model
+    whose q/k norm spans all heads (``qk_norm="full"``) takes its receivers' rows through the
+    projection one by one and their gradients back through the norm with ``Norm.input_gradients``."""
+    n_prompts, n_pos = resid.shape[:2]
     every_qkv = torch.arange(len(receivers), device=resid.device)
     if watch is None:
-        return spec.qkv(layer, resid[:, :, None, :].expand(*resid.shape[:2], len(receivers), -1), every_qkv)
-    n_prompts, n_pos = resid.shape[:2]
-    norm = spec.blocks[layer].ln1
+        return spec.qkv(layer, resid[:, :, None, :].expand(n_prompts, n_pos, len(receivers), -1), every_qkv)
+    attn, norm = spec.blocks[layer].attn, spec.blocks[layer].ln1
+    if attn.cfg.qk_norm != "full":
+        projections = watched_qkv(attn, norm, resid, lambda factored: watch(receivers, factored), scratch or Scratch())
+        return attn.qk_normed(projections, None, every_qkv).view(len(receivers), n_prompts, n_pos, -1).movedim(0, 2)
     normed = resid if norm is None else norm(resid)
     rows = normed.reshape(1, -1, normed.shape[-1]).expand(len(receivers), -1, -1)
     rows = rows.view_as(rows)  # receiver-major rows [3H, tokens, d_model], a view
 
     def to_watch(grad: Tensor) -> None:
         grad = grad.reshape(len(receivers), n_prompts, n_pos, -1)
-        watch(receivers, (grad if norm is None else norm.input_gradients(resid.detach(), grad)).movedim(0, 2))
+        watch(receivers, FactoredGradients.of_dense(grad if norm is None else norm.input_gradients(resid.detach(), grad)))
 
     rows.register_hook(to_watch)
     return spec.qkv_of_normed_rows(layer, rows, every_qkv).view(len(receivers), n_prompts, n_pos, -1).movedim(0, 2)
+
+
+def attention_output(
+    spec: ModelSpec, graph: Graph, layer: int, qkv: Tensor, fixed: Mapping[int, Tensor], outs: list[Tensor] | None
+) -> Tensor:
+    """The sum of layer ``layer``'s head contributions [n_prompts, pos, d_model] (without b_O) from its
+    qkv [n_prompts, pos, 3, n_heads, d_head], a ``fixed`` head's replaced by its constant; each
+    head's contribution is appended to ``outs`` where given (a run that records its senders). A run
+    that records none and fixes no head of the layer sums the heads by one product."""
+    first, n_heads = first_head_sender(graph, layer), graph.shape.n_heads
+    fixes_a_head = any(first + h in fixed for h in range(n_heads))
+    if outs is None and not fixes_a_head:
+        return spec.attention_sum(layer, *qkv.unbind(-3))
+    head_out = attention_contributions(spec, layer, qkv, torch.arange(n_heads, device=qkv.device))
+    if fixes_a_head:
+        head_out = torch.stack(
+            [fixed[first + h].detach() if first + h in fixed else head_out[:, :, h] for h in range(n_heads)], dim=2
+        )
+    if outs is not None:
+        outs.extend(head_out.unbind(2))
+    return head_out.sum(2)
 
 
 def record_run(
@@ -180,20 +209,13 @@ def record_run(
         anchor = torch.zeros((), dtype=resid.dtype, device=resid.device, requires_grad=True)
         resid = resid + anchor
 
-    every_head = torch.arange(shape.n_heads, device=tokens.device)
-    residuals, all_qkv = {}, []
+    residuals, all_qkv, scratch = {}, [], Scratch()
     for layer in range(shape.n_layers):
         residuals[shape.attention_reads(layer)] = resid
-        qkv = layer_qkv(spec, layer, resid, groups.qkv[layer], watch).unflatten(2, (3, shape.n_heads))
+        qkv = layer_qkv(spec, layer, resid, groups.qkv[layer], watch, scratch).unflatten(2, (3, shape.n_heads))
         all_qkv.append(qkv)
-        head_out = attention_contributions(spec, layer, qkv, every_head)
-        first = first_head_sender(graph, layer)
-        if any(first + h in fixed for h in range(shape.n_heads)):
-            head_out = torch.stack(
-                [fixed[first + h].detach() if first + h in fixed else head_out[:, :, h] for h in range(shape.n_heads)], dim=2
-            )
-        outs.extend(head_out.unbind(2))
-        after_attention = resid + head_out.sum(2) + spec.attention_bias(layer)
+        heads_out = attention_output(spec, graph, layer, qkv, fixed, outs if watch is None else None)
+        after_attention = resid + heads_out + spec.attention_bias(layer)
         if shape.has_mlp:
             mlp_in = resid if shape.parallel_attn_mlp else after_attention
             residuals[shape.mlp_reads(layer)] = mlp_in

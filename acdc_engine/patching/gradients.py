@@ -23,12 +23,14 @@ from torch import Tensor
 from acdc_engine.patching.baseline import record_run
 from acdc_engine.patching.memory import available_memory, gradient_pass_elements_per_token
 from acdc_engine.patching.positions import add_at_positions, select_positions
+from acdc_engine.patching.qkv_gradients import FactoredGradients
 
 EdgePatcher = Any  # acdc_engine.patching.patcher.EdgePatcher (which imports this module)
 
-ChunkSink = Callable[[Tensor, Tensor, slice], None]
-"""Called with (receiver indices [R'], d metric / d their inputs [chunk, pos, R', d_model], the
-chunk's prompts) as the backward pass of a chunk computes each receiver group's gradient."""
+ChunkSink = Callable[[Tensor, FactoredGradients, slice], None]
+"""Called with (receiver indices [R'], d metric / d their inputs for the chunk's prompts
+(``FactoredGradients``), the chunk's prompts) as the backward pass of a chunk computes each
+receiver group's gradient."""
 
 GRADIENT_MEMORY_FRACTION = 0.5  # of the memory available after the patcher's tables, for one pass
 _PRODUCT_ELEMENTS = 2**26  # bound on the part of an operand converted to the score dtype at a time
@@ -99,7 +101,7 @@ def _chunk_pass(
     n_chunk, n_pos = final.shape[0], patcher.clean.shape[1]
     logits_grad = torch.zeros(n_chunk, n_pos, spec.cfg.d_model, dtype=patcher.dtype, device=patcher.device)
     add_at_positions(logits_grad, positions, final_grad)
-    watch(patcher.groups.logits, logits_grad[:, :, None], chunk)
+    watch(patcher.groups.logits, FactoredGradients.of_dense(logits_grad[None]), chunk)
     return logits.detach(), float(value.detach().sum())
 
 
@@ -130,3 +132,38 @@ def chunk_products(diff: Tensor, grads: Tensor, chunk: slice, dtype: torch.dtype
         sender_products(diff[:, prompt].reshape(n_senders, -1), grads[:, i].reshape(n_receivers, -1), dtype)
         for i, prompt in enumerate(range(chunk.start, chunk.stop))
     )
+
+
+class FactoredCorrections:
+    """The rank-one terms of factored gradients (``FactoredGradients``) that ``EdgePatcher.edge_scores``
+    leaves out while the backward pass runs, added to the scores after it: for sender s and receiver
+    r, -(diff_s . grad_r) gains sum over tokens t of centre_r[t] * sum_d diff_s[t] + along_r[t] *
+    (diff_s[t] . standardized[t]). Every layer's dot products with the senders come from one batched
+    product per chunk of prompts, which reads the senders' differences once."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[int, int], list[tuple[Tensor, int, Tensor | None, Tensor, Tensor]]] = {}
+
+    def hold(self, receivers: Tensor, n_senders: int, grad: FactoredGradients, chunk: slice) -> None:
+        """Keep the rank-one terms of ``grad`` (receivers [R'], contracted with the first
+        ``n_senders`` senders) for ``add_to``; gradients without them are not kept."""
+        if grad.along is not None:
+            terms = (receivers, n_senders, grad.centre, grad.along, grad.standardized)
+            self.held.setdefault((chunk.start, chunk.stop), []).append(terms)
+
+    def add_to(self, scores: Tensor, diff: Tensor) -> None:
+        """Add the held terms to scores [S, R] (in its dtype), with diff [S, n_prompts, pos, d_model]
+        the senders' out_u - out*_u."""
+        width, dtype = diff.shape[-1], scores.dtype
+        for (start, stop), held in self.held.items():
+            n_senders = max(terms[1] for terms in held)
+            senders = diff[:n_senders, start:stop].reshape(n_senders, -1, width).transpose(0, 1)  # [T, S', d_model]
+            standardized = [terms[4].reshape(-1, width) for terms in held]
+            columns = torch.stack([*standardized, torch.ones_like(standardized[0])], dim=2)  # [T, d_model, Q + 1]
+            dots = torch.bmm(senders, columns.to(diff.dtype)).to(dtype)  # [T, S', Q + 1]
+            for q, (receivers, n, centre, along, _) in enumerate(held):
+                added = dots[:, :n, q].T @ along.reshape(len(receivers), -1).T.to(dtype)
+                if centre is not None:
+                    added += dots[:, :n, -1].T @ centre.reshape(len(receivers), -1).T.to(dtype)
+                scores[:n, receivers] += added
+        self.held.clear()

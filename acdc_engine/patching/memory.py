@@ -111,13 +111,14 @@ def gradient_pass_elements_per_token(cfg: Any, *, n_tokens: int, n_positions: in
     """One forward and backward pass of ``EdgePatcher.gradient_pass``, elements per prompt token:
     per layer what autograd keeps for the backward pass (the pre-norm's input and statistics, once
     for the layer's receivers; their q/k/v, the attention scores and pattern, the MLP's
-    activations, ``_mlp_activations``, and a few residual-width tensors), then, while one layer's
-    receivers are handled, their gradients at the norm's output, taken back through it
-    (``Norm.input_gradients``, ``_norm_copies`` temporaries) and copied receiver-major, and the
-    logits at the metric's positions."""
+    activations, ``_mlp_activations``, a few residual-width tensors, and the norm's standardized input
+    that the edge scores' corrections hold), then, while one layer's q/k/v receivers are handled,
+    their gradients' [3H, d_model] factor (``acdc_engine.patching.qkv_gradients``, one tensor for
+    the pass) and two temporaries of that size where the gradients are formed densely (node and
+    neuron methods), and the logits at the metric's positions."""
     heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
-    per_layer = 2 * 3 * heads * d_head + 2 * heads * n_tokens + _mlp_activations(cfg) + 9 * d_model
-    one_layer = (2 + _norm_copies(cfg)) * 3 * heads * d_model
+    per_layer = 2 * 3 * heads * d_head + 2 * heads * n_tokens + _mlp_activations(cfg) + 10 * d_model
+    one_layer = 3 * 3 * heads * d_model
     return cfg.n_layers * per_layer + one_layer + 2 * n_positions * cfg.d_vocab / n_tokens
 
 

@@ -22,10 +22,11 @@ from acdc_engine.core.mask import CircuitMask
 from acdc_engine.patching.baseline import (
     ABLATIONS, Activations, Baseline, ReceiverGroups, check_mean_covers,
 )
-from acdc_engine.patching.gradients import chunk_products, gradient_pass
+from acdc_engine.patching.gradients import FactoredCorrections, chunk_products, gradient_pass
 from acdc_engine.patching.memory import available_memory, circuit_elements_per_token
 from acdc_engine.patching.pass_state import PassCache, PassState
 from acdc_engine.patching.positions import ReadPositions
+from acdc_engine.patching.qkv_gradients import FactoredGradients
 from acdc_engine.patching.self_check import SelfCheck, check_against_model
 from acdc_engine.patching.steps import attention_layer, logits_at, mlp_layer
 
@@ -237,8 +238,8 @@ class EdgePatcher:
         n_prompts, n_pos = self.clean.shape
         out = torch.zeros(n_prompts, n_pos, len(self.graph.receivers), self.spec.cfg.d_model, dtype=self.dtype, device=self.device)
 
-        def store(receivers: Tensor, grad: Tensor, chunk: slice) -> None:
-            out[chunk, :, receivers] = grad
+        def store(receivers: Tensor, grad: FactoredGradients, chunk: slice) -> None:
+            out[chunk, :, receivers] = grad.dense()
 
         return out, gradient_pass(self, metric, store, input_embeddings, fixed)
 
@@ -252,7 +253,8 @@ class EdgePatcher:
         u -> v, with g_v = d metric / d in_v as ``receiver_gradients`` takes it (same arguments).
 
         Each receiver group's gradient is contracted with the senders before it as the backward pass
-        computes it (``acdc_engine.patching.gradients.chunk_products``), so the gradients of all
+        computes it (``acdc_engine.patching.gradients.chunk_products``; the rank-one terms of
+        factored gradients after the pass, ``FactoredCorrections``), so the gradients of all
         receivers are never held at once. Returns (scores [n_senders, n_receivers] in at least
         float32 on the patcher's device, 0 where no edge exists; the metric's value).
         """
@@ -261,10 +263,14 @@ class EdgePatcher:
         scores = torch.zeros(len(self.graph.senders), len(self.graph.receivers), dtype=dtype, device=self.device)
         senders_before, receiver_layer = self.baseline.senders_before, self.graph.receiver_layer
 
-        def contract(receivers: Tensor, grad: Tensor, chunk: slice) -> None:
+        corrections = FactoredCorrections()
+
+        def contract(receivers: Tensor, grad: FactoredGradients, chunk: slice) -> None:
             n_senders = senders_before[receiver_layer[int(receivers[0])]]
-            scores[:n_senders, receivers] -= chunk_products(diff[:n_senders], grad.permute(2, 0, 1, 3), chunk, dtype)
+            scores[:n_senders, receivers] -= chunk_products(diff[:n_senders], grad.scaled, chunk, dtype)
+            corrections.hold(receivers, n_senders, grad, chunk)
 
         value = gradient_pass(self, metric, contract, input_embeddings, fixed)
+        corrections.add_to(scores, diff)
         exists = self.graph.edge_exists.to(self.device)
         return torch.where(exists, scores, torch.zeros((), dtype=dtype, device=self.device)), value
