@@ -369,9 +369,9 @@ def keep_rate(state: AcdcState) -> float:
     """The fraction of tested candidates kept so far, with one kept and one removed added (so it
     lies strictly between 0 and 1): the chance the next tested candidate is kept, as the
     speculation guesses it."""
-    tested = ~state.scores.edges.isnan()
-    tested_heads = ~state.scores.head_inputs.isnan()
-    kept = int((tested & state.kept.edges).sum()) + int((tested_heads & state.kept.head_inputs).sum())
+    tested = ~np.isnan(_readable(state.scores.edges))
+    tested_heads = ~np.isnan(_readable(state.scores.head_inputs))
+    kept = int((tested & _readable(state.kept.edges)).sum()) + int((tested_heads & _readable(state.kept.head_inputs)).sum())
     return (kept + 1) / (int(tested.sum()) + int(tested_heads.sum()) + 2)
 
 
@@ -386,13 +386,15 @@ def segment_keep_rate(state: AcdcState, candidates: list[Candidate], start: int)
     (the input's edges into layer 0, say) is then guessed kept, so a batch still decides several of
     them. It reads only the state, so a resumed run speculates as the uninterrupted one did."""
     kept = tested = 0
+    edge_scores, edges_kept = _readable(state.scores.edges), _readable(state.kept.edges)
+    head_scores, heads_kept = _readable(state.scores.head_inputs), _readable(state.kept.head_inputs)
     for candidate in reversed(candidates[:start]):
         if tested == RECENT_DECISIONS:
             break
         if candidate.edge is not None:
-            score, in_circuit = state.scores.edges[candidate.edge], state.kept.edges[candidate.edge]
+            score, in_circuit = edge_scores[candidate.edge], edges_kept[candidate.edge]
         else:
-            score, in_circuit = state.scores.head_inputs[candidate.head_input], state.kept.head_inputs[candidate.head_input]
+            score, in_circuit = head_scores[candidate.head_input], heads_kept[candidate.head_input]
         if not math.isnan(float(score)):
             tested += 1
             kept += bool(in_circuit)
@@ -544,6 +546,11 @@ def _set_mask(candidate: Candidate, kept: bool, mask: CircuitMask) -> None:
         _writable(mask.edges)[candidate.edge] = kept
     else:
         _writable(mask.head_inputs)[candidate.head_input] = kept
+
+
+def _readable(tensor: Tensor) -> np.ndarray:
+    """``tensor``'s values as a numpy array (a CPU tensor's own memory, else a copy)."""
+    return tensor.detach().numpy() if tensor.device.type == "cpu" else tensor.detach().cpu().numpy()
 
 
 def _writable(tensor: Tensor) -> Tensor | np.ndarray:
