@@ -230,9 +230,11 @@ def run_acdc(
     circuit the one that decides a candidate if the guessed decisions (kept or removed) of the
     candidates before it come true; the most likely guesses go in first (``_speculate``). Walking
     from the root, each decision picks the branch the sequential algorithm takes, so every decision
-    is exactly its; the walk stops where the branch taken is not in the batch, and the circuits
-    off the path (computed on wrong guesses) are discarded. The window (circuits per batch, at most
-    ``batch_size``) adapts to how far batches get (``_decide``). Any window gives the same circuit.
+    is exactly its; the walk stops where the branch taken is not in the batch. The circuits off the
+    path (computed on wrong guesses) decide nothing; they hint at their candidates' decisions for
+    later batches' guesses (``AcdcState.hints``). The window (circuits per batch, at most
+    ``batch_size``) adapts to how far batches get (``_decide``). Any window or hint gives the same
+    circuit.
     ``stop_after`` visits only that many candidates of the order (benchmarks time a prefix); the
     rest stay in the circuit untested.
     Near-ties are decided on lone evaluations. The engine's patched pass gives a circuit the same
