@@ -37,6 +37,19 @@ def test_all_edges_absent_reproduces_corrupted_logits(attn_only):
     torch.testing.assert_close(patcher.logits(CircuitMask(*empty_masks(graph))), model(task.corrupted), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("attn_only", [True, False], ids=["attn_only", "with_mlps"])
+def test_a_circuit_without_edges_skips_the_layers_and_gives_the_bits_of_a_batch_that_computes_them(attn_only):
+    """A pass whose masks keep no edge computes no layer; the circuit's logits are the bits it has
+    in a batch beside a circuit that keeps edges (whose pass computes every layer)."""
+    model = small_model(attn_only, seed=4, dtype=torch.float32)
+    graph, patcher = patcher_for(model, random_task(seed=4))
+    edges, heads = empty_masks(graph)
+    alone = patcher.logits(CircuitMask(edges, heads))
+    batched = patcher.logits(CircuitMask(torch.stack([edges, graph.edge_exists]), torch.stack([heads, ~heads])))
+    assert torch.equal(alone, batched[0])
+    assert not torch.equal(batched[0], batched[1])  # the other circuit's pass computed its layers
+
+
 def random_masks(graph, generator, keep=0.5):
     edges = (torch.rand(graph.edge_exists.shape, generator=generator) < keep) & graph.edge_exists
     heads = torch.rand(graph.full_head_input_mask().shape, generator=generator) < keep + 0.3

@@ -6,6 +6,7 @@ subprocess) runs discovery with ``Checkpointer.save`` wrapped so that the proces
 after the save the test names; the parent then resumes from the file left behind.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import sys
 import traceback
 
 from operator import attrgetter
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +30,8 @@ from acdc_engine.formats.drawing import write_drawings
 from acdc_engine.formats.atomic_files import atomic_write_bytes
 from acdc_engine.methods.acdc import AcdcState, run_acdc, visiting_order, visiting_segments
 from acdc_engine.models import load_model
+from acdc_engine.measure.metrics import kl_divergence
+from acdc_engine.patching import EdgePatcher
 from acdc_engine.formats.circuit_file import circuit_to_dict, save_circuit
 
 THRESHOLD = 0.005
@@ -227,6 +231,60 @@ def test_checkpoint_round_trips_the_state_exactly(tmp_path):
         assert getattr(loaded.state, name) == getattr(state, name), name
     for name in ("kept.edges", "kept.head_inputs", "scores.edges", "scores.head_inputs"):
         assert torch.equal(attrgetter(name)(loaded.state).nan_to_num(-1), attrgetter(name)(state).nan_to_num(-1)), name
+
+
+def test_checkpoint_round_trips_the_speculation_hints(tmp_path):
+    graph = build_graph(small_config(attn_only=False))
+    full = graph.full_mask()
+    state = AcdcState(visited=3, kept=full, scores=Scores.unscored(full), cur=0.5, metric_full=0.25, forward_passes=2,
+                      candidates_tested=3, window=4, batch_size=8, hints={5: True, 7: False, 40: True})
+    model, task = setting()
+    path = tmp_path / "c.safetensors"
+    atomic_write_bytes(path, checkpoint_bytes(state, fingerprint({}, model, task), seconds=0.0))
+    assert load_checkpoint(path).state.hints == {5: True, 7: False, 40: True}
+    atomic_write_bytes(path, checkpoint_bytes(dataclasses.replace(state, hints={}), fingerprint({}, model, task), seconds=0.0))
+    assert load_checkpoint(path).state.hints == {}
+
+
+class KeepEverySave:
+    """A ``Checkpointing`` that is due after every batch and keeps each saved state's file contents."""
+
+    def __init__(self, fingerprint_):
+        self.path, self.fingerprint, self.files = Path("in memory"), fingerprint_, []
+
+    def due(self, visited):
+        return True
+
+    def save(self, state):
+        self.files.append(checkpoint_bytes(state, self.fingerprint, seconds=0.0))
+
+
+def test_resumed_from_any_save_the_run_repeats_the_uninterrupted_ones_passes(tmp_path):
+    """The speculation's hints travel in the checkpoint: a run resumed from any of its saves makes
+    the uninterrupted run's decisions with the same scores in the same number of passes."""
+    model, task = setting()
+    graph = build_graph(model.cfg)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions)
+    metric = kl_divergence(patcher.logits(graph.full_mask()))
+
+    def evaluate(masks, start_layer):
+        return metric(patcher.logits(masks, start_layer)).double()
+
+    saves = KeepEverySave(fingerprint({}, model, task))
+    straight = run_acdc(graph, evaluate, THRESHOLD, batch_size=8, progress=False, checkpointer=saves)
+    states = []
+    for n, contents in enumerate(saves.files[:-1]):
+        (tmp_path / f"{n}.safetensors").write_bytes(contents)
+        states.append(load_checkpoint(tmp_path / f"{n}.safetensors").state)
+    with_hints = [state for state in states if state.hints]
+    assert with_hints  # the speculation learned hints, so their saving is exercised
+    for state in states:
+        resumed = run_acdc(graph, evaluate, THRESHOLD, batch_size=8, progress=False, resume=state)
+        assert torch.equal(resumed.kept.edges, straight.kept.edges) and torch.equal(resumed.kept.head_inputs, straight.kept.head_inputs)
+        assert torch.equal(resumed.scores.edges.nan_to_num(-1), straight.scores.edges.nan_to_num(-1))
+        assert torch.equal(resumed.scores.head_inputs.nan_to_num(-1), straight.scores.head_inputs.nan_to_num(-1))
+        assert (resumed.forward_passes, resumed.candidates_tested, resumed.metric_final) == (
+            straight.forward_passes, straight.candidates_tested, straight.metric_final)
 
 
 def test_a_file_that_is_not_a_checkpoint_is_rejected_naming_it(tmp_path):

@@ -80,6 +80,9 @@ class AcdcState:
     cur_source: (mask, start layer) of the circuit ``cur`` was measured on
         when that value came from a batch of several circuits (see ``run_acdc`` on near-ties);
         None when it is the value a lone evaluation gives.
+    hints: {visiting-order index: kept} for candidates not yet visited, the decision a circuit
+        computed on a wrong guess gave them (``_learn_hints``); the speculation trusts them
+        (``HINT_TRUST``). Like the window they change the number of passes, never the circuit.
     """
 
     visited: int
@@ -92,6 +95,7 @@ class AcdcState:
     window: int
     batch_size: int
     cur_source: tuple[CircuitMask, int] | None = None
+    hints: dict[int, bool] = dataclasses.field(default_factory=dict)
 
     def check_fits(self, graph: Graph, n_candidates: int) -> None:
         """AcdcError unless the masks have ``graph``'s shapes and ``visited`` <= ``n_candidates``."""
@@ -226,9 +230,11 @@ def run_acdc(
     circuit the one that decides a candidate if the guessed decisions (kept or removed) of the
     candidates before it come true; the most likely guesses go in first (``_speculate``). Walking
     from the root, each decision picks the branch the sequential algorithm takes, so every decision
-    is exactly its; the walk stops where the branch taken is not in the batch, and the circuits
-    off the path (computed on wrong guesses) are discarded. The window (circuits per batch, at most
-    ``batch_size``) adapts to how far batches get (``_decide``). Any window gives the same circuit.
+    is exactly its; the walk stops where the branch taken is not in the batch. The circuits off the
+    path (computed on wrong guesses) decide nothing; they hint at their candidates' decisions for
+    later batches' guesses (``AcdcState.hints``). The window (circuits per batch, at most
+    ``batch_size``) adapts to how far batches get (``_decide``). Any window or hint gives the same
+    circuit.
     ``stop_after`` visits only that many candidates of the order (benchmarks time a prefix); the
     rest stay in the circuit untested.
     Near-ties are decided on lone evaluations. The engine's patched pass gives a circuit the same
@@ -277,9 +283,9 @@ def _visit(
         return
     moot = [state.is_moot(graph, c) or _is_skipped(c, skip) for c in candidates]
     while i < len(candidates):
-        batch = _speculate(state, candidates, moot, i)
+        batch = _speculate(state, candidates, moot, i, offset)
         try:
-            next_i = _decide(state, batch, candidates, start_layer, evaluate, threshold)
+            next_i = _decide(state, batch, candidates, start_layer, evaluate, threshold, offset)
         except _NonFiniteMetric as stop:  # stop, saving the circuit before this candidate
             state.visited = offset + stop.resume_at
             bar.close()
@@ -322,6 +328,7 @@ def _resumed(graph: Graph, saved: AcdcState, batch_size: int, limit: int) -> Acd
         saved,
         kept=saved.kept.clone(),
         scores=saved.scores.clone(),
+        hints=dict(saved.hints),
         window=max(1, min(batch_size, saved.window)),
         batch_size=batch_size,
     )
@@ -354,14 +361,19 @@ MIN_WINDOW = 4
 """The fewest circuits a batch may hold after a batch that stopped short (when ``batch_size``
 allows): below it the fixed cost of a pass dominates on every benchmark case."""
 
+HINT_TRUST = 0.9
+"""The chance the speculation gives a candidate's hinted decision (``AcdcState.hints``): a
+candidate's decision rarely changes with the decisions just before it, so a circuit computed on a
+wrong guess usually predicts it."""
+
 
 def keep_rate(state: AcdcState) -> float:
     """The fraction of tested candidates kept so far, with one kept and one removed added (so it
     lies strictly between 0 and 1): the chance the next tested candidate is kept, as the
     speculation guesses it."""
-    tested = ~state.scores.edges.isnan()
-    tested_heads = ~state.scores.head_inputs.isnan()
-    kept = int((tested & state.kept.edges).sum()) + int((tested_heads & state.kept.head_inputs).sum())
+    tested = ~np.isnan(_readable(state.scores.edges))
+    tested_heads = ~np.isnan(_readable(state.scores.head_inputs))
+    kept = int((tested & _readable(state.kept.edges)).sum()) + int((tested_heads & _readable(state.kept.head_inputs)).sum())
     return (kept + 1) / (int(tested.sum()) + int(tested_heads.sum()) + 2)
 
 
@@ -376,25 +388,28 @@ def segment_keep_rate(state: AcdcState, candidates: list[Candidate], start: int)
     (the input's edges into layer 0, say) is then guessed kept, so a batch still decides several of
     them. It reads only the state, so a resumed run speculates as the uninterrupted one did."""
     kept = tested = 0
+    edge_scores, edges_kept = _readable(state.scores.edges), _readable(state.kept.edges)
+    head_scores, heads_kept = _readable(state.scores.head_inputs), _readable(state.kept.head_inputs)
     for candidate in reversed(candidates[:start]):
         if tested == RECENT_DECISIONS:
             break
         if candidate.edge is not None:
-            score, in_circuit = state.scores.edges[candidate.edge], state.kept.edges[candidate.edge]
+            score, in_circuit = edge_scores[candidate.edge], edges_kept[candidate.edge]
         else:
-            score, in_circuit = state.scores.head_inputs[candidate.head_input], state.kept.head_inputs[candidate.head_input]
+            score, in_circuit = head_scores[candidate.head_input], heads_kept[candidate.head_input]
         if not math.isnan(float(score)):
             tested += 1
             kept += bool(in_circuit)
     return (kept + 2 * keep_rate(state)) / (tested + 2)
 
 
-def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], start: int) -> _Batch:
-    """The next batch: the ``state.window`` most likely circuits to be needed next (best first:
-    a circuit's chance is the product of its guessed decisions' chances under
-    ``segment_keep_rate``), so
-    that one pass decides as many candidates as the guesses allow. With every guess "removed" this
-    is the chain of circuits with candidates ``start``.. removed one after another."""
+def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], start: int, offset: int) -> _Batch:
+    """The next batch from segment index ``start`` (the segment starts at ``offset`` in the
+    visiting order): the ``state.window`` most likely circuits to be needed next (best first: a
+    circuit's chance is the product of its guessed decisions' chances, ``HINT_TRUST`` for a
+    candidate's hint, else ``segment_keep_rate``), so that one pass decides as many candidates as
+    the guesses allow. With every guess "removed" this is the chain of circuits with candidates
+    ``start``.. removed one after another."""
     tested, complete = [], True
     for j in range(start, len(candidates)):
         if not moot[j]:
@@ -404,7 +419,9 @@ def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], 
             tested.append(j)
     if not tested:
         return _Batch(start, [], True, {}, [])
-    p_keep = segment_keep_rate(state, candidates, start)
+    rate = segment_keep_rate(state, candidates, start)
+    hints = [state.hints.get(offset + k) for k in tested]
+    p_keeps = [rate if hint is None else HINT_TRUST if hint else 1 - HINT_TRUST for hint in hints]
     nodes: dict[tuple[bool, ...], int] = {}
     circuits: list[CircuitMask] = []
     # (-chance, order, guesses, the parent's circuit (the state's for the root)), likeliest first
@@ -421,6 +438,7 @@ def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], 
         nodes[guesses] = len(circuits)
         circuits.append(circuit)
         if n + 1 < len(tested):
+            p_keep = p_keeps[n]
             for guess, chance in ((False, 1 - p_keep), (True, p_keep)):
                 heapq.heappush(frontier, (negative_chance * chance, order, guesses + (guess,), circuit))
                 order += 1
@@ -436,21 +454,23 @@ class _NonFiniteMetric(Exception):
 
 
 def _decide(
-    state: AcdcState, batch: _Batch, candidates: list[Candidate], start_layer: int, evaluate: Evaluate, threshold: float
+    state: AcdcState, batch: _Batch, candidates: list[Candidate], start_layer: int, evaluate: Evaluate,
+    threshold: float, offset: int,
 ) -> int:
-    """Measure the batch and take the sequential algorithm's decisions from it, updating ``state``;
-    returns the segment index of the next candidate to visit.
+    """Measure the batch and take the sequential algorithm's decisions from it, updating ``state``
+    (its hints too, ``_learn_hints``); returns the segment index of the next candidate to visit.
 
     From the root, each circuit whose guesses all came true decides its candidate: a removal stays
     when it raises the metric by less than ``threshold``. The walk stops at the first decision
-    whose circuit is not in the batch. The window doubles after a batch that reached the end of
-    the segment, else becomes the number of decisions the batch gave less one, at least
+    whose circuit is not in the batch. The window doubles after a batch that decided every
+    candidate it held, else becomes the number of decisions the batch gave less one, at least
     ``MIN_WINDOW`` (at most ``batch_size`` either way).
     """
     if not batch.tested:  # only moot candidates: removed untested
         _remove_rest(state, candidates, batch.start)
         return len(candidates)
     values = state.measure(evaluate, CircuitMask.stack(batch.circuits), start_layer)
+    cur_before = state.cur
     batched = len(values) > 1
     guesses: tuple[bool, ...] = ()
     resume_at = batch.start
@@ -476,12 +496,40 @@ def _decide(
             state.cur_source = None if lone else (circuit, start_layer)
         guesses += (kept,)
         resume_at = k + 1
-    if batch.complete and len(guesses) == len(batch.tested):  # the rest of the segment is moot
+    state.hints = _learn_hints(state.hints, batch, values, cur_before, guesses, threshold, offset, offset + resume_at)
+    decided_all = len(guesses) == len(batch.tested)
+    state.window = min(state.batch_size, 2 * state.window if decided_all else max(MIN_WINDOW, len(guesses) - 1))
+    if batch.complete and decided_all:  # the rest of the segment is moot
         _remove_rest(state, candidates, resume_at)
-        state.window = min(state.batch_size, 2 * state.window)
         return len(candidates)
-    state.window = min(state.batch_size, max(MIN_WINDOW, len(guesses) - 1))
     return resume_at
+
+
+def _learn_hints(
+    hints: dict[int, bool], batch: _Batch, values: list[float], cur: float, taken: tuple[bool, ...], threshold: float,
+    offset: int, visited: int,
+) -> dict[int, bool]:
+    """``hints`` for the candidates from visiting-order index ``visited`` on, updated from the
+    batch's circuits off the path its walk took (decisions ``taken``; ``cur``: the metric before
+    the batch): such a circuit decides its candidate as the sequential algorithm would had the
+    guesses before it come true, so that decision is the candidate's hint (from the circuit whose
+    guesses agree longest with ``taken``, the first such in the batch; it replaces an older hint)."""
+    learned: dict[int, tuple[int, bool]] = {}  # visiting-order index -> (agreement, kept)
+    for guesses, index in batch.nodes.items():
+        n = len(guesses)
+        if n < len(taken):  # its candidate was decided by this batch
+            continue
+        agree = next((j for j in range(min(n, len(taken))) if guesses[j] != taken[j]), n)
+        context = cur  # the metric of the circuit its candidate is removed from: the last guessed removal's
+        for j in range(n):
+            if not guesses[j]:
+                context = values[batch.nodes[guesses[:j]]]
+        k = offset + batch.tested[n]
+        if k not in learned or agree > learned[k][0]:
+            learned[k] = (agree, values[index] - context >= threshold)
+    updated = {k: kept for k, kept in hints.items() if k >= visited}
+    updated.update({k: kept for k, (_, kept) in learned.items()})
+    return updated
 
 
 def _remove_rest(state: AcdcState, candidates: list[Candidate], start: int) -> None:
@@ -500,6 +548,11 @@ def _set_mask(candidate: Candidate, kept: bool, mask: CircuitMask) -> None:
         _writable(mask.edges)[candidate.edge] = kept
     else:
         _writable(mask.head_inputs)[candidate.head_input] = kept
+
+
+def _readable(tensor: Tensor) -> np.ndarray:
+    """``tensor``'s values as a numpy array (a CPU tensor's own memory, else a copy)."""
+    return tensor.detach().numpy() if tensor.device.type == "cpu" else tensor.detach().cpu().numpy()
 
 
 def _writable(tensor: Tensor) -> Tensor | np.ndarray:

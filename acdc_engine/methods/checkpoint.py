@@ -7,7 +7,10 @@ so a kill at any moment leaves the previous checkpoint or the new one, never a m
     tensors   edge_kept [S, R] bool, head_input_kept [L, H, 3] bool,
               edge_scores [S, R] float64, head_input_scores [L, H, 3] float64 (NaN: not tested),
               metrics [2] float64: (cur, metric_full), the exact values later decisions compare with,
-              cur_source_edges, cur_source_heads (only when ``cur`` came from a batch): its circuit
+              cur_source_edges, cur_source_heads (only when ``cur`` came from a batch): its circuit,
+              hint_positions [n] int64, hint_kept [n] bool (only when there are hints,
+              ``AcdcState.hints``): visiting-order indices and their hinted decisions (a file
+              without them resumes with none: the same circuit, perhaps after other passes)
     metadata  format "acdc-engine/checkpoint", version "1",
               state: JSON {position (``AcdcState.visited``), forward_passes, candidates_tested, window,
                            batch_size, seconds, cur_source_start_layer (null when cur came from a
@@ -172,6 +175,10 @@ def checkpoint_bytes(state: AcdcState | MaskTrainingState, fingerprint: Fingerpr
     if state.cur_source is not None:
         tensors["cur_source_edges"] = state.cur_source[0].edges.detach().to("cpu").clone()  # may share the circuit's memory
         tensors["cur_source_heads"] = state.cur_source[0].head_inputs.detach().to("cpu").clone()
+    if state.hints:
+        positions = sorted(state.hints)
+        tensors["hint_positions"] = torch.tensor(positions, dtype=torch.int64)
+        tensors["hint_kept"] = torch.tensor([state.hints[k] for k in positions], dtype=torch.bool)
     counters = {
         "position": state.visited,  # the file's name for it since version 1
         "forward_passes": state.forward_passes,
@@ -235,6 +242,7 @@ def _acdc_state(tensors: dict[str, torch.Tensor], counters: dict[str, Any]) -> A
         window=int(counters["window"]),
         batch_size=int(counters["batch_size"]),
         cur_source=_cur_source(tensors, counters.get("cur_source_start_layer")),
+        hints=_hints(tensors),
     )
 
 
@@ -246,6 +254,15 @@ def _cur_source(tensors: dict[str, torch.Tensor], start_layer: int | None) -> tu
     if start_layer is None:
         return None
     return CircuitMask(tensors["cur_source_edges"].bool(), tensors["cur_source_heads"].bool()), int(start_layer)
+
+
+def _hints(tensors: dict[str, torch.Tensor]) -> dict[int, bool]:
+    if "hint_positions" not in tensors:
+        return {}
+    positions, kept = tensors["hint_positions"].tolist(), tensors["hint_kept"].tolist()
+    if len(positions) != len(kept):
+        raise ValueError("hint_positions and hint_kept differ in length")
+    return {int(k): bool(v) for k, v in zip(positions, kept)}
 
 
 def resume_state(path: str | Path, now: Fingerprint) -> Checkpoint:

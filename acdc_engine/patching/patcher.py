@@ -186,13 +186,15 @@ class EdgePatcher:
         or MLP all of whose receivers are like it, is computed once for the batch (or taken from
         an earlier pass that computed it from the same values, ``PassCache``); the rest per
         circuit. Either way a circuit's values are the same float bits as when it is evaluated
-        alone (tests check this bit for bit).
+        alone (tests check this bit for bit). Masks that keep no edge at all skip the layers.
         """
         spec, graph, groups = self.spec, self.graph, self._cpu_groups
         n_fixed = self.baseline.senders_before[graph.shape.attention_reads(start_layer)]
         state = PassState(self.baseline, edge_mask.numpy(), start_layer, n_fixed, self.dtype, self._cache, self._pass_positions)
         keep = head_input_mask.permute(0, 1, 3, 2).numpy()  # [C, layer, 3, h]
-        for layer in range(start_layer, graph.shape.n_layers):
+        # with no edge kept anywhere the logits read the all-removed input alone, nothing the layers compute
+        layers = range(start_layer, graph.shape.n_layers) if state.kept.any() else range(0)
+        for layer in layers:
             attention_layer(spec, graph, groups, state, layer, keep[:, layer])
             if graph.shape.has_mlp:
                 mlp_layer(spec, graph, groups, state, layer)
