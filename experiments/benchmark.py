@@ -16,7 +16,8 @@ decisions_per_second, and
   ``BENCHMARK_COUNT_FLOPS=0``),
   identical_to_naive (the fast engine's decisions equal the naive reference's on every candidate
   both tested), achieved_gflops and matmul_fraction (of the measured rate). Runs shorter than 5 s
-  also give warm_best_seconds: the best of two more runs (the first pays first-call costs; the
+  also give warm_best_seconds: the best of 2 to 10 more runs, as many as take about 5 s
+  (``warm_runs``; the first pays first-call costs; the
   engine builds its pass again in each). Where a full naive run would take too long, it runs a
   stated prefix of the visiting order (``prefix_tests``) and ``extrapolated_seconds`` scales its
   time to all candidates (the naive cost per test does not depend on the position in the order).
@@ -154,21 +155,24 @@ def flops_of(fn) -> int:
 
 
 WARM_REPEATS_BELOW_S = 5.0
+WARM_REPEATS_MAX = 10
 FLOP_COUNT_BELOW_S = 600.0  # a longer run is not repeated to count its FLOPs
 
 
 def warm_best_seconds(run, first_seconds: float, device: str) -> dict:
-    """For a run shorter than ``WARM_REPEATS_BELOW_S``: the best of two more (warm) runs, as
-    ``{"warm_best_seconds": s}`` (the first run also pays first-call costs); else ``{}``."""
+    """For a run shorter than ``WARM_REPEATS_BELOW_S``: the best of more (warm) runs, as
+    ``{"warm_best_seconds": s, "warm_runs": n}`` (the first run also pays first-call costs); else
+    ``{}``. As many runs as take about ``WARM_REPEATS_BELOW_S`` in all, 2 to ``WARM_REPEATS_MAX``:
+    on a shared machine the best of a few short runs swings by 15% or more."""
     if first_seconds >= WARM_REPEATS_BELOW_S:
         return {}
-    best = math.inf
-    for _ in range(2):
+    best, repeats = math.inf, max(2, min(WARM_REPEATS_MAX, int(WARM_REPEATS_BELOW_S / max(first_seconds, 1e-3))))
+    for _ in range(repeats):
         start = time.perf_counter()
         run()
         synchronize(device)
         best = min(best, time.perf_counter() - start)
-    return {"warm_best_seconds": round(best, 3)}
+    return {"warm_best_seconds": round(best, 3), "warm_runs": repeats}
 
 
 def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fast_candidates: int | None = None) -> dict:

@@ -139,9 +139,10 @@ def layer_qkv(
     projection one by one and their gradients back through the norm with ``Norm.input_gradients``."""
     n_prompts, n_pos = resid.shape[:2]
     every_qkv = torch.arange(len(receivers), device=resid.device)
-    if watch is None:
-        return spec.qkv(layer, resid[:, :, None, :].expand(n_prompts, n_pos, len(receivers), -1), every_qkv)
     attn, norm = spec.blocks[layer].attn, spec.blocks[layer].ln1
+    if watch is None:  # the norm of each row is the same alone and among others: normed once
+        normed = resid if norm is None else norm(resid)
+        return attn.qkv(normed[:, :, None, :].expand(n_prompts, n_pos, len(receivers), -1), every_qkv)
     if attn.cfg.qk_norm != "full":
         projections = watched_qkv(attn, norm, resid, lambda factored: watch(receivers, factored), scratch or Scratch())
         return attn.qk_normed(projections, None, every_qkv).view(len(receivers), n_prompts, n_pos, -1).movedim(0, 2)
