@@ -15,7 +15,7 @@ With one chunk (the task fits) nothing is held constant, and any metric is exact
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 from torch import Tensor
@@ -134,6 +134,16 @@ def chunk_products(diff: Tensor, grads: Tensor, chunk: slice, dtype: torch.dtype
     )
 
 
+class _HeldTerms(NamedTuple):
+    """A receiver group's rank-one terms (``FactoredGradients``) held for ``FactoredCorrections``."""
+
+    receivers: Tensor  # [R']
+    n_senders: int  # the senders before the group
+    centre: Tensor | None  # [R', chunk, pos]
+    along: Tensor  # [R', chunk, pos]
+    standardized: Tensor  # [chunk, pos, d_model]
+
+
 class FactoredCorrections:
     """The rank-one terms of factored gradients (``FactoredGradients``) that ``EdgePatcher.edge_scores``
     leaves out while the backward pass runs, added to the scores after it: for sender s and receiver
@@ -142,13 +152,13 @@ class FactoredCorrections:
     product per chunk of prompts, which reads the senders' differences once."""
 
     def __init__(self) -> None:
-        self.held: dict[tuple[int, int], list[tuple[Tensor, int, Tensor | None, Tensor, Tensor]]] = {}
+        self.held: dict[tuple[int, int], list[_HeldTerms]] = {}  # by chunk (start, stop)
 
     def hold(self, receivers: Tensor, n_senders: int, grad: FactoredGradients, chunk: slice) -> None:
         """Keep the rank-one terms of ``grad`` (receivers [R'], contracted with the first
         ``n_senders`` senders) for ``add_to``; gradients without them are not kept."""
         if grad.along is not None:
-            terms = (receivers, n_senders, grad.centre, grad.along, grad.standardized)
+            terms = _HeldTerms(receivers, n_senders, grad.centre, grad.along, grad.standardized)
             self.held.setdefault((chunk.start, chunk.stop), []).append(terms)
 
     def add_to(self, scores: Tensor, diff: Tensor) -> None:
@@ -156,12 +166,12 @@ class FactoredCorrections:
         the senders' out_u - out*_u."""
         width, dtype = diff.shape[-1], scores.dtype
         for (start, stop), held in self.held.items():
-            n_senders = max(terms[1] for terms in held)
+            n_senders = max(terms.n_senders for terms in held)
             senders = diff[:n_senders, start:stop].reshape(n_senders, -1, width).transpose(0, 1)  # [T, S', d_model]
-            standardized = [terms[4].reshape(-1, width) for terms in held]
+            standardized = [terms.standardized.reshape(-1, width) for terms in held]
             columns = torch.stack([*standardized, torch.ones_like(standardized[0])], dim=2)  # [T, d_model, Q + 1]
             dots = torch.bmm(senders, columns.to(diff.dtype)).to(dtype)  # [T, S', Q + 1]
-            for q, (receivers, n, centre, along, _) in enumerate(held):
+            for q, (receivers, n, centre, along, _) in enumerate(held):  # _HeldTerms
                 added = dots[:, :n, q].T @ along.reshape(len(receivers), -1).T.to(dtype)
                 if centre is not None:
                     added += dots[:, :n, -1].T @ centre.reshape(len(receivers), -1).T.to(dtype)
