@@ -33,6 +33,26 @@ def batch_matmul(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b)
 
 
+SHORT_KEY_ROW = 16
+"""float32 score rows shorter than this are softmaxed padded to this length on the CPU
+(``key_softmax``): torch's CPU kernel takes a scalar path, about ten times slower, for float32 rows
+shorter than its vector width (16 lanes under AVX-512)."""
+
+
+def key_softmax(scores: Tensor, dtype: torch.dtype) -> Tensor:
+    """Softmax of ``scores`` [..., keys] over the keys, computed in ``dtype``. On the CPU a float32
+    row (of a float32 model) shorter than ``SHORT_KEY_ROW`` is computed padded to that length with
+    the masked score (the dtype's lowest), whose exp is an exact zero: the same probabilities up to
+    rounding (the padded kernel sums the row in another order), the same for a row whatever the
+    batch. A float64 model's softmax, even one computed in float32, is left as the model has it."""
+    n_keys = scores.shape[-1]
+    if scores.dtype != torch.float32 or dtype != torch.float32 or n_keys >= SHORT_KEY_ROW or scores.device.type != "cpu":
+        return torch.softmax(scores, dim=-1, dtype=dtype)
+    padded = scores.new_full((*scores.shape[:-1], SHORT_KEY_ROW), torch.finfo(scores.dtype).min)
+    padded[..., :n_keys] = scores
+    return torch.softmax(padded, dim=-1, dtype=dtype)[..., :n_keys]
+
+
 def _weight(*shape: int) -> nn.Parameter:
     return nn.Parameter(torch.zeros(*shape), requires_grad=False)
 
@@ -232,7 +252,7 @@ class Attention(nn.Module):
             scores = torch.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
         hidden = self.hidden(n_pos, q.device)
         scores = scores.masked_fill_(hidden if query_positions is None else hidden[query_positions], torch.finfo(scores.dtype).min)
-        pattern = torch.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype, cfg.upcast)).to(q.dtype)
+        pattern = key_softmax(scores, compute_dtype(scores.dtype, cfg.upcast)).to(q.dtype)
         if pattern_hook is not None:
             pattern = pattern_hook(pattern.view(n_instances, n_prompts, n_queries, n_pos)).reshape(-1, n_queries, n_pos)
         z = batch_matmul(pattern.contiguous(), v.contiguous())  # [I * b, q, d_head]

@@ -462,9 +462,9 @@ def _decide(
 
     From the root, each circuit whose guesses all came true decides its candidate: a removal stays
     when it raises the metric by less than ``threshold``. The walk stops at the first decision
-    whose circuit is not in the batch. The window doubles after a batch that decided every
-    candidate it held, else becomes the number of decisions the batch gave less one, at least
-    ``MIN_WINDOW`` (at most ``batch_size`` either way).
+    whose circuit is not in the batch. After a wrong guess (the batch held the other branch of the
+    walk's last step) the window becomes the number of decisions the batch gave less one, at least
+    ``MIN_WINDOW``; else (every guess the walk met came true) it doubles; at most ``batch_size``.
     """
     if not batch.tested:  # only moot candidates: removed untested
         _remove_rest(state, candidates, batch.start)
@@ -498,7 +498,9 @@ def _decide(
         resume_at = k + 1
     state.hints = _learn_hints(state.hints, batch, values, cur_before, guesses, threshold, offset, offset + resume_at)
     decided_all = len(guesses) == len(batch.tested)
-    state.window = min(state.batch_size, 2 * state.window if decided_all else max(MIN_WINDOW, len(guesses) - 1))
+    # a wrong guess: the batch held the branch not taken at the walk's last step
+    missed = bool(guesses) and not decided_all and guesses[:-1] + (not guesses[-1],) in batch.nodes
+    state.window = min(state.batch_size, max(MIN_WINDOW, len(guesses) - 1) if missed else 2 * state.window)
     if batch.complete and decided_all:  # the rest of the segment is moot
         _remove_rest(state, candidates, resume_at)
         return len(candidates)

@@ -25,6 +25,7 @@ their values); only the mask rows a product needs go to the device.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -54,7 +55,9 @@ class ReceiverInputs:
     (for varying receivers: the same versions of the senders they keep, ``PassState.versions``)
     have the same input, computed once as one *value*; slots of the same receiver and value are
     one *pair* (their q/k/v are the same).
-    values [U, n_prompts, P, d_model] or None: the distinct inputs.
+    values [U, n_prompts, P, d_model] or None: the distinct inputs (None when no receiver keeps
+        an edge). Where every sender they read is fixed they are computed when first read, or only
+        some of them (``values_of``).
     pair_receiver, pair_value [Q]: each pair's receiver (its position in the group) and value.
     slot_pair [Ra + C * Rv]: the pair of each slot.
     value_rows [U, senders] bool or None: each value's mask row, when every sender the values
@@ -63,11 +66,12 @@ class ReceiverInputs:
 
     varies: np.ndarray
     active: np.ndarray
-    values: Tensor | None = None
+    computed: Tensor | None = None
     pair_receiver: np.ndarray | None = None
     pair_value: list[int] | None = None
     slot_pair: np.ndarray | None = None
     value_rows: np.ndarray | None = None
+    compute: Callable[[np.ndarray], Tensor] | None = None  # value indices [k] -> those values, when not computed
 
     @property
     def n_active(self) -> int:
@@ -76,6 +80,20 @@ class ReceiverInputs:
     @property
     def n_varies(self) -> int:
         return int(self.varies.sum())
+
+    @property
+    def values(self) -> Tensor | None:
+        if self.computed is None and self.compute is not None:
+            self.computed = self.compute(np.arange(len(self.value_rows)))
+        return self.computed
+
+    def values_of(self, which: np.ndarray) -> Tensor:
+        """Values ``which`` [k] (indices), [k, n_prompts, P, d_model]: the same float bits as in
+        ``values``, computed alone when ``values`` has not been."""
+        if self.computed is None and self.compute is not None and len(which) < len(self.value_rows):
+            return self.compute(which)
+        values = self.values
+        return values if np.array_equal(which, np.arange(len(values))) else values.index_select(0, on_device(which, values.device))
 
     def per_slot(self, per_value: Tensor) -> Tensor:
         """Rows [U, ...], one per value, as rows [slots, ...] (for groups of one receiver, whose
@@ -102,40 +120,53 @@ def distinct(keys: list) -> tuple[list[int], list[int]]:
 class SenderRows:
     """One pass's sender rows (out_u - out_u*) at one set of positions: the fixed senders' (the
     baseline's) and this pass's, recorded as they are computed. ``shared`` [S_new, n_prompts, P,
-    d_model] holds those equal in every circuit (zero where one varies); ``circuit`` [C, S_new, ...],
-    made at the first varying sender, holds every sender per circuit.
+    d_model] holds those equal in every circuit (zero where one varies); ``circuit`` [S_new, C,
+    n_prompts, P, d_model], made at the first varying sender, holds every sender per circuit
+    (sender-major: a sender's rows of every circuit are one block, so circuit c's rows are the
+    strided slice ``circuit[:, c]``).
 
     ``rows`` is a ``Baseline`` or its ``PositionRows``: its ``sender_diff``, ``ablated_out`` and
     ``ablated_input`` are read.
     """
 
-    def __init__(self, rows: Any, n_fixed: int, n_circuits: int, buffer: Tensor) -> None:
+    def __init__(self, rows: Any, n_fixed: int, n_circuits: int, buffer: Tensor, circuit_buffer: Callable[[tuple[int, ...]], Tensor]) -> None:
         self.rows = rows
         self.n_circuits = n_circuits
         self.fixed = rows.sender_diff[:n_fixed]
         # ``buffer`` is kept between passes: every slot a pass reads it writes first (a varying
-        # sender's shared row as zeros), so stale rows are never read
+        # sender's shared row as zeros), so stale rows are never read; likewise ``circuit``
+        # (``circuit_buffer``: an uninitialised tensor of a shape, possibly kept between passes)
         self.shared = buffer[: rows.sender_diff.shape[0] - n_fixed]
+        self.circuit_buffer = circuit_buffer
         self.circuit: Tensor | None = None
         self.n_written = 0  # slots [0, n_written) of ``shared`` may hold recorded senders
 
     def record_shared(self, slots: Tensor, last_slot: int, diff: Tensor) -> None:
+        """Senders at ``slots`` [k] with ``diff`` [k, ...], the same in every circuit."""
         self.shared.index_copy_(0, slots, diff)
         if self.circuit is not None:
-            self.circuit.index_copy_(1, slots, diff.expand(self.n_circuits, *diff.shape))
+            self.circuit.index_copy_(0, slots, diff[:, None].expand(-1, self.n_circuits, *diff.shape[1:]))
         self.n_written = max(self.n_written, last_slot + 1)
 
-    def record_circuits(self, slots: Tensor, last_slot: int, diff: Tensor) -> None:
+    def record_circuits(self, slots: np.ndarray, last_slot: int, distinct_diff: Tensor, rows: np.ndarray) -> None:
+        """Senders at ``slots`` [k] varying between circuits: circuit c's diff of sender j is
+        ``distinct_diff[rows[c, j]]``."""
         if self.circuit is None:
-            self.circuit = self.shared.new_empty((self.n_circuits, *self.shared.shape))
-            self.circuit[:, : self.n_written] = self.shared[: self.n_written]
-        self.circuit.index_copy_(1, slots, diff)
-        self.shared.index_fill_(0, slots, 0)
+            self.circuit = self.circuit_buffer((self.shared.shape[0], self.n_circuits, *self.shared.shape[1:]))
+            self.circuit[: self.n_written] = self.shared[: self.n_written, None]
+        device = distinct_diff.device
+        for j, slot in enumerate(slots.tolist()):
+            torch.index_select(distinct_diff, 0, on_device(rows[:, j], device), out=self.circuit[slot])
+        self.shared.index_fill_(0, on_device(slots, device), 0)
         self.n_written = max(self.n_written, last_slot + 1)
 
 
 ROWS_KEPT_ELEMENTS = 2**23
 """The most elements ``PassCache.rows`` keeps (32 MiB in float32)."""
+
+BUFFER_KEPT_ELEMENTS = 2**23
+"""The most elements a buffer of per-circuit sender rows may hold to be kept between passes
+(``PassState.grown_buffer``; larger ones are made anew for each pass)."""
 
 
 class PassCache:
@@ -217,12 +248,17 @@ class PassState:
         self.numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype if dtype in (torch.float32, torch.float64) else None
         self.device = baseline.sender_diff.device
         self.positions = positions
-        self.full = SenderRows(baseline, n_fixed, self.n_circuits, self.buffer("shared", baseline.sender_diff))
+        self.full = SenderRows(
+            baseline, n_fixed, self.n_circuits, self.buffer("shared", baseline.sender_diff), lambda shape: self.grown_buffer("circuit", shape)
+        )
         if positions is None:
             self.at_positions = self.full
         else:
             rows = baseline.at_positions(positions)
-            self.at_positions = SenderRows(rows, n_fixed, self.n_circuits, self.buffer("shared at positions", rows.sender_diff))
+            self.at_positions = SenderRows(
+                rows, n_fixed, self.n_circuits, self.buffer("shared at positions", rows.sender_diff),
+                lambda shape: self.grown_buffer("circuit at positions", shape),
+            )
         n_prompts, n_pos, d_model = self.row_shape
         self.split_queries = positions is not None and n_prompts * (n_pos - len(positions)) * d_model >= SPLIT_QUERIES_FROM
         self.varying = np.zeros(baseline.sender_diff.shape[0], dtype=bool)
@@ -265,6 +301,21 @@ class PassState:
         if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype or buffer.device != like.device:
             buffer = self.scratch[key] = torch.empty_like(like)
         return buffer
+
+    def grown_buffer(self, key: str, shape: tuple[int, ...]) -> Tensor:
+        """An uninitialised tensor of ``shape`` [a, b, ...]: the corner of a buffer kept between
+        passes under ``key`` (grown to the largest a and b asked for; each [b, ...] row block of
+        the view is contiguous) when that buffer holds at most ``BUFFER_KEPT_ELEMENTS``, else a
+        new tensor."""
+        buffer = self.scratch.get(key)
+        if buffer is None or buffer.shape[2:] != shape[2:] or buffer.dtype != self.dtype or buffer.shape[0] < shape[0] or buffer.shape[1] < shape[1]:
+            grown = (max(shape[0], 0 if buffer is None else buffer.shape[0]), max(shape[1], 0 if buffer is None else buffer.shape[1]))
+            if buffer is not None and buffer.shape[2:] != shape[2:]:
+                grown = shape[:2]
+            if math.prod(grown) * math.prod(shape[2:]) > BUFFER_KEPT_ELEMENTS:
+                return torch.empty(shape, dtype=self.dtype, device=self.device)
+            buffer = self.scratch[key] = torch.empty((*grown, *shape[2:]), dtype=self.dtype, device=self.device)
+        return buffer[: shape[0], : shape[1]]
 
     def scratch_table(self, key: tuple, base: Tensor, extra: Tensor) -> Tensor:
         """``torch.cat([base, extra])``, built in a buffer kept between passes (under ``key`` in
@@ -316,28 +367,44 @@ class PassState:
         elif n_distinct < n_shared_slots:
             mask = mask[firsts]
         pair_slots, slot_pair = distinct(list(zip(slot_receiver.tolist(), slot_value)))
-        device_mask = self.device_mask(mask)
+        pairs = (slot_receiver[pair_slots], [slot_value[i] for i in pair_slots], np.array(slot_pair))
         base = sender_rows.rows.ablated_input[read_at]
-        rows = mask_rows(device_mask[:, :n_fixed], sender_rows.fixed.reshape(n_fixed, -1))
+        if not n_new:  # fixed senders only: the values are computed when read, only those read
+            return ReceiverInputs(varies, active, None, *pairs, mask, lambda which: self.fixed_values(mask[which], base, sender_rows))
+        rows = self.fixed_values(mask, base, sender_rows).flatten(1)
+        new_mask = self.device_mask(mask[:, n_fixed:])
+        shared = sender_rows.shared[:n_new].reshape(n_new, -1)
+        if not per_circuit:
+            rows += mask_rows(new_mask, shared)
+        else:
+            if n_distinct:
+                rows[:n_distinct] += mask_rows(new_mask[:n_distinct], shared)
+            rows[n_distinct:] += self.circuit_values(new_mask[n_distinct:], np.array(circuit_firsts) // n_varies, sender_rows)
+        return ReceiverInputs(varies, active, rows.view(-1, *base.shape), *pairs)
+
+    def circuit_values(self, mask: Tensor, value_circuit: np.ndarray, sender_rows: SenderRows) -> Tensor:
+        """This pass's senders' rows weighted by ``mask`` [V, n_new] (device), value v read in its
+        circuit ``value_circuit[v]`` (ascending), [V, N]: one batch of products, circuit c's values
+        (at most ``width`` of a circuit, padded with zero rows to at least two) times its own
+        sender rows, so a value's float bits do not depend on the other circuits."""
+        n_circuits, n_new = self.n_circuits, mask.shape[1]
+        counts = np.bincount(value_circuit, minlength=n_circuits)
+        width = max(2, int(counts.max()))
+        place = value_circuit * width + np.arange(len(value_circuit)) - np.repeat(np.cumsum(counts) - counts, counts)
+        padded = mask.new_zeros((n_circuits * width, n_new))
+        padded[on_device(place, self.device)] = mask
+        circuit_rows = sender_rows.circuit[:n_new].transpose(0, 1).reshape(n_circuits, n_new, -1)  # [C, n_new, N], strided
+        products = batch_matmul(padded.view(n_circuits, width, n_new), circuit_rows)
+        return products.view(n_circuits * width, -1).index_select(0, on_device(place, self.device))
+
+    def fixed_values(self, mask: np.ndarray, base: Tensor, sender_rows: SenderRows) -> Tensor:
+        """base + the fixed senders' rows weighted by ``mask`` [U, >= n_fixed] (its first
+        n_fixed columns), [U, *base.shape]: one product, the same float bits for a row whatever
+        the other rows (``mask_rows``)."""
+        n_fixed = self.n_fixed
+        rows = mask_rows(self.device_mask(mask[:, :n_fixed]), sender_rows.fixed.reshape(n_fixed, -1))
         rows += base.reshape(-1)
-        if n_new:
-            new_mask = device_mask[:, n_fixed:]
-            shared = sender_rows.shared[:n_new].reshape(n_new, -1)
-            if not per_circuit:
-                rows += mask_rows(new_mask, shared)
-            else:
-                if n_distinct:
-                    rows[:n_distinct] += mask_rows(new_mask[:n_distinct], shared)
-                per_circuit_mask = self.device_mask(column[:, n_fixed:, varies].transpose(0, 2, 1))
-                per_circuit_rows = mask_rows(per_circuit_mask, sender_rows.circuit[:, :n_new].reshape(n_circuits, n_new, -1))
-                per_circuit_rows = per_circuit_rows.flatten(0, 1)
-                if len(circuit_firsts) < len(per_circuit_rows):
-                    per_circuit_rows = per_circuit_rows.index_select(0, on_device(np.array(circuit_firsts), self.device))
-                rows[n_distinct:] += per_circuit_rows
-        return ReceiverInputs(
-            varies, active, rows.view(-1, *base.shape), slot_receiver[pair_slots], [slot_value[i] for i in pair_slots], np.array(slot_pair),
-            None if n_new else mask,
-        )
+        return rows.view(-1, *base.shape)
 
     def record_shared(self, senders: np.ndarray, outputs: Tensor, as_diff: bool = False, at_positions: bool = False) -> Tensor:
         """Record senders (indices [k]) whose outputs [k, n_prompts, pos, d_model] are the same
@@ -353,29 +420,34 @@ class PassState:
         return diff
 
     def record_circuits(
-        self, senders: np.ndarray, outputs: Tensor, versions: np.ndarray | None = None, at_positions: bool = False
+        self, senders: np.ndarray, outputs: Tensor, rows: np.ndarray, versions: np.ndarray | None = None, at_positions: bool = False
     ) -> None:
-        """Record senders (indices [k]) with outputs per circuit [C, k, n_prompts, pos, d_model]
-        (pos: P with ``at_positions``, as ``record_shared``). ``versions`` [C, k] (ints > 0): equal
-        where two circuits' outputs of a sender are the same float bits (default: every circuit
-        its own)."""
+        """Record senders (indices [k]) whose outputs differ between circuits, from their distinct
+        outputs [V, n_prompts, pos, d_model] (pos: P with ``at_positions``, as ``record_shared``):
+        circuit c's output of sender j is ``outputs[rows[c, j]]`` (``rows`` [C, k] ints; each
+        distinct output is differenced once). ``versions`` [C, k] (ints > 0): equal where two
+        circuits' outputs of a sender are the same float bits (default: every circuit its own)."""
+        n_circuits, n_senders = self.n_circuits, len(senders)
         if versions is None:
-            versions = np.arange(1, self.n_circuits + 1)[:, None].repeat(len(senders), axis=1)
+            versions = np.arange(1, n_circuits + 1)[:, None].repeat(n_senders, axis=1)
         self.versions[:, senders] = versions
-        index = on_device(senders, self.device)
         sender_rows = self.at_positions if at_positions else self.full
-        diff = outputs - sender_rows.rows.ablated_out.index_select(0, index)
-        slots, last = index - self.n_fixed, int(senders.max()) - self.n_fixed
-        sender_rows.record_circuits(slots, last, diff)
+        row_sender = np.zeros(len(outputs), dtype=np.int64)
+        row_sender[rows] = senders  # the sender of each distinct output
+        distinct_diff = outputs - sender_rows.rows.ablated_out.index_select(0, on_device(row_sender, self.device))
+        slots, last = senders - self.n_fixed, int(senders.max()) - self.n_fixed
+        sender_rows.record_circuits(slots, last, distinct_diff, rows)
         if not at_positions and self.at_positions is not self.full:
-            self.at_positions.record_circuits(slots, last, diff[:, :, :, self.positions])
+            self.at_positions.record_circuits(slots, last, distinct_diff[:, :, self.positions], rows)
         self.varying[senders] = True
         self.any_varying = True
 
 
 def on_device(array: np.ndarray, device: torch.device) -> Tensor:
-    """A small CPU array as a tensor on ``device``, copied without waiting for the device's queue."""
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
+    """A small CPU array as a tensor on ``device``, copied without waiting for the device's queue
+    (on the CPU, the array's own memory)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor if device.type == "cpu" else tensor.to(device, non_blocking=True)
 
 
 def each_circuit(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:

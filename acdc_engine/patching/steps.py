@@ -70,13 +70,11 @@ def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state
             if head in keys:
                 state.sender_ids[first + head] = state.cache.store((layer, first + head), keys[head], diffs[i])
     if n_varying:
-        per_circuit, versions = results[n_shared:], None
-        if instance_version is not None:
-            versions = np.array(instance_version).reshape(n_circuits, n_varying) + 1
-            if len(per_circuit) < len(instance_version):
-                per_circuit = per_circuit.index_select(0, on_device(np.array(instance_version), state.device))
-        per_circuit = per_circuit.view(n_circuits, n_varying, *results.shape[1:])
-        state.record_circuits(first + varying_heads, per_circuit, versions, at_positions=at_positions)
+        if instance_version is None:  # every instance its own
+            state.record_circuits(first + varying_heads, results[n_shared:], np.arange(n_circuits * n_varying).reshape(n_circuits, n_varying), at_positions=at_positions)
+        else:
+            rows = np.array(instance_version).reshape(n_circuits, n_varying)
+            state.record_circuits(first + varying_heads, results[n_shared:], rows, rows + 1, at_positions=at_positions)
 
 
 def head_instances(
@@ -178,7 +176,7 @@ def qkv_sources(
     n_circuits = state.n_circuits
     every = np.arange(n_group)
     from_input = np.tile(n_group + every, (n_circuits, 1))  # [C, group]: the all-removed input's rows
-    if inputs.values is not None:
+    if inputs.pair_value is not None:  # some receiver keeps an edge
         computed, pair_row = qkv_pairs_kept(spec, state, layer, inputs, in_layer[inputs.pair_receiver].tolist(), at_positions)
         table = state.scratch_table((layer, kinds), base_table, computed.flatten(1))  # computed: [pairs, n * pos, d_head]
         # slots (``ReceiverInputs``): the active receivers, then the varying ones circuit by circuit
@@ -200,9 +198,8 @@ def qkv_pairs_kept(
     by its layer, receiver, positions and mask row: they are kept between passes
     (``PassCache.rows``) and only the pairs not kept are computed, the same float bits (each input
     is normed alone, each pair projected as one matrix of a batch)."""
-    values = inputs.values.flatten(1, 2)
     if inputs.value_rows is None:
-        return spec.qkv_pairs(layer, values, receivers, inputs.pair_value)
+        return spec.qkv_pairs(layer, inputs.values.flatten(1, 2), receivers, inputs.pair_value)
     kept = state.cache.rows
     keys = [("qkv", layer, at_positions, r, inputs.value_rows[u].tobytes()) for r, u in zip(receivers, inputs.pair_value)]
     pairs = [kept.get(key) for key in keys]
@@ -210,8 +207,7 @@ def qkv_pairs_kept(
     if missing:
         used = list(dict.fromkeys(inputs.pair_value[p] for p in missing))  # numbered as first read, as qkv_pairs expects
         where = {u: i for i, u in enumerate(used)}
-        if used != list(range(len(values))):
-            values = values.index_select(0, on_device(np.array(used), state.device))
+        values = inputs.values_of(np.array(used)).flatten(1, 2)
         computed, row = spec.qkv_pairs(layer, values, [receivers[p] for p in missing], [where[inputs.pair_value[p]] for p in missing])
         for i, p in enumerate(missing):
             pairs[p] = computed[row[i]]
@@ -227,9 +223,10 @@ def mlp_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: Pass
     inputs = state.inputs(groups.mlp[layer], graph.shape.mlp_reads(layer), at_positions)
     sender = np.array([graph.sender_index[mlp_name(layer)]])
     if inputs.n_varies:
-        outputs = inputs.per_slot(each_circuit(lambda x: spec.mlp(layer, x), inputs.values))
+        outputs = each_circuit(lambda x: spec.mlp(layer, x), inputs.values)  # [U, ...]: one per value
         # the group's one receiver varies: one slot per circuit, whose pair is its value
-        state.record_circuits(sender, outputs[:, None], inputs.slot_pair[:, None] + 1, at_positions=at_positions)
+        slot_value = inputs.slot_pair[:, None]
+        state.record_circuits(sender, outputs, slot_value, slot_value + 1, at_positions=at_positions)
         return
     key = state.sender_key(groups.mlp[layer], graph.shape.mlp_reads(layer), np.zeros(0, dtype=bool))
     hit = None if key is None else state.cache.lookup((layer, int(sender[0])), key)
