@@ -232,6 +232,20 @@ def record_run(
     return Activations(None if watch is not None else torch.stack(outs, dim=2), all_qkv, residuals, anchor)
 
 
+def record_runs(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, *token_sets: Tensor) -> list[Activations]:
+    """``record_run`` of each of ``token_sets`` (each [n_i, pos]), computed as one run over all
+    their prompts (one call per step instead of one per set; every step is computed per prompt, so
+    a prompt's values are those of its own set's run, up to how the BLAS kernel for the larger row
+    count rounds)."""
+    run = record_run(spec, graph, groups, torch.cat(token_sets))
+    runs, start = [], 0
+    for tokens in token_sets:
+        part = slice(start, start + len(tokens))
+        runs.append(Activations(run.sender_out[part], [qkv[part] for qkv in run.qkv], {read: x[part] for read, x in run.resid.items()}))
+        start = part.stop
+    return runs
+
+
 def check_mean_covers(lengths: Tensor, corrupted_lengths: Tensor) -> None:
     """AcdcError when mean ablation has no real corrupted token to average at a position that a
     clean prompt has (``lengths``, ``corrupted_lengths``: [n_prompts] real tokens)."""
@@ -305,16 +319,16 @@ class Baseline:
         shape = graph.shape
         writes = torch.tensor(graph.sender_layer)
         self.senders_before = {read: int((writes < read).sum()) for read in set(graph.receiver_layer)}
-        self.clean_run = record_run(spec, graph, groups, clean)
         if permute_corrupted_positions:
             if ablation != "resample" or not shape.split_input:
                 raise AcdcError(
                     "permute_corrupted_positions is for resample ablation with split_input (the original "
                     f"ACDC's tracr setting); this run has ablation={ablation}, split_input={shape.split_input}"
                 )
+            self.clean_run = record_run(spec, graph, groups, clean)
             self.corrupted_run = record_run(spec, graph, groups, corrupted, permuted_position_inputs(spec, graph, corrupted))
         else:
-            self.corrupted_run = record_run(spec, graph, groups, corrupted)
+            self.clean_run, self.corrupted_run = record_runs(spec, graph, groups, clean, corrupted)
         self.ablated = ablate(self.corrupted_run, ablation, corrupted_lengths)
         self.ablated_out = self.ablated.sender_out.permute(2, 0, 1, 3).contiguous()
         self.sender_diff = (self.clean_run.sender_out.permute(2, 0, 1, 3) - self.ablated_out).contiguous()

@@ -66,6 +66,19 @@ class SelfCheck:
         return out
 
 
+ONE_FORWARD_LOGITS = 2**24
+"""The model's own forward runs the clean and corrupted prompts as one batch when their logits
+hold at most this many elements (64 MiB in float32); else one forward each."""
+
+
+def _source_logits(spec: ModelSpec, clean: Tensor, corrupted: Tensor) -> tuple[Tensor, Tensor]:
+    """The model's own logits [n, pos, d_vocab] on the clean and the corrupted prompts."""
+    if 2 * clean.numel() * (spec.cfg.d_vocab_out or spec.cfg.d_vocab) > ONE_FORWARD_LOGITS:
+        return spec.source_logits(clean), spec.source_logits(corrupted)
+    both = spec.source_logits(torch.cat([clean, corrupted]))
+    return both[: len(clean)], both[len(clean) :]
+
+
 def _max_abs_diff(engine: Tensor, model: Tensor) -> float:
     return float((engine.double() - model.double()).abs().max())
 
@@ -96,8 +109,7 @@ def check_against_model(patcher: CheckedPass) -> SelfCheck:
     spec, graph, positions = patcher.spec, patcher.graph, patcher.positions
     full = graph.full_mask()
     try:
-        model_clean = select_positions(spec.source_logits(patcher.clean), positions)
-        model_corrupted = select_positions(spec.source_logits(patcher.corrupted), positions)
+        model_clean, model_corrupted = (select_positions(logits, positions) for logits in _source_logits(spec, patcher.clean, patcher.corrupted))
     except Exception as error:  # the model cannot run its own forward on these prompts: nothing to hold the engine to
         raise AcdcError(
             f"self-check failed for model '{spec.cfg.model_name}': the model's own forward pass fails on the task's "
