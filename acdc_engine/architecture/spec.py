@@ -26,10 +26,6 @@ from acdc_engine.architecture.rotary import default_tables
 from acdc_engine.architecture.unembed import Unembed
 from acdc_engine.core.errors import AcdcError
 
-GATHERED_PAIRS_ELEMENTS = 2**21
-"""``ModelSpec.qkv_pairs`` copies the pairs' inputs into one batch up to this many elements (8 MiB
-in float32); above, it broadcasts an input to its receivers instead of copying it."""
-
 MAX_ROTARY_POSITIONS = 8192
 
 
@@ -170,18 +166,14 @@ class ModelSpec(HookedRootModule):
     ) -> tuple[Tensor, list[int]]:
         """``qkv_rows`` of receiver/input pairs: x [U, M, d_model] distinct inputs, pair p is
         receiver ``receivers[p]`` reading ``x[input_of[p]]``. Each input is normed once and each
-        pair projected as one matrix of a batch: the pairs' inputs gathered into one batch when
-        that copy is small (``GATHERED_PAIRS_ELEMENTS``), else an input read by several receivers
-        broadcast to them. Returns (q/k/v [Q, M, d_head] in an order of its own, row of each pair).
+        pair projected as one matrix of a batch (an input read by several receivers is broadcast
+        to them, not copied). Returns (q/k/v [Q, M, d_head] in an order of its own, row of each pair).
         """
         block = self.blocks[layer]
         normed = x if block.ln1 is None else block.ln1(x)
         def index(values: list[int]) -> Tensor:  # copied to the device without waiting for its queue
             return torch.tensor(values).to(x.device, non_blocking=True)
 
-        if len(input_of) * normed[0].numel() <= GATHERED_PAIRS_ELEMENTS:
-            inputs = normed if input_of == list(range(len(normed))) else normed.index_select(0, index(input_of))
-            return block.attn.qkv_rows(inputs, index(receivers)), list(range(len(receivers)))
         readers: dict[int, list[int]] = {}
         for pair, u in enumerate(input_of):
             readers.setdefault(u, []).append(pair)

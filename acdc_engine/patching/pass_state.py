@@ -412,7 +412,7 @@ class PassState:
         logits' positions only ([k, n_prompts, P, d_model]). Returns out - out*."""
         index = on_device(senders, self.device)
         sender_rows = self.at_positions if at_positions else self.full
-        diff = outputs if as_diff else outputs - sender_rows.rows.ablated_out.index_select(0, index)
+        diff = outputs if as_diff else outputs - rows_of(sender_rows.rows.ablated_out, senders)
         slots, last = index - self.n_fixed, int(senders.max()) - self.n_fixed
         sender_rows.record_shared(slots, last, diff)
         if not at_positions and self.at_positions is not self.full:
@@ -432,15 +432,28 @@ class PassState:
             versions = np.arange(1, n_circuits + 1)[:, None].repeat(n_senders, axis=1)
         self.versions[:, senders] = versions
         sender_rows = self.at_positions if at_positions else self.full
-        row_sender = np.zeros(len(outputs), dtype=np.int64)
-        row_sender[rows] = senders  # the sender of each distinct output
-        distinct_diff = outputs - sender_rows.rows.ablated_out.index_select(0, on_device(row_sender, self.device))
+        ablated = sender_rows.rows.ablated_out
+        if len(outputs) == n_circuits * n_senders and np.array_equal(rows.ravel(), np.arange(len(outputs))):  # each its own
+            distinct_diff = (outputs.view(n_circuits, n_senders, *outputs.shape[1:]) - rows_of(ablated, senders)).flatten(0, 1)
+        else:
+            row_sender = np.zeros(len(outputs), dtype=np.int64)
+            row_sender[rows] = senders  # the sender of each distinct output
+            distinct_diff = outputs - rows_of(ablated, row_sender)
         slots, last = senders - self.n_fixed, int(senders.max()) - self.n_fixed
         sender_rows.record_circuits(slots, last, distinct_diff, rows)
         if not at_positions and self.at_positions is not self.full:
             self.at_positions.record_circuits(slots, last, distinct_diff[:, :, self.positions], rows)
         self.varying[senders] = True
         self.any_varying = True
+
+
+def rows_of(table: Tensor, index: np.ndarray) -> Tensor:
+    """``table[index]`` for a small index array [k]: a view when the index is a run of
+    consecutive rows, else a copy."""
+    start = int(index[0])
+    if np.array_equal(index, np.arange(start, start + len(index))):
+        return table[start : start + len(index)]
+    return table.index_select(0, on_device(index, table.device))
 
 
 def on_device(array: np.ndarray, device: torch.device) -> Tensor:
