@@ -341,7 +341,9 @@ class Baseline:
         self.qkv_table = []
         for layer in range(shape.n_layers):
             ablated_input = self.ablated_input[shape.attention_reads(layer)].flatten(0, 1)
-            from_input = spec.qkv_rows(layer, ablated_input[None].expand(n_qkv, -1, -1), every_qkv)
+            norm = spec.blocks[layer].ln1  # a row is normed alike alone and among others: once for the 3H receivers
+            normed = ablated_input if norm is None else norm(ablated_input)
+            from_input = spec.qkv_of_normed_rows(layer, normed[None].expand(n_qkv, -1, -1), every_qkv)
             ablated_qkv = self.ablated.qkv[layer].permute(2, 3, 0, 1, 4).reshape(n_qkv, -1)
             self.qkv_table.append(torch.cat([ablated_qkv, from_input.flatten(1)]))
         self.ablated_input_mlp_out = (
