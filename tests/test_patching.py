@@ -1,5 +1,7 @@
 """Masked patching: the fast forward pass against TransformerLens and the naive hook-based reference."""
 
+import gc
+
 import pytest
 import torch
 from naive_reference import naive_patched_logits
@@ -152,6 +154,25 @@ def test_a_pass_after_other_passes_gives_the_bits_of_a_fresh_patcher(positions):
         for c in range(3):
             fresh = EdgePatcher(model, task.clean, task.corrupted, task.positions, self_check=False, split_input=graph.shape.split_input)
             assert torch.equal(used.logits(CircuitMask(edges[c], heads[c]), start_layer), fresh.logits(CircuitMask(edges[c], heads[c]), start_layer))
+
+
+@pytest.mark.parametrize("positions", [None, [4, 8]], ids=["every_position", "some_positions"])
+def test_a_batched_pass_leaves_no_reference_cycle_holding_its_buffers(positions):
+    # a pass's per-circuit rows are freed when it ends, not when the garbage collector next runs
+    model = small_model(attn_only=False, seed=3, dtype=torch.float32)
+    task = random_task(n_prompts=8, n_pos=9, seed=3, positions=positions or list(range(9)))
+    graph = build_graph(model.cfg)
+    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
+    generator = torch.Generator().manual_seed(1)
+    gc.collect()
+    gc.disable()
+    try:
+        for start_layer in (1, 0):
+            edges, heads = speculative_batch(graph, generator, 4, start_layer)
+            patcher.logits(CircuitMask(edges, heads), start_layer)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 @pytest.fixture

@@ -129,15 +129,15 @@ class SenderRows:
     ``ablated_input`` are read.
     """
 
-    def __init__(self, rows: Any, n_fixed: int, n_circuits: int, buffer: Tensor, circuit_buffer: Callable[[tuple[int, ...]], Tensor]) -> None:
+    def __init__(self, rows: Any, n_fixed: int, n_circuits: int, buffer: Tensor, scratch: dict, circuit_key: str) -> None:
         self.rows = rows
         self.n_circuits = n_circuits
         self.fixed = rows.sender_diff[:n_fixed]
         # ``buffer`` is kept between passes: every slot a pass reads it writes first (a varying
         # sender's shared row as zeros), so stale rows are never read; likewise ``circuit``
-        # (``circuit_buffer``: an uninitialised tensor of a shape, possibly kept between passes)
+        # (``grown_buffer`` under ``circuit_key`` in ``scratch``)
         self.shared = buffer[: rows.sender_diff.shape[0] - n_fixed]
-        self.circuit_buffer = circuit_buffer
+        self.scratch, self.circuit_key = scratch, circuit_key
         self.circuit: Tensor | None = None
         self.n_written = 0  # slots [0, n_written) of ``shared`` may hold recorded senders
 
@@ -152,7 +152,8 @@ class SenderRows:
         """Senders at ``slots`` [k] varying between circuits: circuit c's diff of sender j is
         ``distinct_diff[rows[c, j]]``."""
         if self.circuit is None:
-            self.circuit = self.circuit_buffer((self.shared.shape[0], self.n_circuits, *self.shared.shape[1:]))
+            shape = (self.shared.shape[0], self.n_circuits, *self.shared.shape[1:])
+            self.circuit = grown_buffer(self.scratch, self.circuit_key, shape, self.shared.dtype, self.shared.device)
             self.circuit[: self.n_written] = self.shared[: self.n_written, None]
         device = distinct_diff.device
         for j, slot in enumerate(slots.tolist()):
@@ -166,7 +167,7 @@ ROWS_KEPT_ELEMENTS = 2**23
 
 BUFFER_KEPT_ELEMENTS = 2**23
 """The most elements a buffer of per-circuit sender rows may hold to be kept between passes
-(``PassState.grown_buffer``; larger ones are made anew for each pass)."""
+(``grown_buffer``; larger ones are made anew for each pass)."""
 
 
 class PassCache:
@@ -248,17 +249,13 @@ class PassState:
         self.numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype if dtype in (torch.float32, torch.float64) else None
         self.device = baseline.sender_diff.device
         self.positions = positions
-        self.full = SenderRows(
-            baseline, n_fixed, self.n_circuits, self.buffer("shared", baseline.sender_diff), lambda shape: self.grown_buffer("circuit", shape)
-        )
+        self.full = SenderRows(baseline, n_fixed, self.n_circuits, self.buffer("shared", baseline.sender_diff), self.scratch, "circuit")
         if positions is None:
             self.at_positions = self.full
         else:
             rows = baseline.at_positions(positions)
-            self.at_positions = SenderRows(
-                rows, n_fixed, self.n_circuits, self.buffer("shared at positions", rows.sender_diff),
-                lambda shape: self.grown_buffer("circuit at positions", shape),
-            )
+            shared = self.buffer("shared at positions", rows.sender_diff)
+            self.at_positions = SenderRows(rows, n_fixed, self.n_circuits, shared, self.scratch, "circuit at positions")
         n_prompts, n_pos, d_model = self.row_shape
         self.split_queries = positions is not None and n_prompts * (n_pos - len(positions)) * d_model >= SPLIT_QUERIES_FROM
         self.varying = np.zeros(baseline.sender_diff.shape[0], dtype=bool)
@@ -301,21 +298,6 @@ class PassState:
         if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype or buffer.device != like.device:
             buffer = self.scratch[key] = torch.empty_like(like)
         return buffer
-
-    def grown_buffer(self, key: str, shape: tuple[int, ...]) -> Tensor:
-        """An uninitialised tensor of ``shape`` [a, b, ...]: the corner of a buffer kept between
-        passes under ``key`` (grown to the largest a and b asked for; each [b, ...] row block of
-        the view is contiguous) when that buffer holds at most ``BUFFER_KEPT_ELEMENTS``, else a
-        new tensor."""
-        buffer = self.scratch.get(key)
-        if buffer is None or buffer.shape[2:] != shape[2:] or buffer.dtype != self.dtype or buffer.shape[0] < shape[0] or buffer.shape[1] < shape[1]:
-            grown = (max(shape[0], 0 if buffer is None else buffer.shape[0]), max(shape[1], 0 if buffer is None else buffer.shape[1]))
-            if buffer is not None and buffer.shape[2:] != shape[2:]:
-                grown = shape[:2]
-            if math.prod(grown) * math.prod(shape[2:]) > BUFFER_KEPT_ELEMENTS:
-                return torch.empty(shape, dtype=self.dtype, device=self.device)
-            buffer = self.scratch[key] = torch.empty((*grown, *shape[2:]), dtype=self.dtype, device=self.device)
-        return buffer[: shape[0], : shape[1]]
 
     def scratch_table(self, key: tuple, base: Tensor, extra: Tensor) -> Tensor:
         """``torch.cat([base, extra])``, built in a buffer kept between passes (under ``key`` in
@@ -445,6 +427,22 @@ class PassState:
             self.at_positions.record_circuits(slots, last, distinct_diff[:, :, self.positions], rows)
         self.varying[senders] = True
         self.any_varying = True
+
+
+def grown_buffer(scratch: dict, key: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An uninitialised tensor of ``shape`` [a, b, ...]: the corner of a buffer kept between passes
+    in ``scratch`` under ``key`` (grown to the largest a and b asked for; each [b, ...] block of
+    the view is contiguous) when that buffer holds at most ``BUFFER_KEPT_ELEMENTS``, else a new
+    tensor."""
+    buffer = scratch.get(key)
+    if buffer is not None and (buffer.shape[2:] != shape[2:] or buffer.dtype != dtype or buffer.device != device):
+        buffer = None
+    if buffer is None or buffer.shape[0] < shape[0] or buffer.shape[1] < shape[1]:
+        grown = shape[:2] if buffer is None else (max(shape[0], buffer.shape[0]), max(shape[1], buffer.shape[1]))
+        if math.prod(grown) * math.prod(shape[2:]) > BUFFER_KEPT_ELEMENTS:
+            return torch.empty(shape, dtype=dtype, device=device)
+        buffer = scratch[key] = torch.empty((*grown, *shape[2:]), dtype=dtype, device=device)
+    return buffer[: shape[0], : shape[1]]
 
 
 def rows_of(table: Tensor, index: np.ndarray) -> Tensor:
