@@ -140,29 +140,32 @@ def test_float32_logits_at_some_positions_are_bit_identical_alone_and_in_any_bat
                 assert torch.equal(batched[c], patcher.logits(CircuitMask(edges[c], heads[c]), start_layer)), (start_layer, n_circuits, c)
 
 
-@pytest.mark.parametrize("positions", [None, [4, 8]], ids=["every_position", "some_positions"])
-def test_a_pass_after_other_passes_gives_the_bits_of_a_fresh_patcher(positions):
-    # outputs computed alike in every circuit of a pass are kept for later passes
+def float32_patcher(positions: list[int] | None, **options) -> tuple:
+    """(model, task, graph, patcher) of a small float32 model with MLPs, 8 prompts x 9 tokens,
+    the logits read at ``positions`` (default: every position)."""
     model = small_model(attn_only=False, seed=3, dtype=torch.float32)
     task = random_task(n_prompts=8, n_pos=9, seed=3, positions=positions or list(range(9)))
     graph = build_graph(model.cfg)
-    used = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
+    return model, task, graph, EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input, **options)
+
+
+@pytest.mark.parametrize("positions", [None, [4, 8]], ids=["every_position", "some_positions"])
+def test_a_pass_after_other_passes_gives_the_bits_of_a_fresh_patcher(positions):
+    # outputs computed alike in every circuit of a pass are kept for later passes
+    model, task, graph, used = float32_patcher(positions)
     generator = torch.Generator().manual_seed(1)
     for start_layer in (1, 0, 0, 1, 0):
         edges, heads = speculative_batch(graph, generator, 3, start_layer)
         used.logits(CircuitMask(edges, heads), start_layer)
         for c in range(3):
-            fresh = EdgePatcher(model, task.clean, task.corrupted, task.positions, self_check=False, split_input=graph.shape.split_input)
+            fresh = float32_patcher(positions, self_check=False)[3]
             assert torch.equal(used.logits(CircuitMask(edges[c], heads[c]), start_layer), fresh.logits(CircuitMask(edges[c], heads[c]), start_layer))
 
 
 @pytest.mark.parametrize("positions", [None, [4, 8]], ids=["every_position", "some_positions"])
 def test_a_batched_pass_leaves_no_reference_cycle_holding_its_buffers(positions):
     # a pass's per-circuit rows are freed when it ends, not when the garbage collector next runs
-    model = small_model(attn_only=False, seed=3, dtype=torch.float32)
-    task = random_task(n_prompts=8, n_pos=9, seed=3, positions=positions or list(range(9)))
-    graph = build_graph(model.cfg)
-    patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
+    _, _, graph, patcher = float32_patcher(positions)
     generator = torch.Generator().manual_seed(1)
     gc.collect()
     gc.disable()
