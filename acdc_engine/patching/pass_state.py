@@ -366,18 +366,18 @@ class PassState:
 
     def circuit_values(self, mask: Tensor, value_circuit: np.ndarray, sender_rows: SenderRows) -> Tensor:
         """This pass's senders' rows weighted by ``mask`` [V, n_new] (device), value v read in its
-        circuit ``value_circuit[v]`` (ascending), [V, N]: one batch of products, circuit c's values
-        (at most ``width`` of a circuit, padded with zero rows to at least two) times its own
-        sender rows, so a value's float bits do not depend on the other circuits."""
+        circuit ``value_circuit[v]`` (ascending), [V, N]: one batch of products (``mask_rows``),
+        circuit c's values (padded with zero rows to the most any circuit has) times its own sender
+        rows, so a value's float bits do not depend on the other circuits."""
         n_circuits, n_new = self.n_circuits, mask.shape[1]
         counts = np.bincount(value_circuit, minlength=n_circuits)
-        width = max(2, int(counts.max()))
-        place = value_circuit * width + np.arange(len(value_circuit)) - np.repeat(np.cumsum(counts) - counts, counts)
+        width = int(counts.max())
+        place = on_device(value_circuit * width + np.arange(len(value_circuit)) - np.repeat(np.cumsum(counts) - counts, counts), self.device)
         padded = mask.new_zeros((n_circuits * width, n_new))
-        padded[on_device(place, self.device)] = mask
+        padded[place] = mask
         circuit_rows = sender_rows.circuit[:n_new].transpose(0, 1).reshape(n_circuits, n_new, -1)  # [C, n_new, N], strided
-        products = batch_matmul(padded.view(n_circuits, width, n_new), circuit_rows)
-        return products.view(n_circuits * width, -1).index_select(0, on_device(place, self.device))
+        products = mask_rows(padded.view(n_circuits, width, n_new), circuit_rows)
+        return products.reshape(n_circuits * width, -1).index_select(0, place)
 
     def fixed_values(self, mask: np.ndarray, base: Tensor, sender_rows: SenderRows) -> Tensor:
         """base + the fixed senders' rows weighted by ``mask`` [U, >= n_fixed] (its first

@@ -70,11 +70,9 @@ def attention_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state
             if head in keys:
                 state.sender_ids[first + head] = state.cache.store((layer, first + head), keys[head], diffs[i])
     if n_varying:
-        if instance_version is None:  # every instance its own
-            state.record_circuits(first + varying_heads, results[n_shared:], np.arange(n_circuits * n_varying).reshape(n_circuits, n_varying), at_positions=at_positions)
-        else:
-            rows = np.array(instance_version).reshape(n_circuits, n_varying)
-            state.record_circuits(first + varying_heads, results[n_shared:], rows, rows + 1, at_positions=at_positions)
+        merged = instance_version is not None
+        rows = (np.array(instance_version) if merged else np.arange(n_circuits * n_varying)).reshape(n_circuits, n_varying)
+        state.record_circuits(first + varying_heads, results[n_shared:], rows, rows + 1 if merged else None, at_positions=at_positions)
 
 
 def head_instances(
