@@ -68,6 +68,8 @@ class Norm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x [..., width] -> [..., width], same dtype."""
         if self.kind == "LN":
+            if x.dtype == self.w.dtype and x.dtype in (torch.float32, torch.float64):  # computed in x's dtype as it is
+                return torch.layer_norm(x, (x.shape[-1],), self.w, self.b, self.eps)
             y = x.to(compute_dtype(x.dtype))  # nn.LayerNorm's own rule, whatever ``upcast`` says
             return F.layer_norm(y, (y.shape[-1],), self.w.to(y.dtype), self.b.to(y.dtype), self.eps).to(x.dtype)
         return self.scaled(x, self.inverse_rms(x))

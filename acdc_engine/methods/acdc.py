@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -135,22 +136,27 @@ class AcdcState:
         else:
             _writable(self.scores.head_inputs)[candidate.head_input] = score
 
-    def sender_is_dead(self, graph: Graph, sender: str) -> bool:
-        """True when ``sender`` has no outgoing edge left in the current circuit."""
-        return not bool(self.kept.edges[graph.sender_index[sender]].any())
-
-    def is_moot(self, graph: Graph, candidate: Candidate) -> bool:
-        """True when removing ``candidate`` cannot change the circuit's output any more (module docstring)."""
-        if candidate.head_input is not None:
-            layer, head, _ = candidate.head_input
-            return self.sender_is_dead(graph, head_name(layer, head))
-        receiver = parse_node(graph.receivers[candidate.edge[1]])
-        if receiver.kind is NodeKind.LOGITS:
-            return False
-        if receiver.kind is NodeKind.MLP:  # the MLP's own output must be used
-            return self.sender_is_dead(graph, receiver.name)
-        head_input = (receiver.layer, receiver.head, receiver.qkv_index)
-        return self.sender_is_dead(graph, receiver.component) or not bool(self.kept.head_inputs[head_input])
+    def moot(self, graph: Graph, candidates: list[Candidate]) -> list[bool]:
+        """For each of ``candidates``: True when removing it cannot change the circuit's output any
+        more (module docstring): the component it feeds (or, for a head input, its head) has no
+        outgoing edge left, or its head input is removed."""
+        alive = _readable(self.kept.edges).any(1)  # [S]: the sender has an outgoing edge
+        head_inputs = _readable(self.kept.head_inputs)
+        result = []
+        for candidate in candidates:
+            if candidate.head_input is not None:
+                layer, head, _ = candidate.head_input
+                result.append(not alive[graph.sender_index[head_name(layer, head)]])
+                continue
+            receiver = parse_node(graph.receivers[candidate.edge[1]])
+            if receiver.kind is NodeKind.LOGITS:
+                result.append(False)
+            elif receiver.kind is NodeKind.MLP:  # the MLP's own output must be used
+                result.append(not alive[graph.sender_index[receiver.name]])
+            else:
+                head_input = (receiver.layer, receiver.head, receiver.qkv_index)
+                result.append(not alive[graph.sender_index[receiver.component]] or not head_inputs[head_input])
+        return result
 
 
 @dataclass(frozen=True)
@@ -281,7 +287,7 @@ def _visit(
     i = max(0, state.visited - offset)
     if i >= len(candidates):  # visited before the resumed state was saved, or beyond stop_after
         return
-    moot = [state.is_moot(graph, c) or _is_skipped(c, skip) for c in candidates]
+    moot = [moot or _is_skipped(c, skip) for c, moot in zip(candidates, state.moot(graph, candidates))]
     while i < len(candidates):
         batch = _speculate(state, candidates, moot, i, offset)
         try:
@@ -342,14 +348,15 @@ class _Batch:
     far as the tree can reach; nodes maps guessed decisions d (True = kept) on tested[0..n-1] to
     the index of its circuit: circuits[i] has those decisions taken, every moot candidate before
     tested[n] removed, and tested[n] removed (the circuit that decides tested[n] when the guesses
-    are right). complete: ``tested`` holds every tested candidate left in the segment.
+    are right), the circuits stacked [C, ...] (None when nothing is tested). complete: ``tested``
+    holds every tested candidate left in the segment.
     """
 
     start: int
     tested: list[int]
     complete: bool
     nodes: dict[tuple[bool, ...], int]
-    circuits: list[CircuitMask]
+    circuits: CircuitMask | None
 
 
 MIN_CHANCE = 0.3
@@ -373,8 +380,8 @@ def keep_rate(state: AcdcState) -> float:
     speculation guesses it."""
     tested = ~np.isnan(_readable(state.scores.edges))
     tested_heads = ~np.isnan(_readable(state.scores.head_inputs))
-    kept = int((tested & _readable(state.kept.edges)).sum()) + int((tested_heads & _readable(state.kept.head_inputs)).sum())
-    return (kept + 1) / (int(tested.sum()) + int(tested_heads.sum()) + 2)
+    kept = np.count_nonzero(tested & _readable(state.kept.edges)) + np.count_nonzero(tested_heads & _readable(state.kept.head_inputs))
+    return (int(kept) + 1) / (np.count_nonzero(tested) + np.count_nonzero(tested_heads) + 2)
 
 
 RECENT_DECISIONS = 16
@@ -397,10 +404,10 @@ def segment_keep_rate(state: AcdcState, candidates: list[Candidate], start: int)
             score, in_circuit = edge_scores[candidate.edge], edges_kept[candidate.edge]
         else:
             score, in_circuit = head_scores[candidate.head_input], heads_kept[candidate.head_input]
-        if not math.isnan(float(score)):
+        if score == score:  # tested (not NaN)
             tested += 1
-            kept += bool(in_circuit)
-    return (kept + 2 * keep_rate(state)) / (tested + 2)
+            kept += in_circuit
+    return (int(kept) + 2 * keep_rate(state)) / (tested + 2)
 
 
 def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], start: int, offset: int) -> _Batch:
@@ -418,23 +425,23 @@ def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], 
                 break
             tested.append(j)
     if not tested:
-        return _Batch(start, [], True, {}, [])
+        return _Batch(start, [], True, {}, None)
     rate = segment_keep_rate(state, candidates, start)
     hints = [state.hints.get(offset + k) for k in tested]
     p_keeps = [rate if hint is None else HINT_TRUST if hint else 1 - HINT_TRUST for hint in hints]
     nodes: dict[tuple[bool, ...], int] = {}
-    circuits: list[CircuitMask] = []
+    circuits: list[tuple[np.ndarray, np.ndarray]] = []  # (edges, head inputs) of each circuit
     # (-chance, order, guesses, the parent's circuit (the state's for the root)), likeliest first
-    frontier = [(-1.0, 0, (), state.kept)]
+    frontier = [(-1.0, 0, (), (_readable(state.kept.edges), _readable(state.kept.head_inputs)))]
     order = 1
     while frontier and len(circuits) < state.window and -frontier[0][0] >= MIN_CHANCE:
         negative_chance, _, guesses, parent = heapq.heappop(frontier)
-        circuit = parent.clone()
+        circuit = (parent[0].copy(), parent[1].copy())
         n = len(guesses)
         if n and guesses[-1]:  # the parent's candidate guessed kept
-            _set_mask(candidates[tested[n - 1]], True, circuit)
+            _set_entry(candidates[tested[n - 1]], True, *circuit)
         for m in range(tested[n - 1] + 1 if n else start, tested[n] + 1):  # moot ones on the way, then the candidate
-            _set_mask(candidates[m], False, circuit)
+            _set_entry(candidates[m], False, *circuit)
         nodes[guesses] = len(circuits)
         circuits.append(circuit)
         if n + 1 < len(tested):
@@ -442,7 +449,8 @@ def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], 
             for guess, chance in ((False, 1 - p_keep), (True, p_keep)):
                 heapq.heappush(frontier, (negative_chance * chance, order, guesses + (guess,), circuit))
                 order += 1
-    return _Batch(start, tested, complete, nodes, circuits)
+    stacked = CircuitMask(*(torch.from_numpy(np.stack(part)) for part in zip(*circuits)))
+    return _Batch(start, tested, complete, nodes, stacked)
 
 
 class _NonFiniteMetric(Exception):
@@ -469,33 +477,33 @@ def _decide(
     if not batch.tested:  # only moot candidates: removed untested
         _remove_rest(state, candidates, batch.start)
         return len(candidates)
-    values = state.measure(evaluate, CircuitMask.stack(batch.circuits), start_layer)
+    values = state.measure(evaluate, batch.circuits, start_layer)
     cur_before = state.cur
     batched = len(values) > 1
     guesses: tuple[bool, ...] = ()
     resume_at = batch.start
+    last: tuple[int, Candidate, bool] | None = None  # the walk's latest decision: (its circuit, candidate, kept)
     while guesses in batch.nodes:
-        k = batch.tested[len(guesses)]
-        candidate, circuit = candidates[k], batch.circuits[batch.nodes[guesses]]
-        m, lone = values[batch.nodes[guesses]], not batched
+        k, node = batch.tested[len(guesses)], batch.nodes[guesses]
+        candidate, m, lone = candidates[k], values[node], not batched
         if math.isfinite(m) and (batched or state.cur_source) and abs(m - state.cur - threshold) <= near_tie_margin(m, state.cur):
-            m, lone = state.measure_alone(evaluate, circuit, start_layer), True
+            m, lone = state.measure_alone(evaluate, batch.circuits[node], start_layer), True
             if state.cur_source is not None:
                 state.cur, state.cur_source = state.measure_alone(evaluate, *state.cur_source), None
         if not math.isfinite(m):
+            _take_decision(state, batch, last)
             raise _NonFiniteMetric(m, candidate, resume_at)
         score = m - state.cur
         state.candidates_tested += 1
         state.record_score(candidate, score)
-        state.kept = circuit.clone()
         kept = score >= threshold
-        if kept:  # restored; the circuit and cur stay those before it
-            state.set(candidate, True)
-        else:
+        if not kept:  # a kept candidate is restored: the circuit and cur stay those before it
             state.cur = m
-            state.cur_source = None if lone else (circuit, start_layer)
+            state.cur_source = None if lone else (batch.circuits[node], start_layer)
+        last = (node, candidate, kept)
         guesses += (kept,)
         resume_at = k + 1
+    _take_decision(state, batch, last)
     state.hints = _learn_hints(state.hints, batch, values, cur_before, guesses, threshold, offset, offset + resume_at)
     decided_all = len(guesses) == len(batch.tested)
     # a wrong guess: the batch held the branch not taken at the walk's last step
@@ -505,6 +513,17 @@ def _decide(
         _remove_rest(state, candidates, resume_at)
         return len(candidates)
     return resume_at
+
+
+def _take_decision(state: AcdcState, batch: _Batch, decision: tuple[int, Candidate, bool] | None) -> None:
+    """Make ``state.kept`` the circuit after ``decision`` (its circuit in the batch, its candidate,
+    whether it was kept), the walk's latest; nothing when the walk decided nothing."""
+    if decision is None:
+        return
+    node, candidate, kept = decision
+    state.kept = batch.circuits[node].clone()
+    if kept:
+        state.set(candidate, True)
 
 
 def _learn_hints(
@@ -546,15 +565,22 @@ def _is_skipped(candidate: Candidate, skip: Tensor | None) -> bool:
 
 def _set_mask(candidate: Candidate, kept: bool, mask: CircuitMask) -> None:
     """Set ``candidate``'s entry of ``mask`` (in place)."""
+    _set_entry(candidate, kept, _writable(mask.edges), _writable(mask.head_inputs))
+
+
+def _set_entry(candidate: Candidate, kept: bool, edges: Tensor | np.ndarray, head_inputs: Tensor | np.ndarray) -> None:
+    """Set ``candidate``'s entry of a circuit's ``edges`` [S, R] or ``head_inputs`` [L, H, 3] (in place)."""
     if candidate.edge is not None:
-        _writable(mask.edges)[candidate.edge] = kept
+        edges[candidate.edge] = kept
     else:
-        _writable(mask.head_inputs)[candidate.head_input] = kept
+        head_inputs[candidate.head_input] = kept
 
 
 def _readable(tensor: Tensor) -> np.ndarray:
     """``tensor``'s values as a numpy array (a CPU tensor's own memory, else a copy)."""
-    return tensor.detach().numpy() if tensor.device.type == "cpu" else tensor.detach().cpu().numpy()
+    if tensor.device.type != "cpu":
+        return tensor.detach().cpu().numpy()
+    return tensor.detach().numpy() if tensor.requires_grad else tensor.numpy()
 
 
 def _writable(tensor: Tensor) -> Tensor | np.ndarray:

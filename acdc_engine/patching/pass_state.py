@@ -141,25 +141,30 @@ class SenderRows:
         self.circuit: Tensor | None = None
         self.n_written = 0  # slots [0, n_written) of ``shared`` may hold recorded senders
 
-    def record_shared(self, slots: Tensor, last_slot: int, diff: Tensor) -> None:
-        """Senders at ``slots`` [k] with ``diff`` [k, ...], the same in every circuit."""
-        self.shared.index_copy_(0, slots, diff)
+    def record_shared(self, slots: np.ndarray, diff: Tensor) -> None:
+        """Senders at ``slots`` [k] (ascending) with ``diff`` [k, ...], the same in every circuit."""
+        write_rows(self.shared, slots, diff)
         if self.circuit is not None:
-            self.circuit.index_copy_(0, slots, diff[:, None].expand(-1, self.n_circuits, *diff.shape[1:]))
-        self.n_written = max(self.n_written, last_slot + 1)
+            write_rows(self.circuit, slots, diff[:, None].expand(-1, self.n_circuits, *diff.shape[1:]))
+        self.n_written = max(self.n_written, int(slots[-1]) + 1)
 
-    def record_circuits(self, slots: np.ndarray, last_slot: int, distinct_diff: Tensor, rows: np.ndarray) -> None:
-        """Senders at ``slots`` [k] varying between circuits: circuit c's diff of sender j is
-        ``distinct_diff[rows[c, j]]``."""
+    def record_circuits(self, slots: np.ndarray, distinct_diff: Tensor, rows: np.ndarray) -> None:
+        """Senders at ``slots`` [k] (ascending) varying between circuits: circuit c's diff of
+        sender j is ``distinct_diff[rows[c, j]]``."""
         if self.circuit is None:
             shape = (self.shared.shape[0], self.n_circuits, *self.shared.shape[1:])
             self.circuit = grown_buffer(self.scratch, self.circuit_key, shape, self.shared.dtype, self.shared.device)
             self.circuit[: self.n_written] = self.shared[: self.n_written, None]
         device = distinct_diff.device
-        for j, slot in enumerate(slots.tolist()):
-            torch.index_select(distinct_diff, 0, on_device(rows[:, j], device), out=self.circuit[slot])
-        self.shared.index_fill_(0, on_device(slots, device), 0)
-        self.n_written = max(self.n_written, last_slot + 1)
+        first = int(slots[0])
+        if np.array_equal(slots, np.arange(first, first + len(slots))):  # one block [k, C, ...], sender-major
+            block = self.circuit[first : first + len(slots)].view(-1, *distinct_diff.shape[1:])
+            torch.index_select(distinct_diff, 0, on_device(rows.T.ravel(), device), out=block)
+        else:
+            for j, slot in enumerate(slots.tolist()):
+                torch.index_select(distinct_diff, 0, on_device(rows[:, j], device), out=self.circuit[slot])
+        write_rows(self.shared, slots, None)
+        self.n_written = max(self.n_written, int(slots[-1]) + 1)
 
 
 ROWS_KEPT_ELEMENTS = 2**23
@@ -299,16 +304,20 @@ class PassState:
             buffer = self.scratch[key] = torch.empty_like(like)
         return buffer
 
-    def scratch_table(self, key: tuple, base: Tensor, extra: Tensor) -> Tensor:
-        """``torch.cat([base, extra])``, built in a buffer kept between passes (under ``key`` in
-        ``scratch``) that holds ``base`` already: only ``extra`` is copied."""
+    def scratch_table(self, key: tuple, base: Tensor, extra: Tensor | list[Tensor]) -> Tensor:
+        """``torch.cat([base, extra])`` for k extra rows of N elements (``extra`` [k, ...] or a list of k),
+        built in a buffer kept between passes (under ``key`` in ``scratch``) that holds ``base``
+        already: only ``extra`` is copied."""
         buffer = self.scratch.get(key)
         n_base, n_rows = len(base), len(base) + len(extra)
         if buffer is None or len(buffer) < n_rows or buffer.dtype != base.dtype or buffer.device != base.device:
             buffer = base.new_empty((max(n_rows, 2 * n_base), base.shape[1]))
             buffer[:n_base] = base
             self.scratch[key] = buffer
-        buffer[n_base:n_rows] = extra
+        if isinstance(extra, list):
+            torch.stack([row.reshape(-1) for row in extra], out=buffer[n_base:n_rows])
+        else:
+            buffer[n_base:n_rows] = extra.reshape(len(extra), -1)
         return buffer[:n_rows]
 
     def device_mask(self, mask: np.ndarray) -> Tensor:
@@ -392,13 +401,12 @@ class PassState:
         """Record senders (indices [k]) whose outputs [k, n_prompts, pos, d_model] are the same
         in every circuit; ``as_diff``: given as out - out*; ``at_positions``: computed at the
         logits' positions only ([k, n_prompts, P, d_model]). Returns out - out*."""
-        index = on_device(senders, self.device)
         sender_rows = self.at_positions if at_positions else self.full
         diff = outputs if as_diff else outputs - rows_of(sender_rows.rows.ablated_out, senders)
-        slots, last = index - self.n_fixed, int(senders.max()) - self.n_fixed
-        sender_rows.record_shared(slots, last, diff)
+        slots = senders - self.n_fixed
+        sender_rows.record_shared(slots, diff)
         if not at_positions and self.at_positions is not self.full:
-            self.at_positions.record_shared(slots, last, diff[:, :, self.positions])
+            self.at_positions.record_shared(slots, diff.index_select(2, self.positions))
         return diff
 
     def record_circuits(
@@ -421,28 +429,38 @@ class PassState:
             row_sender = np.zeros(len(outputs), dtype=np.int64)
             row_sender[rows] = senders  # the sender of each distinct output
             distinct_diff = outputs - rows_of(ablated, row_sender)
-        slots, last = senders - self.n_fixed, int(senders.max()) - self.n_fixed
-        sender_rows.record_circuits(slots, last, distinct_diff, rows)
+        slots = senders - self.n_fixed
+        sender_rows.record_circuits(slots, distinct_diff, rows)
         if not at_positions and self.at_positions is not self.full:
-            self.at_positions.record_circuits(slots, last, distinct_diff[:, :, self.positions], rows)
+            self.at_positions.record_circuits(slots, distinct_diff.index_select(2, self.positions), rows)
         self.varying[senders] = True
         self.any_varying = True
 
 
 def grown_buffer(scratch: dict, key: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """An uninitialised tensor of ``shape`` [a, b, ...]: the corner of a buffer kept between passes
-    in ``scratch`` under ``key`` (grown to the largest a and b asked for; each [b, ...] block of
-    the view is contiguous) when that buffer holds at most ``BUFFER_KEPT_ELEMENTS``, else a new
-    tensor."""
+    """An uninitialised contiguous tensor of ``shape``: the start of a flat buffer kept between
+    passes in ``scratch`` under ``key`` (grown to the most elements asked for) when ``shape`` holds
+    at most ``BUFFER_KEPT_ELEMENTS`` elements, else a new tensor."""
+    n_elements = math.prod(shape)
+    if n_elements > BUFFER_KEPT_ELEMENTS:
+        return torch.empty(shape, dtype=dtype, device=device)
     buffer = scratch.get(key)
-    if buffer is not None and (buffer.shape[2:] != shape[2:] or buffer.dtype != dtype or buffer.device != device):
-        buffer = None
-    if buffer is None or buffer.shape[0] < shape[0] or buffer.shape[1] < shape[1]:
-        grown = shape[:2] if buffer is None else (max(shape[0], buffer.shape[0]), max(shape[1], buffer.shape[1]))
-        if math.prod(grown) * math.prod(shape[2:]) > BUFFER_KEPT_ELEMENTS:
-            return torch.empty(shape, dtype=dtype, device=device)
-        buffer = scratch[key] = torch.empty((*grown, *shape[2:]), dtype=dtype, device=device)
-    return buffer[: shape[0], : shape[1]]
+    if buffer is None or len(buffer) < n_elements or buffer.dtype != dtype or buffer.device != device:
+        buffer = scratch[key] = torch.empty(n_elements, dtype=dtype, device=device)
+    return buffer[:n_elements].view(shape)
+
+
+def write_rows(table: Tensor, index: np.ndarray, rows: Tensor | None) -> None:
+    """``table[index] = rows`` (zeros where ``rows`` is None) for a small ascending index array
+    [k]: a slice when the index is a run of consecutive rows."""
+    start = int(index[0])
+    if np.array_equal(index, np.arange(start, start + len(index))):
+        target = table[start : start + len(index)]
+        target.zero_() if rows is None else target.copy_(rows)
+    elif rows is None:
+        table.index_fill_(0, on_device(index, table.device), 0)
+    else:
+        table.index_copy_(0, on_device(index, table.device), rows)
 
 
 def rows_of(table: Tensor, index: np.ndarray) -> Tensor:

@@ -155,10 +155,12 @@ class EdgePatcher:
             intact = edge_mask.numpy()[:, :, below] | ~self._edge_exists[:, below]
             if not (intact.all() and head_input_mask.numpy()[:, :start_layer].all()):
                 raise ValueError(f"cannot resume at layer {start_layer}: a receiver below it is patched")
-        if self._is_full(edge_mask, head_input_mask):
-            logits = self._read.take(self._full_pass(edge_mask, head_input_mask, start_layer))
-        else:
-            logits = self._read.take(self._patched_forward(edge_mask, head_input_mask, start_layer))
+        with torch.inference_mode():  # the pass's tensors, its cache included, never meet autograd
+            if self._is_full(edge_mask, head_input_mask):
+                logits = self._read.take(self._full_pass(edge_mask, head_input_mask, start_layer))
+            else:
+                logits = self._read.take(self._patched_forward(edge_mask, head_input_mask, start_layer))
+        logits = logits.clone()  # a normal tensor: the caller's metric may take gradients through it
         return logits[0] if squeeze else logits
 
     def _is_full(self, edge_mask: Tensor, head_input_mask: Tensor) -> bool:

@@ -117,7 +117,7 @@ def head_instances(
         gathered = source.table.index_select(0, on_device(kind_rows.ravel(), state.device))  # [kinds * I', ...]
         qkv += gathered.view(len(kinds), -1, *source.value_shape).unbind(0)
     if at_positions and not split:
-        qkv[0] = qkv[0][:, :, state.positions]
+        qkv[0] = qkv[0].index_select(2, state.positions)
     query_positions = state.positions if at_positions else None
     heads = on_device(instance_heads[firsts], state.device)
     results = spec.head_results(layer, qkv[0], qkv[1], qkv[2], heads, query_positions)  # [I', n, pos, d_model]
@@ -176,7 +176,7 @@ def qkv_sources(
     from_input = np.tile(n_group + every, (n_circuits, 1))  # [C, group]: the all-removed input's rows
     if inputs.pair_value is not None:  # some receiver keeps an edge
         computed, pair_row = qkv_pairs_kept(spec, state, layer, inputs, in_layer[inputs.pair_receiver].tolist(), at_positions)
-        table = state.scratch_table((layer, kinds), base_table, computed.flatten(1))  # computed: [pairs, n * pos, d_head]
+        table = state.scratch_table((layer, kinds), base_table, computed)  # computed: pairs of [n_prompts * pos, d_head]
         # slots (``ReceiverInputs``): the active receivers, then the varying ones circuit by circuit
         slot_row = 2 * n_group + np.array(pair_row)[inputs.slot_pair]
         n_active, n_varies = inputs.n_active, inputs.n_varies
@@ -189,9 +189,10 @@ def qkv_sources(
 
 def qkv_pairs_kept(
     spec: ModelSpec, state: PassState, layer: int, inputs: ReceiverInputs, receivers: list[int], at_positions: bool
-) -> tuple[Tensor, list[int]]:
+) -> tuple[Tensor | list[Tensor], list[int]]:
     """``ModelSpec.qkv_pairs`` of ``inputs``' pairs (``receivers``: each pair's receiver as the
-    layer numbers them): (q/k/v [Q, n_prompts * pos, d_head], the row of each pair). Where the
+    layer numbers them): (q/k/v [Q, n_prompts * pos, d_head], or Q rows [n_prompts * pos, d_head]
+    in pair order, the row of each pair). Where the
     values read fixed senders only (``ReceiverInputs.value_rows``), a pair's rows are determined
     by its layer, receiver, positions and mask row: they are kept between passes
     (``PassCache.rows``) and only the pairs not kept are computed, the same float bits (each input
@@ -212,7 +213,7 @@ def qkv_pairs_kept(
             state.cache.keep_row(keys[p], pairs[p])
         if len(missing) == len(pairs):
             return computed, row
-    return torch.stack(pairs), list(range(len(pairs)))
+    return pairs, list(range(len(pairs)))
 
 
 def mlp_layer(spec: ModelSpec, graph: Graph, groups: ReceiverGroups, state: PassState, layer: int) -> None:
