@@ -15,7 +15,8 @@ decisions_per_second, and
   set-up included, counted in a second identical run, skipped for runs over 10 minutes or with
   ``BENCHMARK_COUNT_FLOPS=0``),
   identical_to_naive (the fast engine's decisions equal the naive reference's on every candidate
-  both tested), achieved_gflops and matmul_fraction (of the measured rate). Runs shorter than 5 s
+  both tested), speedup_vs_naive (the naive reference's warm_best_seconds over the fast engine's,
+  where both ran the whole visit warm), achieved_gflops and matmul_fraction (of the measured rate). Runs shorter than 5 s
   also give warm_best_seconds: the best of 2 to 10 more runs, as many as take about 5 s
   (``warm_runs``; the first pays first-call costs; the
   engine builds its pass again in each). Where a full naive run would take too long, it runs a
@@ -172,7 +173,7 @@ def warm_best_seconds(run, first_seconds: float, device: str) -> dict:
         run()
         synchronize(device)
         best = min(best, time.perf_counter() - start)
-    return {"warm_best_seconds": round(best, 3), "warm_runs": repeats}
+    return {"warm_best_seconds": round(best, 4), "warm_runs": repeats}
 
 
 def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fast_candidates: int | None = None) -> dict:
@@ -475,7 +476,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
-            naive_decisions = None
+            naive_decisions, naive_line = None, None
             for method in args.methods:
                 out = Path(tmp) / f"{case}-{method}.json"
                 child = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--one", case, method, str(out)],
@@ -486,11 +487,13 @@ def main() -> None:
                 line = json.loads(child.stdout.strip().splitlines()[-1])
                 decisions = json.loads(out.read_text())
                 if method == "naive":
-                    naive_decisions = decisions
+                    naive_decisions, naive_line = decisions, line
                 if method == "fast" and naive_decisions is not None:
                     both = naive_decisions.keys() & decisions.keys()
                     line["identical_to_naive"] = bool(both) and all(naive_decisions[k] == decisions[k] for k in both)
                     line["compared_decisions"] = len(both)
+                    if "warm_best_seconds" in line and "warm_best_seconds" in naive_line and "prefix_tests" not in naive_line:
+                        line["speedup_vs_naive"] = round(naive_line["warm_best_seconds"] / line["warm_best_seconds"], 2)
                 for rate, fraction in (("achieved_gflops", "matmul_fraction"), ("run_achieved_gflops", "run_matmul_fraction")):
                     if rate in line:
                         line[fraction] = round(line[rate] / info["matmul_gflops"], 3)

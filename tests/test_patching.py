@@ -178,6 +178,16 @@ def test_a_batched_pass_leaves_no_reference_cycle_holding_its_buffers(positions)
         gc.enable()
 
 
+def test_logits_come_back_as_a_tensor_a_metric_can_take_gradients_through():
+    # the pass runs in inference mode; what it hands back is a normal tensor
+    model, task, graph, patcher = float32_patcher(None)
+    for mask in (graph.full_mask(), CircuitMask(*random_masks(graph, torch.Generator().manual_seed(2)))):
+        logits = patcher.logits(mask)
+        scale = torch.ones((), requires_grad=True)
+        (logits * scale).sum().backward()  # an inference tensor cannot be saved for backward
+        assert not logits.is_inference() and torch.equal(scale.grad, logits.sum().detach())
+
+
 @pytest.fixture
 def two_torch_threads():
     previous = torch.get_num_threads()

@@ -142,7 +142,8 @@ def layer_qkv(
     attn, norm = spec.blocks[layer].attn, spec.blocks[layer].ln1
     if watch is None:  # the norm of each row is the same alone and among others: normed once
         normed = resid if norm is None else norm(resid)
-        return attn.qkv(normed[:, :, None, :].expand(n_prompts, n_pos, len(receivers), -1), every_qkv)
+        rows = normed.reshape(1, -1, normed.shape[-1]).expand(len(receivers), -1, -1)  # [3H, tokens, d_model], a view
+        return spec.qkv_of_normed_rows(layer, rows, every_qkv).view(len(receivers), n_prompts, n_pos, -1).movedim(0, 2)
     if attn.cfg.qk_norm != "full":
         projections = watched_qkv(attn, norm, resid, lambda factored: watch(receivers, factored), scratch or Scratch())
         return attn.qk_normed(projections, None, every_qkv).view(len(receivers), n_prompts, n_pos, -1).movedim(0, 2)
@@ -356,7 +357,8 @@ class Baseline:
 
     def at_positions(self, positions: Tensor) -> PositionRows:
         """The baseline's rows at ``positions`` [P] (made once; a patcher has one set of positions)."""
-        if self._at_positions is None or not torch.equal(self._at_positions.positions, positions):
+        kept = self._at_positions
+        if kept is None or (kept.positions is not positions and not torch.equal(kept.positions, positions)):
             self._at_positions = PositionRows(self, positions)
         return self._at_positions
 

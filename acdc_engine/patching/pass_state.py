@@ -36,6 +36,9 @@ from torch import Tensor
 from acdc_engine.architecture.attention import batch_matmul
 from acdc_engine.patching.baseline import Baseline
 
+NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+"""The numpy dtype of the float dtypes whose masks are made on the CPU by numpy (``PassState.device_mask``)."""
+
 SPLIT_QUERIES_FROM = 2**17
 """Values (n_prompts x positions not read x d_model) from which the top layer's q receivers are
 worth computing at the logits' positions only, in products of their own (below, the extra
@@ -251,7 +254,7 @@ class PassState:
         self.n_circuits = kept.shape[0]
         self.n_fixed = n_fixed
         self.dtype = dtype
-        self.numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype if dtype in (torch.float32, torch.float64) else None
+        self.numpy_dtype = NUMPY_DTYPES.get(dtype)
         self.device = baseline.sender_diff.device
         self.positions = positions
         self.full = SenderRows(baseline, n_fixed, self.n_circuits, self.buffer("shared", baseline.sender_diff), self.scratch, "circuit")
@@ -340,7 +343,8 @@ class PassState:
         if not n_active + n_varies:
             return ReceiverInputs(varies, active)
         mask = np.concatenate([first[:, active].T, column[:, :, varies].transpose(0, 2, 1).reshape(n_circuits * n_varies, n_before)])
-        slot_receiver = np.concatenate([active.nonzero()[0], np.tile(varies.nonzero()[0], n_circuits)])
+        varying = varies.nonzero()[0]
+        slot_receiver = np.concatenate([active.nonzero()[0], np.broadcast_to(varying, (n_circuits, len(varying))).ravel()])
         # slots whose rows read only shared sender rows: one value per distinct mask row (the
         # others read their circuit's sender rows: a value each)
         sender_rows = self.at_positions if at_positions else self.full
@@ -370,23 +374,26 @@ class PassState:
         else:
             if n_distinct:
                 rows[:n_distinct] += mask_rows(new_mask[:n_distinct], shared)
-            rows[n_distinct:] += self.circuit_values(new_mask[n_distinct:], np.array(circuit_firsts) // n_varies, sender_rows)
+            self.circuit_values(new_mask[n_distinct:], np.array(circuit_firsts) // n_varies, sender_rows, rows[n_distinct:])
         return ReceiverInputs(varies, active, rows.view(-1, *base.shape), *pairs)
 
-    def circuit_values(self, mask: Tensor, value_circuit: np.ndarray, sender_rows: SenderRows) -> Tensor:
-        """This pass's senders' rows weighted by ``mask`` [V, n_new] (device), value v read in its
-        circuit ``value_circuit[v]`` (ascending), [V, N]: one batch of products (``mask_rows``),
-        circuit c's values (padded with zero rows to the most any circuit has) times its own sender
-        rows, so a value's float bits do not depend on the other circuits."""
+    def circuit_values(self, mask: Tensor, value_circuit: np.ndarray, sender_rows: SenderRows, out: Tensor) -> None:
+        """Add to ``out`` [V, N] this pass's senders' rows weighted by ``mask`` [V, n_new] (device),
+        value v read in its circuit ``value_circuit[v]`` (ascending): one batch of products
+        (``mask_rows``), circuit c's values (padded with zero rows to the most any circuit has)
+        times its own sender rows, so a value's float bits do not depend on the other circuits."""
         n_circuits, n_new = self.n_circuits, mask.shape[1]
         counts = np.bincount(value_circuit, minlength=n_circuits)
         width = int(counts.max())
+        circuit_rows = sender_rows.circuit[:n_new].transpose(0, 1).reshape(n_circuits, n_new, -1)  # [C, n_new, N], strided
+        if (counts == width).all():  # as many values in every circuit: no padding
+            out.view(n_circuits, width, -1).add_(mask_rows(mask.view(n_circuits, width, n_new), circuit_rows))
+            return
         place = on_device(value_circuit * width + np.arange(len(value_circuit)) - np.repeat(np.cumsum(counts) - counts, counts), self.device)
         padded = mask.new_zeros((n_circuits * width, n_new))
         padded[place] = mask
-        circuit_rows = sender_rows.circuit[:n_new].transpose(0, 1).reshape(n_circuits, n_new, -1)  # [C, n_new, N], strided
         products = mask_rows(padded.view(n_circuits, width, n_new), circuit_rows)
-        return products.reshape(n_circuits * width, -1).index_select(0, place)
+        out.add_(products.reshape(n_circuits * width, -1).index_select(0, place))
 
     def fixed_values(self, mask: np.ndarray, base: Tensor, sender_rows: SenderRows) -> Tensor:
         """base + the fixed senders' rows weighted by ``mask`` [U, >= n_fixed] (its first
