@@ -155,12 +155,10 @@ class EdgePatcher:
             intact = edge_mask.numpy()[:, :, below] | ~self._edge_exists[:, below]
             if not (intact.all() and head_input_mask.numpy()[:, :start_layer].all()):
                 raise ValueError(f"cannot resume at layer {start_layer}: a receiver below it is patched")
-        with torch.inference_mode():  # the pass's tensors, its cache included, never meet autograd
-            if self._is_full(edge_mask, head_input_mask):
-                logits = self._read.take(self._full_pass(edge_mask, head_input_mask, start_layer))
-            else:
-                logits = self._read.take(self._patched_forward(edge_mask, head_input_mask, start_layer))
-        logits = logits.clone()  # a normal tensor: the caller's metric may take gradients through it
+        if self._is_full(edge_mask, head_input_mask):
+            logits = self._read.take(self._full_pass(edge_mask, head_input_mask, start_layer))
+        else:
+            logits = self._read.take(self._patched_forward(edge_mask, head_input_mask, start_layer))
         return logits[0] if squeeze else logits
 
     def _is_full(self, edge_mask: Tensor, head_input_mask: Tensor) -> bool:
@@ -192,15 +190,16 @@ class EdgePatcher:
         """
         spec, graph, groups = self.spec, self.graph, self._cpu_groups
         n_fixed = self.baseline.senders_before[graph.shape.attention_reads(start_layer)]
-        state = PassState(self.baseline, edge_mask.numpy(), start_layer, n_fixed, self.dtype, self._cache, self._pass_positions)
         keep = head_input_mask.permute(0, 1, 3, 2).numpy()  # [C, layer, 3, h]
-        # with no edge kept anywhere the logits read the all-removed input alone, nothing the layers compute
-        layers = range(start_layer, graph.shape.n_layers) if state.kept.any() else range(0)
-        for layer in layers:
-            attention_layer(spec, graph, groups, state, layer, keep[:, layer])
-            if graph.shape.has_mlp:
-                mlp_layer(spec, graph, groups, state, layer)
-        return logits_at(spec, graph, groups, state)
+        with torch.inference_mode():  # the layers' tensors, and what the patcher keeps of them, never meet autograd
+            state = PassState(self.baseline, edge_mask.numpy(), start_layer, n_fixed, self.dtype, self._cache, self._pass_positions)
+            # with no edge kept anywhere the logits read the all-removed input alone, nothing the layers compute
+            layers = range(start_layer, graph.shape.n_layers) if state.kept.any() else range(0)
+            for layer in layers:
+                attention_layer(spec, graph, groups, state, layer, keep[:, layer])
+                if graph.shape.has_mlp:
+                    mlp_layer(spec, graph, groups, state, layer)
+        return logits_at(spec, graph, groups, state)  # outside inference mode: a metric may take gradients through them
 
     def bytes_per_circuit(self) -> int:
         """A generous estimate of the memory one more circuit in a batch takes, in bytes
