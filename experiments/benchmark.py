@@ -4,6 +4,7 @@
     python experiments/benchmark.py --quick    # the default case only (under a minute)
     python experiments/benchmark.py --cases attn4x8 --methods fast
     python experiments/benchmark.py --cases gpt2-shape --pass-costs   # cost of one pass per layer
+    python experiments/benchmark.py --cases default autocircuit-shape --speedup   # naive and fast alternated
     python experiments/benchmark.py --cases gpt2-shape-full --methods naive fast   # the whole GPT-2-shape run (an hour)
 
 The first line describes the machine (cores, torch, measured float32 matmul GFLOP/s). Then one line
@@ -32,7 +33,9 @@ decisions_per_second, and
   measured matmul rate) and ``run_matmul_fraction`` (set-up and method together);
   ``method_peak_mb`` (how far the method raised the process's peak resident memory).
 
-Each (case, method) runs in its own process, so peak memory is its own.
+Each (case, method) runs in its own process, so peak memory is its own. ``--speedup`` instead
+prints, per case, the fast engine's speedup over the naive reference with the two alternated in
+one process (``interleaved_speedup``): naive_best_seconds, fast_best_seconds, speedup_vs_naive.
 """
 
 from __future__ import annotations
@@ -205,10 +208,10 @@ def run_one(case: str, method: str, decisions_out: Path, device: str = "cpu", fa
 
 
 
-def _naive_line(model, task, graph, spec: dict, line: dict, device: str, forward_flops: int, n_candidates: int) -> dict:
-    """The naive reference's exact ACDC run (a prefix where the case says). Updates ``line``;
-    returns the tested candidates' decisions {name: kept}."""
-    from naive_reference import naive_acdc, naive_kl, naive_patched_logits
+def naive_runner(model, task, spec: dict):
+    """A function that runs the naive reference's exact ACDC once (the case's prefix where it says
+    one) and returns its result."""
+    from naive_reference import naive_acdc, naive_kl
 
     def naive_run():
         clean_logits = model(task.clean)
@@ -216,31 +219,16 @@ def _naive_line(model, task, graph, spec: dict, line: dict, device: str, forward
         return naive_acdc(model, task.clean, task.corrupted, lambda lg: naive_kl(clean_logits, lg, positions),
                           spec["threshold"], max_tests=spec["naive_tests"])
 
-    start = time.perf_counter()
-    result = naive_run()
-    seconds = time.perf_counter() - start
-    line.update(warm_best_seconds(naive_run, seconds, device))
-    per_eval = flops_of(lambda: naive_patched_logits(model, task.clean, task.corrupted, set(), set()))
-    tested = result["tests"]
-    decisions = {name: kept for name, kept in {**result["edges"], **result["head_inputs"]}.items()
-                 if result["scores"][name] is not None}
-    line.update(edges_tested=tested, forward_equivalents=round((tested + 1) * per_eval / forward_flops, 1),
-                seconds=round(seconds, 2))
-    if spec["naive_tests"] is not None:
-        line.update(prefix_tests=tested, extrapolated_seconds=round(seconds * n_candidates / tested, 1),
-                    note=f"naive ran the first {tested} of {n_candidates} candidates; extrapolated linearly")
-
-    return decisions
+    return naive_run
 
 
-def _fast_line(model, task, graph, spec: dict, line: dict, device: str, forward_flops: int, n_candidates: int) -> dict:
-    """The fast engine's exact ACDC run: seconds, FLOPs, the per-layer breakdown where the case asks
-    for it. Updates ``line``; returns the tested candidates' decisions {name: kept}."""
+def fast_runner(model, task, graph, spec: dict, device: str = "cpu"):
+    """A function ``fast_run(record=None)`` that runs the fast engine's exact ACDC once, patcher and
+    metric set up included, and returns (result, batch size, patcher); ``record`` {start layer:
+    [seconds, passes, circuits]} collects the time spent in each start layer's passes."""
     from acdc_engine.measure.metrics import kl_divergence
     from acdc_engine.methods.acdc import run_acdc
     from acdc_engine.patching import EdgePatcher
-
-    per_layer = {}  # start layer -> [seconds, batched passes]
 
     def fast_run(record: dict | None = None):
         patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
@@ -261,6 +249,38 @@ def _fast_line(model, task, graph, spec: dict, line: dict, device: str, forward_
         result = run_acdc(graph, evaluate, spec["threshold"], batch_size=batch_size, progress=False,
                           stop_after=spec["fast_candidates"])
         return result, batch_size, patcher
+
+    return fast_run
+
+
+def _naive_line(model, task, graph, spec: dict, line: dict, device: str, forward_flops: int, n_candidates: int) -> dict:
+    """The naive reference's exact ACDC run (a prefix where the case says). Updates ``line``;
+    returns the tested candidates' decisions {name: kept}."""
+    from naive_reference import naive_patched_logits
+
+    naive_run = naive_runner(model, task, spec)
+    start = time.perf_counter()
+    result = naive_run()
+    seconds = time.perf_counter() - start
+    line.update(warm_best_seconds(naive_run, seconds, device))
+    per_eval = flops_of(lambda: naive_patched_logits(model, task.clean, task.corrupted, set(), set()))
+    tested = result["tests"]
+    decisions = {name: kept for name, kept in {**result["edges"], **result["head_inputs"]}.items()
+                 if result["scores"][name] is not None}
+    line.update(edges_tested=tested, forward_equivalents=round((tested + 1) * per_eval / forward_flops, 1),
+                seconds=round(seconds, 2))
+    if spec["naive_tests"] is not None:
+        line.update(prefix_tests=tested, extrapolated_seconds=round(seconds * n_candidates / tested, 1),
+                    note=f"naive ran the first {tested} of {n_candidates} candidates; extrapolated linearly")
+
+    return decisions
+
+
+def _fast_line(model, task, graph, spec: dict, line: dict, device: str, forward_flops: int, n_candidates: int) -> dict:
+    """The fast engine's exact ACDC run: seconds, FLOPs, the per-layer breakdown where the case asks
+    for it. Updates ``line``; returns the tested candidates' decisions {name: kept}."""
+    per_layer = {}  # start layer -> [seconds, batched passes, circuits]
+    fast_run = fast_runner(model, task, graph, spec, device)
 
     start = time.perf_counter()
     result, batch_size, patcher = fast_run(per_layer)
@@ -288,6 +308,35 @@ def _fast_line(model, task, graph, spec: dict, line: dict, device: str, forward_
                     note=f"fast ran the first {spec['fast_candidates']} of {n_candidates} candidates "
                          "(the top layers, where a resumed pass is cheapest)")
     return decisions
+
+
+SPEEDUP_ROUNDS = 12
+"""Alternated naive and fast runs of ``interleaved_speedup``."""
+
+
+def interleaved_speedup(case: str) -> dict:
+    """The fast engine's speedup over the naive reference on a case both run whole, both timed in
+    one process: after one warm-up run of each, ``SPEEDUP_ROUNDS`` rounds of one naive run then one
+    fast run, the best of each. Alternating puts both under the same load: a shared VM's speed drifts
+    by 15% within a minute, so runs in separate processes minutes apart can differ by that much."""
+    from acdc_engine.core.graph import build_graph
+
+    spec = CASES[case]
+    if spec["naive_tests"] is not None or spec["fast_candidates"] is not None:
+        raise SystemExit(f"case {case} runs a prefix of the visit; --speedup needs both runs whole")
+    model, task = build(case)
+    graph = build_graph(model.cfg)
+    runs = {"naive": naive_runner(model, task, spec), "fast": fast_runner(model, task, graph, spec)}
+    best = {name: math.inf for name in runs}
+    for round_ in range(SPEEDUP_ROUNDS + 1):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if round_:  # round 0 warms up
+                best[name] = min(best[name], time.perf_counter() - start)
+    return {"case": case, "method": "speedup", "naive_best_seconds": round(best["naive"], 4),
+            "fast_best_seconds": round(best["fast"], 4), "speedup_vs_naive": round(best["naive"] / best["fast"], 2),
+            "rounds": SPEEDUP_ROUNDS}
 
 
 def _attribution_line(model, task, graph, spec: dict, line: dict, device: str, forward_flops: int, n_candidates: int) -> dict:
@@ -456,6 +505,8 @@ def main() -> None:
                         help=f"default: {' '.join(DEFAULT_CASES)} (opt-in: the whole GPT-2-shape run, gpt2-shape-full)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--pass-costs", action="store_true", help="only the fast engine's per-layer pass costs")
+    parser.add_argument("--speedup", action="store_true",
+                        help="only the fast engine's speedup over the naive reference, the two alternated in one process")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for every measurement, the matmul rate included (default 1)")
     parser.add_argument("--one", nargs=3, metavar=("CASE", "METHOD", "DECISIONS_FILE"), help=argparse.SUPPRESS)
@@ -464,7 +515,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.one:
         case, method, out = args.one
-        print(json.dumps(run_one(case, method, Path(out))), flush=True)
+        line = interleaved_speedup(case) if method == "speedup" else run_one(case, method, Path(out))
+        print(json.dumps(line), flush=True)
         return
     info = machine()
     print(json.dumps(info), flush=True)
@@ -477,7 +529,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
             naive_decisions, naive_line = None, None
-            for method in args.methods:
+            for method in ["speedup"] if args.speedup else args.methods:
                 out = Path(tmp) / f"{case}-{method}.json"
                 child = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--one", case, method, str(out)],
                                        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -485,6 +537,9 @@ def main() -> None:
                     print(json.dumps({"case": case, "method": method, "error": child.stderr.strip()[-800:]}), flush=True)
                     continue
                 line = json.loads(child.stdout.strip().splitlines()[-1])
+                if method == "speedup":
+                    print(json.dumps(line), flush=True)
+                    continue
                 decisions = json.loads(out.read_text())
                 if method == "naive":
                     naive_decisions, naive_line = decisions, line

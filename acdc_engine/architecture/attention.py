@@ -129,7 +129,7 @@ class Attention(nn.Module):
         heads) of that receiver's own input; a k receiver's likewise over all key/value heads.
         """
         weights, biases = self.receiver_weights(receivers)
-        return self.qk_normed(batch_matmul(x, weights) + biases[:, None, :], x, receivers)
+        return self.qk_normed(batch_matmul(x, weights).add_(biases[:, None, :]), x, receivers)
 
     def shared_products(self, x: Tensor) -> Tensor:
         """x @ W_r for every q/k/v receiver of the layer (``every_receiver_weights``' order) reading
@@ -247,7 +247,7 @@ class Attention(nn.Module):
             q = apply_rotary(q[:, :, None], q_cos, q_sin, cfg.rotary_layout)[:, :, 0]
             k = apply_rotary(k[:, :, None], cos, sin, cfg.rotary_layout)[:, :, 0]
         scores = batch_matmul(q.contiguous(), k.contiguous().transpose(1, 2))
-        scores = scores / cfg.attn_scale  # [I * b, q, pos]
+        scores = scores.div_(cfg.attn_scale)  # [I * b, q, pos]
         if cfg.attn_softcap is not None:
             scores = torch.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
         hidden = self.hidden(n_pos, q.device)

@@ -28,11 +28,14 @@ class Unembed(nn.Module):
         products have the same shapes whatever U is, and each chunk of W_U is read from memory once
         for all blocks (it stays in cache)."""
         d_vocab = self.W_U.shape[1]
-        logits = x.new_empty(*x.shape[:-1], d_vocab)
-        for start in range(0, d_vocab, VOCAB_CHUNK):
-            chunk = self.W_U[:, start : start + VOCAB_CHUNK]
-            logits[..., start : start + VOCAB_CHUNK] = batch_matmul(x, chunk.expand(len(x), *chunk.shape))
-        return self.capped(logits + self.b_U)
+        if d_vocab <= VOCAB_CHUNK:
+            logits = batch_matmul(x, self.W_U.expand(len(x), *self.W_U.shape))
+        else:
+            logits = x.new_empty(*x.shape[:-1], d_vocab)
+            for start in range(0, d_vocab, VOCAB_CHUNK):
+                chunk = self.W_U[:, start : start + VOCAB_CHUNK]
+                logits[..., start : start + VOCAB_CHUNK] = batch_matmul(x, chunk.expand(len(x), *chunk.shape))
+        return self.capped(logits.add_(self.b_U))
 
     def capped(self, logits: Tensor) -> Tensor:
         """``cap * tanh(logits / cap)`` with a soft-cap, else the logits."""

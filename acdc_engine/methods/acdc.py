@@ -175,10 +175,11 @@ class Segment:
 def visiting_segments(graph: Graph) -> list[Segment]:
     """The visiting order (module docstring), cut where the resume layer or moot rules change."""
     n_layers, n_heads = graph.shape.n_layers, graph.shape.n_heads
+    exists = _readable(graph.edge_exists)
 
     def edges_into(receiver: str) -> list[Candidate]:
         r = graph.receiver_index[receiver]
-        senders = graph.edge_exists[:, r].nonzero().flatten().tolist()
+        senders = exists[:, r].nonzero()[0].tolist()
         return [Candidate(edge_name(graph.senders[s], receiver), edge=(s, r)) for s in reversed(senders)]
 
     segments = [Segment(n_layers, edges_into(LOGITS))]

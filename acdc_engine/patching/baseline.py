@@ -373,14 +373,14 @@ class PositionRows:
 
     def __init__(self, baseline: Baseline, positions: Tensor) -> None:
         self.positions = positions
-        self.sender_diff = baseline.sender_diff[:, :, positions].contiguous()
-        self.ablated_out = baseline.ablated_out[:, :, positions].contiguous()
-        self.ablated_input = {read: x[:, positions].contiguous() for read, x in baseline.ablated_input.items()}
-        self.ablated_input_mlp_out = [x[:, positions].contiguous() for x in baseline.ablated_input_mlp_out]
+        self.sender_diff = baseline.sender_diff.index_select(2, positions)
+        self.ablated_out = baseline.ablated_out.index_select(2, positions)
+        self.ablated_input = {read: x.index_select(1, positions) for read, x in baseline.ablated_input.items()}
+        self.ablated_input_mlp_out = [x.index_select(1, positions) for x in baseline.ablated_input_mlp_out]
         n_heads = baseline.n_heads
         n_prompts, n_pos = baseline.sender_diff.shape[1:3]
         self.q_table, self.kv_table = [], []
         for table in baseline.qkv_table:
             rows = table.view(2, 3, n_heads, n_prompts, n_pos, -1)  # (ablated, all-removed), kind, head
-            self.q_table.append(rows[:, 0, :, :, positions].reshape(2 * n_heads, -1))
+            self.q_table.append(rows[:, 0].index_select(3, positions).reshape(2 * n_heads, -1))
             self.kv_table.append(rows[:, 1:].reshape(4 * n_heads, -1))

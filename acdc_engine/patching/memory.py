@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -228,11 +229,26 @@ def cgroup_available(proc_cgroup: Path | None = None, root: Path | None = None) 
     no limit set, or nothing readable."""
     proc_cgroup, root = proc_cgroup or PROC_CGROUP, root or CGROUP_ROOT
     try:
-        lines = proc_cgroup.read_text(encoding="ascii").splitlines()
+        text = proc_cgroup.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError):
         return None
     allowed: list[int] = []
-    for line in lines:
+    for here, limit_name, usage_name, cache_key in _cgroup_levels(text, root):
+        limit = _read_bytes(here / limit_name)
+        usage = None if limit is None or limit >= _UNLIMITED else _read_bytes(here / usage_name)
+        if usage is None:
+            continue
+        allowed.append(max(0, limit - max(0, usage - _stat_bytes(here / "memory.stat", cache_key))))
+    return min(allowed) if allowed else None
+
+
+@lru_cache(maxsize=16)
+def _cgroup_levels(proc_text: str, root: Path) -> tuple[tuple[Path, str, str, str], ...]:
+    """The memory cgroup folders ``cgroup_available`` reads for the cgroups named by ``proc_text``
+    (``/proc/self/cgroup``'s content) under ``root``, each with its limit and usage file names and
+    the memory.stat key of its reclaimable page cache; the folders are looked up once per content."""
+    levels = []
+    for line in proc_text.splitlines():
         _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
         version = 2 if controllers == "" else 1 if "memory" in controllers.split(",") else None
         if version is None:
@@ -240,13 +256,9 @@ def cgroup_available(proc_cgroup: Path | None = None, root: Path | None = None) 
         mount_name, limit_name, usage_name, cache_key = _CGROUP_FILES[version]
         mount = root / mount_name if mount_name else root
         folder = mount / path.strip("/")
-        levels = [folder, *(p for p in folder.parents if p.is_relative_to(mount))] if folder.is_dir() else [mount]
-        for here in levels:
-            limit, usage = _read_bytes(here / limit_name), _read_bytes(here / usage_name)
-            if limit is None or usage is None or limit >= _UNLIMITED:
-                continue
-            allowed.append(max(0, limit - max(0, usage - _stat_bytes(here / "memory.stat", cache_key))))
-    return min(allowed) if allowed else None
+        found = [folder, *(p for p in folder.parents if p.is_relative_to(mount))] if folder.is_dir() else [mount]
+        levels += [(here, limit_name, usage_name, cache_key) for here in found]
+    return tuple(levels)
 
 
 def _read_bytes(path: Path) -> int | None:
