@@ -463,7 +463,10 @@ def write_rows(table: Tensor, index: np.ndarray, rows: Tensor | None) -> None:
     start = int(index[0])
     if np.array_equal(index, np.arange(start, start + len(index))):
         target = table[start : start + len(index)]
-        target.zero_() if rows is None else target.copy_(rows)
+        if rows is None:
+            target.zero_()
+        else:
+            target.copy_(rows)
     elif rows is None:
         table.index_fill_(0, on_device(index, table.device), 0)
     else:
