@@ -382,7 +382,7 @@ def keep_rate(state: AcdcState) -> float:
     tested = ~np.isnan(_readable(state.scores.edges))
     tested_heads = ~np.isnan(_readable(state.scores.head_inputs))
     kept = np.count_nonzero(tested & _readable(state.kept.edges)) + np.count_nonzero(tested_heads & _readable(state.kept.head_inputs))
-    return (int(kept) + 1) / (np.count_nonzero(tested) + np.count_nonzero(tested_heads) + 2)
+    return (kept + 1) / (np.count_nonzero(tested) + np.count_nonzero(tested_heads) + 2)
 
 
 RECENT_DECISIONS = 16

@@ -140,23 +140,28 @@ def layer_qkv(
     n_prompts, n_pos = resid.shape[:2]
     every_qkv = torch.arange(len(receivers), device=resid.device)
     attn, norm = spec.blocks[layer].attn, spec.blocks[layer].ln1
-    if watch is None:  # the norm of each row is the same alone and among others: normed once
-        normed = resid if norm is None else norm(resid)
-        rows = normed.reshape(1, -1, normed.shape[-1]).expand(len(receivers), -1, -1)  # [3H, tokens, d_model], a view
-        return spec.qkv_of_normed_rows(layer, rows, every_qkv).view(len(receivers), n_prompts, n_pos, -1).movedim(0, 2)
-    if attn.cfg.qk_norm != "full":
+    if watch is not None and attn.cfg.qk_norm != "full":
         projections = watched_qkv(attn, norm, resid, lambda factored: watch(receivers, factored), scratch or Scratch())
         return attn.qk_normed(projections, None, every_qkv).view(len(receivers), n_prompts, n_pos, -1).movedim(0, 2)
-    normed = resid if norm is None else norm(resid)
-    rows = normed.reshape(1, -1, normed.shape[-1]).expand(len(receivers), -1, -1)
-    rows = rows.view_as(rows)  # receiver-major rows [3H, tokens, d_model], a view
+    rows = normed_rows(spec, layer, resid, len(receivers))
+    if watch is not None:
+        rows = rows.view_as(rows)
 
-    def to_watch(grad: Tensor) -> None:
-        grad = grad.reshape(len(receivers), n_prompts, n_pos, -1)
-        watch(receivers, FactoredGradients.of_dense(grad if norm is None else norm.input_gradients(resid.detach(), grad)))
+        def to_watch(grad: Tensor) -> None:
+            grad = grad.reshape(len(receivers), n_prompts, n_pos, -1)
+            watch(receivers, FactoredGradients.of_dense(grad if norm is None else norm.input_gradients(resid.detach(), grad)))
 
-    rows.register_hook(to_watch)
+        rows.register_hook(to_watch)
     return spec.qkv_of_normed_rows(layer, rows, every_qkv).view(len(receivers), n_prompts, n_pos, -1).movedim(0, 2)
+
+
+def normed_rows(spec: ModelSpec, layer: int, x: Tensor, n_receivers: int) -> Tensor:
+    """x [..., d_model] through ``layer``'s pre-norm, as the receiver-major rows [n_receivers,
+    tokens, d_model] that each of the layer's q/k/v receivers reads alike: normed once (a row is
+    normed alike alone and among others), the receivers' rows a view of it."""
+    norm = spec.blocks[layer].ln1
+    normed = x if norm is None else norm(x)
+    return normed.reshape(1, -1, normed.shape[-1]).expand(n_receivers, -1, -1)
 
 
 def attention_output(
@@ -341,10 +346,8 @@ class Baseline:
         every_qkv = torch.arange(n_qkv, device=clean.device)
         self.qkv_table = []
         for layer in range(shape.n_layers):
-            ablated_input = self.ablated_input[shape.attention_reads(layer)].flatten(0, 1)
-            norm = spec.blocks[layer].ln1  # a row is normed alike alone and among others: once for the 3H receivers
-            normed = ablated_input if norm is None else norm(ablated_input)
-            from_input = spec.qkv_of_normed_rows(layer, normed[None].expand(n_qkv, -1, -1), every_qkv)
+            rows = normed_rows(spec, layer, self.ablated_input[shape.attention_reads(layer)], n_qkv)
+            from_input = spec.qkv_of_normed_rows(layer, rows, every_qkv)
             ablated_qkv = self.ablated.qkv[layer].permute(2, 3, 0, 1, 4).reshape(n_qkv, -1)
             self.qkv_table.append(torch.cat([ablated_qkv, from_input.flatten(1)]))
         self.ablated_input_mlp_out = (

@@ -96,7 +96,7 @@ class ReceiverInputs:
         if self.computed is None and self.compute is not None and len(which) < len(self.value_rows):
             return self.compute(which)
         values = self.values
-        return values if np.array_equal(which, np.arange(len(values))) else values.index_select(0, on_device(which, values.device))
+        return rows_of(values, which)
 
     def per_slot(self, per_value: Tensor) -> Tensor:
         """Rows [U, ...], one per value, as rows [slots, ...] (for groups of one receiver, whose
@@ -159,9 +159,9 @@ class SenderRows:
             self.circuit = grown_buffer(self.scratch, self.circuit_key, shape, self.shared.dtype, self.shared.device)
             self.circuit[: self.n_written] = self.shared[: self.n_written, None]
         device = distinct_diff.device
-        first = int(slots[0])
-        if np.array_equal(slots, np.arange(first, first + len(slots))):  # one block [k, C, ...], sender-major
-            block = self.circuit[first : first + len(slots)].view(-1, *distinct_diff.shape[1:])
+        run = as_slice(slots)
+        if run is not None:  # one block [k, C, ...], sender-major
+            block = self.circuit[run].view(-1, *distinct_diff.shape[1:])
             torch.index_select(distinct_diff, 0, on_device(rows.T.ravel(), device), out=block)
         else:
             for j, slot in enumerate(slots.tolist()):
@@ -460,9 +460,9 @@ def grown_buffer(scratch: dict, key: str, shape: tuple[int, ...], dtype: torch.d
 def write_rows(table: Tensor, index: np.ndarray, rows: Tensor | None) -> None:
     """``table[index] = rows`` (zeros where ``rows`` is None) for a small ascending index array
     [k]: a slice when the index is a run of consecutive rows."""
-    start = int(index[0])
-    if np.array_equal(index, np.arange(start, start + len(index))):
-        target = table[start : start + len(index)]
+    run = as_slice(index)
+    if run is not None:
+        target = table[run]
         if rows is None:
             target.zero_()
         else:
@@ -476,10 +476,14 @@ def write_rows(table: Tensor, index: np.ndarray, rows: Tensor | None) -> None:
 def rows_of(table: Tensor, index: np.ndarray) -> Tensor:
     """``table[index]`` for a small index array [k]: a view when the index is a run of
     consecutive rows, else a copy."""
+    run = as_slice(index)
+    return table[run] if run is not None else table.index_select(0, on_device(index, table.device))
+
+
+def as_slice(index: np.ndarray) -> slice | None:
+    """The slice of a non-empty index array [k] that is a run of consecutive ascending ints, else None."""
     start = int(index[0])
-    if np.array_equal(index, np.arange(start, start + len(index))):
-        return table[start : start + len(index)]
-    return table.index_select(0, on_device(index, table.device))
+    return slice(start, start + len(index)) if np.array_equal(index, np.arange(start, start + len(index))) else None
 
 
 def on_device(array: np.ndarray, device: torch.device) -> Tensor:
