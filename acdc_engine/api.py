@@ -195,6 +195,7 @@ def _discover_resolved(
     inputs = MethodInput(
         graph=measurement.graph, patcher=measurement.patcher, metric=measurement.metric, metric_name=metric,
         evaluate=evaluate, ablation=ablation, progress=progress, resume=resumed.state if resumed else None, checkpointer=checkpointer,
+        predict=measurement.predictor,
     )
     outcome, method_start = _run_method(spec, inputs, params, checkpointer, resumed, started)
     in_graph, metric_values = _prune_and_measure(spec, outcome, inputs, measurement)

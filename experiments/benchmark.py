@@ -226,6 +226,7 @@ def fast_runner(model, task, graph, spec: dict, device: str = "cpu"):
     """A function ``fast_run(record=None)`` that runs the fast engine's exact ACDC once, patcher and
     metric set up included, and returns (result, batch size, patcher); ``record`` {start layer:
     [seconds, passes, circuits]} collects the time spent in each start layer's passes."""
+    from acdc_engine.measure.measurement import predictor
     from acdc_engine.measure.metrics import kl_divergence
     from acdc_engine.methods.acdc import run_acdc
     from acdc_engine.patching import EdgePatcher
@@ -234,6 +235,7 @@ def fast_runner(model, task, graph, spec: dict, device: str = "cpu"):
         patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
         metric = kl_divergence(patcher.logits(graph.full_mask()))
         batch_size = patcher.auto_batch_size()
+        predict = predictor(model, task, "kl", split_input=graph.shape.split_input, threads=torch.get_num_threads())
 
         def evaluate(mask, s=0):
             begin = time.perf_counter()
@@ -247,7 +249,7 @@ def fast_runner(model, task, graph, spec: dict, device: str = "cpu"):
             return value
 
         result = run_acdc(graph, evaluate, spec["threshold"], batch_size=batch_size, progress=False,
-                          stop_after=spec["fast_candidates"])
+                          stop_after=spec["fast_candidates"], predict=predict)
         return result, batch_size, patcher
 
     return fast_run

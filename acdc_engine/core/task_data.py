@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -100,6 +101,14 @@ class TaskData:
         """The positions each prompt's metric reads, long [n_prompts, P]."""
         return self.positions.expand(len(self.clean), -1) if self.positions.dim() == 1 else self.positions
 
+    def subset(self, prompts: Tensor) -> TaskData:
+        """The task on clean prompts ``prompts`` (long [k] indices) and their corrupted partners:
+        every per-prompt field taken at those rows, the rest as it is."""
+        rows = {key: getattr(self, key)[prompts] for key in PER_PROMPT_FIELDS if getattr(self, key) is not None}
+        if self.positions.dim() == 2:
+            rows["positions"] = self.positions[prompts]
+        return dataclasses.replace(self, **rows)
+
     def check_padding(self, pad_token: int | None) -> None:
         """AcdcError when a clean prompt is read at a position that holds ``pad_token`` (the model
         tokenizer's padding id, None: unknown) inside a run of it that ends the prompt: right-padded
@@ -129,6 +138,10 @@ class TaskData:
             value = getattr(self, key)
             if value is not None and value.max() >= d_vocab:  # -1 is padding, checked on construction
                 raise AcdcError(f"{key} holds token ids outside the model's vocabulary [0, {d_vocab})")
+
+
+PER_PROMPT_FIELDS = ("clean", "corrupted", "answers", "wrong_answers", "answer_sets", "wrong_answer_sets", "lengths", "corrupted_lengths")
+"""The fields of a ``TaskData`` with one row per prompt (``positions`` too when it is [n_prompts, P])."""
 
 
 EAP_IG_PADDING_FIELDS = ("attention_mask", "input_lengths")

@@ -230,6 +230,7 @@ def run_acdc(
     resume: AcdcState | None = None,
     checkpointer: Checkpointing | None = None,
     skip: Tensor | None = None,
+    predict: Evaluate | None = None,
 ) -> AcdcResult:
     """Exact ACDC on ``graph``; ``evaluate`` scores circuits (lower is better), see ``Evaluate``.
 
@@ -240,8 +241,10 @@ def run_acdc(
     is exactly its; the walk stops where the branch taken is not in the batch. The circuits off the
     path (computed on wrong guesses) decide nothing; they hint at their candidates' decisions for
     later batches' guesses (``AcdcState.hints``). The window (circuits per batch, at most
-    ``batch_size``) adapts to how far batches get (``_decide``). Any window or hint gives the same
-    circuit.
+    ``batch_size``) adapts to how far batches get (``_decide``). ``predict``, a cheaper estimate of
+    ``evaluate`` (``Measurement.predict``), hints at every candidate of a long segment before its
+    first batch (``_probe``; its passes are not counted in ``forward_passes``). Any window or hint
+    gives the same circuit.
     ``stop_after`` visits only that many candidates of the order (benchmarks time a prefix); the
     rest stay in the circuit untested.
     Near-ties are decided on lone evaluations. The engine's patched pass gives a circuit the same
@@ -268,7 +271,7 @@ def run_acdc(
     for segment in segments:
         offset, end = end, end + len(segment.candidates)  # the segment's indices in the visiting order
         candidates = segment.candidates[: max(0, min(end, limit) - offset)]
-        _visit(state, graph, candidates, segment.start_layer, offset, limit, evaluate, threshold, skip, checkpointer, bar)
+        _visit(state, graph, candidates, segment.start_layer, offset, limit, evaluate, threshold, skip, checkpointer, bar, predict)
     bar.close()
     finished_before = resume is not None and resume.visited >= limit  # its checkpoint already says so
     state.visited = limit
@@ -280,6 +283,7 @@ def run_acdc(
 def _visit(
     state: AcdcState, graph: Graph, candidates: list[Candidate], start_layer: int, offset: int, limit: int,
     evaluate: Evaluate, threshold: float, skip: Tensor | None, checkpointer: Checkpointing | None, bar: tqdm,
+    predict: Evaluate | None = None,
 ) -> None:
     """Decide the ``candidates`` of one segment (at indices ``offset``.. of the visiting order, each
     pass resuming at ``start_layer``) from where ``state`` stands, batch by batch, saving through
@@ -289,6 +293,8 @@ def _visit(
     if i >= len(candidates):  # visited before the resumed state was saved, or beyond stop_after
         return
     moot = [moot or _is_skipped(c, skip) for c, moot in zip(candidates, state.moot(graph, candidates))]
+    if predict is not None and i == 0 and state.batch_size > 1 and moot.count(False) >= PROBE_FROM:
+        _probe(state, candidates, moot, start_layer, offset, predict, threshold)
     while i < len(candidates):
         batch = _speculate(state, candidates, moot, i, offset)
         try:
@@ -409,6 +415,43 @@ def segment_keep_rate(state: AcdcState, candidates: list[Candidate], start: int)
             tested += 1
             kept += in_circuit
     return (int(kept) + 2 * keep_rate(state)) / (tested + 2)
+
+
+PROBE_FROM = 24
+"""The fewest tested candidates a segment must have for ``predict`` to probe it (``_probe``): a probe
+costs a predicted pass per ``batch_size - 1`` candidates (and the predictor's set-up once), and pays
+on long segments, where guesses from the keep rate alone often go wrong (measured on the
+benchmark's small cases)."""
+
+
+def _probe(
+    state: AcdcState, candidates: list[Candidate], moot: list[bool], start_layer: int, offset: int, predict: Evaluate,
+    threshold: float,
+) -> None:
+    """Hint at the decision of each tested candidate of a segment about to be visited, as ``predict``
+    measures it: the current circuit with the candidate removed (and the moot candidates before it,
+    as its circuit in a batch has them) against the current circuit, in passes of
+    ``state.batch_size`` circuits. A candidate's decision rarely changes with the decisions before
+    it, so the speculation then mostly guesses the path the sequential algorithm takes (``HINT_TRUST``)."""
+    current = (_readable(state.kept.edges), _readable(state.kept.head_inputs))
+    before = (current[0].copy(), current[1].copy())  # the current circuit less the moot candidates so far
+    per_pass = max(1, state.batch_size - 1)
+    last = len(moot) - 1 - moot[::-1].index(False)
+    tested: list[int] = []
+    circuits = [current]
+    for j in range(last + 1):
+        if moot[j]:
+            _set_entry(candidates[j], False, *before)
+            continue
+        circuit = (before[0].copy(), before[1].copy())
+        _set_entry(candidates[j], False, *circuit)
+        tested.append(j)
+        circuits.append(circuit)
+        if len(tested) == per_pass or j == last:
+            values = predict(CircuitMask(*(torch.from_numpy(np.stack(part)) for part in zip(*circuits))), start_layer).tolist()
+            for k, value in zip(tested, values[1:]):
+                state.hints[offset + k] = value - values[0] >= threshold
+            tested, circuits = [], [current]
 
 
 def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], start: int, offset: int) -> _Batch:
@@ -633,7 +676,7 @@ def acdc_outcome(inputs: MethodInput, name: str, threshold: float, batch_size: i
     as method ``name``."""
     result = run_acdc(
         inputs.graph, inputs.evaluate, threshold, batch_size=batch_size, progress=inputs.progress, skip=skip,
-        resume=inputs.resume, checkpointer=inputs.checkpointer,
+        resume=inputs.resume, checkpointer=inputs.checkpointer, predict=inputs.predict,
     )
     return MethodOutcome(
         kept=result.kept,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -76,11 +77,11 @@ class ReceiverInputs:
     value_rows: np.ndarray | None = None
     compute: Callable[[np.ndarray], Tensor] | None = None  # value indices [k] -> those values, when not computed
 
-    @property
+    @cached_property
     def n_active(self) -> int:
         return int(self.active.sum())
 
-    @property
+    @cached_property
     def n_varies(self) -> int:
         return int(self.varies.sum())
 
@@ -104,6 +105,14 @@ class ReceiverInputs:
         if len(self.slot_pair) == len(per_value):  # every slot has its own value
             return per_value
         return per_value.index_select(0, on_device(self.slot_pair, per_value.device))
+
+
+def row_keys(array: np.ndarray) -> list[bytes]:
+    """Each row of a 2-d array [n, m] as bytes (equal rows: equal bytes)."""
+    data, width = np.ascontiguousarray(array).tobytes(), array.shape[1] * array.itemsize
+    if not width:
+        return [b""] * len(array)
+    return [data[start : start + width] for start in range(0, len(data), width)]
 
 
 def distinct(keys: list) -> tuple[list[int], list[int]]:
@@ -344,19 +353,19 @@ class PassState:
             return ReceiverInputs(varies, active)
         mask = np.concatenate([first[:, active].T, column[:, :, varies].transpose(0, 2, 1).reshape(n_circuits * n_varies, n_before)])
         varying = varies.nonzero()[0]
-        slot_receiver = np.concatenate([active.nonzero()[0], np.broadcast_to(varying, (n_circuits, len(varying))).ravel()])
+        slot_receiver = np.concatenate([active.nonzero()[0], *[varying] * n_circuits])
         # slots whose rows read only shared sender rows: one value per distinct mask row (the
         # others read their circuit's sender rows: a value each)
         sender_rows = self.at_positions if at_positions else self.full
         per_circuit = sender_rows.circuit is not None and n_varies > 0 and n_new > 0
         n_shared_slots = n_active if per_circuit else len(mask)
-        firsts, slot_value = distinct([row.tobytes() for row in mask[:n_shared_slots]])
+        firsts, slot_value = distinct(row_keys(mask[:n_shared_slots]))
         n_distinct = len(firsts)
         circuit_firsts: list[int] = []
         if per_circuit:  # one value per distinct (mask row, versions of the senders it keeps)
             circuit_mask = mask[n_shared_slots:]
             kept_versions = self.versions[:, n_fixed:n_before].repeat(n_varies, axis=0) * circuit_mask[:, n_fixed:]
-            circuit_firsts, circuit_value = distinct([row.tobytes() + v.tobytes() for row, v in zip(circuit_mask, kept_versions)])
+            circuit_firsts, circuit_value = distinct([row + v for row, v in zip(row_keys(circuit_mask), row_keys(kept_versions))])
             slot_value += [n_distinct + value for value in circuit_value]
             mask = np.concatenate([mask[firsts], circuit_mask[circuit_firsts]])
         elif n_distinct < n_shared_slots:
@@ -430,7 +439,7 @@ class PassState:
         self.versions[:, senders] = versions
         sender_rows = self.at_positions if at_positions else self.full
         ablated = sender_rows.rows.ablated_out
-        if len(outputs) == n_circuits * n_senders and np.array_equal(rows.ravel(), np.arange(len(outputs))):  # each its own
+        if len(outputs) == n_circuits * n_senders and as_slice(rows.ravel()) == slice(0, len(outputs)):  # each its own
             distinct_diff = (outputs.view(n_circuits, n_senders, *outputs.shape[1:]) - rows_of(ablated, senders)).flatten(0, 1)
         else:
             row_sender = np.zeros(len(outputs), dtype=np.int64)
@@ -482,8 +491,9 @@ def rows_of(table: Tensor, index: np.ndarray) -> Tensor:
 
 def as_slice(index: np.ndarray) -> slice | None:
     """The slice of a non-empty index array [k] that is a run of consecutive ascending ints, else None."""
-    start = int(index[0])
-    return slice(start, start + len(index)) if np.array_equal(index, np.arange(start, start + len(index))) else None
+    values = index.tolist()
+    start, stop = values[0], values[0] + len(values)
+    return slice(start, stop) if values == list(range(start, stop)) else None
 
 
 def on_device(array: np.ndarray, device: torch.device) -> Tensor:

@@ -106,7 +106,7 @@ def head_instances(
         np.concatenate([source.rows[:, 0][:, shared_heads], source.rows[:, :, varying_heads].reshape(len(kinds), -1)], axis=1)
         for kinds, source in sources
     ])  # [3, I]: each instance's table rows, q/k/v
-    instance_heads = np.concatenate([shared_heads, np.broadcast_to(varying_heads, (n_circuits, len(varying_heads))).ravel()])
+    instance_heads = np.concatenate([shared_heads, *[varying_heads] * n_circuits])
     firsts, instance_version = list(range(len(instance_heads))), None
     if len(varying_heads) and not spec.cfg.post_norms:
         keys = [(h, rows[:, i].tobytes()) for i, h in enumerate(instance_heads.tolist()) if i >= n_shared]
@@ -173,7 +173,7 @@ def qkv_sources(
     inputs = state.inputs(receivers[in_layer], read_at, at_positions)
     n_circuits = state.n_circuits
     every = np.arange(n_group)
-    from_input = np.broadcast_to(n_group + every, (n_circuits, n_group)).copy()  # [C, group]: the all-removed input's rows
+    from_input = np.repeat((n_group + every)[None], n_circuits, axis=0)  # [C, group]: the all-removed input's rows
     if inputs.pair_value is not None:  # some receiver keeps an edge
         computed, pair_row = qkv_pairs_kept(spec, state, layer, inputs, in_layer[inputs.pair_receiver].tolist(), at_positions)
         table = state.scratch_table((layer, kinds), base_table, computed)  # computed: pairs of [n_prompts * pos, d_head]
