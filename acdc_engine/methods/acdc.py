@@ -242,7 +242,7 @@ def run_acdc(
     path (computed on wrong guesses) decide nothing; they hint at their candidates' decisions for
     later batches' guesses (``AcdcState.hints``). The window (circuits per batch, at most
     ``batch_size``) adapts to how far batches get (``_decide``). ``predict``, a cheaper estimate of
-    ``evaluate`` (``Measurement.predict``), hints at every candidate of a long segment before its
+    ``evaluate`` (``Measurement.predictor``), hints at every candidate of a long segment before its
     first batch (``_probe``; its passes are not counted in ``forward_passes``). Any window or hint
     gives the same circuit.
     ``stop_after`` visits only that many candidates of the order (benchmarks time a prefix); the

@@ -61,7 +61,7 @@ class MethodInput:
     metric in one call (``Evaluate``; shared through a ``MetricCache`` in a sweep). resume and
     checkpointer are set only for a method that checkpoints (``MethodSpec.checkpoints``): the state
     saved by an earlier run to continue from (ACDC: ``AcdcState``), and where to save its own.
-    predict: a cheaper estimate of ``evaluate`` (``Measurement.predict``: the metric on a few of the
+    predict: a cheaper estimate of ``evaluate`` (``Measurement.predictor``: the metric on a few of the
     prompts) that a method may use to plan its passes, never to decide; None: none.
     """
 
