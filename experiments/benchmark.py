@@ -235,7 +235,7 @@ def fast_runner(model, task, graph, spec: dict, device: str = "cpu"):
         patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
         metric = kl_divergence(patcher.logits(graph.full_mask()))
         batch_size = patcher.auto_batch_size()
-        predict = predictor(model, task, "kl", split_input=graph.shape.split_input, threads=torch.get_num_threads())
+        predict = predictor(model, task, metric="kl", split_input=graph.shape.split_input, threads=torch.get_num_threads())
 
         def evaluate(mask, s=0):
             begin = time.perf_counter()

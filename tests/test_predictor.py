@@ -59,7 +59,7 @@ def test_a_task_subset_takes_every_per_prompt_field_at_the_chosen_prompts():
 def test_the_predictor_measures_the_same_metric_on_evenly_spaced_prompts():
     model, task = small_model(attn_only=False), random_task(n_prompts=12)
     graph = build_graph(model.cfg)
-    predict = predictor(model, task, "logit_diff")
+    predict = predictor(model, task, metric="logit_diff")
     masks = CircuitMask.stack([graph.full_mask(), graph.empty_mask()])
     expected = Measurement(model, task.subset(torch.tensor([0, 3, 6, 9])), "logit_diff").evaluate(masks)
     assert PREDICTOR_PROMPTS == 4

@@ -43,6 +43,7 @@ class Measurement:
         graph: the model's graph; patcher: its ``EdgePatcher``.
         metric_name: the metric's name; metric: circuit logits [C, n_prompts, P, d_vocab] -> [C].
         full: the full model's metric (float).
+        predictor: a cheaper estimate of ``evaluate`` for planning passes (``predictor``), or None.
     """
 
     def __init__(
@@ -57,8 +58,6 @@ class Measurement:
         self_check: bool = True,
     ) -> None:
         self.model, self.task, self.ablation, self.split_input = model, task, ablation, split_input
-        self.permute_corrupted_positions = permute_corrupted_positions
-        self._predictor: Evaluate | None = None
         self.threads = thread_count(task.clean.numel() * model.cfg.d_model, threads)
         self.metric_name = metric or task.default_metric
         with using_threads(self.threads):
@@ -73,6 +72,8 @@ class Measurement:
         )
         self.metric = make_metric(self.metric_name, task, full_logits)
         self.full = float(self.metric(full_logits[None]).double()[0])
+        self.predictor = predictor(model, task, metric=self.metric_name, ablation=ablation, split_input=split_input,
+                                   permute_corrupted_positions=permute_corrupted_positions, threads=self.threads)
 
     @property
     def setting(self) -> dict[str, Any]:
@@ -93,16 +94,6 @@ class Measurement:
         evaluate = evaluate or self.evaluate
         return float(evaluate(CircuitMask.stack([self.graph.empty_mask()]), 0)[0])
 
-    @property
-    def predictor(self) -> Evaluate | None:
-        """A cheaper estimate of ``evaluate`` for planning passes (``predictor``), built at its first call."""
-        if self._predictor is None:
-            self._predictor = predictor(
-                self.model, self.task, self.metric_name, self.ablation, self.split_input, self.permute_corrupted_positions,
-                self.threads,
-            )
-        return self._predictor
-
 
 PREDICTOR_PROMPTS = 4
 """How many of a task's prompts ``predictor`` measures on."""
@@ -114,16 +105,8 @@ the benchmark's ``default``, 34,816: about 12% of exact ACDC's time); at GPT-2 s
 set-up and passes cost more than the passes it saves (5 to 15% slower, measured)."""
 
 
-def predictor(
-    model: torch.nn.Module,
-    task: TaskData,
-    metric: str | None = None,
-    ablation: str = "resample",
-    split_input: bool = False,
-    permute_corrupted_positions: bool = False,
-    threads: int | None = None,
-) -> Evaluate | None:
-    """An estimate of a ``Measurement``'s ``evaluate`` in this setting (the same arguments): the
+def predictor(model: torch.nn.Module, task: TaskData, **setting: Any) -> Evaluate | None:
+    """An estimate of a ``Measurement``'s ``evaluate`` (``setting``: its other keywords): the
     same metric on ``PREDICTOR_PROMPTS`` of the task's prompts, evenly spaced, measured by a
     ``Measurement`` of those prompts built at the first call (without the self-check: the model is
     the one the full measurement checks). Much cheaper; on the benchmark's tasks it decides a
@@ -139,9 +122,7 @@ def predictor(
 
     def predict(masks: CircuitMask, start_layer: int = 0) -> Tensor:
         if not subset:
-            subset.append(Measurement(
-                model, task.subset(prompts), metric, ablation, split_input, permute_corrupted_positions, threads, self_check=False,
-            ))
+            subset.append(Measurement(model, task.subset(prompts), **setting, self_check=False))
         return subset[0].evaluate(masks, start_layer)
 
     return predict

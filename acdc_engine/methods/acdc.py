@@ -417,6 +417,16 @@ def segment_keep_rate(state: AcdcState, candidates: list[Candidate], start: int)
     return (int(kept) + 2 * keep_rate(state)) / (tested + 2)
 
 
+def _copied(circuit: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A copy of a circuit's (edges [S, R], head inputs [L, H, 3]) numpy masks, to set entries in."""
+    return circuit[0].copy(), circuit[1].copy()
+
+
+def _stacked(circuits: list[tuple[np.ndarray, np.ndarray]]) -> CircuitMask:
+    """Circuits' (edges, head inputs) numpy masks as one ``CircuitMask`` [C, ...]."""
+    return CircuitMask(*(torch.from_numpy(np.stack(part)) for part in zip(*circuits)))
+
+
 PROBE_FROM = 24
 """The fewest tested candidates a segment must have for ``predict`` to probe it (``_probe``): a probe
 costs a predicted pass per ``batch_size - 1`` candidates (and the predictor's set-up once), and pays
@@ -434,7 +444,7 @@ def _probe(
     ``state.batch_size`` circuits. A candidate's decision rarely changes with the decisions before
     it, so the speculation then mostly guesses the path the sequential algorithm takes (``HINT_TRUST``)."""
     current = (_readable(state.kept.edges), _readable(state.kept.head_inputs))
-    before = (current[0].copy(), current[1].copy())  # the current circuit less the moot candidates so far
+    before = _copied(current)  # the current circuit less the moot candidates so far
     per_pass = max(1, state.batch_size - 1)
     last = len(moot) - 1 - moot[::-1].index(False)
     tested: list[int] = []
@@ -443,12 +453,12 @@ def _probe(
         if moot[j]:
             _set_entry(candidates[j], False, *before)
             continue
-        circuit = (before[0].copy(), before[1].copy())
+        circuit = _copied(before)
         _set_entry(candidates[j], False, *circuit)
         tested.append(j)
         circuits.append(circuit)
         if len(tested) == per_pass or j == last:
-            values = predict(CircuitMask(*(torch.from_numpy(np.stack(part)) for part in zip(*circuits))), start_layer).tolist()
+            values = predict(_stacked(circuits), start_layer).tolist()
             for k, value in zip(tested, values[1:]):
                 state.hints[offset + k] = value - values[0] >= threshold
             tested, circuits = [], [current]
@@ -480,7 +490,7 @@ def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], 
     order = 1
     while frontier and len(circuits) < state.window and -frontier[0][0] >= MIN_CHANCE:
         negative_chance, _, guesses, parent = heapq.heappop(frontier)
-        circuit = (parent[0].copy(), parent[1].copy())
+        circuit = _copied(parent)
         n = len(guesses)
         if n and guesses[-1]:  # the parent's candidate guessed kept
             _set_entry(candidates[tested[n - 1]], True, *circuit)
@@ -493,8 +503,7 @@ def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], 
             for guess, chance in ((False, 1 - p_keep), (True, p_keep)):
                 heapq.heappush(frontier, (negative_chance * chance, order, guesses + (guess,), circuit))
                 order += 1
-    stacked = CircuitMask(*(torch.from_numpy(np.stack(part)) for part in zip(*circuits)))
-    return _Batch(start, tested, complete, nodes, stacked)
+    return _Batch(start, tested, complete, nodes, _stacked(circuits))
 
 
 class _NonFiniteMetric(Exception):

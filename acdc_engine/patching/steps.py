@@ -24,7 +24,7 @@ from torch import Tensor
 
 from acdc_engine.core.graph import Graph, mlp_name
 from acdc_engine.patching.baseline import ReceiverGroups, first_head_sender
-from acdc_engine.patching.pass_state import PassState, ReceiverInputs, distinct, each_circuit, on_device
+from acdc_engine.patching.pass_state import PassState, ReceiverInputs, distinct, each_circuit, on_device, row_keys
 
 if TYPE_CHECKING:
     from acdc_engine.architecture import ModelSpec
@@ -109,7 +109,7 @@ def head_instances(
     instance_heads = np.concatenate([shared_heads, *[varying_heads] * n_circuits])
     firsts, instance_version = list(range(len(instance_heads))), None
     if len(varying_heads) and not spec.cfg.post_norms:
-        keys = [(h, rows[:, i].tobytes()) for i, h in enumerate(instance_heads.tolist()) if i >= n_shared]
+        keys = list(zip(instance_heads[n_shared:].tolist(), row_keys(rows[:, n_shared:].T)))  # (head, its q/k/v rows)
         varying_firsts, instance_version = distinct(keys)
         firsts = list(range(n_shared)) + [n_shared + i for i in varying_firsts]
     qkv: list[Tensor] = []
