@@ -235,7 +235,6 @@ def fast_runner(model, task, graph, spec: dict, device: str = "cpu"):
         patcher = EdgePatcher(model, task.clean, task.corrupted, task.positions, split_input=graph.shape.split_input)
         metric = kl_divergence(patcher.logits(graph.full_mask()))
         batch_size = patcher.auto_batch_size()
-        predict = predictor(model, task, metric="kl", split_input=graph.shape.split_input, threads=torch.get_num_threads())
 
         def evaluate(mask, s=0):
             begin = time.perf_counter()
@@ -248,6 +247,7 @@ def fast_runner(model, task, graph, spec: dict, device: str = "cpu"):
                 spent[2] += mask.edges.shape[0] if mask.edges.dim() == 3 else 1
             return value
 
+        predict = predictor(model, task, evaluate, metric="kl", split_input=graph.shape.split_input, threads=torch.get_num_threads())
         result = run_acdc(graph, evaluate, spec["threshold"], batch_size=batch_size, progress=False,
                           stop_after=spec["fast_candidates"], predict=predict)
         return result, batch_size, patcher

@@ -1,5 +1,6 @@
-"""ACDC's predictor: a cheap estimate of the metric (a few of the task's prompts) that plans the
-speculative passes and never decides; the circuit and its scores stay the sequential algorithm's."""
+"""ACDC's predictor: an estimate of the metric (on a few of the task's prompts, or on tiny tasks the
+measurement itself) whose probes plan the speculative passes and never decide; the circuit and its
+scores stay the sequential algorithm's."""
 
 import pytest
 import torch
@@ -10,12 +11,13 @@ from test_resume import KeepEverySave
 
 from acdc_engine import TaskData, build_graph, discover
 from acdc_engine.core.mask import CircuitMask
-from acdc_engine.measure.measurement import PREDICTOR_BELOW, PREDICTOR_PROMPTS, Measurement, predictor
+from acdc_engine.core.patcher import Predictor
+from acdc_engine.measure.measurement import PREDICTOR_BELOW, PREDICTOR_PROMPTS, SUBSET_FROM, Measurement, predictor
 from acdc_engine.measure.metrics import kl_divergence
 from acdc_engine.methods import acdc
 from acdc_engine.methods.checkpoint import load_checkpoint
 from acdc_engine.methods.fingerprint import fingerprint
-from acdc_engine.methods.acdc import PROBE_FROM, run_acdc, visiting_segments
+from acdc_engine.methods.acdc import PROBE_BATCH_FROM, PROBE_FROM, run_acdc, visiting_segments
 from acdc_engine.patching import EdgePatcher
 
 
@@ -56,27 +58,40 @@ def test_a_task_subset_takes_every_per_prompt_field_at_the_chosen_prompts():
     assert subset.name == task.name and subset.default_metric == task.default_metric
 
 
-def test_the_predictor_measures_the_same_metric_on_evenly_spaced_prompts():
-    model, task = small_model(attn_only=False), random_task(n_prompts=12)
+def unused(masks, start_layer=0):
+    raise AssertionError("the predictor's choice must not measure anything")
+
+
+def test_from_SUBSET_FROM_the_predictor_measures_the_same_metric_on_evenly_spaced_prompts():
+    model = small_model(attn_only=False)  # d_model 32
+    task = random_task(n_prompts=128, n_pos=8)  # work 128 x 8 x 32 = SUBSET_FROM
     graph = build_graph(model.cfg)
-    predict = predictor(model, task, metric="logit_diff")
+    predict = predictor(model, task, unused, metric="logit_diff")
     masks = CircuitMask.stack([graph.full_mask(), graph.empty_mask()])
-    expected = Measurement(model, task.subset(torch.tensor([0, 3, 6, 9])), "logit_diff").evaluate(masks)
-    assert PREDICTOR_PROMPTS == 4
-    assert torch.equal(predict(masks), expected)
+    expected = Measurement(model, task.subset(torch.tensor([0, 32, 64, 96])), "logit_diff").evaluate(masks)
+    assert PREDICTOR_PROMPTS == 4 and task.clean.numel() * 32 == SUBSET_FROM
+    assert predict.from_layer == 0
+    assert torch.equal(predict.evaluate(masks), expected)
 
 
-def test_a_task_with_few_prompts_gets_no_predictor():
-    model = small_model(attn_only=True)
-    assert predictor(model, random_task(n_prompts=2 * PREDICTOR_PROMPTS - 1)) is None
-    assert predictor(model, random_task(n_prompts=2 * PREDICTOR_PROMPTS)) is not None
+def test_below_SUBSET_FROM_the_predictor_is_the_measurement_itself_on_the_top_layer():
+    model, task = small_model(attn_only=True), random_task(n_prompts=6)
+    measurement = Measurement(model, task)
+    assert measurement.predictor == Predictor(measurement.evaluate, from_layer=model.cfg.n_layers - 1)
+
+
+def test_a_task_with_few_prompts_above_SUBSET_FROM_gets_no_predictor():
+    model = small_model(attn_only=True)  # d_model 32
+    n_pos = SUBSET_FROM // (32 * (2 * PREDICTOR_PROMPTS - 1)) + 1
+    assert predictor(model, random_task(n_prompts=2 * PREDICTOR_PROMPTS - 1, n_pos=n_pos), unused) is None
+    assert predictor(model, random_task(n_prompts=2 * PREDICTOR_PROMPTS, n_pos=n_pos), unused) is not None
 
 
 def test_a_task_whose_passes_are_large_gets_no_predictor():
     model = small_model(attn_only=True)  # d_model 32
     n_pos = 8
-    assert predictor(model, random_task(n_prompts=PREDICTOR_BELOW // (32 * n_pos) - 1, n_pos=n_pos)) is not None
-    assert predictor(model, random_task(n_prompts=PREDICTOR_BELOW // (32 * n_pos), n_pos=n_pos)) is None
+    assert predictor(model, random_task(n_prompts=PREDICTOR_BELOW // (32 * n_pos) - 1, n_pos=n_pos), unused) is not None
+    assert predictor(model, random_task(n_prompts=PREDICTOR_BELOW // (32 * n_pos), n_pos=n_pos), unused) is None
 
 
 def test_a_predictor_that_is_always_wrong_changes_the_passes_never_the_circuit():
@@ -84,25 +99,65 @@ def test_a_predictor_that_is_always_wrong_changes_the_passes_never_the_circuit()
     assert max(len(s.candidates) for s in visiting_segments(graph)) >= PROBE_FROM
     evaluate = additive_metric(graph, seed=0)
     without = run_acdc(graph, evaluate, 0.3, batch_size=16, progress=False)
-    misleading = run_acdc(graph, evaluate, 0.3, batch_size=16, progress=False, predict=lambda masks, start_layer=0: -evaluate(masks))
-    assert same_result(misleading, without)
+    misleading = Predictor(lambda masks, start_layer=0: -evaluate(masks))
+    assert same_result(run_acdc(graph, evaluate, 0.3, batch_size=16, progress=False, predict=misleading), without)
 
 
 def test_a_predictor_that_agrees_with_the_metric_needs_fewer_passes_for_the_same_circuit():
     model, task, graph, evaluate = long_segment_setting()
     without = run_acdc(graph, evaluate, 0.0005, batch_size=16, progress=False)
-    predicted = run_acdc(graph, evaluate, 0.0005, batch_size=16, progress=False, predict=evaluate)
+    predicted = run_acdc(graph, evaluate, 0.0005, batch_size=16, progress=False, predict=Predictor(evaluate))
     assert same_result(predicted, without)
     assert predicted.forward_passes < without.forward_passes
 
 
-@pytest.mark.parametrize("batch_size", [5, 64])
-def test_with_a_predictor_discover_still_gives_the_naive_references_circuit(batch_size, monkeypatch):
-    model, task = small_model(attn_only=False, seed=1, n_heads=4), random_task(n_prompts=2 * PREDICTOR_PROMPTS, seed=1)
-    probed = []
-    monkeypatch.setattr(acdc, "_probe", lambda *args: probed.append(True) or probe(*args))
+def test_the_probes_passes_count_as_forward_passes():
+    model, task, graph, evaluate = long_segment_setting()
+    passes = []
+
+    def counted(masks, start_layer=0):
+        passes.append(start_layer)
+        return evaluate(masks, start_layer)
+
+    result = run_acdc(graph, counted, 0.0005, batch_size=16, progress=False, predict=Predictor(counted))
+    assert result.forward_passes == len(passes)
+
+
+def probed_layers(monkeypatch) -> list[int]:
+    """The start layers of the segments ACDC probes from now on."""
+    layers = []
+    monkeypatch.setattr(acdc, "_probe", lambda state, candidates, moot, start_layer, *rest: layers.append(start_layer)
+                        or probe(state, candidates, moot, start_layer, *rest))
+    return layers
+
+
+def test_a_predictor_probes_the_long_segments_from_its_layer_up_only(monkeypatch):
+    model, task, graph, evaluate = long_segment_setting()
+    layers = probed_layers(monkeypatch)
+    run_acdc(graph, evaluate, 0.0005, batch_size=16, progress=False, predict=Predictor(evaluate))
+    assert 0 in layers
+    layers.clear()
+    top = graph.shape.n_layers - 1
+    run_acdc(graph, evaluate, 0.0005, batch_size=16, progress=False, predict=Predictor(evaluate, from_layer=top))
+    assert layers and min(layers) == top
+
+
+def test_probes_wait_for_batches_of_PROBE_BATCH_FROM_circuits(monkeypatch):
+    model, task, graph, evaluate = long_segment_setting()
+    layers = probed_layers(monkeypatch)
+    run_acdc(graph, evaluate, 0.0005, batch_size=PROBE_BATCH_FROM - 1, progress=False, predict=Predictor(evaluate))
+    assert layers == []
+    run_acdc(graph, evaluate, 0.0005, batch_size=PROBE_BATCH_FROM, progress=False, predict=Predictor(evaluate))
+    assert layers
+
+
+@pytest.mark.parametrize("n_prompts, n_pos", [(2 * PREDICTOR_PROMPTS, 7), (128, 8)], ids=["itself", "subset"])
+@pytest.mark.parametrize("batch_size", [PROBE_BATCH_FROM, 64])
+def test_with_a_predictor_discover_still_gives_the_naive_references_circuit(n_prompts, n_pos, batch_size, monkeypatch):
+    model, task = small_model(attn_only=False, seed=1, n_heads=4), random_task(n_prompts=n_prompts, n_pos=n_pos, seed=1)
+    layers = probed_layers(monkeypatch)
     circuit = discover(model, task, threshold=0.0005, batch_size=batch_size, progress=False)
-    assert probed  # a segment was long enough to probe
+    assert layers  # a segment was long enough to probe
     clean_logits = model(task.clean)
     reference = naive_acdc(model, task.clean, task.corrupted, lambda logits: naive_kl(clean_logits, logits, task.positions.tolist()), 0.0005)
     assert decisions(circuit) == (reference["edges"], reference["head_inputs"])
@@ -110,14 +165,14 @@ def test_with_a_predictor_discover_still_gives_the_naive_references_circuit(batc
 
 def test_a_run_with_a_predictor_resumed_from_any_save_repeats_the_uninterrupted_ones_passes(tmp_path, monkeypatch):
     model, task, graph, evaluate = long_segment_setting()
-    probed = []
-    monkeypatch.setattr(acdc, "_probe", lambda *args: probed.append(True) or probe(*args))
+    layers = probed_layers(monkeypatch)
     saves = KeepEverySave(fingerprint({}, model, task))
-    straight = run_acdc(graph, evaluate, 0.0005, batch_size=8, progress=False, checkpointer=saves, predict=evaluate)
-    assert probed
+    batch_size = PROBE_BATCH_FROM
+    straight = run_acdc(graph, evaluate, 0.0005, batch_size=batch_size, progress=False, checkpointer=saves, predict=Predictor(evaluate))
+    assert layers
     for n, contents in enumerate(saves.files[:-1]):
         (tmp_path / f"{n}.safetensors").write_bytes(contents)
-        resumed = run_acdc(graph, evaluate, 0.0005, batch_size=8, progress=False, predict=evaluate,
+        resumed = run_acdc(graph, evaluate, 0.0005, batch_size=batch_size, progress=False, predict=Predictor(evaluate),
                            resume=load_checkpoint(tmp_path / f"{n}.safetensors").state)
         assert same_result(resumed, straight)
         assert resumed.forward_passes == straight.forward_passes

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from acdc_engine.core.mask import CircuitMask
-from acdc_engine.core.patcher import Evaluate
+from acdc_engine.core.patcher import Evaluate, Predictor
 from acdc_engine.core.threads import thread_count, using_threads
 from acdc_engine.measure.metrics import at_least_float32, make_metric
 from acdc_engine.patching import EdgePatcher
@@ -43,7 +43,7 @@ class Measurement:
         graph: the model's graph; patcher: its ``EdgePatcher``.
         metric_name: the metric's name; metric: circuit logits [C, n_prompts, P, d_vocab] -> [C].
         full: the full model's metric (float).
-        predictor: a cheaper estimate of ``evaluate`` for planning passes (``predictor``), or None.
+        predictor: an estimate of ``evaluate`` for planning ACDC's passes (``predictor``), or None.
     """
 
     def __init__(
@@ -72,7 +72,7 @@ class Measurement:
         )
         self.metric = make_metric(self.metric_name, task, full_logits)
         self.full = float(self.metric(full_logits[None]).double()[0])
-        self.predictor = predictor(model, task, metric=self.metric_name, ablation=ablation, split_input=split_input,
+        self.predictor = predictor(model, task, self.evaluate, metric=self.metric_name, ablation=ablation, split_input=split_input,
                                    permute_corrupted_positions=permute_corrupted_positions, threads=self.threads)
 
     @property
@@ -96,26 +96,40 @@ class Measurement:
 
 
 PREDICTOR_PROMPTS = 4
-"""How many of a task's prompts ``predictor`` measures on."""
+"""How many of a task's prompts ``predictor``'s subset measures on."""
 
 PREDICTOR_BELOW = 2**17
 """The work (n_prompts x n_tokens x d_model) below which ``predictor`` offers an estimate. In small
-passes the cost of a pass, not of its circuits, dominates and the predictor saves many passes (on
-the benchmark's ``default``, 34,816: about 12% of exact ACDC's time); at GPT-2 shape (245,760) its
-set-up and passes cost more than the passes it saves (5 to 15% slower, measured)."""
+passes the cost of a pass, not of its circuits, dominates, and probes save many passes; at GPT-2
+shape (245,760) their passes cost more than the passes they save (5 to 15% slower, measured)."""
+
+SUBSET_FROM = 2**15
+"""The work from which ``predictor`` measures on a subset of the prompts. Below it a pass costs
+about the same on 4 prompts as on all, so a second measurement's set-up and cold first pass cost
+more than its cheaper circuits save: the measurement's own passes probe the top layer instead
+(measured on the benchmark: ``autocircuit-shape``, work 15,360, is faster so; ``default``, 34,816,
+with the subset)."""
 
 
-def predictor(model: torch.nn.Module, task: TaskData, **setting: Any) -> Evaluate | None:
-    """An estimate of a ``Measurement``'s ``evaluate`` (``setting``: its other keywords): the
-    same metric on ``PREDICTOR_PROMPTS`` of the task's prompts, evenly spaced, measured by a
-    ``Measurement`` of those prompts built at the first call (without the self-check: the model is
-    the one the full measurement checks). Much cheaper; on the benchmark's tasks it decides a
-    removal as the whole task does for about 95% of ACDC's candidates, so ACDC's speculation takes
-    its decisions as hints (``run_acdc``'s ``predict``), never as decisions. None where the task has
-    fewer than ``2 * PREDICTOR_PROMPTS`` prompts (a subset would cost about what the task costs) or
-    its work is ``PREDICTOR_BELOW`` or more."""
-    n_prompts = len(task.clean)
-    if n_prompts < 2 * PREDICTOR_PROMPTS or task.clean.numel() * model.cfg.d_model >= PREDICTOR_BELOW:
+def predictor(model: torch.nn.Module, task: TaskData, evaluate: Evaluate, **setting: Any) -> Predictor | None:
+    """A ``Predictor`` of ``evaluate``, a ``Measurement``'s of ``model`` on ``task`` (``setting``:
+    its other keywords), for ACDC's probes (``run_acdc``'s ``predict``), or None where probes cost
+    more than they save (work ``PREDICTOR_BELOW`` or more).
+
+    Below ``SUBSET_FROM`` it is ``evaluate`` itself, on the top layer's segments and the logits'
+    (where a removal changes little of the pass, so its circuit is cheap beside the pass's fixed
+    cost). From it, the same metric on ``PREDICTOR_PROMPTS`` of the task's prompts, evenly spaced,
+    on every segment: a ``Measurement`` of those prompts built at the first call (without the
+    self-check: the model is the one the full measurement checks); on the benchmark's tasks it
+    decides a removal as the whole task does for about 95% of ACDC's candidates. None also where
+    the task has fewer than ``2 * PREDICTOR_PROMPTS`` prompts (a subset would cost about what the
+    task costs)."""
+    n_prompts, work = len(task.clean), task.clean.numel() * model.cfg.d_model
+    if work >= PREDICTOR_BELOW:
+        return None
+    if work < SUBSET_FROM:
+        return Predictor(evaluate, from_layer=model.cfg.n_layers - 1)
+    if n_prompts < 2 * PREDICTOR_PROMPTS:
         return None
     prompts = torch.arange(PREDICTOR_PROMPTS) * n_prompts // PREDICTOR_PROMPTS
     subset: list[Measurement] = []
@@ -125,4 +139,4 @@ def predictor(model: torch.nn.Module, task: TaskData, **setting: Any) -> Evaluat
             subset.append(Measurement(model, task.subset(prompts), **setting, self_check=False))
         return subset[0].evaluate(masks, start_layer)
 
-    return predict
+    return Predictor(predict)

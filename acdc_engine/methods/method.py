@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Protocol
 from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
-from acdc_engine.core.patcher import Evaluate, Patcher
+from acdc_engine.core.patcher import Evaluate, Patcher, Predictor
 from acdc_engine.measure.metrics import Metric
 from acdc_engine.patching.memory import MemoryProfile
 
@@ -61,8 +61,9 @@ class MethodInput:
     metric in one call (``Evaluate``; shared through a ``MetricCache`` in a sweep). resume and
     checkpointer are set only for a method that checkpoints (``MethodSpec.checkpoints``): the state
     saved by an earlier run to continue from (ACDC: ``AcdcState``), and where to save its own.
-    predict: a cheaper estimate of ``evaluate`` (``Measurement.predictor``: the metric on a few of the
-    prompts) that a method may use to plan its passes, never to decide; None: none.
+    predict: an estimate of ``evaluate`` (``Measurement.predictor``: the metric on a few of the
+    prompts, or on tiny tasks ``evaluate`` itself) that a method may use to plan its passes, never
+    to decide; None: none.
     """
 
     graph: Graph
@@ -74,7 +75,7 @@ class MethodInput:
     progress: bool = True
     resume: Any = None
     checkpointer: Checkpointing | None = None
-    predict: Evaluate | None = None
+    predict: Predictor | None = None
 
 
 @dataclass
