@@ -1,6 +1,7 @@
-"""ACDC's predictor: an estimate of the metric (on a few of the task's prompts, or on tiny tasks the
-measurement itself) whose probes plan the speculative passes and never decide; the circuit and its
-scores stay the sequential algorithm's."""
+"""ACDC's probes: each candidate of a long segment of the top layer or the logits measured removed
+alone by the predictor (the metric on a few of the task's prompts, or on tiny tasks the measurement
+itself) before the segment's first batch; they plan the speculative passes and never decide, so the
+circuit and its scores stay the sequential algorithm's."""
 
 import pytest
 import torch
@@ -11,7 +12,6 @@ from test_resume import KeepEverySave
 
 from acdc_engine import TaskData, build_graph, discover
 from acdc_engine.core.mask import CircuitMask
-from acdc_engine.core.patcher import Predictor
 from acdc_engine.measure.measurement import PREDICTOR_BELOW, PREDICTOR_PROMPTS, SUBSET_FROM, Measurement, predictor
 from acdc_engine.measure.metrics import kl_divergence
 from acdc_engine.methods import acdc
@@ -70,14 +70,12 @@ def test_from_SUBSET_FROM_the_predictor_measures_the_same_metric_on_evenly_space
     masks = CircuitMask.stack([graph.full_mask(), graph.empty_mask()])
     expected = Measurement(model, task.subset(torch.tensor([0, 32, 64, 96])), "logit_diff").evaluate(masks)
     assert PREDICTOR_PROMPTS == 4 and task.clean.numel() * 32 == SUBSET_FROM
-    assert predict.from_layer == 0
-    assert torch.equal(predict.evaluate(masks), expected)
+    assert torch.equal(predict(masks), expected)
 
 
-def test_below_SUBSET_FROM_the_predictor_is_the_measurement_itself_on_the_top_layer():
-    model, task = small_model(attn_only=True), random_task(n_prompts=6)
-    measurement = Measurement(model, task)
-    assert measurement.predictor == Predictor(measurement.evaluate, from_layer=model.cfg.n_layers - 1)
+def test_below_SUBSET_FROM_the_predictor_is_the_measurement_itself():
+    measurement = Measurement(small_model(attn_only=True), random_task(n_prompts=6))
+    assert measurement.predictor == measurement.evaluate
 
 
 def test_a_task_with_few_prompts_above_SUBSET_FROM_gets_no_predictor():
@@ -99,14 +97,14 @@ def test_a_predictor_that_is_always_wrong_changes_the_passes_never_the_circuit()
     assert max(len(s.candidates) for s in visiting_segments(graph)) >= PROBE_FROM
     evaluate = additive_metric(graph, seed=0)
     without = run_acdc(graph, evaluate, 0.3, batch_size=16, progress=False)
-    misleading = Predictor(lambda masks, start_layer=0: -evaluate(masks))
-    assert same_result(run_acdc(graph, evaluate, 0.3, batch_size=16, progress=False, predict=misleading), without)
+    misleading = run_acdc(graph, evaluate, 0.3, batch_size=16, progress=False, predict=lambda masks, start_layer=0: -evaluate(masks))
+    assert same_result(misleading, without)
 
 
 def test_a_predictor_that_agrees_with_the_metric_needs_fewer_passes_for_the_same_circuit():
     model, task, graph, evaluate = long_segment_setting()
     without = run_acdc(graph, evaluate, 0.0005, batch_size=16, progress=False)
-    predicted = run_acdc(graph, evaluate, 0.0005, batch_size=16, progress=False, predict=Predictor(evaluate))
+    predicted = run_acdc(graph, evaluate, 0.0005, batch_size=16, progress=False, predict=evaluate)
     assert same_result(predicted, without)
     assert predicted.forward_passes < without.forward_passes
 
@@ -119,7 +117,7 @@ def test_the_probes_passes_count_as_forward_passes():
         passes.append(start_layer)
         return evaluate(masks, start_layer)
 
-    result = run_acdc(graph, counted, 0.0005, batch_size=16, progress=False, predict=Predictor(counted))
+    result = run_acdc(graph, counted, 0.0005, batch_size=16, progress=False, predict=counted)
     assert result.forward_passes == len(passes)
 
 
@@ -131,23 +129,20 @@ def probed_layers(monkeypatch) -> list[int]:
     return layers
 
 
-def test_a_predictor_probes_the_long_segments_from_its_layer_up_only(monkeypatch):
+def test_probes_measure_only_the_segments_of_the_top_layer_and_the_logits(monkeypatch):
     model, task, graph, evaluate = long_segment_setting()
     layers = probed_layers(monkeypatch)
-    run_acdc(graph, evaluate, 0.0005, batch_size=16, progress=False, predict=Predictor(evaluate))
-    assert 0 in layers
-    layers.clear()
+    run_acdc(graph, evaluate, 0.0005, batch_size=16, progress=False, predict=evaluate)
     top = graph.shape.n_layers - 1
-    run_acdc(graph, evaluate, 0.0005, batch_size=16, progress=False, predict=Predictor(evaluate, from_layer=top))
-    assert layers and min(layers) == top
+    assert sorted(set(layers)) == [top, top + 1]
 
 
 def test_probes_wait_for_batches_of_PROBE_BATCH_FROM_circuits(monkeypatch):
     model, task, graph, evaluate = long_segment_setting()
     layers = probed_layers(monkeypatch)
-    run_acdc(graph, evaluate, 0.0005, batch_size=PROBE_BATCH_FROM - 1, progress=False, predict=Predictor(evaluate))
+    run_acdc(graph, evaluate, 0.0005, batch_size=PROBE_BATCH_FROM - 1, progress=False, predict=evaluate)
     assert layers == []
-    run_acdc(graph, evaluate, 0.0005, batch_size=PROBE_BATCH_FROM, progress=False, predict=Predictor(evaluate))
+    run_acdc(graph, evaluate, 0.0005, batch_size=PROBE_BATCH_FROM, progress=False, predict=evaluate)
     assert layers
 
 
@@ -168,11 +163,11 @@ def test_a_run_with_a_predictor_resumed_from_any_save_repeats_the_uninterrupted_
     layers = probed_layers(monkeypatch)
     saves = KeepEverySave(fingerprint({}, model, task))
     batch_size = PROBE_BATCH_FROM
-    straight = run_acdc(graph, evaluate, 0.0005, batch_size=batch_size, progress=False, checkpointer=saves, predict=Predictor(evaluate))
+    straight = run_acdc(graph, evaluate, 0.0005, batch_size=batch_size, progress=False, checkpointer=saves, predict=evaluate)
     assert layers
     for n, contents in enumerate(saves.files[:-1]):
         (tmp_path / f"{n}.safetensors").write_bytes(contents)
-        resumed = run_acdc(graph, evaluate, 0.0005, batch_size=batch_size, progress=False, predict=Predictor(evaluate),
+        resumed = run_acdc(graph, evaluate, 0.0005, batch_size=batch_size, progress=False, predict=evaluate,
                            resume=load_checkpoint(tmp_path / f"{n}.safetensors").state)
         assert same_result(resumed, straight)
         assert resumed.forward_passes == straight.forward_passes

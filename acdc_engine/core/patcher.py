@@ -1,4 +1,4 @@
-"""What methods may ask of a patched model: the ``Patcher`` protocol, ``Evaluate`` and its ``Predictor``.
+"""What methods may ask of a patched model: the ``Patcher`` protocol, and ``Evaluate``.
 
 Methods are typed against these, not against the engine's concrete ``EdgePatcher``
 (``acdc_engine.patching``), so a method reads as what it needs: logits of circuits, gradients at
@@ -7,7 +7,6 @@ the receivers, and the senders' clean and ablated outputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
 import torch
@@ -20,20 +19,6 @@ Evaluate = Callable[[CircuitMask, int], Tensor]
 """(circuits [C, ...], start layer) -> metric [C] float64 on the CPU, lower is better.
 
 The start layer is where a resumed forward pass may begin: every receiver below it is intact."""
-
-
-@dataclass(frozen=True)
-class Predictor:
-    """An estimate of an ``Evaluate`` for planning passes (ACDC's probes), never for deciding.
-
-    evaluate: measures circuits as the estimated ``Evaluate`` does: on fewer prompts, or (where a
-        pass costs about the same whatever its prompts) the ``Evaluate`` itself.
-    from_layer: the lowest start layer whose segments are worth probing with it: a removal deep in
-        the model changes every layer above it, so its circuit costs more of a pass there.
-    """
-
-    evaluate: Evaluate
-    from_layer: int = 0
 
 
 class Patcher(Protocol):

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from acdc_engine.core.mask import CircuitMask
-from acdc_engine.core.patcher import Evaluate, Predictor
+from acdc_engine.core.patcher import Evaluate
 from acdc_engine.core.threads import thread_count, using_threads
 from acdc_engine.measure.metrics import at_least_float32, make_metric
 from acdc_engine.patching import EdgePatcher
@@ -106,29 +106,26 @@ shape (245,760) their passes cost more than the passes they save (5 to 15% slowe
 SUBSET_FROM = 2**15
 """The work from which ``predictor`` measures on a subset of the prompts. Below it a pass costs
 about the same on 4 prompts as on all, so a second measurement's set-up and cold first pass cost
-more than its cheaper circuits save: the measurement's own passes probe the top layer instead
-(measured on the benchmark: ``autocircuit-shape``, work 15,360, is faster so; ``default``, 34,816,
-with the subset)."""
+more than its cheaper circuits save: the measurement's own passes probe instead (measured on the
+benchmark: ``autocircuit-shape``, work 15,360, is faster so; ``default``, 34,816, with the subset)."""
 
 
-def predictor(model: torch.nn.Module, task: TaskData, evaluate: Evaluate, **setting: Any) -> Predictor | None:
-    """A ``Predictor`` of ``evaluate``, a ``Measurement``'s of ``model`` on ``task`` (``setting``:
-    its other keywords), for ACDC's probes (``run_acdc``'s ``predict``), or None where probes cost
-    more than they save (work ``PREDICTOR_BELOW`` or more).
+def predictor(model: torch.nn.Module, task: TaskData, evaluate: Evaluate, **setting: Any) -> Evaluate | None:
+    """What ACDC's probes measure with (``run_acdc``'s ``predict``) for ``evaluate``, a
+    ``Measurement``'s of ``model`` on ``task`` (``setting``: its other keywords), or None where
+    probes cost more than they save (work ``PREDICTOR_BELOW`` or more).
 
-    Below ``SUBSET_FROM`` it is ``evaluate`` itself, on the top layer's segments and the logits'
-    (where a removal changes little of the pass, so its circuit is cheap beside the pass's fixed
-    cost). From it, the same metric on ``PREDICTOR_PROMPTS`` of the task's prompts, evenly spaced,
-    on every segment: a ``Measurement`` of those prompts built at the first call (without the
-    self-check: the model is the one the full measurement checks); on the benchmark's tasks it
-    decides a removal as the whole task does for about 95% of ACDC's candidates. None also where
-    the task has fewer than ``2 * PREDICTOR_PROMPTS`` prompts (a subset would cost about what the
-    task costs)."""
+    Below ``SUBSET_FROM``, ``evaluate`` itself. From it, the same metric on ``PREDICTOR_PROMPTS`` of
+    the task's prompts, evenly spaced: a ``Measurement`` of those prompts built at the first call
+    (without the self-check: the model is the one the full measurement checks); on the
+    benchmark's tasks it decides a removal as the whole task does for about 95% of ACDC's
+    candidates. None also where the task has fewer than ``2 * PREDICTOR_PROMPTS`` prompts (a
+    subset would cost about what the task costs)."""
     n_prompts, work = len(task.clean), task.clean.numel() * model.cfg.d_model
     if work >= PREDICTOR_BELOW:
         return None
     if work < SUBSET_FROM:
-        return Predictor(evaluate, from_layer=model.cfg.n_layers - 1)
+        return evaluate
     if n_prompts < 2 * PREDICTOR_PROMPTS:
         return None
     prompts = torch.arange(PREDICTOR_PROMPTS) * n_prompts // PREDICTOR_PROMPTS
@@ -139,4 +136,4 @@ def predictor(model: torch.nn.Module, task: TaskData, evaluate: Evaluate, **sett
             subset.append(Measurement(model, task.subset(prompts), **setting, self_check=False))
         return subset[0].evaluate(masks, start_layer)
 
-    return Predictor(predict)
+    return predict

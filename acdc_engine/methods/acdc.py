@@ -36,7 +36,7 @@ from acdc_engine.core import choices
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.progress import progress_bar
 from acdc_engine.core.graph import Graph
-from acdc_engine.core.patcher import Evaluate, Predictor
+from acdc_engine.core.patcher import Evaluate
 from acdc_engine.methods.method import Checkpointing, CircuitSelection, MethodInput, MethodOutcome, MethodSpec
 from acdc_engine.core.nodes import LOGITS, QKV, NodeKind, edge_name, head_name, head_receiver_name, mlp_name, parse_node
 
@@ -230,7 +230,7 @@ def run_acdc(
     resume: AcdcState | None = None,
     checkpointer: Checkpointing | None = None,
     skip: Tensor | None = None,
-    predict: Predictor | None = None,
+    predict: Evaluate | None = None,
 ) -> AcdcResult:
     """Exact ACDC on ``graph``; ``evaluate`` scores circuits (lower is better), see ``Evaluate``.
 
@@ -242,9 +242,9 @@ def run_acdc(
     path (computed on wrong guesses) decide nothing; they hint at their candidates' decisions for
     later batches' guesses (``AcdcState.hints``). The window (circuits per batch, at most
     ``batch_size``) adapts to how far batches get (``_decide``). ``predict``, an estimate of
-    ``evaluate`` (``Measurement.predictor``), hints at every candidate of a long segment from its
-    ``from_layer`` up before the segment's first batch (``_probe``; its passes count in
-    ``forward_passes``). Any window or hint gives the same circuit.
+    ``evaluate`` (``Measurement.predictor``) or ``evaluate`` itself, hints at every candidate of a
+    long segment of the top layer or the logits before the segment's first batch (``_probe``; its
+    passes count in ``forward_passes``). Any window or hint gives the same circuit.
     ``stop_after`` visits only that many candidates of the order (benchmarks time a prefix); the
     rest stay in the circuit untested.
     Near-ties are decided on lone evaluations. The engine's patched pass gives a circuit the same
@@ -283,7 +283,7 @@ def run_acdc(
 def _visit(
     state: AcdcState, graph: Graph, candidates: list[Candidate], start_layer: int, offset: int, limit: int,
     evaluate: Evaluate, threshold: float, skip: Tensor | None, checkpointer: Checkpointing | None, bar: tqdm,
-    predict: Predictor | None = None,
+    predict: Evaluate | None = None,
 ) -> None:
     """Decide the ``candidates`` of one segment (at indices ``offset``.. of the visiting order, each
     pass resuming at ``start_layer``) from where ``state`` stands, batch by batch, saving through
@@ -293,9 +293,9 @@ def _visit(
     if i >= len(candidates):  # visited before the resumed state was saved, or beyond stop_after
         return
     moot = [moot or _is_skipped(c, skip) for c, moot in zip(candidates, state.moot(graph, candidates))]
-    probes = predict is not None and start_layer >= predict.from_layer and state.batch_size >= PROBE_BATCH_FROM
+    probes = predict is not None and start_layer >= graph.shape.n_layers - 1 and state.batch_size >= PROBE_BATCH_FROM
     if probes and i == 0 and moot.count(False) >= PROBE_FROM:
-        _probe(state, candidates, moot, start_layer, offset, predict.evaluate, threshold)
+        _probe(state, candidates, moot, start_layer, offset, predict, threshold)
     while i < len(candidates):
         batch = _speculate(state, candidates, moot, i, offset)
         try:
@@ -430,14 +430,17 @@ def _stacked(circuits: list[tuple[np.ndarray, np.ndarray]]) -> CircuitMask:
 
 PROBE_FROM = 8
 """The fewest tested candidates a segment must have for ``predict`` to probe it (``_probe``): a probe
-costs a predicted pass per ``batch_size - 1`` candidates (and the predictor's set-up once), and pays
-where guesses from the keep rate alone would take several passes (measured on the benchmark's
-small cases: from 8 rather than 24, ``default`` is about 10% faster)."""
+costs a pass per ``batch_size - 1`` candidates (and a predictor's set-up once), and pays where
+guesses from the keep rate alone would take several passes. ACDC probes only the segments of the
+top layer and the logits: there a removal changes one receiver of the top layer, so a probe circuit
+costs little beside its pass; deeper, every layer above changes in each circuit, and on random
+models with 2 to 3 layers probing every segment made runs up to 18% slower (measured; on the
+benchmark's ``default`` it was 4% faster than the top layer alone)."""
 
 PROBE_BATCH_FROM = 12
 """The smallest batch size at which ACDC probes: a probe pass hints at ``batch_size - 1``
 candidates, while a batch without hints decides a few (measured on the benchmark's small cases:
-probes cost passes at batch size 4, break even at 8, and save 3 to 18% of the time from 12 to 32)."""
+probes cost passes at batch size 4, break even at 8, and save 5 to 10% of the time from 12 to 32)."""
 
 
 def _probe(

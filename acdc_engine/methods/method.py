@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Protocol
 from acdc_engine.core.mask import CircuitMask, Scores
 from acdc_engine.core.errors import AcdcError
 from acdc_engine.core.graph import Graph
-from acdc_engine.core.patcher import Evaluate, Patcher, Predictor
+from acdc_engine.core.patcher import Evaluate, Patcher
 from acdc_engine.measure.metrics import Metric
 from acdc_engine.patching.memory import MemoryProfile
 
@@ -75,7 +75,7 @@ class MethodInput:
     progress: bool = True
     resume: Any = None
     checkpointer: Checkpointing | None = None
-    predict: Predictor | None = None
+    predict: Evaluate | None = None
 
 
 @dataclass
