@@ -101,7 +101,8 @@ PREDICTOR_PROMPTS = 4
 PREDICTOR_BELOW = 2**17
 """The work (n_prompts x n_tokens x d_model) below which ``predictor`` offers an estimate. In small
 passes the cost of a pass, not of its circuits, dominates, and probes save many passes; at GPT-2
-shape (245,760) their passes cost more than the passes they save (5 to 15% slower, measured)."""
+shape (245,760) their passes cost more than the passes they save (the first 400 candidates: 14.8
+to 15.8 s with the subset's probes, 12.9 s without, measured)."""
 
 SUBSET_FROM = 2**15
 """The work from which ``predictor`` measures on a subset of the prompts. Below it a pass costs
