@@ -418,6 +418,11 @@ def segment_keep_rate(state: AcdcState, candidates: list[Candidate], start: int)
     return (int(kept) + 2 * keep_rate(state)) / (tested + 2)
 
 
+def _current(state: AcdcState) -> tuple[np.ndarray, np.ndarray]:
+    """The state's circuit as (edges [S, R], head inputs [L, H, 3]) numpy masks, to read (``_copied`` to set entries)."""
+    return _readable(state.kept.edges), _readable(state.kept.head_inputs)
+
+
 def _copied(circuit: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """A copy of a circuit's (edges [S, R], head inputs [L, H, 3]) numpy masks, to set entries in."""
     return circuit[0].copy(), circuit[1].copy()
@@ -453,7 +458,7 @@ def _probe(
     ``state.batch_size`` circuits (counted in ``state.forward_passes``). A candidate's decision
     rarely changes with the decisions before it, so the speculation then mostly guesses the path
     the sequential algorithm takes (``HINT_TRUST``)."""
-    current = (_readable(state.kept.edges), _readable(state.kept.head_inputs))
+    current = _current(state)
     before = _copied(current)  # the current circuit less the moot candidates so far
     per_pass = max(1, state.batch_size - 1)
     last = len(moot) - 1 - moot[::-1].index(False)
@@ -496,7 +501,7 @@ def _speculate(state: AcdcState, candidates: list[Candidate], moot: list[bool], 
     nodes: dict[tuple[bool, ...], int] = {}
     circuits: list[tuple[np.ndarray, np.ndarray]] = []  # (edges, head inputs) of each circuit
     # (-chance, order, guesses, the parent's circuit (the state's for the root)), likeliest first
-    frontier = [(-1.0, 0, (), (_readable(state.kept.edges), _readable(state.kept.head_inputs)))]
+    frontier = [(-1.0, 0, (), _current(state))]
     order = 1
     while frontier and len(circuits) < state.window and -frontier[0][0] >= MIN_CHANCE:
         negative_chance, _, guesses, parent = heapq.heappop(frontier)
